@@ -1,0 +1,51 @@
+"""Split a long video into clips: logical frame windows that Ray workers seek into.
+
+Why windows and not cut files: cutting with stream copy can only cut on keyframes, so clip
+starts would drift from the requested boundaries and every clip would be a second copy of the
+data on disk. A window is just a frame range on the source timeline; a worker seeks to the
+keyframe before it (using the PTS index from the probe) and decodes forward. Shot spans are
+therefore on the source timeline by construction.
+
+Boundary reconciliation: each clip *owns* the half-open frame range [start_frame, end_frame)
+and only reports cuts inside it, but decodes `overlap` frames on both sides so the detector has
+the same history and look-ahead as in one continuous pass. Shots are formed afterwards from the
+merged cut list of the whole video, so a shot that crosses a clip boundary stays one shot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ClipWindow:
+    clip_index: int
+    start_frame: int  # owned, inclusive
+    end_frame: int  # owned, exclusive
+    decode_start: int
+    decode_end: int
+
+
+def plan_clips(num_frames: int, fps: float, clip_minutes: float, overlap_frames: int) -> list[ClipWindow]:
+    """Windows of about `clip_minutes` covering [0, num_frames) exactly once.
+
+    A last piece shorter than a quarter clip is folded into the previous clip rather than
+    becoming a tiny unit of work.
+    """
+    if num_frames <= 0:
+        return []
+    clip_frames = max(1, round(clip_minutes * 60.0 * fps))
+    starts = list(range(0, num_frames, clip_frames))
+    if len(starts) > 1 and num_frames - starts[-1] < clip_frames / 4:
+        starts.pop()
+    ends = starts[1:] + [num_frames]
+    return [
+        ClipWindow(
+            clip_index=i,
+            start_frame=a,
+            end_frame=b,
+            decode_start=max(0, a - overlap_frames),
+            decode_end=min(num_frames, b + overlap_frames),
+        )
+        for i, (a, b) in enumerate(zip(starts, ends))
+    ]

@@ -1,0 +1,150 @@
+"""Turn one video's clip results into manifest rows, keyframe files and committed table parts."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import cv2
+
+from curation.clips import ClipWindow
+from curation.config import CurationConfig
+from curation.probe import VideoProbe, path_id
+from curation.shots import ClipResult, shots_from_cuts
+from manifests.frames import read_shot_frames
+from manifests.io import remove_part, write_part
+from manifests.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def shot_rows(
+    probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult], config: CurationConfig
+) -> list[dict]:
+    cuts = [c for r in results for c in r.cuts]
+    spans = shots_from_cuts(cuts, probe.num_frames, config.detector.min_scene_frames)
+    clip_starts = [w.start_frame for w in windows]
+    rows = []
+    for index, (start, end) in enumerate(spans):
+        start_s, end_s = probe.frame_seconds(start), probe.frame_seconds(end)
+        too_short = end_s - start_s < config.min_shot_seconds
+        rows.append(
+            {
+                "video_id": probe.video_id,
+                "shot_id": f"{probe.video_id}_{start:07d}",
+                "shot_index": index,
+                "source_path": probe.source_path,
+                "start_frame": start,
+                "end_frame": end,
+                "num_frames": end - start,
+                "start_s": start_s,
+                "end_s": end_s,
+                "duration_s": end_s - start_s,
+                "start_pts": int(probe.pts[start]) if probe.pts_reliable else None,
+                "end_pts": (int(probe.pts[end]) if end < probe.num_frames else probe.end_pts())
+                if probe.pts_reliable
+                else None,
+                "time_base": f"{probe.time_base.numerator}/{probe.time_base.denominator}",
+                "fps": probe.fps,
+                "width": probe.width,
+                "height": probe.height,
+                "rotation": probe.rotation,
+                "clip_index": max(i for i, s in enumerate(clip_starts) if s <= start),
+                "detector": config.detector.name,
+                "status": STATUS_FILTERED if too_short else STATUS_OK,
+                "filter_reason": f"shorter than --min-shot-seconds {config.min_shot_seconds:g}" if too_short else None,
+            }
+        )
+    return rows
+
+
+def save_keyframes(rows: list[dict], results: list[ClipResult], output: Path, max_side: int) -> None:
+    """One JPEG per shot: the sampled thumbnail nearest the shot's middle frame.
+
+    Shots too short to contain a sample (or whose sample was lost) get their middle frame read
+    from the source, which costs a seek; it is rare by construction.
+    """
+    thumbnails = {frame: jpeg for r in results for frame, jpeg in r.thumbnails.items()}
+    sampled = sorted(thumbnails)
+    for row in rows:
+        middle = (row["start_frame"] + row["end_frame"]) // 2
+        inside = [f for f in sampled if row["start_frame"] <= f < row["end_frame"]]
+        if inside:
+            frame = min(inside, key=lambda f: abs(f - middle))
+            jpeg = thumbnails[frame]
+        elif row["start_pts"] is not None:
+            frame = middle
+            image = read_shot_frames(row, indices=[middle - row["start_frame"]], max_side=max_side)[0]
+            ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+            jpeg = encoded.tobytes()
+        else:
+            continue
+        relative = Path("keyframes") / row["video_id"] / f"{row['shot_id']}.jpg"
+        _write_bytes_atomic(output / relative, jpeg)
+        row["keyframe_frame"] = frame
+        row["keyframe_path"] = relative.as_posix()
+
+
+def clip_rows(probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult]) -> list[dict]:
+    return [
+        {
+            "clip_id": f"{probe.video_id}_c{w.clip_index:03d}",
+            "video_id": probe.video_id,
+            "clip_index": w.clip_index,
+            "start_frame": w.start_frame,
+            "end_frame": w.end_frame,
+            "decode_start_frame": w.decode_start,
+            "decode_end_frame": w.decode_end,
+            "start_s": probe.frame_seconds(w.start_frame),
+            "end_s": probe.frame_seconds(w.end_frame),
+            "num_cuts": len(r.cuts),
+            "frames_decoded": r.frames_decoded,
+            "status": STATUS_FAILED if r.error else STATUS_OK,
+            "error": r.error,
+            "processing_s": r.seconds,
+        }
+        for w, r in zip(windows, results)
+    ]
+
+
+def commit_video(
+    probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult], config: CurationConfig, seconds: float
+) -> dict:
+    """Write shots, clips and finally the video row (the commit marker a resumed run checks).
+
+    A video with any failed clip is recorded as failed with no shots, so a re-run retries it
+    instead of keeping a partial cut list.
+    """
+    output = config.output
+    errors = [r.error for r in results if r.error]
+    video = probe.row() | {"num_clips": len(windows), "processing_s": seconds}
+    if errors:
+        video |= {"status": STATUS_FAILED, "error": "; ".join(errors), "error_stage": "detect", "num_shots": 0}
+        remove_part(output, "shots", probe.video_id)
+    else:
+        rows = shot_rows(probe, windows, results, config)
+        save_keyframes(rows, results, output, config.keyframe_max_side)
+        write_part(output, "shots", probe.video_id, rows)
+        video |= {"status": STATUS_OK, "num_shots": len(rows)}
+    write_part(output, "clips", probe.video_id, clip_rows(probe, windows, results))
+    write_part(output, "videos", probe.video_id, [video])
+    remove_part(output, "videos", path_id(probe.source_path))  # an earlier failure of this path
+    return video
+
+
+def commit_failure(path: str, error: str, stage: str, config: CurationConfig) -> dict:
+    row = {
+        "video_id": path_id(path),
+        "source_path": os.path.abspath(path),
+        "status": STATUS_FAILED,
+        "error": error,
+        "error_stage": stage,
+    }
+    write_part(config.output, "videos", row["video_id"], [row])
+    return row

@@ -1,0 +1,47 @@
+"""A one-line progress display: videos done/total, hours of video processed, throughput."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, total: int, stream=sys.stderr, min_interval: float = 1.0):
+        self.total, self.stream, self.min_interval = total, stream, min_interval
+        self.done = self.failed = self.skipped = self.shots = 0
+        self.video_seconds = 0.0
+        self.began = time.perf_counter()
+        self._last_print = 0.0
+        self._tty = getattr(stream, "isatty", lambda: False)()
+
+    def video_done(
+        self, video_seconds: float = 0.0, shots: int = 0, failed: bool = False, skipped: bool = False
+    ) -> None:
+        self.done += 1
+        self.failed += failed
+        self.skipped += skipped
+        self.shots += shots
+        self.video_seconds += video_seconds
+        self._print(force=self.done == self.total)
+
+    def line(self) -> str:
+        elapsed = max(time.perf_counter() - self.began, 1e-9)
+        return (
+            f"videos {self.done}/{self.total} ({self.failed} failed, {self.skipped} already done) | "
+            f"{self.video_seconds / 3600:.2f} h of video | {self.video_seconds / elapsed:.1f}x real time | "
+            f"{self.shots} shots | {elapsed:.0f}s"
+        )
+
+    def _print(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last_print < self.min_interval:
+            return
+        self._last_print = now
+        end = "\r" if self._tty and not force else "\n"
+        self.stream.write(self.line() + end)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._tty:
+            self.stream.write("\n")

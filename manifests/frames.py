@@ -1,0 +1,119 @@
+"""Reading a shot's frames, frame-exact by PTS, from its source video (PyAV)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import av
+import numpy as np
+
+
+class VideoReadError(RuntimeError):
+    """The source video of a manifest row cannot be opened or decoded as the row says."""
+
+
+@contextmanager
+def open_video(path: str | os.PathLike, threads: int = 0):
+    """Open `path` and yield (container, video stream) with threaded decoding.
+
+    threads=0 lets FFmpeg pick; frame threading is what makes H.264/HEVC decode scale on cores.
+    """
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise VideoReadError(f"{path}: cannot open ({reason}): not a video, or truncated or corrupt") from err
+    try:
+        if not container.streams.video:
+            raise VideoReadError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        yield container, stream
+    finally:
+        container.close()
+
+
+def iter_frames(container, stream, start_pts: int | None = None, end_pts: int | None = None) -> Iterator[av.VideoFrame]:
+    """Decoded frames with start_pts <= pts < end_pts, in presentation order.
+
+    Seeks to the keyframe at or before start_pts. If the demuxer lands after the target (broken
+    index), it falls back to decoding from the beginning so no frame is silently skipped.
+    """
+    first_pts = stream.start_time or 0
+    seeked = start_pts is not None and start_pts > first_pts
+    if seeked:
+        container.seek(int(start_pts), stream=stream, backward=True, any_frame=False)
+    checked = not seeked
+    for frame in container.decode(stream):
+        pts = frame.pts
+        if pts is None:
+            continue
+        if not checked:
+            checked = True
+            if pts > start_pts:
+                container.seek(first_pts, stream=stream, backward=True, any_frame=False)
+                yield from iter_frames(container, stream, None, end_pts)
+                return
+        if start_pts is not None and pts < start_pts:
+            continue
+        if end_pts is not None and pts >= end_pts:
+            return
+        yield frame
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Rotate a decoded (H, W, C) frame to display orientation.
+
+    `rotation` is the display matrix angle in degrees counter-clockwise (PyAV's frame.rotation).
+    """
+    k = (int(round(rotation / 90.0))) % 4
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+
+
+def to_rgb(frame: av.VideoFrame, rotation: int, max_side: int | None = None) -> np.ndarray:
+    """Convert a frame to an upright RGB array, downscaled (aspect kept) so its long side <= max_side."""
+    width, height = frame.width, frame.height
+    if max_side and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        width, height = max(2, round(width * scale)), max(2, round(height * scale))
+        image = frame.to_ndarray(width=width, height=height, format="rgb24")
+    else:
+        image = frame.to_ndarray(format="rgb24")
+    return upright(image, rotation)
+
+
+def read_shot_frames(
+    shot: Mapping[str, Any],
+    indices: Sequence[int] | None = None,
+    max_side: int | None = None,
+    threads: int = 0,
+) -> np.ndarray:
+    """Frames of one shot row (from shots.parquet) as a uint8 array (T, H, W, 3), RGB, upright.
+
+    indices: frame offsets within the shot (0 = the shot's first frame); default: every frame.
+    """
+    num_frames = int(shot["num_frames"])
+    wanted = range(num_frames) if indices is None else list(indices)
+    if any(i < 0 or i >= num_frames for i in wanted):
+        raise ValueError(f"frame indices must lie in [0, {num_frames}) for shot {shot.get('shot_id')}")
+    wanted_set = set(wanted)
+    rotation = int(shot.get("rotation") or 0)
+    frames: dict[int, np.ndarray] = {}
+    with open_video(shot["source_path"], threads=threads) as (container, stream):
+        last = max(wanted_set) if wanted_set else -1
+        for offset, frame in enumerate(iter_frames(container, stream, shot.get("start_pts"), shot.get("end_pts"))):
+            if offset in wanted_set:
+                frames[offset] = to_rgb(frame, rotation, max_side)
+            if offset >= last:
+                break
+    missing = [i for i in wanted if i not in frames]
+    if missing:
+        raise VideoReadError(
+            f"{shot['source_path']}: shot {shot.get('shot_id')} has {num_frames} frames in the manifest but "
+            f"frames {missing[:5]} could not be decoded; the file changed or is truncated, re-run curation"
+        )
+    return np.stack([frames[i] for i in wanted]) if wanted else np.zeros((0, 0, 0, 3), np.uint8)

@@ -1,0 +1,128 @@
+"""Summaries of a manifest directory: a text report and a browsable HTML page of keyframes."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from manifests.io import read_table
+
+_BINS = [0, 1, 2, 4, 8, 16, 32, 64, float("inf")]
+
+
+def length_histogram(durations: pd.Series) -> list[tuple[str, int]]:
+    counts = pd.cut(durations, _BINS, right=False).value_counts(sort=False)
+    labels = [f"{a:g}-{b:g}s" if b != float("inf") else f">={a:g}s" for a, b in zip(_BINS[:-1], _BINS[1:])]
+    return list(zip(labels, counts.tolist()))
+
+
+def summary(manifest_dir: str | os.PathLike) -> dict:
+    videos = read_table(manifest_dir, "videos", missing_ok=True)
+    shots = read_table(manifest_dir, "shots", missing_ok=True)
+    ok = videos[videos["status"] == "ok"]
+    durations = shots["duration_s"].astype(float)
+    return {
+        "videos": len(videos),
+        "videos_ok": len(ok),
+        "videos_failed": int((videos["status"] == "failed").sum()),
+        "hours": float(ok["duration_s"].sum() / 3600) if len(ok) else 0.0,
+        "shots": len(shots),
+        "shots_ok": int((shots["status"] == "ok").sum()),
+        "shots_filtered": int((shots["status"] == "filtered").sum()),
+        "shot_seconds_percentiles": {f"p{q}": float(np.percentile(durations, q)) for q in (5, 25, 50, 75, 95)}
+        if len(shots)
+        else {},
+        "shot_length_histogram": length_histogram(durations) if len(shots) else [],
+        "failures": videos.loc[videos["status"] == "failed", ["source_path", "error_stage", "error"]].to_dict(
+            "records"
+        ),
+    }
+
+
+def text_report(manifest_dir: str | os.PathLike) -> str:
+    s = summary(manifest_dir)
+    lines = [
+        f"manifest: {Path(manifest_dir).resolve()}",
+        f"videos:   {s['videos']} ({s['videos_ok']} ok, {s['videos_failed']} failed), {s['hours']:.2f} h of video",
+        f"shots:    {s['shots']} ({s['shots_ok']} ok, {s['shots_filtered']} filtered)",
+    ]
+    if s["shot_seconds_percentiles"]:
+        lines.append("shot length (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s["shot_seconds_percentiles"].items()))
+        peak = max(count for _, count in s["shot_length_histogram"]) or 1
+        for label, count in s["shot_length_histogram"]:
+            lines.append(f"  {label:>9} {'#' * round(40 * count / peak):<40} {count}")
+    if s["failures"]:
+        lines.append(f"failures ({len(s['failures'])}):")
+        lines += [f"  [{f['error_stage']}] {f['error']}" for f in s["failures"]]
+    return "\n".join(lines)
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}
+h1{font-size:1.4rem} h2{font-size:1.05rem;margin:1.6rem 0 .4rem;word-break:break-all}
+.stats{display:flex;gap:1rem;flex-wrap:wrap}.stat{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem .8rem}
+.grid{display:flex;flex-wrap:wrap;gap:.5rem}.shot{background:#fff;border:1px solid #ddd;border-radius:6px;width:200px;font-size:.78rem}
+.shot img{width:200px;height:auto;display:block;border-radius:6px 6px 0 0}.shot div{padding:.3rem .4rem}
+.filtered{opacity:.45}.bar{background:#4a7fd6;height:.8rem;display:inline-block}
+table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
+.err{color:#b00020}
+"""
+
+
+def html_report(
+    manifest_dir: str | os.PathLike, out: str | os.PathLike | None = None, max_shots_per_video: int = 500
+) -> Path:
+    """Write a self-contained page (images referenced relative to the manifest directory)."""
+    manifest_dir = Path(manifest_dir)
+    out = Path(out) if out else manifest_dir / "index.html"
+    s = summary(manifest_dir)
+    videos = read_table(manifest_dir, "videos", missing_ok=True)
+    shots = read_table(manifest_dir, "shots", missing_ok=True)
+    rel = os.path.relpath(manifest_dir, out.parent)
+    e = html.escape
+    parts = [
+        f"<!doctype html><meta charset=utf-8><title>Manifest {e(manifest_dir.name)}</title><style>{_STYLE}</style>"
+    ]
+    parts.append(f"<h1>Manifest {e(str(manifest_dir.resolve()))}</h1><div class=stats>")
+    for label, value in [
+        ("videos", f"{s['videos_ok']} ok / {s['videos']}"),
+        ("hours of video", f"{s['hours']:.2f}"),
+        ("shots", f"{s['shots_ok']} ok, {s['shots_filtered']} filtered"),
+        ("median shot", f"{s['shot_seconds_percentiles'].get('p50', 0):.1f} s"),
+    ]:
+        parts.append(f"<div class=stat><b>{e(value)}</b><br>{e(label)}</div>")
+    parts.append("</div><h2>Shot length</h2><table>")
+    peak = max([c for _, c in s["shot_length_histogram"]] or [1]) or 1
+    for label, count in s["shot_length_histogram"]:
+        parts.append(
+            f"<tr><td>{e(label)}</td><td><span class=bar style='width:{300 * count / peak:.0f}px'></span> {count}</td></tr>"
+        )
+    parts.append("</table>")
+    if s["failures"]:
+        parts.append("<h2>Failures</h2><table><tr><th>file</th><th>stage</th><th>error</th></tr>")
+        for f in s["failures"]:
+            parts.append(
+                f"<tr><td>{e(str(f['source_path']))}</td><td>{e(str(f['error_stage']))}</td><td class=err>{e(str(f['error']))}</td></tr>"
+            )
+        parts.append("</table>")
+    for video in videos[videos["status"] == "ok"].sort_values("source_path").itertuples():
+        vshots = shots[shots["video_id"] == video.video_id].sort_values("start_frame")
+        parts.append(
+            f"<h2>{e(Path(video.source_path).name)} <small>({video.width}x{video.height}, {video.fps:.2f} fps, "
+            f"{video.duration_s:.1f} s, {len(vshots)} shots, id {e(video.video_id)})</small></h2><div class=grid>"
+        )
+        for shot in vshots.head(max_shots_per_video).itertuples():
+            image = f"<img loading=lazy src='{e(f'{rel}/{shot.keyframe_path}')}' alt=''>" if shot.keyframe_path else ""
+            cls = "shot filtered" if shot.status != "ok" else "shot"
+            parts.append(
+                f"<div class='{cls}' title='{e(str(shot.filter_reason or ''))}'>{image}<div>#{shot.shot_index} "
+                f"{shot.start_s:.2f}–{shot.end_s:.2f} s ({shot.duration_s:.1f} s)<br>frames {shot.start_frame}–{shot.end_frame}</div></div>"
+            )
+        parts.append("</div>")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(parts))
+    return out

@@ -1,0 +1,124 @@
+"""Atomic writing and validated reading of manifest tables (a Parquet file or a folder of parts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from manifests.schema import SCHEMA_VERSION, TABLES
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, unreadable or does not match its schema."""
+
+
+def table_path(manifest_dir: str | os.PathLike, name: str) -> Path:
+    """Where table `name` lives in a manifest directory: `DIR/<name>.parquet` (file or folder)."""
+    if name not in TABLES:
+        raise ManifestError(f"unknown table {name!r}; known tables: {', '.join(sorted(TABLES))}")
+    return Path(manifest_dir) / f"{name}.parquet"
+
+
+def to_arrow(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """Build a table with exactly `schema`'s columns; missing nullable columns become nulls."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    rows = list(rows)
+    columns = {}
+    for field in schema:
+        values = [row.get(field.name) for row in rows]
+        if not field.nullable and any(v is None for v in values):
+            raise ManifestError(f"column {field.name!r} of table {schema.metadata[b'table'].decode()} may not be null")
+        columns[field.name] = pa.array(values, type=field.type)
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def write_part(manifest_dir: str | os.PathLike, name: str, part: str, rows) -> Path:
+    """Write (or replace) one part file of table `name`, atomically.
+
+    Parts are keyed by a stable name (a video id), so writing the same part twice replaces it:
+    re-running a job never duplicates rows. The temporary file starts with '.', which pandas and
+    pyarrow skip when reading the folder, and is renamed into place only once complete.
+    """
+    schema = TABLES[name]
+    table = rows if isinstance(rows, pa.Table) else to_arrow(rows, schema)
+    folder = table_path(manifest_dir, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"part-{part}.parquet"
+    tmp = folder / f".tmp-{part}-{uuid.uuid4().hex[:8]}.parquet"
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def remove_part(manifest_dir: str | os.PathLike, name: str, part: str) -> None:
+    (table_path(manifest_dir, name) / f"part-{part}.parquet").unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _check_schema(found: pa.Schema, expected: pa.Schema, where: Path) -> None:
+    meta = found.metadata or {}
+    version = meta.get(b"schema_version")
+    table = expected.metadata[b"table"].decode()
+    if version is not None and int(version) != SCHEMA_VERSION:
+        raise ManifestError(
+            f"{where}: written with manifest schema_version {version.decode()}, this code reads "
+            f"version {SCHEMA_VERSION}; re-run the job that produced it with this version"
+        )
+    problems = []
+    for field in expected:
+        idx = found.get_field_index(field.name)
+        if idx < 0:
+            problems.append(f"missing column {field.name!r}")
+        elif not found.field(idx).type.equals(field.type):
+            problems.append(f"column {field.name!r} is {found.field(idx).type}, expected {field.type}")
+    if problems:
+        raise ManifestError(f"{where} is not a valid {table!r} table: " + "; ".join(problems))
+
+
+def read_table(manifest_dir: str | os.PathLike, name: str, *, missing_ok: bool = False) -> pd.DataFrame:
+    """Read and validate table `name` of a manifest directory as a pandas DataFrame.
+
+    The plain pandas equivalent, without validation, is `pd.read_parquet("DIR/shots.parquet")`.
+    """
+    path = table_path(manifest_dir, name)
+    expected = TABLES[name]
+    if not path.exists():
+        if missing_ok:
+            return expected.empty_table().to_pandas()
+        raise ManifestError(f"{path} does not exist; run `python curation/run.py --output {manifest_dir}` first")
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+    tables = []
+    for file in files:
+        try:
+            schema = pq.read_schema(file)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job") from err
+        _check_schema(schema, expected, file)
+        tables.append(pq.read_table(file, columns=expected.names).cast(expected))
+    if not tables:
+        return expected.empty_table().to_pandas()
+    return pa.concat_tables(tables).to_pandas()

@@ -1,0 +1,99 @@
+"""The single source of truth for every manifest table's columns and types."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+"""Bump on any incompatible change; readers refuse tables written with another major version."""
+
+# Row statuses shared by all tables. "filtered" is a decision about good data (e.g. a shot
+# shorter than --min-shot-seconds); "failed" means something went wrong and `error` says what.
+STATUS_OK = "ok"
+STATUS_FILTERED = "filtered"
+STATUS_FAILED = "failed"
+
+
+def _schema(name: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={"schema_version": str(SCHEMA_VERSION), "table": name})
+
+
+VIDEOS = _schema(
+    "videos",
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("error_stage", pa.string()),
+        pa.field("size_bytes", pa.int64()),
+        pa.field("container", pa.string()),
+        pa.field("codec", pa.string()),
+        pa.field("pix_fmt", pa.string()),
+        pa.field("width", pa.int32()),  # displayed width, after rotation
+        pa.field("height", pa.int32()),  # displayed height, after rotation
+        pa.field("coded_width", pa.int32()),
+        pa.field("coded_height", pa.int32()),
+        pa.field("rotation", pa.int16()),  # degrees counter-clockwise to display upright
+        pa.field("fps", pa.float64()),  # average frame rate over the whole stream
+        pa.field("variable_fps", pa.bool_()),
+        pa.field("num_frames", pa.int64()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("time_base", pa.string()),  # e.g. "1/15360": unit of every *_pts column
+        pa.field("has_audio", pa.bool_()),
+        pa.field("num_clips", pa.int32()),
+        pa.field("num_shots", pa.int32()),
+        pa.field("processing_s", pa.float64()),
+    ],
+)
+
+CLIPS = _schema(
+    "clips",
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("clip_index", pa.int32(), nullable=False),
+        pa.field("start_frame", pa.int64(), nullable=False),  # owned range, inclusive
+        pa.field("end_frame", pa.int64(), nullable=False),  # owned range, exclusive
+        pa.field("decode_start_frame", pa.int64()),  # owned range plus overlap
+        pa.field("decode_end_frame", pa.int64()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("num_cuts", pa.int32()),
+        pa.field("frames_decoded", pa.int64()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("processing_s", pa.float64()),
+    ],
+)
+
+SHOTS = _schema(
+    "shots",
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("shot_id", pa.string(), nullable=False),
+        pa.field("shot_index", pa.int32(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("start_frame", pa.int64(), nullable=False),  # inclusive, source timeline
+        pa.field("end_frame", pa.int64(), nullable=False),  # exclusive, source timeline
+        pa.field("num_frames", pa.int64(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),  # from PTS, relative to stream start
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("start_pts", pa.int64()),  # PTS of start_frame, in the video's time_base
+        pa.field("end_pts", pa.int64()),  # PTS of end_frame (or end of stream)
+        pa.field("time_base", pa.string()),
+        pa.field("fps", pa.float64(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("rotation", pa.int16()),
+        pa.field("clip_index", pa.int32()),  # clip that owns the shot's first frame
+        pa.field("detector", pa.string()),
+        pa.field("keyframe_frame", pa.int64()),
+        pa.field("keyframe_path", pa.string()),  # relative to the manifest directory
+        pa.field("status", pa.string(), nullable=False),  # ok | filtered
+        pa.field("filter_reason", pa.string()),
+    ],
+)
+
+TABLES: dict[str, pa.Schema] = {"videos": VIDEOS, "clips": CLIPS, "shots": SHOTS}

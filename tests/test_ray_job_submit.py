@@ -1,0 +1,66 @@
+"""The documented cluster path: `ray job submit --working-dir . -- python curation/run.py ...`."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from manifests import read_table
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ray_job_submit_against_a_started_head(tmp_path, multi_shot_video):
+    ray_bin = Path(sys.executable).with_name("ray")
+    ray_cmd = [str(ray_bin)] if ray_bin.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
+    env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    gcs_port, dashboard_port = free_port(), free_port()
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
+    head = subprocess.Popen(
+        [*ray_cmd, "start", "--head", "--block", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
+         "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={ray_tmp}", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    address = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except OSError:
+                assert head.poll() is None, "ray start --head exited"
+                assert time.time() < deadline, "the Ray head did not come up in 120 s"
+                time.sleep(1)
+        out = tmp_path / "out"
+        job = subprocess.run(
+            [*ray_cmd, "job", "submit", f"--address={address}", "--working-dir", str(REPO), "--",
+             "python", "curation/run.py", "--input", str(multi_shot_video.path), "--output", str(out)],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "succeeded" in job.stdout
+        shots = read_table(out, "shots")
+        assert len(shots) == len(multi_shot_video.cuts) + 1
+    finally:
+        # The head and every process it started share one session: a throwaway cluster goes at once.
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        head.wait(timeout=30)
