@@ -30,10 +30,18 @@ def test_ray_job_submit_against_a_started_head(tmp_path, multi_shot_video):
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     gcs_port, dashboard_port = free_port(), free_port()
+    # Every agent gets its own port: Ray's defaults (e.g. 52365) are taken when another Ray (the
+    # in-process one other tests use, or a user's) runs on the same machine, and the job agent
+    # then never comes up ("No available agent to submit job").
+    agent_ports = [
+        f"--{name}={free_port()}"
+        for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                     "metrics-export-port", "ray-client-server-port")
+    ]  # fmt: skip
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
     head = subprocess.Popen(
         [*ray_cmd, "start", "--head", "--block", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
-         "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={ray_tmp}", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={ray_tmp}", "--disable-usage-stats", *agent_ports],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     address = f"http://127.0.0.1:{dashboard_port}"
@@ -48,11 +56,15 @@ def test_ray_job_submit_against_a_started_head(tmp_path, multi_shot_video):
                 assert time.time() < deadline, "the Ray head did not come up in 120 s"
                 time.sleep(1)
         out = tmp_path / "out"
-        job = subprocess.run(
-            [*ray_cmd, "job", "submit", f"--address={address}", "--working-dir", str(REPO), "--",
-             "python", "curation/run.py", "--input", str(multi_shot_video.path), "--output", str(out)],
-            env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+        while True:  # the dashboard answers before its job agent is ready
+            job = subprocess.run(
+                [*ray_cmd, "job", "submit", f"--address={address}", "--working-dir", str(REPO), "--",
+                 "python", "curation/run.py", "--input", str(multi_shot_video.path), "--output", str(out)],
+                env=env, capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            if "No available agent" not in job.stderr or time.time() > deadline:
+                break
+            time.sleep(2)
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in job.stdout
         shots = read_table(out, "shots")
