@@ -37,6 +37,10 @@ class Mask2DiTAttnProcessor:
     def __init__(self, backend: str = "segmented"):
         self.backend = check_backend(backend)
 
+    def attend(self, query, key, value, layout: SceneLayout) -> torch.Tensor:
+        """Dual-mask attention of (B, H, N, D) tensors; the one place a backend is applied."""
+        return scene_attention(query, key, value, layout, self.backend)
+
     def __call__(
         self,
         attn,
@@ -72,7 +76,7 @@ class Mask2DiTAttnProcessor:
         else:
             if attention_mask is not None:
                 raise ValueError("attention_mask cannot be combined with a multi-scene layout; the layout is the mask")
-            hidden_states = scene_attention(query, key, value, scene_layout, self.backend)
+            hidden_states = self.attend(query, key, value, scene_layout)
 
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))

@@ -1,0 +1,235 @@
+"""Generate multi-scene videos with Mask²DiT, or extend an earlier result scene by scene.
+
+    python -m model.generate --model DIR --prompts scenes.json --out out/story
+    python -m model.generate --model DIR --expand-from out/story --prompts more.json --out out/story2
+    python -m model.generate --model DIR --expand-from shot1.mp4 shot2.mp4 --context-prompts ctx.json \\
+        --prompts more.json --out out/story3
+
+A prompt file is a JSON list of prompts (one per scene), or a scene description in the structure
+of the paper's evaluation set:
+    {"background": "...", "characters": [{"name": "Actor1", "description": "..."}],
+     "scenes": ["Actor1 walks into the room ...", ...]}
+where every "ActorK" in a scene becomes "ActorK (description)" and the background is appended.
+Outputs in --out: scene_00.mp4 ..., video.mp4 (all scenes), latents.safetensors (to expand later)
+and generation.json (prompts, seeds, settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class PromptFileError(ValueError):
+    """A prompt file that is neither a JSON list of prompts nor a scene description."""
+
+
+def load_prompts(path: str | Path) -> list[str]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise PromptFileError(f"{path}: prompt file not found") from err
+    except json.JSONDecodeError as err:
+        raise PromptFileError(
+            f"{path}: not valid JSON ({err}); expected a list of prompts or a scene description"
+        ) from err
+    if isinstance(data, list):
+        if not data or not all(isinstance(p, str) and p.strip() for p in data):
+            raise PromptFileError(f"{path}: a prompt list must hold one non-empty string per scene")
+        return [p.strip() for p in data]
+    if isinstance(data, dict):
+        return scene_prompts(data, str(path))
+    raise PromptFileError(
+        f"{path}: expected a JSON list of prompts or an object with 'scenes', got {type(data).__name__}"
+    )
+
+
+def scene_prompts(spec: dict, where: str = "scene description") -> list[str]:
+    """Prompts from {background, characters, scenes}: each ActorK gets its description, every time."""
+    scenes = spec.get("scenes")
+    if not isinstance(scenes, list) or not scenes:
+        raise PromptFileError(f"{where}: 'scenes' must be a non-empty list of scene descriptions")
+    characters = spec.get("characters", [])
+    if isinstance(characters, dict):
+        characters = [{"name": k, "description": v} for k, v in characters.items()]
+    if not isinstance(characters, list) or not all(
+        isinstance(c, dict) and {"name", "description"} <= c.keys() for c in characters
+    ):
+        raise PromptFileError(f"{where}: 'characters' must be a list of {{'name': 'Actor1', 'description': ...}}")
+    described = {c["name"]: c["description"].strip() for c in characters}
+    background = str(spec.get("background", "")).strip()
+    prompts = []
+    for i, scene in enumerate(scenes):
+        text = scene.get("description") if isinstance(scene, dict) else scene
+        if not isinstance(text, str) or not text.strip():
+            raise PromptFileError(f"{where}: scene {i} has no description")
+        unknown = sorted(set(re.findall(r"\bActor\d+\b", text)) - described.keys())
+        if unknown:
+            raise PromptFileError(f"{where}: scene {i} names {', '.join(unknown)}, which 'characters' does not define")
+        # "Actor1" -> "Actor1 (description)", unless the description is already there.
+        text = re.sub(r"\b(Actor\d+)\b(?!\s*\()", lambda m: f"{m.group(1)} ({described[m.group(1)]})", text.strip())
+        prompts.append(f"{text} {background}".strip() if background else text)
+    return prompts
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+    """(F, H, W, 3) uint8 -> H.264 MP4 (sizes rounded down to even numbers, as yuv420p needs)."""
+    import av
+
+    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    tmp = path.with_name(f".tmp-{path.name}")
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames[:, :height, :width]:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode(None))
+    tmp.replace(path)
+
+
+def read_video(path: Path, num_frames: int, height: int, width: int) -> np.ndarray:
+    """The first num_frames frames of a video, resized and centre-cropped to height x width."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            scale = max(height / frame.height, width / frame.width)
+            w, h = max(width, round(frame.width * scale)), max(height, round(frame.height * scale))
+            image = frame.to_ndarray(width=w, height=h, format="rgb24")
+            top, left = (h - height) // 2, (w - width) // 2
+            frames.append(image[top : top + height, left : left + width])
+            if len(frames) == num_frames:
+                break
+    if len(frames) < num_frames:
+        raise ValueError(f"{path}: has {len(frames)} frames, expansion context needs {num_frames}")
+    return np.stack(frames)
+
+
+def save_result(out: Path, result, fps: float, settings: dict) -> None:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, video in enumerate(result.videos):
+        files.append(f"scene_{i:02d}.mp4")
+        write_mp4(out / files[-1], video[0], fps)
+    if result.videos:
+        write_mp4(out / "video.mp4", np.concatenate([v[0] for v in result.videos]), fps)
+    save_file({"latents": result.latents.float().cpu().contiguous()}, out / "latents.safetensors")
+    record = {
+        "prompts": result.prompts,
+        "seeds": result.seeds,
+        "scene_frames": result.scene_frames,
+        "scene_files": files,
+        "fps": fps,
+        "settings": settings,
+    }
+    (out / "generation.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+def load_result(folder: Path):
+    from safetensors.torch import load_file
+
+    from model.pipeline import MultiSceneOutput
+
+    record_path, latents_path = folder / "generation.json", folder / "latents.safetensors"
+    if not record_path.exists() or not latents_path.exists():
+        raise FileNotFoundError(f"{folder}: not an earlier output (needs generation.json and latents.safetensors)")
+    record = json.loads(record_path.read_text())
+    latents = load_file(latents_path)["latents"]
+    return MultiSceneOutput(latents, record["scene_frames"], record["prompts"], record["seeds"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.generate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--model", required=True, type=Path, help="CogVideoX-layout folder with a Mask²DiT transformer")
+    parser.add_argument("--prompts", required=True, type=Path, help="JSON list of prompts or a scene description")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--expand-from", nargs="+", type=Path, help="an earlier output folder, or context video files")
+    parser.add_argument("--context-prompts", type=Path, help="prompts of the context videos (with video files)")
+    parser.add_argument("--context-scenes", type=int, default=2, help="scenes of context per new scene (default 2)")
+    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=720)
+    parser.add_argument("--num-frames", type=int, default=49, help="frames per scene (4k+1)")
+    parser.add_argument("--fps", type=float, default=8.0)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance-scale", type=float, default=6.0)
+    parser.add_argument("--dynamic-cfg", action="store_true")
+    parser.add_argument("--scheduler", choices=["ddim", "dpm"], default="ddim")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    parser.add_argument("--device", default=None, help="default: cuda when available")
+    parser.add_argument(
+        "--cpu-offload", action="store_true", help="keep components on CPU until used (needs accelerate)"
+    )
+    parser.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
+    parser.add_argument("--vae-slicing", action="store_true", help="decode one video at a time")
+    args = parser.parse_args(argv)
+
+    import torch
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+    from model.pipeline import Mask2DiTPipeline, ModelFolderError
+
+    try:
+        prompts = load_prompts(args.prompts)
+        context_prompts = load_prompts(args.context_prompts) if args.context_prompts else None
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+        pipe = Mask2DiTPipeline.from_pretrained(args.model, torch_dtype=dtype)
+    except (PromptFileError, ModelFolderError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    scheduler_cls = CogVideoXDPMScheduler if args.scheduler == "dpm" else CogVideoXDDIMScheduler
+    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if args.vae_tiling:
+        pipe.vae.enable_tiling()
+    if args.vae_slicing:
+        pipe.vae.enable_slicing()
+
+    settings = dict(vars(args))
+    common = dict(height=args.height, width=args.width, num_frames=args.num_frames, num_inference_steps=args.steps,
+                  guidance_scale=args.guidance_scale, use_dynamic_cfg=args.dynamic_cfg, seed=args.seed,
+                  negative_prompts=args.negative_prompt)  # fmt: skip
+    began = time.perf_counter()
+    if args.expand_from:
+        sources = args.expand_from
+        if len(sources) == 1 and sources[0].is_dir():
+            previous = load_result(sources[0])
+        else:
+            if not context_prompts or len(context_prompts) != len(sources):
+                print("error: context videos need --context-prompts with one prompt per video", file=sys.stderr)
+                return 2
+            from model.pipeline import MultiSceneOutput
+
+            latents = [pipe.encode_video(read_video(p, args.num_frames, args.height, args.width), seed=args.seed)
+                       for p in sources]  # fmt: skip
+            previous = MultiSceneOutput(
+                torch.cat(latents, 1), [x.shape[1] for x in latents], context_prompts, [-1] * len(latents)
+            )
+        result = pipe.expand(previous, prompts, context_scenes=args.context_scenes, **common)
+    else:
+        result = pipe(prompts, **common)
+    save_result(args.out, result, args.fps, settings | {"seconds": time.perf_counter() - began})
+    print(f"wrote {len(result.videos)} scenes to {args.out} ({time.perf_counter() - began:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
