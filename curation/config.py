@@ -47,9 +47,42 @@ class CurationConfig(BaseModel):
     num_cpus: int | None = Field(default=None, ge=1)  # only for a local Ray started by the job
     sample_videos: int = Field(default=3, ge=1)  # generated when no --input is given
     retry_failed: bool = True
+    # Shot relevance: embeddings and combination mining.
+    embedder: Literal["viclip", "clip", "color"] = "color"
+    viclip_checkpoint: Path | None = None
+    clip_checkpoint: Path | None = None
+    embed_batch: int = Field(default=16, ge=1)
+    scenes: int = Field(default=3, ge=2)
+    within: Literal["clip", "video"] = "clip"
+    min_shot_frames: int = Field(default=49, ge=1)
+    min_relevance: float = 0.5
+    duplicate_threshold: float = Field(default=0.95, gt=0, le=1.0)
+    max_uses: int = Field(default=2, ge=1)
+    keep_all: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> CurationConfig:
         if self.output.exists() and not self.output.is_dir():
             raise ValueError(f"--output {self.output} exists and is not a directory")
+        checkpoint = {"viclip": self.viclip_checkpoint, "clip": self.clip_checkpoint}.get(self.embedder)
+        if self.embedder != "color" and checkpoint is None:
+            raise ValueError(
+                f"--embedder {self.embedder} needs --{self.embedder}-checkpoint PATH (a local file or folder)"
+            )
+        if checkpoint is not None and not checkpoint.exists():
+            raise ValueError(f"--{self.embedder}-checkpoint {checkpoint} does not exist")
         return self
+
+    def embedder_config(self):
+        from curation.embed import EmbedderConfig
+
+        checkpoint = {"viclip": self.viclip_checkpoint, "clip": self.clip_checkpoint}.get(self.embedder)
+        return EmbedderConfig(kind=self.embedder, checkpoint=str(checkpoint) if checkpoint else None,
+                              batch_size=self.embed_batch)  # fmt: skip
+
+    def miner_config(self):
+        from curation.combinations import MinerConfig
+
+        return MinerConfig(scenes=self.scenes, within=self.within, min_shot_frames=self.min_shot_frames,
+                           min_relevance=self.min_relevance, duplicate_threshold=self.duplicate_threshold,
+                           max_uses=self.max_uses, keep_all=self.keep_all)  # fmt: skip

@@ -38,6 +38,8 @@ STAGES = (
     "split: 10-minute clip windows with overlap (driver)",
     "detect: PySceneDetect cuts per clip window (Ray task per clip)",
     "reconcile: merge cuts on the source timeline, keyframes, shots.parquet (driver)",
+    "embed: shot embeddings, 8 frames per shot (Ray actors, model loaded once; GPU when present)",
+    "combine: relevance-filtered ordered shot combinations per clip, combinations.parquet (driver)",
 )
 
 
@@ -83,6 +85,32 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
         "--samples", type=int, default=3, help="sample videos generated when no --input is given (default 3)"
     )
     parser.add_argument("--no-retry-failed", action="store_true", help="on resume, skip videos that failed before")
+    relevance = parser.add_argument_group("shot relevance (embeddings and combinations)")
+    relevance.add_argument("--embedder", choices=["viclip", "clip", "color"], default="color",
+                           help="viclip (the paper's; needs --viclip-checkpoint), clip (needs --clip-checkpoint), "
+                                "or color: weight-free, runs anywhere, lower fidelity (default)")  # fmt: skip
+    relevance.add_argument("--viclip-checkpoint", type=Path, help="ViClip-InternVid-10M-FLT.pth or model.safetensors")
+    relevance.add_argument("--clip-checkpoint", type=Path, help="a local Hugging Face CLIP folder")
+    relevance.add_argument("--embed-batch", type=int, default=16, help="shots per embedding batch (default 16)")
+    relevance.add_argument("--scenes", type=int, default=3, help="shots per combination (default 3)")
+    relevance.add_argument(
+        "--within",
+        choices=["clip", "video"],
+        default="clip",
+        help="combine shots within a clip (default) or a whole video",
+    )
+    relevance.add_argument(
+        "--min-shot-frames", type=int, default=49, help="shortest usable shot in source frames (default 49)"
+    )
+    relevance.add_argument("--min-relevance", type=float, default=0.5,
+                           help="min calibrated pair score: z-score of the cosine among the group's pairs (default 0.5)")  # fmt: skip
+    relevance.add_argument(
+        "--duplicate-threshold", type=float, default=0.95, help="raw cosine marking near-duplicates (default 0.95)"
+    )
+    relevance.add_argument("--max-uses", type=int, default=2, help="combinations one shot may appear in (default 2)")
+    relevance.add_argument(
+        "--keep-all", action="store_true", help="write every candidate with its scores (tune thresholds offline)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -103,6 +131,17 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
             num_cpus=args.num_cpus,
             sample_videos=args.samples,
             retry_failed=not args.no_retry_failed,
+            embedder=args.embedder,
+            viclip_checkpoint=args.viclip_checkpoint,
+            clip_checkpoint=args.clip_checkpoint,
+            embed_batch=args.embed_batch,
+            scenes=args.scenes,
+            within=args.within,
+            min_shot_frames=args.min_shot_frames,
+            min_relevance=args.min_relevance,
+            duplicate_threshold=args.duplicate_threshold,
+            max_uses=args.max_uses,
+            keep_all=args.keep_all,
         )
     except ValidationError as err:
         parser.error("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in err.errors()))
@@ -138,7 +177,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_run_json(config: CurationConfig, summary, paths: list[str]) -> dict:
+def write_run_json(config: CurationConfig, summary, paths: list[str], relevance: dict) -> dict:
     videos = read_table(config.output, "videos", missing_ok=True)
     shots = read_table(config.output, "shots", missing_ok=True)
     ok_videos = videos[videos["status"] == "ok"]
@@ -170,10 +209,38 @@ def write_run_json(config: CurationConfig, summary, paths: list[str]) -> dict:
             "shots_ok": int((shots["status"] == "ok").sum()),
             "shots_filtered": int((shots["status"] == "filtered").sum()),
         },
+        "relevance": relevance,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json_atomic(config.output / "run.json", record)
     return record
+
+
+def run_relevance(config: CurationConfig) -> dict:
+    """Embed new shots, then mine combinations over the whole manifest (cheap: per clip, on the driver)."""
+    from dataclasses import asdict
+
+    from curation.combinations import mine
+    from curation.embed import run_embedding
+    from manifests.io import remove_part, table_path, write_part
+
+    embedding = run_embedding(config.output, config.embedder_config())
+    began = time.perf_counter()
+    embeddings = read_table(config.output, "shot_embeddings", missing_ok=True)
+    embeddings = embeddings[(embeddings["embedder"] == embedding.embedder)
+                            & (embeddings["checkpoint_hash"].fillna("") == (embedding.checkpoint_hash or ""))]  # fmt: skip
+    combos, stats = mine(read_table(config.output, "shots", missing_ok=True), embeddings, config.miner_config())
+    folder = table_path(config.output, "combinations")
+    stale = {p.name.removeprefix("part-").removesuffix(".parquet") for p in folder.glob("part-*.parquet")}
+    for video_id, rows in combos.groupby("video_id") if len(combos) else []:
+        write_part(config.output, "combinations", video_id, rows)
+        stale.discard(video_id)
+    for video_id in stale:  # videos that no longer yield combinations (e.g. stricter thresholds)
+        remove_part(config.output, "combinations", video_id)
+    return {
+        "embedding": asdict(embedding),
+        "combinations": stats.as_dict() | {"seconds": time.perf_counter() - began},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,13 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     from curation.pipeline import run_pipeline
 
     summary = run_pipeline(paths, config)
-    record = write_run_json(config, summary, paths)
+    relevance = run_relevance(config)
+    record = write_run_json(config, summary, paths, relevance)
     manifest = record["manifest"]
     print(
         f"done: {summary.videos_ok} videos curated, {summary.videos_skipped} already done, "
         f"{summary.videos_failed} failed; manifest holds {manifest['shots']} shots "
         f"({manifest['shots_ok']} ok) from {manifest['hours']:.2f} h of video in {config.output}\n"
-        f"inspect: python -m manifests inspect {config.output} --html"
+        f"{relevance['combinations']['combinations_ok']} shot combinations ({relevance['embedding']['embedder']} "
+        f"embeddings)\ninspect: python -m manifests inspect {config.output} --html"
     )
     if summary.videos_ok + summary.videos_skipped + summary.duplicates == 0:
         reasons = "; ".join(f["error"] for f in summary.failures[:5])

@@ -40,6 +40,19 @@ def summary(manifest_dir: str | os.PathLike) -> dict:
         "failures": videos.loc[videos["status"] == "failed", ["source_path", "error_stage", "error"]].to_dict(
             "records"
         ),
+        "combinations": combination_counts(manifest_dir),
+    }
+
+
+def combination_counts(manifest_dir) -> dict:
+    combos = read_table(manifest_dir, "combinations", missing_ok=True)
+    ok = combos[combos["status"] == "ok"]
+    return {
+        "total": len(combos),
+        "ok": len(ok),
+        "videos": int(ok["video_id"].nunique()),
+        "embedder": str(combos["embedder"].iloc[0]) if len(combos) else None,
+        "median_min_relevance": float(ok["min_relevance"].median()) if len(ok) else None,
     }
 
 
@@ -55,6 +68,12 @@ def text_report(manifest_dir: str | os.PathLike) -> str:
         peak = max(count for _, count in s["shot_length_histogram"]) or 1
         for label, count in s["shot_length_histogram"]:
             lines.append(f"  {label:>9} {'#' * round(40 * count / peak):<40} {count}")
+    c = s["combinations"]
+    if c["total"]:
+        lines.append(
+            f"combinations: {c['ok']} ok of {c['total']} written, from {c['videos']} videos ({c['embedder']} "
+            f"embeddings), median weakest-pair relevance {c['median_min_relevance'] or 0:.2f}"
+        )
     if s["failures"]:
         lines.append(f"failures ({len(s['failures'])}):")
         lines += [f"  [{f['error_stage']}] {f['error']}" for f in s["failures"]]
@@ -70,6 +89,7 @@ h1{font-size:1.4rem} h2{font-size:1.05rem;margin:1.6rem 0 .4rem;word-break:break
 .filtered{opacity:.45}.bar{background:#4a7fd6;height:.8rem;display:inline-block}
 table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
 .err{color:#b00020}
+.combo{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem;margin:.5rem 0}.combo .meta{font-size:.8rem;margin-bottom:.4rem}
 """
 
 
@@ -109,6 +129,7 @@ def html_report(
                 f"<tr><td>{e(str(f['source_path']))}</td><td>{e(str(f['error_stage']))}</td><td class=err>{e(str(f['error']))}</td></tr>"
             )
         parts.append("</table>")
+    parts += combinations_html(manifest_dir, shots, rel)
     for video in videos[videos["status"] == "ok"].sort_values("source_path").itertuples():
         vshots = shots[shots["video_id"] == video.video_id].sort_values("start_frame")
         parts.append(
@@ -126,3 +147,44 @@ def html_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(parts))
     return out
+
+
+def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 300) -> list[str]:
+    """Each combination as a row of its shots' keyframes, with its pair scores (and captions, once annotated)."""
+    combos = read_table(manifest_dir, "combinations", missing_ok=True)
+    if not len(combos):
+        return []
+    e = html.escape
+    keyframes = dict(zip(shots["shot_id"], shots["keyframe_path"]))
+    spans = dict(zip(shots["shot_id"], zip(shots["start_s"], shots["end_s"])))
+    captions = annotation_captions(manifest_dir)
+    ordered = combos.sort_values(["status", "min_relevance"], ascending=[True, False]).head(limit)
+    parts = [f"<h2>Shot combinations ({int((combos['status'] == 'ok').sum())} ok, showing {len(ordered)})</h2>"]
+    for combo in ordered.itertuples():
+        cls = "combo" if combo.status == "ok" else "combo filtered"
+        scores = ", ".join(f"{x:.2f}" for x in combo.pair_scores)
+        parts.append(
+            f"<div class='{cls}'><div class=meta><b>{e(combo.combination_id)}</b> {e(str(combo.group))} · weakest pair "
+            f"{combo.min_relevance:.2f} (z), mean {combo.mean_relevance:.2f} · raw cosines {e(scores)} · "
+            f"{combo.total_frames} frames {e(combo.filter_reason if isinstance(combo.filter_reason, str) else '')}</div><div class=grid>"
+        )
+        shot_captions = captions.get(combo.combination_id, [])
+        for i, shot_id in enumerate(combo.shot_ids):
+            path = keyframes.get(shot_id)
+            image = f"<img loading=lazy src='{e(f'{rel}/{path}')}' alt=''>" if path else ""
+            start, end = spans.get(shot_id, (0.0, 0.0))
+            caption = f"<br><i>{e(shot_captions[i])}</i>" if i < len(shot_captions) else ""
+            parts.append(f"<div class=shot>{image}<div>shot {i + 1}: {start:.1f}–{end:.1f} s{caption}</div></div>")
+        parts.append("</div></div>")
+    return parts
+
+
+def annotation_captions(manifest_dir) -> dict[str, list[str]]:
+    """combination_id -> per-shot captions, when an annotations table exists."""
+    from manifests.schema import TABLES
+
+    if "annotations" not in TABLES:
+        return {}
+    notes = read_table(manifest_dir, "annotations", missing_ok=True)
+    notes = notes[notes["status"] == "ok"]
+    return {row.combination_id: list(row.captions) for row in notes.itertuples()}

@@ -79,6 +79,17 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _compatible(found: pa.DataType, expected: pa.DataType) -> bool:
+    """Equal types, or a fixed-size list where the schema says list (embeddings of any dimension)."""
+    if found.equals(expected):
+        return True
+    return (
+        pa.types.is_fixed_size_list(found)
+        and pa.types.is_list(expected)
+        and found.value_type.equals(expected.value_type)
+    )
+
+
 def _check_schema(found: pa.Schema, expected: pa.Schema, where: Path) -> None:
     meta = found.metadata or {}
     version = meta.get(b"schema_version")
@@ -93,7 +104,7 @@ def _check_schema(found: pa.Schema, expected: pa.Schema, where: Path) -> None:
         idx = found.get_field_index(field.name)
         if idx < 0:
             problems.append(f"missing column {field.name!r}")
-        elif not found.field(idx).type.equals(field.type):
+        elif not _compatible(found.field(idx).type, field.type):
             problems.append(f"column {field.name!r} is {found.field(idx).type}, expected {field.type}")
     if problems:
         raise ManifestError(f"{where} is not a valid {table!r} table: " + "; ".join(problems))

@@ -96,4 +96,44 @@ SHOTS = _schema(
     ],
 )
 
-TABLES: dict[str, pa.Schema] = {"videos": VIDEOS, "clips": CLIPS, "shots": SHOTS}
+SHOT_EMBEDDINGS = _schema(
+    "shot_embeddings",
+    [
+        pa.field("shot_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("clip_index", pa.int32()),
+        pa.field("embedder", pa.string(), nullable=False),  # e.g. "viclip-l14", "clip", "color-layout"
+        pa.field("checkpoint_hash", pa.string()),  # content hash of the weights (null: weight-free)
+        pa.field("frames", pa.list_(pa.int64())),  # source frames the embedding was computed from
+        # Written as a fixed-size list (float16) of the embedder's dimension; read back as a list.
+        pa.field("embedding", pa.list_(pa.float16()), nullable=False),
+    ],
+)
+
+COMBINATIONS = _schema(
+    "combinations",
+    [
+        pa.field("combination_id", pa.string(), nullable=False),  # hash of the ordered shot ids
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("group", pa.string()),  # the clip (or whole video) the shots were drawn from
+        pa.field("shot_ids", pa.list_(pa.string()), nullable=False),  # in time order
+        pa.field("pair_scores", pa.list_(pa.float32())),  # raw cosine of each pair (i<j, row-major)
+        pa.field("pair_calibrated", pa.list_(pa.float32())),  # the same, calibrated (z-score in the group)
+        pa.field("min_relevance", pa.float32()),  # min calibrated pair score
+        pa.field("mean_relevance", pa.float32()),  # mean calibrated pair score
+        pa.field("min_raw", pa.float32()),
+        pa.field("mean_raw", pa.float32()),
+        pa.field("total_frames", pa.int64()),
+        pa.field("embedder", pa.string()),
+        pa.field("status", pa.string(), nullable=False),  # ok | filtered (with --keep-all)
+        pa.field("filter_reason", pa.string()),
+    ],
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "videos": VIDEOS,
+    "clips": CLIPS,
+    "shots": SHOTS,
+    "shot_embeddings": SHOT_EMBEDDINGS,
+    "combinations": COMBINATIONS,
+}
