@@ -59,6 +59,17 @@ class CurationConfig(BaseModel):
     duplicate_threshold: float = Field(default=0.95, gt=0, le=1.0)
     max_uses: int = Field(default=2, ge=1)
     keep_all: bool = False
+    # Annotation (Gemini). The API key is never part of the config: it comes from the environment.
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_input: Literal["frames", "video"] = "frames"
+    gemini_rpm: float = Field(default=60.0, gt=0)
+    gemini_concurrency: int = Field(default=4, ge=1)
+    gemini_timeout: float = Field(default=120.0, gt=0)
+    gemini_max_retries: int = Field(default=5, ge=0)
+    gemini_backoff: float = Field(default=2.0, ge=0)
+    gemini_base_url: str | None = None
+    max_requests: int | None = Field(default=None, ge=0)
+    caption_shots: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> CurationConfig:
@@ -79,6 +90,18 @@ class CurationConfig(BaseModel):
         checkpoint = {"viclip": self.viclip_checkpoint, "clip": self.clip_checkpoint}.get(self.embedder)
         return EmbedderConfig(kind=self.embedder, checkpoint=str(checkpoint) if checkpoint else None,
                               batch_size=self.embed_batch)  # fmt: skip
+
+    def gemini_settings(self):
+        from curation.gemini import GeminiSettings
+
+        return GeminiSettings(model=self.gemini_model, base_url=self.gemini_base_url, timeout_s=self.gemini_timeout,
+                              max_retries=self.gemini_max_retries, backoff_s=self.gemini_backoff, rpm=self.gemini_rpm,
+                              concurrency=self.gemini_concurrency, max_requests=self.max_requests)  # fmt: skip
+
+    def media_settings(self):
+        from curation.annotate import MediaSettings
+
+        return MediaSettings(mode=self.gemini_input)
 
     def miner_config(self):
         from curation.combinations import MinerConfig

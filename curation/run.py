@@ -40,6 +40,7 @@ STAGES = (
     "reconcile: merge cuts on the source timeline, keyframes, shots.parquet (driver)",
     "embed: shot embeddings, 8 frames per shot (Ray actors, model loaded once; GPU when present)",
     "combine: relevance-filtered ordered shot combinations per clip, combinations.parquet (driver)",
+    "annotate: Gemini captions per combination (media cut in Ray tasks; requests rate-limited from the driver)",
 )
 
 
@@ -111,6 +112,22 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
     relevance.add_argument(
         "--keep-all", action="store_true", help="write every candidate with its scores (tune thresholds offline)"
     )
+    gemini = parser.add_argument_group("annotation (Gemini; the key comes from GEMINI_API_KEY or GOOGLE_API_KEY)")
+    gemini.add_argument("--gemini-model", default="gemini-2.5-flash")
+    gemini.add_argument(
+        "--gemini-input", choices=["frames", "video"], default="frames",
+        help="send each shot as JPEG frames (default) or as a short low-resolution MP4",
+    )  # fmt: skip
+    gemini.add_argument(
+        "--gemini-rpm", type=float, default=60.0, help="requests per minute for the whole run (default 60)"
+    )
+    gemini.add_argument("--gemini-concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    gemini.add_argument("--gemini-timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    gemini.add_argument("--gemini-max-retries", type=int, default=5, help="retries on 429/5xx/timeouts (default 5)")
+    gemini.add_argument("--gemini-backoff", type=float, default=2.0, help="first retry delay in seconds (default 2)")
+    gemini.add_argument("--gemini-base-url", help="API endpoint override (a proxy, or a test server)")
+    gemini.add_argument("--max-requests", type=int, help="request budget for this run; the rest stays unannotated")
+    gemini.add_argument("--caption-shots", action="store_true", help="also caption single shots (for pretraining)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -142,6 +159,16 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
             duplicate_threshold=args.duplicate_threshold,
             max_uses=args.max_uses,
             keep_all=args.keep_all,
+            gemini_model=args.gemini_model,
+            gemini_input=args.gemini_input,
+            gemini_rpm=args.gemini_rpm,
+            gemini_concurrency=args.gemini_concurrency,
+            gemini_timeout=args.gemini_timeout,
+            gemini_max_retries=args.gemini_max_retries,
+            gemini_backoff=args.gemini_backoff,
+            gemini_base_url=args.gemini_base_url,
+            max_requests=args.max_requests,
+            caption_shots=args.caption_shots,
         )
     except ValidationError as err:
         parser.error("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in err.errors()))
@@ -169,7 +196,8 @@ def start_ray(config: CurationConfig) -> None:
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for package in ("av", "scenedetect", "opencv-python", "ray", "pyarrow", "pandas", "numpy", "pydantic"):
+    for package in ("av", "scenedetect", "opencv-python", "ray", "pyarrow", "pandas", "numpy", "pydantic", "torch",
+                    "google-genai"):  # fmt: skip
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -216,6 +244,17 @@ def write_run_json(config: CurationConfig, summary, paths: list[str], relevance:
     return record
 
 
+def annotation_line(report: dict) -> str:
+    lines = []
+    for what, r in report.items():
+        statuses = ", ".join(f"{n} {status}" for status, n in sorted(r["statuses"].items())) or "nothing to annotate"
+        lines.append(f"annotation ({what}): {statuses}; {r['requests']} requests, {r['cache_hits']} from cache, "
+                     f"{r['prompt_tokens'] + r['output_tokens']} tokens")  # fmt: skip
+        if r["note"]:
+            lines.append(f"  {r['note']}")
+    return "\n".join(lines)
+
+
 def run_relevance(config: CurationConfig) -> dict:
     """Embed new shots, then mine combinations over the whole manifest (cheap: per clip, on the driver)."""
     from dataclasses import asdict
@@ -237,9 +276,13 @@ def run_relevance(config: CurationConfig) -> dict:
         stale.discard(video_id)
     for video_id in stale:  # videos that no longer yield combinations (e.g. stricter thresholds)
         remove_part(config.output, "combinations", video_id)
+    from curation.annotate import run_annotation
+
+    annotation = run_annotation(config.output, config.gemini_settings(), config.media_settings(), config.caption_shots)
     return {
         "embedding": asdict(embedding),
         "combinations": stats.as_dict() | {"seconds": time.perf_counter() - began},
+        "annotation": annotation,
     }
 
 
@@ -267,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary.videos_failed} failed; manifest holds {manifest['shots']} shots "
         f"({manifest['shots_ok']} ok) from {manifest['hours']:.2f} h of video in {config.output}\n"
         f"{relevance['combinations']['combinations_ok']} shot combinations ({relevance['embedding']['embedder']} "
-        f"embeddings)\ninspect: python -m manifests inspect {config.output} --html"
+        f"embeddings)\n{annotation_line(relevance['annotation'])}\n"
+        f"inspect: python -m manifests inspect {config.output} --html"
     )
     if summary.videos_ok + summary.videos_skipped + summary.duplicates == 0:
         reasons = "; ".join(f["error"] for f in summary.failures[:5])

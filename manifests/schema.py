@@ -130,10 +130,52 @@ COMBINATIONS = _schema(
     ],
 )
 
+# Annotation statuses (Gemini): ok, or why a combination has no usable captions.
+ANNOTATION_STATUSES = ("ok", "invalid", "blocked", "truncated", "error", "unannotated")
+
+_CHARACTER = pa.struct([pa.field("name", pa.string()), pa.field("description", pa.string())])
+_ANNOTATION_FIELDS = [
+    pa.field("model", pa.string()),
+    pa.field("prompt_version", pa.string()),
+    pa.field("input_mode", pa.string()),  # video | frames
+    pa.field("status", pa.string(), nullable=False),  # one of ANNOTATION_STATUSES
+    pa.field("error", pa.string()),
+    pa.field("requests", pa.int32()),  # paid requests this row cost (0 when served from the cache)
+    pa.field("prompt_tokens", pa.int64()),
+    pa.field("output_tokens", pa.int64()),
+]
+
+ANNOTATIONS = _schema(
+    "annotations",
+    [
+        pa.field("combination_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("shot_ids", pa.list_(pa.string())),
+        pa.field("captions", pa.list_(pa.string())),  # one per shot, in order
+        pa.field("characters", pa.list_(_CHARACTER)),  # ActorK and the description repeated in captions
+        pa.field("background", pa.string()),
+        *_ANNOTATION_FIELDS,
+    ],
+)
+
+SHOT_CAPTIONS = _schema(
+    "shot_captions",
+    [
+        pa.field("shot_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("caption", pa.string()),
+        pa.field("characters", pa.list_(_CHARACTER)),
+        pa.field("background", pa.string()),
+        *_ANNOTATION_FIELDS,
+    ],
+)
+
 TABLES: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "clips": CLIPS,
     "shots": SHOTS,
     "shot_embeddings": SHOT_EMBEDDINGS,
     "combinations": COMBINATIONS,
+    "annotations": ANNOTATIONS,
+    "shot_captions": SHOT_CAPTIONS,
 }

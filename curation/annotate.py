@@ -1,0 +1,218 @@
+"""Annotation stage: Gemini captions for every combination (and, with --caption-shots, every shot).
+
+Work is split by what it costs. Cutting each shot's media (JPEG frames or a short low-resolution
+MP4) is CPU work and runs as Ray tasks across the cluster. Requests are I/O and money: they all
+leave from the driver through one thread pool and one rate limiter (--gemini-rpm, concurrency),
+which makes the limit cluster-wide and keeps the API key inside the driver process. Every paid
+reply is cached on disk as soon as it arrives, so a killed or repeated run never pays twice.
+Without a key nothing is sent: rows are `unannotated` and the run says how to enable it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from curation.gemini import PROMPT_VERSION, Annotation, GeminiAnnotator, GeminiSettings, ReplyCache, api_key_from_env
+from manifests.frames import read_shot_frames
+from manifests.io import read_table, write_part
+from model.viclip import sample_indices
+
+log = logging.getLogger("curation")
+
+ENABLE_HINT = "set GEMINI_API_KEY (or GOOGLE_API_KEY) and re-run the same command to annotate; nothing was sent"
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    mode: str = "frames"  # frames | video
+    frames_per_shot: int = 4
+    max_side: int = 384
+    video_fps: float = 4.0
+    video_max_seconds: float = 12.0
+
+
+def shot_media(shot: dict, settings: MediaSettings) -> list[tuple[bytes, str]]:
+    """One shot as (bytes, mime type) parts: JPEG frames, or one short H.264 excerpt without audio."""
+    import cv2
+
+    num_frames, fps = int(shot["num_frames"]), float(shot["fps"])
+    if settings.mode == "frames":
+        frames = read_shot_frames(
+            shot, indices=sample_indices(num_frames, settings.frames_per_shot), max_side=settings.max_side
+        )
+        encoded = [
+            cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])[1] for f in frames
+        ]
+        return [(e.tobytes(), "image/jpeg") for e in encoded]
+    count = max(
+        1, min(round(num_frames / fps * settings.video_fps), round(settings.video_max_seconds * settings.video_fps))
+    )
+    frames = read_shot_frames(shot, indices=sample_indices(num_frames, count), max_side=settings.max_side)
+    return [(encode_mp4(frames, settings.video_fps), "video/mp4")]
+
+
+def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
+    import av
+
+    buffer = io.BytesIO()
+    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=max(1, round(fps)))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "28", "preset": "veryfast"}
+        for frame in frames:
+            container.mux(
+                stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24"))
+            )
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def prepare_item(shots: list[dict], settings: MediaSettings) -> list[list[tuple[bytes, str]]] | str:
+    """Media of an item's shots, or the reason it could not be read."""
+    try:
+        return [shot_media(shot, settings) for shot in shots]
+    except Exception as err:
+        return f"cannot read the shots' frames: {err}"
+
+
+def request_parts(shots: list[dict], media: list[list[tuple[bytes, str]]]) -> list:
+    from google.genai import types
+
+    parts = []
+    for index, (shot, shot_parts) in enumerate(zip(shots, media), start=1):
+        parts.append(types.Part.from_text(text=f"Shot {index} of {len(shots)} ({float(shot['duration_s']):.1f} s):"))
+        parts += [types.Part.from_bytes(data=data, mime_type=mime) for data, mime in shot_parts]
+    return parts
+
+
+@dataclass
+class AnnotateSummary:
+    key_present: bool = False
+    items: int = 0
+    cache_hits: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    note: str | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "key_present": self.key_present, "items": self.items, "cache_hits": self.cache_hits,
+            "requests": self.requests, "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
+            "statuses": dict(self.statuses), "failures": self.failures[:20], "seconds": self.seconds, "note": self.note,
+        }  # fmt: skip
+
+
+def annotate_items(
+    items: list[tuple[str, list[dict]]], gemini: GeminiSettings, media: MediaSettings, cache: ReplyCache
+) -> tuple[dict[str, Annotation], AnnotateSummary]:
+    """Annotate (item_id, shots) pairs; cached replies are reused, the rest are asked (with a key)."""
+    import ray
+
+    began = time.perf_counter()
+    summary = AnnotateSummary(items=len(items))
+    results: dict[str, Annotation] = {}
+    todo = []
+    for item_id, shots in items:
+        cached = cache.get(ReplyCache.key(item_id, gemini, media.mode))
+        if cached is not None:
+            results[item_id] = replace(cached, requests=0)  # paid in an earlier run
+            summary.cache_hits += 1
+        else:
+            todo.append((item_id, shots))
+    api_key = api_key_from_env()
+    summary.key_present = api_key is not None
+    if todo and api_key is None:
+        for item_id, _ in todo:
+            results[item_id] = Annotation(status="unannotated", error=ENABLE_HINT)
+        summary.note = f"{len(todo)} items unannotated: {ENABLE_HINT}"
+    elif todo:
+        annotator = GeminiAnnotator(gemini, api_key)
+        prepare = ray.remote(num_cpus=1)(prepare_item)
+        settings_ref = ray.put(media)
+        pending = {prepare.remote(shots, settings_ref): (item_id, shots) for item_id, shots in todo}
+        with ThreadPoolExecutor(max_workers=gemini.concurrency) as pool:
+            futures = {}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                item_id, shots = pending.pop(ready[0])
+                prepared = ray.get(ready[0])
+                if isinstance(prepared, str):
+                    results[item_id] = Annotation(status="error", error=prepared)
+                    continue
+                futures[pool.submit(annotator.annotate, request_parts(shots, prepared), len(shots))] = item_id
+            for future, item_id in futures.items():
+                try:
+                    annotation = future.result()
+                except Exception as err:  # a malformed reply must not stop the run
+                    annotation = Annotation(status="error", error=f"{type(err).__name__}: {err}")
+                results[item_id] = annotation
+                if annotation.paid:
+                    cache.put(ReplyCache.key(item_id, gemini, media.mode), annotation)
+    for item_id, annotation in results.items():
+        summary.statuses[annotation.status] += 1
+        summary.requests += annotation.requests
+        summary.prompt_tokens += annotation.prompt_tokens
+        summary.output_tokens += annotation.output_tokens
+        if annotation.status not in ("ok", "unannotated"):
+            summary.failures.append(f"{item_id}: {annotation.status}: {annotation.error}")
+    summary.seconds = time.perf_counter() - began
+    return results, summary
+
+
+def _common(annotation: Annotation, gemini: GeminiSettings, media: MediaSettings) -> dict:
+    return {
+        "characters": annotation.characters, "background": annotation.background, "model": gemini.model,
+        "prompt_version": PROMPT_VERSION,
+        "input_mode": media.mode, "status": annotation.status, "error": annotation.error,
+        "requests": annotation.requests, "prompt_tokens": annotation.prompt_tokens, "output_tokens": annotation.output_tokens,
+    }  # fmt: skip
+
+
+def run_annotation(output, gemini: GeminiSettings, media: MediaSettings, caption_shots: bool) -> dict:
+    """Annotate ok combinations (annotations.parquet) and optionally single shots (shot_captions.parquet)."""
+    cache = ReplyCache(output / "annotation_cache")
+    shots = read_table(output, "shots", missing_ok=True)
+    by_id = {row["shot_id"]: row for row in shots.to_dict("records")}
+    combos = read_table(output, "combinations", missing_ok=True)
+    combos = combos[combos["status"] == "ok"]
+    items = [(row.combination_id, [by_id[s] for s in row.shot_ids]) for row in combos.itertuples()]
+    results, summary = annotate_items(items, gemini, media, cache)
+    rows = [
+        {"combination_id": row.combination_id, "video_id": row.video_id, "shot_ids": list(row.shot_ids),
+         "captions": results[row.combination_id].captions} | _common(results[row.combination_id], gemini, media)
+        for row in combos.itertuples()
+    ]  # fmt: skip
+    _write_by_video(output, "annotations", rows)
+    report = {"combinations": summary.as_dict()}
+    if caption_shots:
+        singles = shots[shots["status"] == "ok"]
+        items = [(f"shot:{row['shot_id']}", [row]) for row in singles.to_dict("records")]
+        results, shot_summary = annotate_items(items, gemini, media, cache)
+        rows = [
+            {"shot_id": row["shot_id"], "video_id": row["video_id"],
+             "caption": (results[f"shot:{row['shot_id']}"].captions or [None])[0]}
+            | _common(results[f"shot:{row['shot_id']}"], gemini, media)
+            for row in singles.to_dict("records")
+        ]  # fmt: skip
+        _write_by_video(output, "shot_captions", rows)
+        report["shots"] = shot_summary.as_dict()
+    return report
+
+
+def _write_by_video(output, table: str, rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows)
+    for video_id, part in frame.groupby("video_id") if len(frame) else []:
+        write_part(output, table, video_id, part)

@@ -1,0 +1,317 @@
+"""Gemini captions for shot combinations: prompt, reply schema, validation, retries and a paid-reply cache.
+
+Uses the maintained `google-genai` SDK. The API key is read from GEMINI_API_KEY or GOOGLE_API_KEY
+by `api_key_from_env` and handed straight to the client: it is never logged, never put in an
+error message, a cache entry, a table or run.json.
+
+One request per combination: its shots in order (JPEG frames or short low-resolution MP4 excerpts)
+and a prompt asking for the characters (Actor1, Actor2, ... with one short appearance description
+each), the shared background and one description per shot, every mention written as
+"ActorK (description)" with the description repeated verbatim. Every reply is validated; a reply
+that breaks a rule is re-asked with the reasons (bounded), then recorded as `invalid`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+log = logging.getLogger("curation")
+
+PROMPT_VERSION = "v1"
+
+SYSTEM_PROMPT = """You write training captions for a multi-shot video generation model.
+You are shown {n} shot(s) from one film, in order. Describe them as one consistent scene:
+1. characters: every person (or animal) that appears, named Actor1, Actor2, ... in order of first
+   appearance, each with ONE short appearance description (age, gender, clothing, hair, build)
+   that identifies them across shots. Use no proper names.
+2. background: one sentence describing the shared place and lighting.
+3. shots: exactly {n} description(s), one per shot, in order, each 1-3 sentences of what is
+   visible and happening. Every time a character is mentioned write "ActorK (description)" with
+   the description copied word for word from the characters list. Never refer to characters as
+   "they", "them", "we" or "us"; name them. Write in English."""
+
+PLACEHOLDERS = re.compile(r"\b(they|them|their|we|us|our)\b", re.IGNORECASE)
+ACTOR = re.compile(r"\bActor(\d+)\b")
+BLOCK_REASONS = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY", "OTHER"}
+
+
+class Character(BaseModel):
+    name: str = Field(description="Actor1, Actor2, ... in order of first appearance")
+    description: str = Field(description="short appearance description, repeated verbatim in every shot")
+
+
+class CaptionReply(BaseModel):
+    """The response_schema Gemini fills in."""
+
+    characters: list[Character]
+    background: str
+    shots: list[str] = Field(description="one description per shot, in order")
+
+
+def validate_reply(reply: CaptionReply, num_shots: int) -> list[str]:
+    """Every rule the reply breaks, as sentences that can be sent back to the model."""
+    problems = []
+    if len(reply.shots) != num_shots:
+        problems.append(
+            f"there are {num_shots} shots but {len(reply.shots)} shot descriptions; give exactly {num_shots}"
+        )
+    if not reply.background.strip():
+        problems.append("the background is empty")
+    described = {}
+    for character in reply.characters:
+        if not re.fullmatch(r"Actor\d+", character.name):
+            problems.append(f"character name {character.name!r} must be Actor1, Actor2, ...")
+        elif character.name in described:
+            problems.append(f"{character.name} is defined twice")
+        elif not character.description.strip():
+            problems.append(f"{character.name} has no description")
+        described[character.name] = character.description.strip()
+    for index, text in enumerate(reply.shots, start=1):
+        for match in ACTOR.finditer(text):
+            name = match.group(0)
+            if name not in described:
+                problems.append(f"shot {index} mentions {name}, who is not in the characters list")
+                continue
+            after = text[match.end() :].lstrip()
+            if not after.startswith(f"({described[name]})"):
+                problems.append(
+                    f"shot {index}: {name} must be followed by its exact description in parentheses: "
+                    f"'{name} ({described[name]})'"
+                )
+        if found := PLACEHOLDERS.findall(text):
+            problems.append(f"shot {index} uses {sorted({w.lower() for w in found})}; name the characters instead")
+        letters = [c for c in text if c.isalpha()]
+        if letters and sum(c.isascii() for c in letters) / len(letters) < 0.9:
+            problems.append(f"shot {index} is not in English")
+    return list(dict.fromkeys(problems))
+
+
+def api_key_from_env() -> str | None:
+    return os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") or None
+
+
+@dataclass
+class GeminiSettings:
+    model: str = "gemini-2.5-flash"
+    base_url: str | None = None  # the API endpoint; tests point it at a local fake server
+    timeout_s: float = 120.0
+    max_retries: int = 5  # on 429, 5xx and timeouts
+    backoff_s: float = 2.0  # first retry delay; doubles each time, with jitter
+    max_backoff_s: float = 60.0
+    max_reasks: int = 2  # re-asks after a reply fails validation
+    temperature: float = 0.2
+    max_output_tokens: int = 2048
+    rpm: float = 60.0  # requests per minute, for the whole cluster (one gateway)
+    concurrency: int = 4  # requests in flight at once
+    max_requests: int | None = None  # budget for this run
+
+
+@dataclass
+class Annotation:
+    status: str  # ok | invalid | blocked | truncated | error | unannotated
+    captions: list[str] = field(default_factory=list)
+    characters: list[dict] = field(default_factory=list)
+    background: str | None = None
+    error: str | None = None
+    requests: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def paid(self) -> bool:
+        """Final for this (combination, model, prompt): cached so a re-run never pays for it again."""
+        return self.status in ("ok", "invalid", "blocked", "truncated")
+
+
+class RateLimiter:
+    """At most `rpm` request starts per minute and `concurrency` in flight, shared by threads."""
+
+    def __init__(self, rpm: float, concurrency: int):
+        self.interval = 60.0 / rpm if rpm > 0 else 0.0
+        self.slots = threading.BoundedSemaphore(concurrency)
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def __enter__(self):
+        self.slots.acquire()
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        time.sleep(max(0.0, start - now))
+        return self
+
+    def __exit__(self, *exc):
+        self.slots.release()
+
+
+class BudgetExhausted(RuntimeError):
+    pass
+
+
+def _retry_delay(error) -> float | None:
+    """The server's RetryInfo delay ('12s'), if the error carries one."""
+    details = getattr(error, "details", None) or {}
+    entries = details.get("error", {}).get("details", []) if isinstance(details, dict) else []
+    for entry in entries:
+        if isinstance(entry, dict) and str(entry.get("@type", "")).endswith("RetryInfo"):
+            try:
+                return float(str(entry.get("retryDelay", "")).rstrip("s"))
+            except ValueError:
+                return None
+    return None
+
+
+class GeminiAnnotator:
+    """Sends requests with retries, re-asks, a rate limit and a request budget. Thread-safe."""
+
+    def __init__(self, settings: GeminiSettings, api_key: str):
+        from google import genai
+        from google.genai import types
+
+        self.settings = settings
+        self.types = types
+        http = types.HttpOptions(
+            base_url=settings.base_url, timeout=int(settings.timeout_s * 1000),
+            retry_options=types.HttpRetryOptions(attempts=1),  # retries are ours: they honour RetryInfo
+        )  # fmt: skip
+        self.client = genai.Client(api_key=api_key, http_options=http)
+        self._scrub = lambda text: text.replace(api_key, "***") if api_key else text
+        self.limiter = RateLimiter(settings.rpm, settings.concurrency)
+        self._count_lock = threading.Lock()
+        self.requests_sent = 0
+
+    def _take_budget(self) -> None:
+        with self._count_lock:
+            if self.settings.max_requests is not None and self.requests_sent >= self.settings.max_requests:
+                raise BudgetExhausted(f"request budget (--max-requests {self.settings.max_requests}) used up")
+            self.requests_sent += 1
+
+    def _request(self, contents, num_shots: int):
+        from google.genai import errors
+
+        config = self.types.GenerateContentConfig(
+            system_instruction=SYSTEM_PROMPT.format(n=num_shots), response_mime_type="application/json",
+            response_schema=CaptionReply, temperature=self.settings.temperature,
+            max_output_tokens=self.settings.max_output_tokens,
+        )  # fmt: skip
+        attempt = 0
+        while True:
+            self._take_budget()
+            try:
+                with self.limiter:
+                    return self.client.models.generate_content(
+                        model=self.settings.model, contents=contents, config=config
+                    )
+            except errors.APIError as err:
+                retryable = err.code == 429 or (err.code or 0) >= 500
+                reason = f"HTTP {err.code} {err.status or ''}: {err.message or ''}".strip()
+                server_delay = _retry_delay(err)
+            except Exception as err:  # the HTTP client's timeouts and connection failures, or anything else
+                name = type(err).__name__.lower()
+                retryable = "timeout" in name or "connect" in name or isinstance(err, OSError)
+                reason, server_delay = f"request failed: {type(err).__name__}: {err}", None
+            reason = self._scrub(reason)
+            if not retryable or attempt >= self.settings.max_retries:
+                raise RuntimeError(reason + (f" (after {attempt + 1} attempts)" if retryable else ""))
+            backoff = min(self.settings.max_backoff_s, self.settings.backoff_s * 2**attempt) * (
+                1 + 0.25 * random.random()
+            )
+            delay = max(server_delay, backoff) if server_delay is not None else backoff
+            log.info("gemini: %s; retrying in %.1f s", reason, delay)
+            time.sleep(delay)
+            attempt += 1
+
+    def annotate(self, parts: list, num_shots: int) -> Annotation:
+        """One combination: parts are the prompt's media and labels, shots in order."""
+        types = self.types
+        contents = [types.Content(role="user", parts=parts)]
+        result = Annotation(status="error")
+        for ask in range(self.settings.max_reasks + 1):
+            before = self.requests_sent
+            try:
+                response = self._request(contents, num_shots)
+            except BudgetExhausted as err:
+                result.status, result.error = ("unannotated" if ask == 0 else result.status), str(err)
+                return result
+            except RuntimeError as err:
+                result.requests += self.requests_sent - before
+                result.status, result.error = "error", str(err)
+                return result
+            result.requests += self.requests_sent - before
+            usage = response.usage_metadata
+            result.prompt_tokens += (usage.prompt_token_count or 0) if usage else 0
+            result.output_tokens += (usage.candidates_token_count or 0) if usage else 0
+            feedback = response.prompt_feedback
+            if feedback is not None and feedback.block_reason:
+                result.status, result.error = "blocked", f"prompt blocked: {feedback.block_reason}"
+                return result
+            if not response.candidates:
+                result.status, result.error = "error", "reply has no candidates"
+                return result
+            finish = str(response.candidates[0].finish_reason or "").rsplit(".", 1)[-1]
+            if finish in BLOCK_REASONS:
+                result.status, result.error = "blocked", f"reply blocked: {finish}"
+                return result
+            if finish == "MAX_TOKENS":
+                result.status, result.error = (
+                    "truncated",
+                    f"reply cut at max_output_tokens ({self.settings.max_output_tokens})",
+                )
+                return result
+            text = response.text or ""
+            try:
+                reply = CaptionReply.model_validate_json(text)
+                problems = validate_reply(reply, num_shots)
+            except ValueError as err:
+                reply, problems = None, [f"the reply is not JSON of the requested schema ({str(err).splitlines()[0]})"]
+            if not problems:
+                result.status, result.error = "ok", None
+                result.captions, result.background = list(reply.shots), reply.background.strip()
+                result.characters = [c.model_dump() for c in reply.characters]
+                return result
+            result.status, result.error = "invalid", "; ".join(problems)
+            contents = contents + [
+                types.Content(role="model", parts=[types.Part.from_text(text=text)]),
+                types.Content(role="user", parts=[types.Part.from_text(
+                    text="Your reply broke these rules: " + "; ".join(problems) + ". Answer again, fixing them.")]),
+            ]  # fmt: skip
+        return result
+
+
+class ReplyCache:
+    """Final replies on disk, keyed by (item, model, prompt version, input mode): re-runs don't pay twice."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    @staticmethod
+    def key(item_id: str, settings: GeminiSettings, input_mode: str) -> str:
+        raw = "|".join([item_id, settings.model, PROMPT_VERSION, input_mode])
+        return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+    def get(self, key: str) -> Annotation | None:
+        path = self.folder / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            return Annotation(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            return None  # a damaged entry is simply asked again
+
+    def put(self, key: str, annotation: Annotation) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".tmp-{key}-{os.getpid()}-{threading.get_ident()}.json"
+        tmp.write_text(json.dumps(asdict(annotation)))
+        os.replace(tmp, self.folder / f"{key}.json")

@@ -1,0 +1,198 @@
+"""Gemini annotation through the real google-genai client against a local fake server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from google.genai import types
+
+from curation.gemini import GeminiAnnotator, GeminiSettings
+from manifests import read_table
+from tests.conftest import CLIP_MINUTES
+from tests.fake_gemini import ACTOR1, FakeGemini, error, reply, valid_reply
+
+SECRET = "test-key-9f8e7d6c5b4a"
+JPEG = b"\xff\xd8\xff\xe0fake-jpeg"
+
+
+def annotator(server, **overrides) -> GeminiAnnotator:
+    settings = GeminiSettings(**({"base_url": server.url, "timeout_s": 5.0, "max_retries": 2, "backoff_s": 0.01,
+                                  "max_backoff_s": 0.05, "max_reasks": 1, "rpm": 6000.0, "concurrency": 4} | overrides))  # fmt: skip
+    return GeminiAnnotator(settings, SECRET)
+
+
+def parts(num_shots: int = 2) -> list:
+    out = []
+    for i in range(num_shots):
+        out += [types.Part.from_text(text=f"Shot {i + 1} of {num_shots} (2.0 s):"), types.Part.from_bytes(data=JPEG, mime_type="image/jpeg")]
+    return out
+
+
+def test_valid_reply_is_ok_with_captions_and_tokens():
+    with FakeGemini() as server:
+        result = annotator(server).annotate(parts(2), 2)
+    assert result.status == "ok" and result.error is None
+    assert result.captions[0] == f"Actor1 ({ACTOR1}) walks to the corner, step 1." and len(result.captions) == 2
+    assert result.characters == [{"name": "Actor1", "description": ACTOR1}] and result.background
+    assert (result.requests, result.prompt_tokens, result.output_tokens) == (1, 100, 20)
+    request = server.requests[0]
+    assert request["path"].endswith(":generateContent") and request["headers"]["x-goog-api-key"] == SECRET
+    assert request["body"]["generationConfig"]["responseMimeType"] == "application/json"
+    assert "responseSchema" in request["body"]["generationConfig"]
+
+
+BROKEN = {
+    "wrong number of shots": (lambda r: r | {"shots": r["shots"][:1]}, "there are 2 shots but 1"),
+    "undefined actor": (lambda r: r | {"shots": [r["shots"][0], "Actor2 (a child) runs."]}, "Actor2, who is not in"),
+    "description not repeated": (lambda r: r | {"shots": [r["shots"][0], "Actor1 (a man) sits."]}, "exact description"),
+    "bare actor name": (lambda r: r | {"shots": [r["shots"][0], "Actor1 sits down."]}, "exact description"),
+    "placeholder pronoun": (lambda r: r | {"shots": [r["shots"][0], "They walk away."]}, "uses ['they']"),
+    "not english": (lambda r: r | {"shots": [r["shots"][0], "Человек идёт по улице под дождём."]}, "not in English"),
+    "bad actor name": (lambda r: r | {"characters": [{"name": "John", "description": "x"}]}, "must be Actor1"),
+    "not json": (lambda r: "Sure! Here are your captions.", "not JSON of the requested schema"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_each_validation_rule_is_reasked_then_invalid(case):
+    breaker, message = BROKEN[case]
+    with FakeGemini(lambda i, body: reply(breaker(valid_reply(2)))) as server:
+        result = annotator(server).annotate(parts(2), 2)
+    assert result.status == "invalid" and message in result.error
+    assert len(server.requests) == 2 and result.requests == 2  # asked, then re-asked once
+    followup = server.requests[1]["body"]["contents"]
+    assert followup[-1]["role"] == "user" and "broke these rules" in followup[-1]["parts"][0]["text"]
+    assert followup[-2]["role"] == "model"
+
+
+def test_a_reask_that_fixes_the_reply_is_ok():
+    script = lambda i, body: reply(valid_reply(1) if i == 0 else valid_reply(2))  # noqa: E731
+    with FakeGemini(script) as server:
+        result = annotator(server).annotate(parts(2), 2)
+    assert result.status == "ok" and len(server.requests) == 2
+
+
+def test_429_is_retried_after_the_server_given_delay():
+    script = lambda i, body: error(429, "RESOURCE_EXHAUSTED", "0.4s") if i == 0 else reply(valid_reply(2))  # noqa: E731
+    with FakeGemini(script) as server:
+        result = annotator(server).annotate(parts(2), 2)
+    assert result.status == "ok" and len(server.requests) == 2
+    assert server.requests[1]["time"] - server.requests[0]["time"] >= 0.4  # honoured, though our backoff is 0.01 s
+
+
+def test_500_then_success():
+    script = lambda i, body: error(500, "INTERNAL") if i == 0 else reply(valid_reply(2))  # noqa: E731
+    with FakeGemini(script) as server:
+        result = annotator(server).annotate(parts(2), 2)
+    assert result.status == "ok" and result.requests == 2
+
+
+def test_persistent_server_errors_end_as_error_after_bounded_retries():
+    with FakeGemini(lambda i, body: error(503, "UNAVAILABLE")) as server:
+        result = annotator(server, max_retries=2).annotate(parts(2), 2)
+    assert result.status == "error" and "503" in result.error and len(server.requests) == 3
+
+
+def test_client_errors_are_not_retried():
+    with FakeGemini(lambda i, body: error(400, "INVALID_ARGUMENT")) as server:
+        result = annotator(server).annotate(parts(2), 2)
+    assert result.status == "error" and "400" in result.error and len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "response",
+    [(200, {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 5}}), reply("", finish="SAFETY")],
+    ids=["prompt-blocked", "reply-blocked"],
+)
+def test_safety_blocks_are_recorded_as_blocked(response):
+    with FakeGemini(lambda i, body: response) as server:
+        result = annotator(server).annotate(parts(2), 2)
+    assert result.status == "blocked" and "SAFETY" in result.error and len(server.requests) == 1
+
+
+def test_truncated_reply_is_recorded_as_truncated():
+    with FakeGemini(lambda i, body: reply('{"characters": [{"name": "Actor1", "desc', finish="MAX_TOKENS")) as server:
+        result = annotator(server).annotate(parts(2), 2)
+    assert result.status == "truncated" and len(server.requests) == 1
+
+
+def test_slow_reply_past_the_timeout_is_retried_then_an_error():
+    with FakeGemini(lambda i, body: (*reply(valid_reply(2)), 3.0)) as server:
+        began = time.monotonic()
+        result = annotator(server, timeout_s=0.5, max_retries=1).annotate(parts(2), 2)
+    assert result.status == "error" and len(server.requests) == 2
+    assert time.monotonic() - began < 2.5
+
+
+def test_concurrency_and_rate_limits_hold_across_threads():
+    with FakeGemini(lambda i, body: (*reply(valid_reply(1)), 0.2)) as server:
+        gemini = annotator(server, concurrency=2, rpm=600)  # at most 2 in flight, one start per 0.1 s
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(gemini.annotate(parts(1), 1))) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert [r.status for r in results] == ["ok"] * 8
+    assert server.max_in_flight <= 2
+    starts = sorted(r["time"] for r in server.requests)
+    assert starts[-1] - starts[0] >= 0.65
+
+
+def test_request_budget_leaves_the_rest_unannotated():
+    with FakeGemini() as server:
+        gemini = annotator(server, max_requests=1)
+        first, second = gemini.annotate(parts(1), 1), gemini.annotate(parts(1), 1)
+    assert first.status == "ok" and second.status == "unannotated" and "budget" in second.error
+    assert len(server.requests) == 1
+
+
+def run_job(out, video, *extra):
+    from curation.run import main
+
+    return main(["--input", str(video.path), "--output", str(out), "--clip-minutes", f"{CLIP_MINUTES}",
+                 "--within", "video", "--min-relevance", "-10", "--caption-shots", *extra])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_job_annotates_caches_and_never_leaks_the_key(ray_local, tmp_path, multi_shot_video, monkeypatch, capfd, caplog):
+    out = tmp_path / "out"
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    with FakeGemini() as server:
+        # No key: nothing is sent, rows are unannotated and the run says how to enable annotation.
+        assert run_job(out, multi_shot_video, "--gemini-base-url", server.url) == 0
+        assert len(server.requests) == 0
+        notes = read_table(out, "annotations")
+        assert (notes["status"] == "unannotated").all() and "GEMINI_API_KEY" in notes["error"].iloc[0]
+        assert "set GEMINI_API_KEY" in capfd.readouterr().out
+
+        monkeypatch.setenv("GEMINI_API_KEY", SECRET)
+        assert run_job(out, multi_shot_video, "--gemini-base-url", server.url, "--gemini-input", "video") == 0
+        paid = len(server.requests)
+        assert paid == 1 + 3  # one combination, three ok shots
+        assert all(r["headers"]["x-goog-api-key"] == SECRET for r in server.requests)
+        assert any(p.get("inlineData", {}).get("mime_type") == "video/mp4"
+                   for p in server.requests[0]["body"]["contents"][0]["parts"])  # fmt: skip
+        notes = read_table(out, "annotations")
+        assert notes["status"].tolist() == ["ok"] and len(notes["captions"].iloc[0]) == 3
+        captions = read_table(out, "shot_captions")
+        assert (captions["status"] == "ok").all() and len(captions) == 3
+        record = json.loads((out / "run.json").read_text())
+        assert record["relevance"]["annotation"]["combinations"]["requests"] == 1
+
+        # Re-run: everything comes from the cache, nothing is paid twice.
+        assert run_job(out, multi_shot_video, "--gemini-base-url", server.url, "--gemini-input", "video") == 0
+        assert len(server.requests) == paid
+        record = json.loads((out / "run.json").read_text())
+        assert record["relevance"]["annotation"]["combinations"]["cache_hits"] == 1
+        assert read_table(out, "annotations")["requests"].tolist() == [0]
+
+    logged = capfd.readouterr()
+    assert SECRET not in logged.out + logged.err + caplog.text
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
