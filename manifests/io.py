@@ -31,7 +31,12 @@ def table_path(manifest_dir: str | os.PathLike, name: str) -> Path:
 def to_arrow(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, schema: pa.Schema) -> pa.Table:
     """Build a table with exactly `schema`'s columns; missing nullable columns become nulls."""
     if isinstance(rows, pd.DataFrame):
-        rows = rows.to_dict("records")
+        # Arrow's own conversion turns pandas' NaN/None into nulls, whatever the column's dtype.
+        frame = rows.reindex(columns=schema.names)
+        try:
+            return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as err:
+            raise ManifestError(f"rows do not fit table {schema.metadata[b'table'].decode()}: {err}") from err
     rows = list(rows)
     columns = {}
     for field in schema:

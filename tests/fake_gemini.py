@@ -24,7 +24,11 @@ def reply(payload: dict | str, finish: str = "STOP", tokens: tuple[int, int] = (
     text = payload if isinstance(payload, str) else json.dumps(payload)
     return 200, {
         "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": finish}],
-        "usageMetadata": {"promptTokenCount": tokens[0], "candidatesTokenCount": tokens[1], "totalTokenCount": sum(tokens)},
+        "usageMetadata": {
+            "promptTokenCount": tokens[0],
+            "candidatesTokenCount": tokens[1],
+            "totalTokenCount": sum(tokens),
+        },
     }
 
 

@@ -27,7 +27,10 @@ def annotator(server, **overrides) -> GeminiAnnotator:
 def parts(num_shots: int = 2) -> list:
     out = []
     for i in range(num_shots):
-        out += [types.Part.from_text(text=f"Shot {i + 1} of {num_shots} (2.0 s):"), types.Part.from_bytes(data=JPEG, mime_type="image/jpeg")]
+        out += [
+            types.Part.from_text(text=f"Shot {i + 1} of {num_shots} (2.0 s):"),
+            types.Part.from_bytes(data=JPEG, mime_type="image/jpeg"),
+        ]
     return out
 
 
@@ -104,7 +107,10 @@ def test_client_errors_are_not_retried():
 
 @pytest.mark.parametrize(
     "response",
-    [(200, {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 5}}), reply("", finish="SAFETY")],
+    [
+        (200, {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 5}}),
+        reply("", finish="SAFETY"),
+    ],
     ids=["prompt-blocked", "reply-blocked"],
 )
 def test_safety_blocks_are_recorded_as_blocked(response):
@@ -158,7 +164,9 @@ def run_job(out, video, *extra):
 
 
 @pytest.mark.slow
-def test_job_annotates_caches_and_never_leaks_the_key(ray_local, tmp_path, multi_shot_video, monkeypatch, capfd, caplog):
+def test_job_annotates_caches_and_never_leaks_the_key(
+    ray_local, tmp_path, multi_shot_video, monkeypatch, capfd, caplog
+):
     out = tmp_path / "out"
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)

@@ -1,0 +1,170 @@
+"""The two-stage trainer on CPU through DeepSpeed, on a manifest curated from generated videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from diffusers import CogVideoXDDIMScheduler
+
+from curation.samples import write_synthetic_video
+from manifests import read_table, write_part
+from model.tiny import build_tiny_model
+from training.config import load_config
+from training.data import DataError, PretrainSampler, Scene, load_samples
+from training.objective import conditional_mask, diffusion_loss, make_inputs
+from training.train import main, train
+
+CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, ray_local):
+    """Curated from 4 generated videos, with hand-written captions marked ok (as Gemini would return)."""
+    from curation.run import main as curate
+
+    root = tmp_path_factory.mktemp("train")
+    videos = [write_synthetic_video(root / "videos" / f"v{i}.mp4", [60, 72, 66], fps=24.0, size=(64, 48), seed=10 + i)
+              for i in range(4)]  # fmt: skip
+    out = root / "manifest"
+    assert curate(["--input", str(root / "videos"), "--output", str(out), "--within", "video",
+                   "--min-relevance", "-10", "--min-shot-frames", "25", "--caption-shots"]) == 0  # fmt: skip
+    shots = read_table(out, "shots")
+    for video_id, part in shots.groupby("video_id"):
+        write_part(out, "shot_captions", video_id, [
+            {"shot_id": s, "video_id": video_id, "caption": f"shot {i} of a man walking", "status": "ok"}
+            for i, s in enumerate(part["shot_id"])])  # fmt: skip
+    combos = read_table(out, "combinations")
+    for video_id, part in combos.groupby("video_id"):
+        write_part(out, "annotations", video_id, [
+            {"combination_id": c.combination_id, "video_id": video_id, "shot_ids": list(c.shot_ids),
+             "captions": [f"Actor1 (a man) scene {k}" for k in range(len(c.shot_ids))], "status": "ok"}
+            for c in part.itertuples()])  # fmt: skip
+    assert len(videos) == 4 and len(combos) >= 2
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def config_for(manifest, tiny_model, output, *overrides):
+    return load_config(CONFIG, [f"data.manifest={manifest}", f"model.path={tiny_model}", f"run.output={output}",
+                                "data.allow_uncaptioned=false", "data.caption_dropout=0", *overrides])  # fmt: skip
+
+
+def test_config_is_validated_with_the_field_named(tmp_path):
+    with pytest.raises(ValueError, match=r"data.num_frames: .*4k\+1"):
+        load_config(CONFIG, ["data.num_frames=10"])
+    with pytest.raises(ValueError, match="optim.lr"):
+        load_config(CONFIG, ["optim.lr=-1"])
+    with pytest.raises(ValueError, match="cond_prob applies to SFT"):
+        load_config(CONFIG, ["objective.cond_prob=0.5"])
+    with pytest.raises(ValueError, match="Extra inputs"):
+        load_config(CONFIG, ["run.max_stpes=3"])
+    config = load_config(CONFIG, ["optim.lr=2e-4", "data.scenes=3"])
+    assert config.optim.lr == 2e-4 and config.data.scenes == 3
+
+
+def test_bad_manifests_fail_fast_naming_the_problem(tmp_path, manifest, tiny_model, capsys):
+    bad = tmp_path / "bad"
+    (bad / "shots.parquet").mkdir(parents=True)
+    pq.write_table(pa.table({"video_id": ["a"]}), bad / "shots.parquet" / "part-a.parquet")
+    (bad / "shot_captions.parquet").mkdir()
+    assert main(["--config", str(CONFIG), f"data.manifest={bad}", "data.allow_uncaptioned=false",
+                 f"run.output={tmp_path / 'run'}"]) == 2  # fmt: skip
+    assert "missing column 'shot_id'" in capsys.readouterr().err
+    with pytest.raises(DataError, match="no shot_captions.parquet: run the curation job with --caption-shots"):
+        load_samples(load_config(CONFIG, [f"data.manifest={tmp_path / 'empty'}", "data.allow_uncaptioned=false"]).data)
+    config = config_for(manifest, tiny_model, tmp_path / "r", "data.num_frames=401")
+    with pytest.raises(DataError, match=r"(?s)0 usable .*shot shorter than 401 frames"):
+        load_samples(config.data)
+
+
+def scenes_of(videos: int, shots: int) -> list[list[Scene]]:
+    return [
+        [Scene({"video_id": f"v{v}", "shot_id": f"v{v}s{s}"}, "", 0, 1)] for v in range(videos) for s in range(shots)
+    ]
+
+
+def test_pretrain_sampler_never_repeats_a_source_when_avoidable():
+    sampler = PretrainSampler(scenes_of(videos=5, shots=3), scenes=3, seed=0)
+    for index in range(500):
+        sources = [s.shot["video_id"] for s in sampler(index)]
+        assert len(set(sources)) == 3
+    assert sampler(7) == sampler(7)  # a pure function of the index
+    few = PretrainSampler(scenes_of(videos=2, shots=4), scenes=3, seed=0)
+    assert all(len({s.shot["video_id"] for s in few(i)}) == 2 for i in range(100))  # one repeat, no more
+
+
+def test_conditional_task_ratio_and_loss_touch_only_target_scenes():
+    masks = conditional_mask(list(range(4000)), 3, 0.5, seed=1)
+    assert abs(masks[:, 0].float().mean().item() - 0.5) < 0.03
+    assert (masks[:, 2] == 0).all() and (masks[:, 0] == masks[:, 1]).all()  # earlier scenes clean, last is the target
+    scheduler = CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    latents = torch.randn(2, 6, 4, 4, 4, requires_grad=True)
+    clean = torch.tensor([[True, True, False], [False, False, False]])
+    inputs = make_inputs(latents, [2, 2, 2], clean, scheduler, torch.Generator().manual_seed(0))
+    assert torch.equal(inputs.noisy[0, :4], latents[0, :4]) and not torch.equal(inputs.noisy[1, :4], latents[1, :4])
+    output = torch.randn(2, 6, 4, 4, 4, requires_grad=True)
+    loss, _ = diffusion_loss(output, inputs, [2, 2, 2], scheduler)
+    loss.backward()
+    assert output.grad[0, :4].abs().sum() == 0 and output.grad[0, 4:].abs().sum() > 0 and output.grad[1].abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_both_stages_train_on_cpu_loss_falls_and_export_loads(manifest, tiny_model, tmp_path):
+    from model.pipeline import Mask2DiTPipeline
+
+    # A tiny overfit set: one video's shots, one scene per sample.
+    overfit = tmp_path / "overfit"
+    shots = read_table(manifest, "shots")
+    first = shots["video_id"].iloc[0]
+    write_part(overfit, "shots", first, shots[shots["video_id"] == first])
+    for table in ("shot_captions", "combinations", "annotations"):
+        rows = read_table(manifest, table)
+        write_part(overfit, table, first, rows[rows["video_id"] == first])
+    pretrain = config_for(overfit, tiny_model, tmp_path / "pretrain", "run.max_steps=60", "optim.lr=3e-3",
+                          "data.scenes=1", "run.save_every=30")  # fmt: skip
+    losses = [h["loss"] for h in train(pretrain)["history"]]
+    assert np.mean(losses[-15:]) < 0.9 * np.mean(losses[:15]), losses
+    logged = [h["logged"] for h in json.loads((tmp_path / "pretrain" / "history.json").read_text()) if "logged" in h]
+    assert {"samples_per_s", "tokens_per_s", "data_wait_fraction", "grad_norm", "lr", "peak_memory_gib",
+            "loss_scene_0"} <= logged[-1].keys()  # fmt: skip
+    assert any((tmp_path / "pretrain" / "tensorboard").iterdir())
+    export = tmp_path / "pretrain" / "export"
+    sft = config_for(overfit, tiny_model, tmp_path / "sft", "data.stage=sft", "data.scenes=3", "objective.cond_prob=0.5",
+                     f"model.transformer={export / 'transformer'}", "run.max_steps=60", "optim.lr=3e-3")  # fmt: skip
+    losses = [h["loss"] for h in train(sft)["history"]]
+    assert np.mean(losses[-15:]) < np.mean(losses[:15]), losses  # continues from the pretrained weights
+    pipe = Mask2DiTPipeline.from_pretrained(tmp_path / "sft" / "export")
+    pipe.set_progress_bar_config(disable=True)
+    result = pipe(["a man", "a dog"], height=32, width=32, num_frames=9, num_inference_steps=2, output_type="latent")
+    assert result.latents.shape == (1, 6, 4, 8, 8)
+
+
+@pytest.mark.slow
+def test_resumed_run_continues_exactly(manifest, tiny_model, tmp_path):
+    overrides = ["data.stage=sft", "data.scenes=3", "objective.cond_prob=0.5", "run.save_every=4", "optim.lr=1e-3"]
+    straight = train(config_for(manifest, tiny_model, tmp_path / "a", "run.max_steps=8", *overrides))["history"]
+    train(config_for(manifest, tiny_model, tmp_path / "b", "run.max_steps=4", *overrides))
+    resumed = train(config_for(manifest, tiny_model, tmp_path / "b", "run.max_steps=8", *overrides))["history"]
+    assert [h["step"] for h in resumed] == [5, 6, 7, 8]
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight[4:]]
+    assert resumed[-1]["consumed"] == straight[-1]["consumed"] == 8
+    tags = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("step_*"))
+    assert tags == ["step_4", "step_8"]
+
+
+def test_sft_uses_only_ok_annotations(manifest, tiny_model, tmp_path):
+    config = config_for(manifest, tiny_model, tmp_path / "r", "data.stage=sft", "data.scenes=3")
+    samples, report = load_samples(config.data)
+    notes = read_table(manifest, "annotations")
+    assert report.usable == len(samples) == int((notes["status"] == "ok").sum())
+    assert all(s.caption.startswith("Actor1 (a man)") for sample in samples for s in sample)

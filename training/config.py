@@ -1,0 +1,143 @@
+"""Typed training configuration: a YAML file plus `section.key=value` overrides, validated up front.
+
+    python training/train.py --config training/configs/sft.yaml optim.lr=5e-5 data.scenes=2
+
+Every field has a type and a range; a typo or a bad value fails before any model or data loads,
+with the field's path in the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    path: Path  # a CogVideoX-layout folder (T5, VAE, scheduler; transformer unless `transformer` is set)
+    transformer: Path | None = None  # weights-only start: an exported Mask²DiT/CogVideoX transformer folder
+    create_tiny: bool = False  # build a tiny random model at `path` if it does not exist (smoke runs)
+    attention_backend: Literal["segmented", "dense", "flex"] = "segmented"
+    gradient_checkpointing: bool = True
+
+
+class DataConfig(_Section):
+    manifest: Path  # curation output directory
+    stage: Literal["pretrain", "sft"] = "pretrain"
+    scenes: int = Field(default=3, ge=1)  # scenes per sample (pretrain: shots concatenated)
+    num_frames: int = Field(default=49, ge=1)  # frames per scene (4k+1)
+    max_stride: int = Field(default=3, ge=1)  # frame stride limit
+    target_fps: float = Field(default=8.0, gt=0)  # effective frame rate in both stages
+    height: int = Field(default=480, ge=8)
+    width: int = Field(default=720, ge=8)
+    caption_dropout: float = Field(default=0.1, ge=0, le=1)  # per scene, for classifier-free guidance
+    allow_uncaptioned: bool = False  # smoke runs without Gemini: train on empty captions, never invented ones
+    precomputed: Path | None = None  # latents/text embeddings from training/precompute.py
+    num_workers: int = Field(default=2, ge=0)
+
+    @field_validator("num_frames")
+    @classmethod
+    def _frames_fit_the_vae(cls, value: int) -> int:
+        if (value - 1) % 4:
+            raise ValueError(f"must be 4k+1 (CogVideoX's VAE compresses time 4x), got {value}")
+        return value
+
+
+class ObjectiveConfig(_Section):
+    cond_prob: float = Field(default=0.0, ge=0, le=1)  # SFT: share of conditional (clean context) samples
+    loss_weighting: Literal["cogvideox", "none"] = "cogvideox"  # 1 / (1 - alpha_bar_t), as CogVideoX trains
+
+
+class OptimConfig(_Section):
+    lr: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = Field(default=100, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=1, ge=1)  # per GPU
+    gradient_accumulation: int = Field(default=1, ge=1)
+
+
+class RunConfig(_Section):
+    output: Path  # run directory: checkpoints/, export/, tensorboard/, validation/
+    max_steps: int = Field(default=10000, ge=1)
+    seed: int = 42
+    precision: Literal["bf16", "fp32"] = "bf16"
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False  # ZeRO-3 + CPU offload, for small-memory GPUs
+    deepspeed_config: Path | None = None  # a full DeepSpeed JSON instead of the generated one
+    save_every: int = Field(default=500, ge=1)
+    keep_last: int = Field(default=3, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    resume: bool = True  # continue from the latest checkpoint in output/checkpoints when there is one
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ValidationConfig(_Section):
+    every: int = Field(default=0, ge=0)  # 0: never
+    prompts: list[str] = Field(default_factory=list)  # one scene per prompt
+    steps: int = Field(default=25, ge=1)
+    guidance_scale: float = 6.0
+
+
+class TrainConfig(_Section):
+    model: ModelConfig
+    data: DataConfig
+    objective: ObjectiveConfig = ObjectiveConfig()
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig
+    validation: ValidationConfig = ValidationConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.data.stage == "pretrain" and self.objective.cond_prob > 0:
+            raise ValueError("objective.cond_prob applies to SFT; pretraining uses the attention mask only")
+        if self.offload_needs_zero3():
+            raise ValueError("run.offload_optimizer needs run.zero_stage=3")
+        return self
+
+    def offload_needs_zero3(self) -> bool:
+        return self.run.offload_optimizer and self.run.zero_stage != 3
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read YAML, apply `a.b=value` overrides (values parsed as YAML), validate. Raises ValueError."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as err:
+        raise ValueError(f"{path}: config file not found") from err
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        _set(tree, key.strip(), yaml.safe_load(raw))
+    base = path.parent
+    for section, key in (("model", "path"), ("model", "transformer"), ("data", "manifest"), ("data", "precomputed"),
+                         ("run", "output"), ("run", "deepspeed_config")):  # fmt: skip
+        value = tree.get(section, {}).get(key) if isinstance(tree.get(section), dict) else None
+        if isinstance(value, str) and not Path(value).is_absolute() and value.startswith(("./", "../")):
+            tree[section][key] = str((base / value).resolve())  # ./x is relative to the config file
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"{path}: invalid config: {problems}") from err

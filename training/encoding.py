@@ -1,0 +1,119 @@
+"""Frozen encoders (CogVideoX VAE, T5) and the store of precomputed latents and text embeddings.
+
+Online encoding runs the VAE and T5 in the training process (fine for small runs). For real runs,
+`training/precompute.py` encodes every scene and caption once into sharded safetensors files,
+keyed by a hash of what went in (shot, frame window, size, encoder weights), and the trainer reads
+them instead: the VAE and T5 then never load during training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def content_hash(*parts) -> str:
+    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+
+
+class Encoders:
+    """VAE + T5 from a CogVideoX-layout folder, frozen, with CogVideoX's latent scaling."""
+
+    def __init__(self, model_path: Path, device: torch.device, dtype: torch.dtype, text_length: int):
+        from diffusers import AutoencoderKLCogVideoX
+        from transformers import T5EncoderModel, T5Tokenizer
+
+        self.vae = AutoencoderKLCogVideoX.from_pretrained(model_path, subfolder="vae", dtype=dtype).to(device).eval()
+        self.text_encoder = (
+            T5EncoderModel.from_pretrained(model_path, subfolder="text_encoder", dtype=dtype).to(device).eval()
+        )
+        self.tokenizer = T5Tokenizer.from_pretrained(model_path, subfolder="tokenizer")
+        self.device, self.dtype, self.text_length = device, dtype, text_length
+        self.scaling = self.vae.config.scaling_factor
+        self.identity = content_hash(model_path.resolve(), text_length, dtype)
+        for module in (self.vae, self.text_encoder):
+            module.requires_grad_(False)
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
+        """(N, T, H, W, 3) uint8 -> latents (N, F, C, h, w), sampled with a seeded generator."""
+        video = frames.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype) / 127.5 - 1.0  # (N, 3, T, H, W)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        posterior = self.vae.encode(video).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
+        latents = posterior.mean + posterior.std * noise
+        return (latents * self.scaling).permute(0, 2, 1, 3, 4).contiguous()
+
+    @torch.no_grad()
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        """Captions -> T5 embeddings (N, text_length, D), padded/truncated like CogVideoX."""
+        tokens = self.tokenizer(captions, padding="max_length", max_length=self.text_length, truncation=True,
+                                add_special_tokens=True, return_tensors="pt")  # fmt: skip
+        return self.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
+
+
+class LatentStore:
+    """Sharded safetensors of precomputed tensors, with an index per writer (rank)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._index: dict[str, str] | None = None
+        self._open: dict[str, object] = {}
+
+    def index(self) -> dict[str, str]:
+        if self._index is None:
+            self._index = {}
+            for path in sorted(self.folder.glob("index-*.json")):
+                self._index.update(json.loads(path.read_text()))
+        return self._index
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.index()
+
+    def get(self, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        shard = self.index().get(key)
+        if shard is None:
+            raise KeyError(f"{key} is not in the precomputed store {self.folder}; re-run training/precompute.py")
+        if shard not in self._open:
+            self._open[shard] = safe_open(str(self.folder / shard), "pt")
+        return self._open[shard].get_tensor(key)
+
+    def write(self, tensors: dict[str, torch.Tensor], writer: str, shard_size: int = 256) -> None:
+        """Append tensors as new shards of this writer, then update its index (atomically)."""
+        from safetensors.torch import save_file
+
+        if not tensors:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        index_path = self.folder / f"index-{writer}.json"
+        index = json.loads(index_path.read_text()) if index_path.exists() else {}
+        keys = sorted(tensors)
+        for start in range(0, len(keys), shard_size):
+            name = f"shard-{writer}-{len(set(index.values())):05d}.safetensors"
+            chunk = {k: tensors[k].contiguous().cpu() for k in keys[start : start + shard_size]}
+            save_file(chunk, str(self.folder / name))
+            index.update(dict.fromkeys(chunk, name))
+        tmp = index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(index))
+        tmp.replace(index_path)
+        self._index = None
+
+
+def scene_key(scene_key_: str, config, identity: str) -> str:
+    return "latent-" + content_hash(scene_key_, config.num_frames, config.height, config.width, identity)
+
+
+def text_key(caption: str, identity: str) -> str:
+    return "text-" + content_hash(caption, identity)
+
+
+def stable_seed(*parts) -> int:
+    return int(
+        np.frombuffer(hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest(), np.uint64)[0] % 2**31
+    )

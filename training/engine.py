@@ -1,0 +1,66 @@
+"""Process group and DeepSpeed engine, the same code for `python`, `deepspeed` and `torchrun` launches."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import torch
+
+from training.config import TrainConfig
+
+
+def setup_distributed(config: TrainConfig) -> tuple[torch.device, int, int]:
+    """Fill in a single-process environment when no launcher did, pick the device, join the group."""
+    use_cuda = config.run.device == "cuda" or (config.run.device == "auto" and torch.cuda.is_available())
+    if not use_cuda:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # must be set before deepspeed is imported
+    if "RANK" not in os.environ:  # plain `python training/train.py`: a group of one
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local), rank, world
+    return torch.device("cpu"), rank, world
+
+
+def deepspeed_config(config: TrainConfig) -> dict:
+    """Our YAML is the source of truth for batch sizes, clipping and precision; a JSON adds the rest."""
+    ds = json.loads(config.run.deepspeed_config.read_text()) if config.run.deepspeed_config else {}
+    zero = ds.setdefault("zero_optimization", {})
+    zero.setdefault("stage", config.run.zero_stage)
+    if config.run.offload_optimizer:
+        zero.setdefault("offload_optimizer", {"device": "cpu", "pin_memory": True})
+    ds.update(
+        train_micro_batch_size_per_gpu=config.optim.batch_size,
+        gradient_accumulation_steps=config.optim.gradient_accumulation,
+        gradient_clipping=config.optim.max_grad_norm,
+        steps_per_print=10**9,
+        wall_clock_breakdown=False,
+    )
+    ds["bf16"] = {"enabled": config.run.precision == "bf16"}
+    ds.pop("fp16", None)  # bf16 or fp32 only: fp16 overflows in CogVideoX-5B and is unsupported on CPU
+    ds["zero_allow_untested_optimizer"] = True
+    return ds
+
+
+def build_engine(model, config: TrainConfig):
+    import deepspeed
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=config.optim.betas,
+                                  weight_decay=config.optim.weight_decay)  # fmt: skip
+    warmup = config.optim.warmup_steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
+    engine, optimizer, _, schedule = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=schedule, config=deepspeed_config(config)
+    )
+    return engine, schedule
