@@ -7,8 +7,9 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int, stream=sys.stderr, min_interval: float = 1.0):
-        self.total, self.stream, self.min_interval = total, stream, min_interval
+    def __init__(self, total: int, stream=None, min_interval: float = 1.0):
+        # Resolved per run, not at import: sys.stderr may be replaced (redirected, captured) meanwhile.
+        self.total, self.stream, self.min_interval = total, stream or sys.stderr, min_interval
         self.done = self.failed = self.skipped = self.shots = 0
         self.video_seconds = 0.0
         self.began = time.perf_counter()

@@ -1,12 +1,15 @@
 """Shot detection in one clip window with PySceneDetect's detectors, and shots from cut lists.
 
-Speed comes from the decode path, not from changing the detector: frames are decoded with
-FFmpeg frame threading, downsized while still YUV (area filter) to the ~256-pixel-wide image
-PySceneDetect analyses, and only then converted to BGR (its CLI converts every full-size frame
-to BGR first, then resizes). Scaling in YUV keeps neutral greys exactly neutral: a single-pass
-scale+convert in swscale adds a faint colour cast, which turns the hue of near-black fade frames
-into noise and fires false cuts. The detector classes are PySceneDetect's own, so the cuts match
-its CLI's.
+Speed comes from the decode path and the score arithmetic, never from changing the detector:
+- frames are decoded with FFmpeg frame threading and shrunk while still YUV, plane by plane with
+  the linear filter PySceneDetect uses, to the ~256-pixel-wide image it analyses, and only then
+  turned into BGR (its CLI converts every full-size frame to BGR first, then resizes). Scaling planes
+  separately keeps neutral greys exactly neutral: a single-pass scale+convert adds a faint colour
+  cast, which turns the hue of near-black fade frames into noise and fires false cuts.
+- the detectors are PySceneDetect's own classes; only their per-frame score is computed with
+  cv2.absdiff + cv2.sumElems instead of int32 numpy arrays. Both sum the same integers exactly, and
+  the weighted sum keeps its order, so every score (and so every cut) is bit-identical.
+- each shot's keyframe is taken from the small detection image, not decoded again at full size.
 """
 
 from __future__ import annotations
@@ -25,10 +28,38 @@ from curation.config import DetectorConfig
 from manifests.frames import iter_frames, open_video, upright
 
 
+class _ExactFastScore:
+    """ContentDetector's frame score with the same integer sums, computed by OpenCV in one pass."""
+
+    _last_hsv: np.ndarray | None = None
+
+    def _calculate_frame_score(self, timecode, frame_img: np.ndarray) -> float:
+        if self._weights.delta_edges > 0.0 or self.stats_manager is not None:  # the rarely used edge path
+            return super()._calculate_frame_score(timecode, frame_img)
+        hsv = cv2.cvtColor(frame_img, cv2.COLOR_BGR2HSV)
+        last, self._last_hsv = self._last_hsv, hsv
+        if last is None:
+            return 0.0
+        pixels = float(hsv.shape[0] * hsv.shape[1])
+        hue, sat, lum, _ = cv2.sumElems(cv2.absdiff(hsv, last))
+        components = (hue / pixels, sat / pixels, lum / pixels, 0.0)
+        return sum(c * w for c, w in zip(components, self._weights, strict=True)) / sum(abs(w) for w in self._weights)
+
+
+class FastAdaptiveDetector(_ExactFastScore, AdaptiveDetector):
+    pass
+
+
+class FastContentDetector(_ExactFastScore, ContentDetector):
+    pass
+
+
 def make_detector(config: DetectorConfig):
     if config.kind == "adaptive":
-        return AdaptiveDetector(adaptive_threshold=config.effective_threshold, min_scene_len=config.min_scene_frames)
-    return ContentDetector(threshold=config.effective_threshold, min_scene_len=config.min_scene_frames)
+        return FastAdaptiveDetector(
+            adaptive_threshold=config.effective_threshold, min_scene_len=config.min_scene_frames
+        )
+    return FastContentDetector(threshold=config.effective_threshold, min_scene_len=config.min_scene_frames)
 
 
 def detection_size(width: int, height: int, target_width: int) -> tuple[int, int]:
@@ -50,12 +81,37 @@ class DetectionFrames:
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         if self.size is None:
             self.size = detection_size(frame.width, frame.height, self.target_width)
+        width, height = self.size
         if self.size == (frame.width, frame.height):
             return self._convert.reformat(frame, format="bgr24").to_ndarray()
-        small = self._scale.reformat(
-            frame, width=self.size[0], height=self.size[1], format="yuv420p", interpolation="AREA"
-        )
+        if frame.format.name == "yuv420p" and width % 2 == 0 and height % 2 == 0:
+            return self._from_planes(frame, width, height)
+        small = self._scale.reformat(frame, width=width, height=height, format="yuv420p", interpolation="BILINEAR")
         return self._convert.reformat(small, format="bgr24").to_ndarray()
+
+    _to_bgr = VideoReformatter()
+
+    @staticmethod
+    def _from_planes(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+        """Strided views of the decoder's Y, U, V planes (no copy), each resized as PySceneDetect
+        resizes (linear), then one small I420 -> BGR conversion."""
+        chroma_h, chroma_w = (frame.height + 1) // 2, (frame.width + 1) // 2
+        sizes = ((frame.height, frame.width), (chroma_h, chroma_w), (chroma_h, chroma_w))
+        y, u, v = (
+            np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :cols]
+            for plane, (rows, cols) in zip(frame.planes, sizes)
+        )
+        small = np.empty((height * 3 // 2, width), np.uint8)
+        small[:height] = cv2.resize(y, (width, height), interpolation=cv2.INTER_LINEAR)
+        quarter = height // 4
+        for plane, rows in ((u, slice(height, height + quarter)), (v, slice(height + quarter, None))):
+            small[rows] = cv2.resize(plane, (width // 2, height // 2), interpolation=cv2.INTER_LINEAR).reshape(
+                quarter, width
+            )
+        # swscale's YUV->BGR, as before: OpenCV's conversion shifts the hue of near-black pixels.
+        return DetectionFrames._to_bgr.reformat(
+            av.VideoFrame.from_ndarray(small, format="yuv420p"), format="bgr24"
+        ).to_ndarray()
 
 
 @dataclass
@@ -106,14 +162,15 @@ def detect_clip(
                     if index >= window.decode_end:
                         break
                 timecode = FrameTimecode(index, fps=fps)
-                for cut in detector.process_frame(timecode, to_detector_image(frame)):
+                image = to_detector_image(frame)
+                for cut in detector.process_frame(timecode, image):
                     result.cuts.append(cut.frame_num)
                 result.frames_decoded += 1
                 if (
                     window.start_frame <= index < window.end_frame
                     and (index - window.start_frame) % thumbnail_every == 0
                 ):
-                    result.thumbnails[index] = encode_thumbnail(frame, rotation, thumbnail_max_side)
+                    result.thumbnails[index] = encode_thumbnail(image, rotation, thumbnail_max_side)
             if timecode is not None and window.decode_end >= num_frames:
                 result.cuts += [cut.frame_num for cut in detector.post_process(timecode)]
     except av.error.FFmpegError as err:
@@ -123,10 +180,13 @@ def detect_clip(
     return result
 
 
-def encode_thumbnail(frame: av.VideoFrame, rotation: int, max_side: int) -> bytes:
-    scale = min(1.0, max_side / max(frame.width, frame.height))
-    width, height = max(2, round(frame.width * scale)), max(2, round(frame.height * scale))
-    image = upright(frame.to_ndarray(width=width, height=height, format="bgr24"), rotation)
+def encode_thumbnail(image: np.ndarray, rotation: int, max_side: int) -> bytes:
+    """JPEG of a (small, BGR) detection image, upright, no larger than max_side."""
+    scale = min(1.0, max_side / max(image.shape[:2]))
+    if scale < 1.0:
+        size = (max(2, round(image.shape[1] * scale)), max(2, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    image = upright(image, rotation)
     ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
     if not ok:
         raise RuntimeError("JPEG encoding of a keyframe failed")

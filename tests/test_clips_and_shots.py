@@ -93,3 +93,18 @@ def test_rotation_swaps_displayed_size(tmp_path):
 def test_constant_rate_is_not_reported_as_variable(multi_shot_video):
     p = probe(str(multi_shot_video.path))
     assert not p.variable_fps and p.fps == pytest.approx(24.0, rel=1e-3) and p.num_frames == 270
+
+
+@pytest.mark.parametrize("kind", ["adaptive", "content"])
+def test_fast_frame_score_is_bit_identical_to_pyscenedetects(kind):
+    from scenedetect import AdaptiveDetector, ContentDetector
+
+    from curation.shots import make_detector
+
+    rng = np.random.default_rng(0)
+    ours = make_detector(DetectorConfig(kind=kind))
+    theirs = AdaptiveDetector() if kind == "adaptive" else ContentDetector()
+    images = [rng.integers(0, 256, (36, 64, 3), dtype=np.uint8) for _ in range(20)]
+    images += [np.full((36, 64, 3), v, np.uint8) for v in (0, 1, 2, 3, 250)]  # near-black and flat frames
+    for i, image in enumerate(images):
+        assert ours._calculate_frame_score(i, image) == theirs._calculate_frame_score(i, image)
