@@ -75,7 +75,10 @@ class ClipEncoder:
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
         if self.tokenizer is None:
             raise ValueError("this CLIP folder has no tokenizer files (vocab.json, merges.txt)")
-        tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        context = self.model.config.text_config.max_position_embeddings  # 77 for CLIP; prompts longer are cut
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=context, return_tensors="pt").to(
+            self.device
+        )
         features = self.model.get_text_features(**tokens)
         features = getattr(features, "pooler_output", features)
         return F.normalize(features.float(), dim=-1).cpu()

@@ -30,7 +30,9 @@ class PromptFileError(ValueError):
     """A prompt file that is neither a JSON list of prompts nor a scene description."""
 
 
-def load_prompts(path: str | Path) -> list[str]:
+def load_prompts(path: str | Path, story: str | None = None) -> list[str]:
+    """Prompts from a JSON list of prompts, a scene description, or (with `story`) one story of a
+    list of scene descriptions such as training/eval_prompts.json (by its id or index)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -40,6 +42,12 @@ def load_prompts(path: str | Path) -> list[str]:
         raise PromptFileError(
             f"{path}: not valid JSON ({err}); expected a list of prompts or a scene description"
         ) from err
+    if isinstance(data, list) and data and all(isinstance(e, dict) for e in data):
+        ids = [str(e.get("id", i)) for i, e in enumerate(data)]
+        if story is None or story not in ids + [str(i) for i in range(len(data))]:
+            raise PromptFileError(f"{path} holds {len(data)} stories; pick one with --story ({', '.join(ids[:10])})")
+        index = ids.index(story) if story in ids else int(story)
+        return scene_prompts(data[index], f"{path} story {story}")
     if isinstance(data, list):
         if not data or not all(isinstance(p, str) and p.strip() for p in data):
             raise PromptFileError(f"{path}: a prompt list must hold one non-empty string per scene")
@@ -155,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--model", required=True, type=Path, help="CogVideoX-layout folder with a Mask²DiT transformer")
     parser.add_argument("--prompts", required=True, type=Path, help="JSON list of prompts or a scene description")
+    parser.add_argument("--story", help="with a file of several stories (e.g. training/eval_prompts.json): its id")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--expand-from", nargs="+", type=Path, help="an earlier output folder, or context video files")
     parser.add_argument("--context-prompts", type=Path, help="prompts of the context videos (with video files)")
@@ -184,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.pipeline import Mask2DiTPipeline, ModelFolderError
 
     try:
-        prompts = load_prompts(args.prompts)
+        prompts = load_prompts(args.prompts, args.story)
         context_prompts = load_prompts(args.context_prompts) if args.context_prompts else None
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
         pipe = Mask2DiTPipeline.from_pretrained(args.model, torch_dtype=dtype)

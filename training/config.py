@@ -84,6 +84,7 @@ class ValidationConfig(_Section):
     prompts: list[str] = Field(default_factory=list)  # one scene per prompt
     steps: int = Field(default=25, ge=1)
     guidance_scale: float = 6.0
+    clip: Path | None = None  # a local CLIP folder: score each validation video with training.evaluate's metrics
 
 
 class TrainConfig(_Section):

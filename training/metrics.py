@@ -56,6 +56,11 @@ class Metrics:
         self.window_start, self.data_wait, self.samples, self.tokens = time.perf_counter(), 0.0, 0, 0
         return scalars
 
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer:
+            for name, value in values.items():
+                self.writer.add_scalar(name, value, step)
+
     def close(self) -> None:
         if self.bar:
             self.bar.close()

@@ -124,7 +124,8 @@ def train(config: TrainConfig) -> dict:
         if config.validation.every and step % config.validation.every == 0 and is_main:
             from training.validate import validation_samples
 
-            validation_samples(engine.module, config, step, device, dtype)
+            scores = validation_samples(engine.module, config, step, device, dtype)
+            metrics.scalars(step, {f"validation/{name}": value for name, value in scores.items()})
     metrics.close()
     checkpoint.export(engine, config.model.path, run / "export", config.run.zero_stage, is_main)
     if is_main:

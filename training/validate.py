@@ -9,7 +9,8 @@ from training.config import TrainConfig
 
 
 @torch.no_grad()
-def validation_samples(transformer, config: TrainConfig, step: int, device, dtype) -> None:
+def validation_samples(transformer, config: TrainConfig, step: int, device, dtype) -> dict[str, float]:
+    """Generate the validation prompts as one multi-scene video; with validation.clip, score it."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler
     from transformers import T5EncoderModel, T5Tokenizer
 
@@ -17,7 +18,7 @@ def validation_samples(transformer, config: TrainConfig, step: int, device, dtyp
     from model.pipeline import Mask2DiTPipeline
 
     if not config.validation.prompts:
-        return
+        return {}
     path = config.model.path
     pipe = Mask2DiTPipeline(
         T5Tokenizer.from_pretrained(path, subfolder="tokenizer"),
@@ -36,3 +37,21 @@ def validation_samples(transformer, config: TrainConfig, step: int, device, dtyp
     folder = config.run.output / "validation" / f"step_{step:07d}"
     folder.mkdir(parents=True, exist_ok=True)
     write_mp4(folder / "video.mp4", np.concatenate([v[0] for v in result.videos]), config.data.target_fps)
+    if config.validation.clip is None:
+        return {}
+    import json
+
+    from model.clip import ClipEncoder
+    from training.evaluate import scene_embedding, semantic_consistency, visual_consistency
+
+    clip = ClipEncoder.from_pretrained(config.validation.clip)
+    scenes = [scene_embedding(clip.image_embeddings(video[0])) for video in result.videos]
+    visual = visual_consistency(scenes)
+    semantic = float(np.mean(semantic_consistency(scenes, clip.text_embeddings(config.validation.prompts))))
+    scores = {
+        "visual_consistency_clip": visual,
+        "semantic_consistency": semantic,
+        "sequence_consistency": (visual + semantic) / 2,
+    }
+    (folder / "metrics.json").write_text(json.dumps(scores, indent=2))
+    return scores

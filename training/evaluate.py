@@ -1,0 +1,207 @@
+"""Multi-scene evaluation as in the paper's Table 1: visual, semantic and sequence consistency, and FVD.
+
+    python -m training.evaluate --videos out/eval_stories --prompts training/eval_prompts.json --out out/eval \\
+        --clip /models/clip-vit-large-patch14 [--dino /models/dinov2-base] \\
+        [--i3d /models/i3d_torchscript.pt --reference /data/real_clips]
+
+--videos holds one folder per generated story (`python -m model.generate` output: scene_XX.mp4 and
+generation.json, whose prompts are used), or multi-scene .mp4 files split into --scenes equal parts
+and matched in order with the prompt file's stories. Definitions (all cosines x 100):
+
+- visual consistency (per backbone): the mean, over all pairs of scenes of a video, of the cosine
+  between the scenes' embeddings; a scene's embedding is the mean of its L2-normalised frame
+  embeddings (--frames per scene, uniformly sampled). Reported for CLIP and for DINO.
+- semantic consistency: the mean over scenes of the CLIP score, the cosine between the scene's
+  embedding and its prompt's CLIP text embedding.
+- sequence consistency: the mean of visual consistency (CLIP) and semantic consistency.
+- FVD: Frechet distance between Gaussian fits of I3D features of the generated and the reference
+  clips: --fvd-frames frames per clip (uniformly sampled from a whole video), resized to 224x224,
+  scaled to [-1, 1]; the number of videos on each side is written next to the score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def scene_embedding(frame_embeddings: torch.Tensor) -> torch.Tensor:
+    """Mean of L2-normalised frame embeddings, normalised again (a unit vector per scene)."""
+    return torch.nn.functional.normalize(torch.nn.functional.normalize(frame_embeddings, dim=-1).mean(0), dim=0)
+
+
+def visual_consistency(scenes: list[torch.Tensor]) -> float:
+    """Mean pairwise cosine x 100 between scene embeddings (unit vectors)."""
+    pairs = list(itertools.combinations(range(len(scenes)), 2))
+    if not pairs:
+        return 100.0
+    return float(np.mean([float(scenes[i] @ scenes[j]) for i, j in pairs]) * 100)
+
+
+def semantic_consistency(scenes: list[torch.Tensor], texts: torch.Tensor) -> list[float]:
+    """Per-scene CLIP score x 100: cosine between scene embedding and its prompt's text embedding."""
+    return [float(scene @ text) * 100 for scene, text in zip(scenes, texts)]
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to feature sets a (N, D) and b (M, D)."""
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    root = linalg.sqrtm(cov_a @ cov_b)
+    root = (root[0] if isinstance(root, tuple) else root).real  # older SciPy also returned an error estimate
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+@dataclass
+class Story:
+    name: str
+    scenes: list[Path] | None  # one file per scene, or
+    video: Path | None  # one file holding all scenes
+    prompts: list[str] = field(default_factory=list)
+
+
+def read_frames(path: Path, count: int | None = None, span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Frames of a video (all, or `count` uniformly spread over the given fraction of it)."""
+    import av
+
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    if not frames:
+        raise ValueError(f"{path}: no decodable frames")
+    start, end = round(span[0] * len(frames)), max(round(span[0] * len(frames)) + 1, round(span[1] * len(frames)))
+    frames = frames[start:end]
+    if count:
+        frames = [frames[min(len(frames) - 1, int((i + 0.5) * len(frames) / count))] for i in range(count)]
+    return np.stack(frames)
+
+
+def find_stories(videos: Path, prompt_file: Path | None, scenes: int) -> list[Story]:
+    from model.generate import load_prompts, scene_prompts
+
+    specs = []  # (story id, prompts), in file order
+    if prompt_file:
+        data = json.loads(prompt_file.read_text())
+        if isinstance(data, list) and data and all(isinstance(e, str) for e in data):
+            specs = [("0", load_prompts(prompt_file))]
+        else:
+            entries = data if isinstance(data, list) else [data]
+            specs = [(str(e.get("id", i)), scene_prompts(e, f"{prompt_file} story {i}")) for i, e in enumerate(entries)]
+    by_id = dict(specs)
+    stories = []
+    for item in sorted(videos.iterdir()):
+        if item.is_dir() and sorted(item.glob("scene_*.mp4")):
+            record = item / "generation.json"
+            prompts = json.loads(record.read_text())["prompts"] if record.exists() else by_id.get(item.name, [])
+            stories.append(Story(item.name, sorted(item.glob("scene_*.mp4")), None, prompts))
+        elif item.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm"):
+            prompts = by_id.get(item.stem) or (specs[len(stories)][1] if len(stories) < len(specs) else [])
+            stories.append(Story(item.stem, None, item, prompts))
+    if not stories:
+        raise ValueError(f"{videos}: no story folders (scene_XX.mp4) or videos found")
+    for story in stories:
+        expected = len(story.scenes) if story.scenes else scenes
+        if story.prompts and len(story.prompts) != expected:
+            raise ValueError(f"{story.name}: {expected} scenes but {len(story.prompts)} prompts")
+    return stories
+
+
+def story_scene_frames(story: Story, scenes: int, frames: int) -> list[np.ndarray]:
+    if story.scenes:
+        return [read_frames(path, frames) for path in story.scenes]
+    return [read_frames(story.video, frames, (k / scenes, (k + 1) / scenes)) for k in range(scenes)]
+
+
+def evaluate(args) -> dict:
+    from model.backbones import DinoEncoder, I3DFeatures
+    from model.clip import ClipEncoder
+
+    stories = find_stories(args.videos, args.prompts, args.scenes)
+    clip = ClipEncoder.from_pretrained(args.clip)
+    dino = DinoEncoder.from_pretrained(args.dino) if args.dino else None
+    per_video = []
+    for story in stories:
+        frames = story_scene_frames(story, args.scenes, args.frames)
+        clip_scenes = [scene_embedding(clip.image_embeddings(f)) for f in frames]
+        row = {"video": story.name, "scenes": len(frames), "visual_consistency_clip": visual_consistency(clip_scenes)}
+        if dino:
+            row["visual_consistency_dino"] = visual_consistency(
+                [scene_embedding(dino.image_embeddings(f)) for f in frames]
+            )
+        if story.prompts:
+            scores = semantic_consistency(clip_scenes, clip.text_embeddings(story.prompts))
+            row |= {"semantic_consistency": float(np.mean(scores)), "semantic_per_scene": scores}
+            row["sequence_consistency"] = (row["visual_consistency_clip"] + row["semantic_consistency"]) / 2
+        per_video.append(row)
+    metrics = [k for k in ("visual_consistency_clip", "visual_consistency_dino", "semantic_consistency",
+                           "sequence_consistency") if all(k in r for r in per_video)]  # fmt: skip
+    summary = {k: float(np.mean([r[k] for r in per_video])) for k in metrics}
+    result = {"videos": len(per_video), "summary": summary, "per_video": per_video,
+              "protocol": {"frames_per_scene": args.frames, "clip": str(args.clip), "dino": str(args.dino) if args.dino else None}}  # fmt: skip
+    if args.i3d and args.reference:
+        i3d = I3DFeatures.load(args.i3d)
+        generated = [np.concatenate(story_scene_frames(s, args.scenes, max(1, args.fvd_frames // args.scenes)))
+                     for s in stories]  # fmt: skip
+        references = [read_frames(p, args.fvd_frames) for p in sorted(args.reference.glob("*.mp4"))]
+        if len(references) < 2 or len(generated) < 2:
+            raise ValueError("FVD needs at least 2 generated and 2 reference videos (hundreds for a stable score)")
+        summary["fvd"] = frechet_distance(i3d.features(np.stack(generated)), i3d.features(np.stack(references)))
+        result["protocol"] |= {"fvd_frames": args.fvd_frames, "fvd_resolution": "224x224, [-1, 1]",
+                               "fvd_generated_videos": len(generated), "fvd_reference_videos": len(references),
+                               "i3d": str(args.i3d)}  # fmt: skip
+    return result
+
+
+def markdown(result: dict) -> str:
+    names = {"visual_consistency_clip": "Visual (CLIP)", "visual_consistency_dino": "Visual (DINO)",
+             "semantic_consistency": "Semantic", "sequence_consistency": "Sequence", "fvd": "FVD"}  # fmt: skip
+    keys = [k for k in names if k in result["summary"]]
+    lines = ["| video | " + " | ".join(names[k] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for row in result["per_video"]:
+        lines.append(f"| {row['video']} | " + " | ".join(f"{row[k]:.2f}" if k in row else "" for k in keys) + " |")
+    lines.append(
+        f"| **mean ({result['videos']} videos)** | "
+        + " | ".join(f"**{result['summary'][k]:.2f}**" for k in keys)
+        + " |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--videos", required=True, type=Path)
+    parser.add_argument(
+        "--prompts", type=Path, help="evaluation prompt file (stories), used when a folder has no generation.json"
+    )
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--clip", required=True, type=Path, help="local Hugging Face CLIP folder")
+    parser.add_argument("--dino", type=Path, help="local Hugging Face DINO/DINOv2 folder")
+    parser.add_argument("--i3d", type=Path, help="I3D TorchScript file for FVD")
+    parser.add_argument("--reference", type=Path, help="folder of real .mp4 clips for FVD")
+    parser.add_argument("--scenes", type=int, default=3, help="scenes per single-file video (default 3)")
+    parser.add_argument("--frames", type=int, default=8, help="frames sampled per scene (default 8)")
+    parser.add_argument("--fvd-frames", type=int, default=16, help="frames per clip for FVD (default 16)")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (args.out / "metrics.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
