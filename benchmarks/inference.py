@@ -21,10 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-FIVE_B = dict(
-    num_attention_heads=48, attention_head_dim=64, num_layers=42, use_rotary_positional_embeddings=True,
-    sample_height=60, sample_width=90,
-)  # fmt: skip
+from benchmarks.common import cuda_seconds_per_step, random_5b_transformer
 
 
 def peak_rss_mib() -> float:
@@ -50,14 +47,9 @@ def tiny(steps: int) -> None:
 
 
 def five_b(steps: int) -> None:
-    from model import Mask2DiTTransformer3DModel
 
     device, dtype = "cuda", torch.bfloat16
-    with torch.device("meta"):
-        model = Mask2DiTTransformer3DModel(**FIVE_B)
-    model = model.to_empty(device=device).to(dtype)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.02)
+    model = random_5b_transformer()
     model.eval()
     base = None
     for scenes in (1, 3):
@@ -74,14 +66,7 @@ def five_b(steps: int) -> None:
             with torch.no_grad():
                 return model(**inputs).sample
 
-        step()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        began = time.perf_counter()
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-        per_step = (time.perf_counter() - began) / steps
+        per_step = cuda_seconds_per_step(step, steps)
         base = base or per_step
         print(f"5B shape, {torch.cuda.get_device_name()}, {scenes} scene(s) x 49 frames 480x720, bf16, CFG batch 2: "
               f"{per_step:.2f} s/step ({per_step / base / scenes:.2f}x the 1-scene step per scene), "

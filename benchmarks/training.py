@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
+
+from benchmarks.common import cuda_seconds_per_step, random_5b_transformer
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -55,16 +56,11 @@ def model_flops(model, layout, batch: int) -> float:
 
 
 def five_b(steps: int) -> None:
-    from model import Mask2DiTTransformer3DModel, SceneLayout
+    from model import SceneLayout
 
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    with torch.device("meta"):
-        model = Mask2DiTTransformer3DModel(num_attention_heads=48, attention_head_dim=64, num_layers=42,
-                                           use_rotary_positional_embeddings=True)  # fmt: skip
-    model = model.to_empty(device="cuda").to(torch.bfloat16)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.02)
+    model = random_5b_transformer()
     model.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     base = None
@@ -89,14 +85,7 @@ def five_b(steps: int) -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        step()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        began = time.perf_counter()
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-        seconds = (time.perf_counter() - began) / steps
+        seconds = cuda_seconds_per_step(step, steps)
         base = base or seconds
         flops = model_flops(model, layout, 1)
         mfu = f"{flops / seconds / (peak * 1e12):.0%}" if peak else "n/a (unknown GPU peak)"

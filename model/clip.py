@@ -22,15 +22,10 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def clip_preprocess(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) normalised float."""
-    images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-    height, width = images.shape[-2:]
-    scale = size / min(height, width)
-    resized = (max(size, round(height * scale)), max(size, round(width * scale)))
-    images = F.interpolate(images, size=resized, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
-    images = images[:, :, top : top + size, left : left + size]
-    return (images - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    """(N, H, W, 3) uint8 RGB -> (N, 3, size, size): CLIP's resize, centre crop and normalisation."""
+    from model.backbones import resize_center_crop
+
+    return resize_center_crop(frames, size, CLIP_MEAN, CLIP_STD)
 
 
 class ClipEncoder:
