@@ -168,3 +168,20 @@ def test_sft_uses_only_ok_annotations(manifest, tiny_model, tmp_path):
     notes = read_table(manifest, "annotations")
     assert report.usable == len(samples) == int((notes["status"] == "ok").sum())
     assert all(s.caption.startswith("Actor1 (a man)") for sample in samples for s in sample)
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_share_the_stream_and_shard_the_optimizer(manifest, tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(CONFIG.parents[1] / "train.py"),
+               "--config", str(CONFIG), f"data.manifest={manifest}", f"model.path={tiny_model}", f"run.output={out}",
+               "run.max_steps=3", "data.allow_uncaptioned=false"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=CONFIG.parents[2])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    history = json.loads((out / "history.json").read_text())
+    assert [h["consumed"] for h in history] == [2, 4, 6]  # one sample per rank per step
+    shards = sorted(p.name for p in (out / "checkpoints" / "step_3").glob("zero_pp_rank_*_optim_states.pt"))
+    assert len(shards) == 2
