@@ -138,6 +138,7 @@ def test_cli_scores_story_folders_with_every_backbone(backbones, tmp_path):
     } <= summary.keys()
     assert result["protocol"]["fvd_generated_videos"] == 2 and result["protocol"]["fvd_reference_videos"] == 4
     assert "| **mean (2 videos)** |" in (out / "metrics.md").read_text()
+    assert (out / "consistency.svg").read_text().count("<rect") >= 2 * 4
 
 
 def test_cli_reports_bad_inputs(backbones, tmp_path, capsys):

@@ -175,6 +175,43 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bar_chart(result: dict) -> str:
+    """An SVG of each video's consistency scores side by side (no plotting dependency).
+
+    Bars span 0-100; a negative score (possible for a cosine) is drawn as an empty bar, and every
+    bar carries its value as a label.
+    """
+    keys = [k for k in ("visual_consistency_clip", "visual_consistency_dino", "semantic_consistency",
+                        "sequence_consistency") if k in result["summary"]]  # fmt: skip
+    colours = ["#4a7fd6", "#7fb3e0", "#e0894a", "#4aa86b"]
+    rows = result["per_video"]
+    bar, gap, height, top = 26, 24, 220, 24
+    width = max(60 + len(rows) * (len(keys) * bar + gap), 320)
+    total = top + height + 40 + 18 * len(keys)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" font-family="sans-serif" font-size="11">',
+             f'<rect width="{width}" height="{total}" fill="white"/>']  # fmt: skip
+    for tick in (0, 25, 50, 75, 100):
+        y = top + height * (1 - tick / 100)
+        parts.append(
+            f'<line x1="40" x2="{width}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="8" y="{y + 4}">{tick}</text>'
+        )
+    for i, row in enumerate(rows):
+        x0 = 50 + i * (len(keys) * bar + gap)
+        for j, key in enumerate(keys):
+            value = row.get(key, 0.0)
+            shown = max(0.0, min(100.0, value))
+            y = top + height * (1 - shown / 100)
+            parts.append(f'<rect x="{x0 + j * bar}" y="{y:.1f}" width="{bar - 3}" height="{height * shown / 100:.1f}" '
+                         f'fill="{colours[j]}" stroke="{colours[j]}"/>'
+                         f'<text x="{x0 + j * bar}" y="{y - 3:.1f}" font-size="9">{value:.0f}</text>')  # fmt: skip
+        parts.append(f'<text x="{x0}" y="{top + height + 16}">{row["video"][:16]}</text>')
+    for j, key in enumerate(keys):
+        y = top + height + 32 + 18 * j
+        parts.append(f'<rect x="50" y="{y}" width="10" height="10" fill="{colours[j]}"/>'
+                     f'<text x="66" y="{y + 9}">{key.replace("_", " ")}</text>')  # fmt: skip
+    return "\n".join(parts + ["</svg>"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -199,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
     (args.out / "metrics.md").write_text(markdown(result))
+    (args.out / "consistency.svg").write_text(bar_chart(result))
     print(markdown(result))
     return 0
 
