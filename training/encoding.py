@@ -35,6 +35,7 @@ class Encoders:
         self.device, self.dtype, self.text_length = device, dtype, text_length
         self.scaling = self.vae.config.scaling_factor
         self.identity = content_hash(model_path.resolve(), text_length, dtype)
+        self.vae.enable_slicing()  # one video at a time through the VAE: same latents, far less memory
         for module in (self.vae, self.text_encoder):
             module.requires_grad_(False)
 
