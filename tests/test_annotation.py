@@ -191,6 +191,9 @@ def test_job_annotates_caches_and_never_leaks_the_key(
         assert (captions["status"] == "ok").all() and len(captions) == 3
         record = json.loads((out / "run.json").read_text())
         assert record["relevance"]["annotation"]["combinations"]["requests"] == 1
+        from manifests.inspect import html_report
+
+        assert notes["captions"].iloc[0][0] in html_report(out).read_text()  # captions under the keyframes
 
         # Re-run: everything comes from the cache, nothing is paid twice.
         assert run_job(out, multi_shot_video, "--gemini-base-url", server.url, "--gemini-input", "video") == 0

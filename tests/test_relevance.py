@@ -217,3 +217,31 @@ def test_job_embeds_shots_and_writes_combinations(ray_local, tmp_path, multi_sho
     record = json.loads((out / "run.json").read_text())
     assert record["relevance"]["embedding"]["videos_embedded"] == 0
     assert read_table(out, "combinations")["combination_id"].tolist() == combos["combination_id"].tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("embedder", ["viclip", "clip"])
+def test_job_runs_with_checkpoint_embedders(ray_local, tmp_path, multi_shot_video, embedder):
+    """The job's embedding actors load a local checkpoint (tiny, random) through the real loaders."""
+    from curation.run import main
+
+    if embedder == "viclip":
+        checkpoint = tmp_path / "viclip.pth"
+        ViCLIP(TINY).save_checkpoint(checkpoint)
+    else:
+        from transformers import CLIPConfig, CLIPModel
+
+        checkpoint = tmp_path / "clip"
+        CLIPModel(CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                              num_attention_heads=2, vocab_size=64),
+                             vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                num_attention_heads=2, image_size=32, patch_size=8),
+                             projection_dim=16)).save_pretrained(checkpoint)  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["--input", str(multi_shot_video.path), "--output", str(out), "--embedder", embedder,
+                 f"--{embedder}-checkpoint", str(checkpoint), "--within", "video", "--min-relevance", "-10"]) == 0  # fmt: skip
+    embeddings = read_table(out, "shot_embeddings")
+    dim = TINY.embed_dim if embedder == "viclip" else 16
+    assert len(embeddings) == 3 and {len(e) for e in embeddings["embedding"]} == {dim}
+    assert embeddings["checkpoint_hash"].notna().all() and embeddings["embedder"].iloc[0].startswith(embedder)
+    assert len(read_table(out, "combinations")) == 1
