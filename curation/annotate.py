@@ -140,6 +140,16 @@ def annotate_items(
         summary.note = f"{len(todo)} items unannotated: {ENABLE_HINT}"
     elif todo:
         annotator = GeminiAnnotator(gemini, api_key)
+
+        def ask(item_id: str, parts: list, num_shots: int) -> Annotation:
+            try:
+                annotation = annotator.annotate(parts, num_shots)
+            except Exception as err:  # a malformed reply must not stop the run
+                return Annotation(status="error", error=f"{type(err).__name__}: {err}")
+            if annotation.paid:  # on disk the moment it arrives: a killed run loses nothing it paid for
+                cache.put(ReplyCache.key(item_id, gemini, media.mode), annotation)
+            return annotation
+
         prepare = ray.remote(num_cpus=1)(prepare_item)
         settings_ref = ray.put(media)
         pending = {prepare.remote(shots, settings_ref): (item_id, shots) for item_id, shots in todo}
@@ -152,15 +162,9 @@ def annotate_items(
                 if isinstance(prepared, str):
                     results[item_id] = Annotation(status="error", error=prepared)
                     continue
-                futures[pool.submit(annotator.annotate, request_parts(shots, prepared), len(shots))] = item_id
+                futures[pool.submit(ask, item_id, request_parts(shots, prepared), len(shots))] = item_id
             for future, item_id in futures.items():
-                try:
-                    annotation = future.result()
-                except Exception as err:  # a malformed reply must not stop the run
-                    annotation = Annotation(status="error", error=f"{type(err).__name__}: {err}")
-                results[item_id] = annotation
-                if annotation.paid:
-                    cache.put(ReplyCache.key(item_id, gemini, media.mode), annotation)
+                results[item_id] = future.result()
     for item_id, annotation in results.items():
         summary.statuses[annotation.status] += 1
         summary.requests += annotation.requests

@@ -209,7 +209,7 @@ def _flex_attention(query, key, value, layout, scale):
 
     if query.device.type == "cpu":
         if torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value)):
-            raise NotImplementedError(
+            raise RuntimeError(
                 "the flex backend has no backward on CPU (a PyTorch limit); train on CPU with the default "
                 "'segmented' backend, or run flex under torch.no_grad()"
             )
