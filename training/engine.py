@@ -36,7 +36,7 @@ def deepspeed_config(config: TrainConfig) -> dict:
     """Our YAML is the source of truth for batch sizes, clipping and precision; a JSON adds the rest."""
     ds = json.loads(config.run.deepspeed_config.read_text()) if config.run.deepspeed_config else {}
     zero = ds.setdefault("zero_optimization", {})
-    zero.setdefault("stage", config.run.zero_stage)
+    zero["stage"] = config.run.zero_stage  # the YAML decides (export gathers ZeRO-3 weights by it)
     if config.run.offload_optimizer:
         zero.setdefault("offload_optimizer", {"device": "cpu", "pin_memory": True})
     ds.update(

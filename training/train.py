@@ -103,12 +103,8 @@ def train(config: TrainConfig) -> dict:
             engine.step()
             losses.append(loss.item())
             per_scene.append(scene_losses.detach().where(~inputs.clean, torch.nan).nanmean(0))
-            tokens = (
-                latents.shape[1]
-                // (transformer.config.patch_size_t or 1)
-                * (latents.shape[-2] // 2)
-                * (latents.shape[-1] // 2)
-            )
+            p, p_t = transformer.config.patch_size, transformer.config.patch_size_t or 1
+            tokens = latents.shape[1] // p_t * (latents.shape[-2] // p) * (latents.shape[-1] // p)
             metrics.add(latents.shape[0] * world, (tokens + text.shape[1]) * latents.shape[0] * world)
         step += 1
         consumed += global_batch
