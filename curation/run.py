@@ -134,41 +134,16 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        # Flags named like config fields pass straight through; the rest are renamed or grouped here.
+        same_name = {k: v for k, v in vars(args).items() if k in CurationConfig.model_fields and k != "detector"}
         return CurationConfig(
+            **same_name,
             inputs=args.input,
-            output=args.output,
-            clip_minutes=args.clip_minutes,
-            overlap_seconds=args.overlap_seconds,
             detector=DetectorConfig(
                 kind=args.detector, threshold=args.threshold, min_scene_frames=args.min_scene_frames
             ),
-            min_shot_seconds=args.min_shot_seconds,
-            decode_threads=args.decode_threads,
-            cpus_per_task=args.cpus_per_task,
-            num_cpus=args.num_cpus,
             sample_videos=args.samples,
             retry_failed=not args.no_retry_failed,
-            embedder=args.embedder,
-            viclip_checkpoint=args.viclip_checkpoint,
-            clip_checkpoint=args.clip_checkpoint,
-            embed_batch=args.embed_batch,
-            scenes=args.scenes,
-            within=args.within,
-            min_shot_frames=args.min_shot_frames,
-            min_relevance=args.min_relevance,
-            duplicate_threshold=args.duplicate_threshold,
-            max_uses=args.max_uses,
-            keep_all=args.keep_all,
-            gemini_model=args.gemini_model,
-            gemini_input=args.gemini_input,
-            gemini_rpm=args.gemini_rpm,
-            gemini_concurrency=args.gemini_concurrency,
-            gemini_timeout=args.gemini_timeout,
-            gemini_max_retries=args.gemini_max_retries,
-            gemini_backoff=args.gemini_backoff,
-            gemini_base_url=args.gemini_base_url,
-            max_requests=args.max_requests,
-            caption_shots=args.caption_shots,
         )
     except ValidationError as err:
         parser.error("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in err.errors()))

@@ -28,7 +28,8 @@ from model.layout import SceneLayout
 
 BACKENDS = ("segmented", "dense", "flex")
 
-Plan = tuple[tuple[int, int, int, int], ...]  # (query start, query end, key start, key end)
+# (query start, query end, key start, key end, merge): merge=False for the first rectangle of its queries
+Plan = tuple[tuple[int, int, int, int, bool], ...]
 
 
 def check_backend(backend: str) -> str:
@@ -62,14 +63,14 @@ def scene_attention(
 
 @functools.lru_cache(maxsize=64)
 def segment_plan(layout: SceneLayout) -> Plan:
-    """The mask as rectangles. Each query range's first rectangle comes first (it writes, the rest merge)."""
+    """The mask as rectangles; each query range's first rectangle writes, the later ones merge into it."""
     video_start, end = layout.text_total, layout.total
-    plan = [(video_start, end, video_start, end)]  # all video -> all video: one unmasked call
+    plan = [(video_start, end, video_start, end, False)]  # all video -> all video: one unmasked call
     for (ts, te), (vs, ve) in zip(layout.text_spans, layout.video_spans):
         if te > ts:
-            plan.append((vs, ve, ts, te))  # video of scene i -> text of scene i
-            plan.append((ts, te, ts, te))  # text of scene i -> text of scene i
-            plan.append((ts, te, vs, ve))  # text of scene i -> video of scene i
+            plan.append((vs, ve, ts, te, True))  # video of scene i -> text of scene i
+            plan.append((ts, te, ts, te, False))  # text of scene i -> text of scene i
+            plan.append((ts, te, vs, ve, True))  # text of scene i -> video of scene i
     return tuple(plan)
 
 
@@ -136,15 +137,13 @@ class _SegmentedAttention(torch.autograd.Function):
         forward_kernel, backward_kernel = lse_kernels(query)
         out = torch.empty_like(query)
         lse = query.new_empty(query.shape[:3], dtype=torch.float32)
-        written: set[tuple[int, int]] = set()
         ctx.aux = []
-        for qs, qe, ks, ke in plan:
+        for qs, qe, ks, ke, merge in plan:
             part, part_lse, aux = forward_kernel(query[:, :, qs:qe], key[:, :, ks:ke], value[:, :, ks:ke], scale)
             ctx.aux.append(aux)
-            if not any(a <= qs and qe <= b for a, b in written):  # first rectangle for these queries
+            if not merge:
                 out[:, :, qs:qe] = part
                 lse[:, :, qs:qe] = part_lse
-                written.add((qs, qe))
                 continue
             # Merge exactly: softmax over the union of key sets, in fp32.
             old_lse = lse[:, :, qs:qe]
@@ -162,7 +161,7 @@ class _SegmentedAttention(torch.autograd.Function):
         query, key, value, out, lse = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         grad_q, grad_k, grad_v = torch.zeros_like(query), torch.zeros_like(key), torch.zeros_like(value)
-        for (qs, qe, ks, ke), aux in zip(ctx.plan, ctx.aux):
+        for (qs, qe, ks, ke, _), aux in zip(ctx.plan, ctx.aux):
             # With the merged output and LSE, each rectangle's kernel backward gives exactly its share
             # of the full masked-softmax gradient: probabilities are exp(s - lse_total), and the
             # row term sum(dO * O) uses the true output.

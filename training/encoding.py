@@ -106,8 +106,9 @@ class LatentStore:
         self._index = None
 
 
-def scene_key(scene_key_: str, config, identity: str) -> str:
-    return "latent-" + content_hash(scene_key_, config.num_frames, config.height, config.width, identity)
+def scene_key(content_key: str, config, identity: str) -> str:
+    """Store key of a scene's latents: its shot and frame window, the output size, the encoder."""
+    return "latent-" + content_hash(content_key, config.num_frames, config.height, config.width, identity)
 
 
 def text_key(caption: str, identity: str) -> str:

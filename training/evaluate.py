@@ -73,6 +73,8 @@ def read_frames(path: Path, count: int | None = None, span: tuple[float, float] 
     """Frames of a video (all, or `count` uniformly spread over the given fraction of it)."""
     import av
 
+    from model.viclip import sample_indices
+
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     if not frames:
@@ -80,7 +82,7 @@ def read_frames(path: Path, count: int | None = None, span: tuple[float, float] 
     start, end = round(span[0] * len(frames)), max(round(span[0] * len(frames)) + 1, round(span[1] * len(frames)))
     frames = frames[start:end]
     if count:
-        frames = [frames[min(len(frames) - 1, int((i + 0.5) * len(frames) / count))] for i in range(count)]
+        frames = [frames[i] for i in sample_indices(len(frames), count)]
     return np.stack(frames)
 
 
