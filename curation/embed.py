@@ -76,6 +76,12 @@ class ViCLIPEmbedder:
         size = "l14" if self.model.config.vision_width == 1024 else f"w{self.model.config.vision_width}"
         self.name, self.checkpoint_hash = f"viclip-{size}", self.model.checkpoint_hash
         self.frames_per_shot = self.model.config.num_frames
+        self.decode_max_side = None  # the official demo resizes full-size frames straight to 224x224
+
+    def frame_indices(self, num_frames: int) -> list[int]:
+        from model.viclip import viclip_frame_indices
+
+        return viclip_frame_indices(num_frames, self.frames_per_shot)
 
     def embed(self, shots: list[np.ndarray]) -> np.ndarray:
         from model.viclip import preprocess_frames
@@ -115,6 +121,10 @@ class EmbedWorker:
         self.config = config
         self.embedder = make_embedder(config, device)
         self.frames_per_shot = getattr(self.embedder, "frames_per_shot", config.frames_per_shot)
+        self.decode_max_side = getattr(self.embedder, "decode_max_side", config.decode_max_side)
+        self.frame_indices = getattr(
+            self.embedder, "frame_indices", lambda num_frames: sample_indices(num_frames, self.frames_per_shot)
+        )
 
     def identity(self) -> tuple[str, str | None]:
         return self.embedder.name, self.embedder.checkpoint_hash
@@ -132,9 +142,9 @@ class EmbedWorker:
                 batch.clear(), batch_rows.clear()
 
         for shot in shots:
-            offsets = sample_indices(int(shot["num_frames"]), self.frames_per_shot)
+            offsets = self.frame_indices(int(shot["num_frames"]))
             try:
-                frames = read_shot_frames(shot, indices=offsets, max_side=self.config.decode_max_side)
+                frames = read_shot_frames(shot, indices=offsets, max_side=self.decode_max_side)
             except Exception as err:  # a shot whose frames cannot be read is reported, the rest go on
                 errors.append(f"{shot['shot_id']}: {err}")
                 continue

@@ -10,10 +10,10 @@ import cv2
 
 from curation.clips import ClipWindow
 from curation.config import CurationConfig
-from curation.probe import VideoProbe, path_id
 from curation.shots import ClipResult, shots_from_cuts
 from manifests.frames import read_shot_frames
 from manifests.io import remove_part, write_part
+from manifests.probe import VideoProbe, path_id
 from manifests.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK
 
 

@@ -19,10 +19,10 @@ import ray
 from curation.clips import ClipWindow, plan_clips
 from curation.config import CurationConfig
 from curation.finalize import commit_failure, commit_video
-from curation.probe import ProbeError, VideoProbe, fingerprint, probe
 from curation.progress import Progress
 from curation.shots import ClipResult, detect_clip
 from manifests.io import read_table
+from manifests.probe import ProbeError, VideoProbe, fingerprint, probe
 from manifests.schema import STATUS_OK
 
 log = logging.getLogger("curation")

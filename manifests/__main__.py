@@ -1,4 +1,5 @@
-"""`python -m manifests inspect DIR [--html [PATH]]`: what a curation run produced."""
+"""`python -m manifests inspect DIR [--html [PATH]]`: what a curation run produced.
+`python -m manifests import FILE --output DIR [--root DIR] [--scenes N]`: official datasets to manifests."""
 
 from __future__ import annotations
 
@@ -17,7 +18,24 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument(
         "--html", nargs="?", const="", default=None, metavar="PATH", help="also write a page (default DIR/index.html)"
     )
+    importer = commands.add_parser(
+        "import", help="turn the official pretrain.csv / sft.json (or a path,caption CSV) into manifests"
+    )
+    importer.add_argument("source", help="pretrain.csv, sft.json, or a CSV with path,caption columns")
+    importer.add_argument("--output", required=True, help="manifest directory to write (training's data.manifest)")
+    importer.add_argument("--root", help="folder that relative paths in the file start from (default: the file's)")
+    importer.add_argument("--scenes", type=int, default=3, help="shots per SFT combination (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.command == "import":
+        from manifests.importer import ImportFormatError, import_dataset
+
+        try:
+            result = import_dataset(args.source, args.output, args.root, args.scenes)
+        except ImportFormatError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print("\n".join(result.lines()))
+        return 0 if result.shots else 1
     try:
         print(text_report(args.manifest_dir))
         if args.html is not None:

@@ -65,6 +65,17 @@ def iter_frames(container, stream, start_pts: int | None = None, end_pts: int | 
         yield frame
 
 
+def max_stride_window(available: int, count: int, max_stride: int, rng: np.random.Generator) -> tuple[int, int] | None:
+    """(start, stride) of `count` frames out of `available`: the largest stride <= max_stride at which
+    they fit, and a start drawn uniformly from every position that fits (the official SFT and
+    expansion-context sampling). None when even stride 1 does not fit."""
+    for stride in range(max_stride, 0, -1):
+        last_start = available - 1 - (count - 1) * stride
+        if last_start >= 0:
+            return int(rng.integers(0, last_start + 1)), stride
+    return None
+
+
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
     """Rotate a decoded (H, W, C) frame to display orientation.
 

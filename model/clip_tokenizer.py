@@ -1,8 +1,11 @@
-"""CLIP's byte-level BPE tokenizer, read from the merges file that ships with CLIP/ViCLIP checkpoints.
+"""CLIP's tokenizer for ViCLIP text, built from the merges file that ships with the checkpoints.
 
 The file is `bpe_simple_vocab_16e6.txt.gz` (a header line, then one merge per line). Nothing is
-downloaded. Vocabulary: 256 byte symbols, the same with an end-of-word marker, one symbol per
-merge, then <|startoftext|> and <|endoftext|> (the largest id, which the text tower pools on).
+downloaded. The vocabulary is numbered exactly as the official CLIP/ViCLIP `SimpleTokenizer` does:
+the 256 byte symbols in its `bytes_to_unicode` order (printable bytes first), the same with the
+end-of-word marker, one symbol per merge line, then <|startoftext|> and <|endoftext|> (the largest
+id, which the text tower pools on). Tokenization itself is transformers' `CLIPTokenizer` over that
+vocabulary; text is cleaned first as the official code does (ftfy, HTML unescape).
 """
 
 from __future__ import annotations
@@ -12,90 +15,56 @@ import gzip
 import html
 import os
 
-import regex
 import torch
 
-_WORDS = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE
-)
-_CLIP_MERGES = 49152 - 256 - 2  # merges CLIP uses from the file
+_CLIP_MERGE_LINES = 49152 - 256 - 2  # merge lines CLIP takes from the file, after the header
+SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 
 
 @functools.cache
-def _byte_symbols() -> dict[int, str]:
-    """A reversible map from bytes to printable unicode characters (so BPE never sees whitespace/control)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    symbols, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            symbols[byte] = chr(byte)
-        else:
-            symbols[byte] = chr(256 + extra)
-            extra += 1
-    return symbols
+def byte_symbols() -> dict[int, str]:
+    """CLIP's reversible byte -> printable character map, in CLIP's order: printable bytes keep their
+    own character and come first; the others get characters from 256 on, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
 
 
 def _clean(text: str) -> str:
-    try:
-        import ftfy
+    """The official basic clean-up; whitespace folding and lower-casing are the tokenizer's normaliser."""
+    import ftfy
 
-        text = ftfy.fix_text(text)
-    except ImportError:  # ftfy only repairs mojibake; plain text tokenizes the same without it
-        pass
-    text = html.unescape(html.unescape(text))
-    return regex.sub(r"\s+", " ", text).strip().lower()
+    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
 
 
 class ClipBPETokenizer:
+    """ViCLIP's text tokenizer: `encode` ids and `encode_batch` padded (B, context_length) tensors."""
+
     def __init__(self, merges_path: str | os.PathLike):
+        from transformers import CLIPTokenizer
+
         try:
             with gzip.open(merges_path, "rt", encoding="utf-8") as f:
                 lines = f.read().split("\n")
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, UnicodeDecodeError) as err:
             raise ValueError(f"{merges_path}: cannot read the CLIP BPE merges file ({err}); it is "
                              "bpe_simple_vocab_16e6.txt.gz, shipped with the checkpoint") from err  # fmt: skip
-        merges = [tuple(line.split()) for line in lines[1 : _CLIP_MERGES + 1] if len(line.split()) == 2]
-        base = list(_byte_symbols().values())
-        vocab = base + [s + "</w>" for s in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-        self.encoder = {token: i for i, token in enumerate(vocab)}
-        self.ranks = {merge: i for i, merge in enumerate(merges)}
-        self.sot, self.eot = self.encoder["<|startoftext|>"], self.encoder["<|endoftext|>"]
-        self._cache: dict[str, list[str]] = {}
+        # Every line in the official slice takes an id (a short file's trailing blank line included),
+        # so ids match the official tokenizer for any merges file, not only the released one.
+        merge_lines = [tuple(line.split()) for line in lines[1 : _CLIP_MERGE_LINES + 1]]
+        base = list(byte_symbols().values())
+        vocab = [*base, *(s + "</w>" for s in base), *("".join(m) for m in merge_lines), SOT, EOT]
+        self.encoder = dict(zip(vocab, range(len(vocab))))
+        self.sot, self.eot = self.encoder[SOT], self.encoder[EOT]
+        merges = [m for m in merge_lines if len(m) == 2]
+        self._tokenizer = CLIPTokenizer(vocab=self.encoder, merges=merges)
 
     def __len__(self) -> int:
         return len(self.encoder)
 
-    def _bpe(self, word: str) -> list[str]:
-        if word in self._cache:
-            return self._cache[word]
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(parts) > 1:
-            pairs = [(self.ranks.get(pair, float("inf")), i) for i, pair in enumerate(zip(parts, parts[1:]))]
-            rank, i = min(pairs)
-            if rank == float("inf"):
-                break
-            best = (parts[i], parts[i + 1])
-            merged, j = [], 0
-            while j < len(parts):  # merge every occurrence of the best pair, left to right
-                if j < len(parts) - 1 and (parts[j], parts[j + 1]) == best:
-                    merged.append(parts[j] + parts[j + 1])
-                    j += 2
-                else:
-                    merged.append(parts[j])
-                    j += 1
-            parts = merged
-        self._cache[word] = parts
-        return parts
-
     def encode(self, text: str) -> list[int]:
-        symbols = _byte_symbols()
-        ids = []
-        for word in _WORDS.findall(_clean(text)):
-            word = "".join(symbols[b] for b in word.encode("utf-8"))
-            ids += [self.encoder[piece] for piece in self._bpe(word)]
-        return ids
+        """Token ids without <sot>/<eot>. A literal <|endoftext|> in the text is the EOT token, as officially."""
+        return self._tokenizer(_clean(text), add_special_tokens=False)["input_ids"]
 
     def encode_batch(self, texts: list[str], context_length: int) -> tuple[torch.Tensor, list[bool]]:
         """(B, context_length) ids: <sot> tokens <eot>, zero-padded; over-long texts are truncated

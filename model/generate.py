@@ -103,24 +103,27 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
     tmp.replace(path)
 
 
-def read_video(path: Path, num_frames: int, height: int, width: int) -> np.ndarray:
-    """The first num_frames frames of a video, resized and centre-cropped to height x width."""
+def read_video(path: Path, num_frames: int, height: int, width: int, seed: int = 0, max_stride: int = 3) -> np.ndarray:
+    """num_frames frames of a context video, as the official expansion script picks them: the largest
+    stride <= max_stride at which they fit, from a start drawn with `seed`; each frame scaled to
+    cover height x width and centre-cropped."""
     import av
+
+    from manifests.frames import max_stride_window
 
     frames = []
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
+        for frame in container.decode(container.streams.video[0]):
             scale = max(height / frame.height, width / frame.width)
             w, h = max(width, round(frame.width * scale)), max(height, round(frame.height * scale))
             image = frame.to_ndarray(width=w, height=h, format="rgb24")
             top, left = (h - height) // 2, (w - width) // 2
             frames.append(image[top : top + height, left : left + width])
-            if len(frames) == num_frames:
-                break
-    if len(frames) < num_frames:
+    window = max_stride_window(len(frames), num_frames, max_stride, np.random.default_rng(seed))
+    if window is None:
         raise ValueError(f"{path}: has {len(frames)} frames, expansion context needs {num_frames}")
-    return np.stack(frames)
+    start, stride = window
+    return np.stack(frames[start : start + (num_frames - 1) * stride + 1 : stride])
 
 
 def save_result(out: Path, result, fps: float, settings: dict) -> None:
@@ -137,6 +140,7 @@ def save_result(out: Path, result, fps: float, settings: dict) -> None:
     record = {
         "prompts": result.prompts,
         "seeds": result.seeds,
+        "negative_prompts": result.negative_prompts,
         "scene_frames": result.scene_frames,
         "scene_files": files,
         "fps": fps,
@@ -155,7 +159,8 @@ def load_result(folder: Path):
         raise FileNotFoundError(f"{folder}: not an earlier output (needs generation.json and latents.safetensors)")
     record = json.loads(record_path.read_text())
     latents = load_file(latents_path)["latents"]
-    return MultiSceneOutput(latents, record["scene_frames"], record["prompts"], record["seeds"])
+    return MultiSceneOutput(latents, record["scene_frames"], record["prompts"], record["seeds"],
+                            negative_prompts=record.get("negative_prompts"))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             from model.pipeline import MultiSceneOutput
 
-            latents = [pipe.encode_video(read_video(p, args.num_frames, args.height, args.width), seed=args.seed)
-                       for p in sources]  # fmt: skip
+            latents = [pipe.encode_video(read_video(p, args.num_frames, args.height, args.width, seed=args.seed + i),
+                                         seed=args.seed + i) for i, p in enumerate(sources)]  # fmt: skip
             previous = MultiSceneOutput(
                 torch.cat(latents, 1), [x.shape[1] for x in latents], context_prompts, [-1] * len(latents)
             )

@@ -54,6 +54,24 @@ class MultiSceneOutput:
     prompts: list[str]
     seeds: list[int]  # seed of each scene's initial noise
     videos: list[np.ndarray] = field(default_factory=list)  # per scene (B, F, H, W, 3) uint8, when decoded
+    negative_prompts: list[str] | None = None  # per scene, as generated; None when unknown (context videos)
+
+
+def scene_negatives(negative: list[str] | str | None, new_scenes: int, context: MultiSceneOutput | None) -> list[str]:
+    """The negative prompt of every scene (context first) for the unconditional branch."""
+    context_scenes = len(context.prompts) if context else 0
+    if negative is None or isinstance(negative, str):
+        return [negative or ""] * (context_scenes + new_scenes)
+    negative = list(negative)
+    if len(negative) == context_scenes + new_scenes:
+        return negative
+    if len(negative) != new_scenes:
+        raise ValueError(f"{len(negative)} negative prompts for {new_scenes} new scenes (and {context_scenes} context "
+                         "scenes): give one string, one per new scene, or one per scene")  # fmt: skip
+    recorded = context.negative_prompts if context else None
+    if recorded and len(recorded) == context_scenes:
+        return list(recorded) + negative
+    return [negative[0] if negative else ""] * context_scenes + negative
 
 
 class Mask2DiTPipeline(CogVideoXPipeline):
@@ -113,13 +131,19 @@ class Mask2DiTPipeline(CogVideoXPipeline):
 
     @torch.no_grad()
     def encode_video(self, frames: np.ndarray, seed: int = 0) -> torch.Tensor:
-        """Encode (F, H, W, 3) uint8 frames (F = 4k+1) into transformer latents (1, k+1, C, h, w)."""
+        """Encode (F, H, W, 3) uint8 frames (F = 4k+1) into clean-context latents (1, k+1, C, h, w).
+
+        As the official expansion pipeline: a VAE posterior sample, scaled, then the scheduler's
+        `add_noise` at t=0 (a touch of noise, as training saw clean scenes); both draws are seeded.
+        """
         device = self._execution_device
         video = torch.from_numpy(frames).to(device=device, dtype=self.vae.dtype).permute(3, 0, 1, 2)[None]
         video = video / 127.5 - 1.0  # (1, 3, F, H, W)
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        latents = self.vae.encode(video).latent_dist.sample(generator=generator)
-        return (latents * self.vae_scaling_factor_image).permute(0, 2, 1, 3, 4)
+        sample = self.vae.encode(video).latent_dist.sample(generator=generator)
+        latents = (sample * self.vae_scaling_factor_image).permute(0, 2, 1, 3, 4)
+        noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents)
+        return self.scheduler.add_noise(latents, noise, torch.zeros(1, dtype=torch.long, device=device))
 
     # --- generation ----------------------------------------------------------------------------
 
@@ -142,6 +166,9 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         """Generate one scene per prompt, jointly. With `context`, its scenes are clean context.
 
         Scene k (counted over context and new scenes) starts from noise seeded with `seed + k`.
+        negative_prompts: one string for every scene, context scenes included (the official
+            unconditional branch), or one per new scene; context scenes then keep the negatives they
+            were generated with (`context.negative_prompts`), else the first new scene's.
         output_type: "np" decodes every scene (context included) to uint8 frames; "latent" skips the VAE.
         """
         if not prompts:
@@ -149,13 +176,9 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         device = self._execution_device
         dtype = self.transformer.dtype
         guidance = guidance_scale > 1.0
-        if isinstance(negative_prompts, str) or negative_prompts is None:
-            negative_prompts = [negative_prompts or ""] * len(prompts)
-        if len(negative_prompts) != len(prompts):
-            raise ValueError(f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
         context_prompts = context.prompts if context else []
         all_prompts = context_prompts + list(prompts)
-        all_negative = [""] * len(context_prompts) + list(negative_prompts)
+        all_negative = scene_negatives(negative_prompts, len(prompts), context)
         text, negative_text = self.encode_scenes(all_prompts, all_negative, guidance, device, dtype)
 
         frames = self.latent_frames(num_frames)
@@ -203,7 +226,7 @@ class Mask2DiTPipeline(CogVideoXPipeline):
                 progress.update()
 
         all_latents = torch.cat([context_latents, latents], dim=1)
-        output = MultiSceneOutput(all_latents, scene_frames, all_prompts, seeds)
+        output = MultiSceneOutput(all_latents, scene_frames, all_prompts, seeds, negative_prompts=all_negative)
         if output_type == "np":
             output.videos = self.decode_scenes(all_latents, scene_frames)
         self.maybe_free_model_hooks()
@@ -218,19 +241,33 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         the story starts from noise seeded `seed + k`, so expanding by two equals expanding twice by one.
         """
         output_type = kwargs.pop("output_type", "np")
+        negative = kwargs.pop("negative_prompts", None)
+        if not (negative is None or isinstance(negative, str)) and len(negative) != len(prompts):
+            raise ValueError(f"{len(negative)} negative prompts for {len(prompts)} new scenes")
         story = previous
-        for prompt in prompts:
+        for index, prompt in enumerate(prompts):
             skip = max(0, len(story.scene_frames) - context_scenes)
             start = sum(story.scene_frames[:skip])
+            negatives = story.negative_prompts[skip:] if story.negative_prompts else None
             window = MultiSceneOutput(
-                story.latents[:, start:], story.scene_frames[skip:], story.prompts[skip:], story.seeds[skip:]
+                story.latents[:, start:],
+                story.scene_frames[skip:],
+                story.prompts[skip:],
+                story.seeds[skip:],
+                negative_prompts=negatives,
             )
-            step = self(prompts=[prompt], context=window, seed=seed + skip, output_type="latent", **kwargs)
+            step_negative = negative if negative is None or isinstance(negative, str) else [negative[index]]
+            step = self(prompts=[prompt], context=window, seed=seed + skip, output_type="latent",
+                        negative_prompts=step_negative, **kwargs)  # fmt: skip
             story = MultiSceneOutput(
                 torch.cat([story.latents, step.latents[:, window.latents.shape[1] :]], dim=1),
                 story.scene_frames + step.scene_frames[-1:],
                 story.prompts + [prompt],
                 story.seeds + step.seeds[-1:],
+                negative_prompts=(
+                    story.negative_prompts or [step.negative_prompts[0]] * skip + step.negative_prompts[:-1]
+                )
+                + step.negative_prompts[-1:],
             )
         if output_type == "np":
             story.videos = self.decode_scenes(story.latents, story.scene_frames)

@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
-from diffusers.models.embeddings import apply_rotary_emb, get_3d_rotary_pos_embed
+from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock, CogVideoXTransformer3DModel
 from diffusers.utils import apply_lora_scale
@@ -223,33 +224,37 @@ class Mask2DiTTransformer3DModel(CogVideoXTransformer3DModel):
     def prepare_rotary_emb(
         self, scene_frames: Sequence[int], latent_height: int, latent_width: int, device=None
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """3D RoPE (cos, sin) for the concatenated video tokens, as CogVideoX's pipeline builds it.
+        """3D RoPE (cos, sin) for the concatenated video tokens, positioned as the official pipelines do.
 
-        Frame positions follow `config.position_scheme`: consecutive across scenes (the official
-        choice) or restarting per scene. None for models without rotary embeddings (2B).
+        Spatial positions (CogVideoX 1.0) are `start + i * (stop - start) / n` over the resize-crop
+        region of the grid inside the model's base grid (numpy's `linspace(..., endpoint=False)`;
+        diffusers' own helper differs whenever the crop does not start at 0). CogVideoX 1.5
+        (`patch_size_t`) uses integer positions. Frame positions follow `config.position_scheme`:
+        consecutive across scenes (the official choice) or restarting per scene. None for models
+        without rotary embeddings (2B).
         """
         if not self.config.use_rotary_positional_embeddings:
             return None
         from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
 
         cfg = self.config
-        p, p_t = cfg.patch_size, cfg.patch_size_t
-        grid = (latent_height // p, latent_width // p)
-        base_w, base_h = cfg.sample_width // p, cfg.sample_height // p
-
-        def rope(frames: int):
-            if p_t is None:
-                crops = get_resize_crop_region_for_grid(grid, base_w, base_h)
-                return get_3d_rotary_pos_embed(cfg.attention_head_dim, crops, grid, frames, device=device)
-            return get_3d_rotary_pos_embed(
-                cfg.attention_head_dim, None, grid, frames // p_t, grid_type="slice", max_size=(base_h, base_w),
-                device=device,
-            )  # fmt: skip
-
+        p, p_t = cfg.patch_size, cfg.patch_size_t or 1
+        grid_h, grid_w = latent_height // p, latent_width // p
+        if cfg.patch_size_t is None:
+            (top, left), (bottom, right) = get_resize_crop_region_for_grid(
+                (grid_h, grid_w), cfg.sample_width // p, cfg.sample_height // p
+            )
+            rows = np.linspace(top, bottom, grid_h, endpoint=False, dtype=np.float32)
+            cols = np.linspace(left, right, grid_w, endpoint=False, dtype=np.float32)
+        else:
+            rows, cols = np.arange(grid_h, dtype=np.float32), np.arange(grid_w, dtype=np.float32)
+        frames = [f // p_t for f in scene_frames]
         if cfg.position_scheme == "consecutive":
-            return rope(sum(scene_frames))
-        parts = [rope(f) for f in scene_frames]
-        return torch.cat([c for c, _ in parts]), torch.cat([s for _, s in parts])
+            times = np.arange(sum(frames), dtype=np.float32)
+        else:
+            times = np.concatenate([np.arange(f, dtype=np.float32) for f in frames])
+        cos, sin = rotary_embedding_3d(cfg.attention_head_dim, times, rows, cols)
+        return cos.to(device), sin.to(device)
 
     def _embed(self, text: torch.Tensor, video: torch.Tensor, scene_frames: Sequence[int]) -> torch.Tensor:
         """Patch-embed text and video. Multi-scene sin-cos positions (2B) follow the position scheme."""
@@ -368,6 +373,24 @@ class Mask2DiTTransformer3DModel(CogVideoXTransformer3DModel):
         if self.ofs_embedding is not None:
             emb = emb + self.ofs_embedding(self.ofs_proj(ofs).to(dtype=dtype))
         return emb
+
+
+def rotary_embedding_3d(
+    head_dim: int, times: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CogVideoX's 3D RoPE for given positions: a quarter of each head's channels rotate with the
+    frame position, 3/8 with the row and 3/8 with the column. Returns (cos, sin), each
+    (T * H * W, head_dim), tokens in (frame, row, column) order."""
+    dims = (head_dim // 4, head_dim // 8 * 3, head_dim // 8 * 3)
+    axes = [get_1d_rotary_pos_embed(d, pos, use_real=True) for d, pos in zip(dims, (times, rows, cols))]
+    shape = (len(times), len(rows), len(cols))
+
+    def combine(t, h, w):  # (T, d_t), (H, d_h), (W, d_w) -> (T*H*W, d_t + d_h + d_w)
+        grids = (t[:, None, None].expand(*shape, -1), h[None, :, None].expand(*shape, -1),
+                 w[None, None].expand(*shape, -1))  # fmt: skip
+        return torch.cat(grids, dim=-1).reshape(-1, sum(dims))
+
+    return combine(*(a[0] for a in axes)), combine(*(a[1] for a in axes))
 
 
 def _clean_mask(clean_scenes, batch_size: int, num_scenes: int, device) -> torch.Tensor | None:

@@ -9,8 +9,9 @@ Official layout (`ViClip-InternVid-10M-FLT.pth`, state dict under "model"; the H
 
 The vision tower is a CLIP ViT whose patch embedding is a (1, p, p) Conv3d and which adds a learned
 temporal embedding, then attends jointly over all frames' patches (spatio-temporal attention).
-Preprocessing as the official demo: 8 frames sampled uniformly, resized to 224x224, scaled to
-[0, 1] and normalised with mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
+Preprocessing as the official demo: 8 frames, every (n // 8)-th from the first
+(`viclip_frame_indices`), resized to 224x224 with OpenCV bilinear, scaled to [0, 1] and normalised
+with mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225) (`preprocess_frames`).
 
     model = ViCLIP.from_checkpoint("ViClip-InternVid-10M-FLT.pth", tokenizer="bpe_simple_vocab_16e6.txt.gz")
     video = model.video_embeddings(preprocess_frames(frames))   # (B, D), L2-normalised
@@ -294,10 +295,26 @@ def sample_indices(num_frames: int, count: int = 8) -> list[int]:
     return [min(num_frames - 1, int((i + 0.5) * num_frames / count)) for i in range(count)]
 
 
+def viclip_frame_indices(num_frames: int, count: int = 8) -> list[int]:
+    """The frames the official ViCLIP demo feeds the model: every (n // count)-th frame from the
+    first, the first `count` of them. Shots shorter than `count` frames (which the official code
+    rejects) repeat frames evenly instead."""
+    if num_frames <= 0:
+        raise ValueError("a shot needs at least one frame")
+    step = num_frames // count
+    if step == 0:
+        return [i * num_frames // count for i in range(count)]
+    return list(range(0, num_frames, step))[:count]
+
+
 def preprocess_frames(frames: np.ndarray, size: int = 224) -> torch.Tensor:
-    """(T, H, W, 3) uint8 RGB -> (T, 3, size, size) float, resized and normalised as the official demo."""
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-    video = F.interpolate(video, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (video - mean) / std
+    """(T, H, W, 3) uint8 RGB -> (T, 3, size, size) float32, as the official demo: OpenCV bilinear
+    resize of the uint8 frames (no antialiasing), then (x / 255 - mean) / std in float64."""
+    import cv2
+
+    frames = np.asarray(frames)
+    resized = np.stack(
+        [cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=cv2.INTER_LINEAR) for f in frames]
+    )
+    video = (resized / 255.0 - np.asarray(MEAN).reshape(1, 1, 1, 3)) / np.asarray(STD).reshape(1, 1, 1, 3)
+    return torch.from_numpy(video.transpose(0, 3, 1, 2)).float()

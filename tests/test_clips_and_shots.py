@@ -3,9 +3,9 @@ import pytest
 
 from curation.clips import plan_clips
 from curation.config import DetectorConfig
-from curation.probe import probe
 from curation.samples import write_synthetic_video
 from curation.shots import detect_clip, shots_from_cuts
+from manifests.probe import probe
 from tests.conftest import CLIP_FRAMES, CLIP_MINUTES
 
 

@@ -29,7 +29,7 @@ from model.viclip import (
 from tests.conftest import CLIP_MINUTES
 
 TINY = ViCLIPConfig(image_size=32, patch_size=8, num_frames=8, vision_width=64, vision_layers=2, vision_heads=64 // 64,
-                    embed_dim=32, text_width=64, text_layers=2, text_heads=1, context_length=8, vocab_size=524)  # fmt: skip
+                    embed_dim=32, text_width=64, text_layers=2, text_heads=1, context_length=8, vocab_size=525)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,8 @@ def bpe_file(tmp_path_factory):
 
 def test_bpe_tokenizer_merges_and_truncates_with_eot_last(bpe_file):
     tokenizer = ClipBPETokenizer(bpe_file)
-    assert len(tokenizer) == 512 + 10 + 2 == TINY.vocab_size
+    # 512 byte symbols, 10 merges, the file's trailing blank line (an id, as officially), 2 specials
+    assert len(tokenizer) == 512 + 10 + 1 + 2 == TINY.vocab_size
     ids = tokenizer.encode("The man WALKS")
     assert ids == [tokenizer.encoder[t] for t in ("the</w>", "man</w>", "walks</w>")]
     tokens, truncated = tokenizer.encode_batch(["the man", "the man walks and the man walks and the man"], 8)

@@ -32,11 +32,15 @@ class DataConfig(_Section):
     stage: Literal["pretrain", "sft"] = "pretrain"
     scenes: int = Field(default=3, ge=1)  # scenes per sample (pretrain: shots concatenated)
     num_frames: int = Field(default=49, ge=1)  # frames per scene (4k+1)
-    max_stride: int = Field(default=3, ge=1)  # frame stride limit
-    target_fps: float = Field(default=8.0, gt=0)  # effective frame rate in both stages
+    max_stride: int = Field(default=3, ge=1)  # frame stride limit (the official video_sample_stride)
+    # official: the official datasets' windows, a random start drawn per (seed, sample, scene):
+    #   pretrain stride max_stride inside the 5-95% part of the shot, SFT the largest stride <= max_stride
+    #   that fits; middle: one fixed window per shot at the stride nearest target_fps (needed by precompute)
+    frame_window: Literal["official", "middle"] = "official"
+    target_fps: float = Field(default=8.0, gt=0)  # frame_window=middle: the effective frame rate
     height: int = Field(default=480, ge=8)
     width: int = Field(default=720, ge=8)
-    caption_dropout: float = Field(default=0.1, ge=0, le=1)  # per scene, for classifier-free guidance
+    caption_dropout: float = Field(default=0.0, ge=0, le=1)  # per scene; the official recipe uses none
     allow_uncaptioned: bool = False  # smoke runs without Gemini: train on empty captions, never invented ones
     precomputed: Path | None = None  # latents/text embeddings from training/precompute.py
     num_workers: int = Field(default=2, ge=0)
@@ -55,11 +59,14 @@ class ObjectiveConfig(_Section):
 
 
 class OptimConfig(_Section):
+    """AdamW, linear warm-up then constant: the official launchers' values are the defaults."""
+
     lr: float = Field(default=1e-5, gt=0)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(default=3e-2, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-10, gt=0)
     warmup_steps: int = Field(default=100, ge=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_grad_norm: float = Field(default=0.05, gt=0)
     batch_size: int = Field(default=1, ge=1)  # per GPU
     gradient_accumulation: int = Field(default=1, ge=1)
 
@@ -99,6 +106,9 @@ class TrainConfig(_Section):
     def _check(self) -> TrainConfig:
         if self.data.stage == "pretrain" and self.objective.cond_prob > 0:
             raise ValueError("objective.cond_prob applies to SFT; pretraining uses the attention mask only")
+        if self.data.precomputed and self.data.frame_window != "middle":
+            raise ValueError("data.precomputed holds one fixed window per shot: set data.frame_window=middle "
+                             "(as training/precompute.py was run with)")  # fmt: skip
         if self.offload_needs_zero3():
             raise ValueError("run.offload_optimizer needs run.zero_stage=3")
         return self

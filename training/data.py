@@ -4,22 +4,25 @@
   (repeats only when there are fewer videos than scenes), each with its own caption.
 - sft: each sample is one curated combination with its per-shot captions (annotation status ok).
 
-Frames: `num_frames` per scene at the stride giving `target_fps` (capped at `max_stride`, lowered
-for short shots), from the middle of the shot, centre-cropped and resized to height x width.
-Sample i is a pure function of (seed, i), so a resumed run sees exactly the samples it would have.
+Frames: `num_frames` per scene, centre-cropped and resized to height x width. Windows
+(`data.frame_window`): "official" as the official datasets (pretrain: stride `max_stride` inside
+the 5-95% part of the shot; SFT: the largest stride <= `max_stride` that fits; random starts),
+or "middle" (one fixed window per shot at the stride nearest `target_fps`, for precomputed latents).
+Sample i, windows included, is a pure function of (seed, i), so a resumed run sees exactly the
+samples it would have.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from manifests.frames import read_shot_frames
+from manifests.frames import max_stride_window, read_shot_frames
 from manifests.io import ManifestError, read_table
 from training.config import DataConfig
 
@@ -52,6 +55,34 @@ def frame_plan(shot_frames: int, fps: float, config: DataConfig) -> tuple[int, i
             return (shot_frames - span) // 2, stride
         stride -= 1
     return None
+
+
+PRETRAIN_KEEP = (0.05, 0.95)  # the official pretrain dataset samples inside this part of a shot
+
+
+def official_window(shot_frames: int, config: DataConfig, rng: np.random.Generator) -> tuple[int, int] | None:
+    """(start, stride) as the official datasets draw them. Pretrain: stride `max_stride`, start uniform
+    in the 5-95% part of the shot; a shot too short for that falls back to the SFT rule (the
+    official loader would take fewer frames; scenes here have `num_frames`). SFT: the largest
+    stride <= max_stride at which the frames fit, start uniform."""
+    if config.stage == "pretrain":
+        end = int(PRETRAIN_KEEP[1] * shot_frames)
+        first, last = int(PRETRAIN_KEEP[0] * end), end - ((config.num_frames - 1) * config.max_stride + 1)
+        if last >= first:
+            return int(rng.integers(first, last + 1)), config.max_stride
+    return max_stride_window(shot_frames, config.num_frames, config.max_stride, rng)
+
+
+def draw_windows(scenes: list[Scene], config: DataConfig, seed: int, index: int) -> list[Scene]:
+    """The scenes of sample `index` with their frame windows for this draw."""
+    if config.frame_window == "middle":
+        return scenes
+    drawn = []
+    for position, scene in enumerate(scenes):
+        rng = np.random.default_rng([seed, index, position, 5])
+        start, stride = official_window(int(scene.shot["num_frames"]), config, rng)
+        drawn.append(replace(scene, start=start, stride=stride))
+    return drawn
 
 
 @dataclass
@@ -198,7 +229,7 @@ class SceneDataset(torch.utils.data.Dataset):
         return 2**62  # indices come from StreamSampler
 
     def __getitem__(self, index: int) -> dict:
-        scenes = self.draw(index)
+        scenes = draw_windows(self.draw(index), self.config, self.seed, index)
         item = {"index": index, "captions": [s.caption for s in scenes], "keys": [s.content_key for s in scenes],
                 "video_ids": [s.shot["video_id"] for s in scenes]}  # fmt: skip
         if self.load_frames:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from functools import partial
 
 import torch
 
@@ -52,14 +53,18 @@ def deepspeed_config(config: TrainConfig) -> dict:
     return ds
 
 
+def warmup_then_constant(warmup_steps: int, step: int) -> float:
+    """LR factor of diffusers' constant_with_warmup (the official schedule): step / warmup, then 1."""
+    return min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+
+
 def build_engine(model, config: TrainConfig):
     import deepspeed
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=config.optim.betas,
+    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=config.optim.betas, eps=config.optim.eps,
                                   weight_decay=config.optim.weight_decay)  # fmt: skip
-    warmup = config.optim.warmup_steps
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_then_constant, config.optim.warmup_steps))
     engine, optimizer, _, schedule = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=schedule, config=deepspeed_config(config)
     )

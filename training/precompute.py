@@ -32,6 +32,9 @@ def precompute(config, out: Path, batch_size: int = 4) -> dict:
     from model import Mask2DiTTransformer3DModel
     from training.encoding import Encoders, LatentStore, scene_key, stable_seed, text_key
 
+    if config.data.frame_window != "middle":
+        raise ValueError("precomputed latents hold one window per shot: run with data.frame_window=middle "
+                         "(and train with the same setting)")  # fmt: skip
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if config.run.precision == "bf16" and device.type == "cuda" else torch.float32

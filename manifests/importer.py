@@ -1,0 +1,227 @@
+"""Bring datasets prepared for the official Mask²DiT code into this project's manifests.
+
+    python -m manifests import datasets/pretrain.csv --root /data --output out/pretrain
+    python -m manifests import datasets/sft.json --root /data --output out/sft --scenes 3
+    python -m manifests import openvid.csv --output out/openvid          # any CSV with path,caption
+
+Formats (detected from the file):
+- official pretrain CSV: columns fps,width,height,caption,path,num_frame; one clip file per row.
+- plain CSV: columns path,caption (OpenVid / Panda style).
+- official SFT JSON: a list of {"prefix", "values": [{"vid", "width", "height", "duration", "fps",
+  "url", "caption"}]}; one file per shot, shots in story order.
+
+Every file is probed (frame count, rate, size, rotation) by `manifests.probe`, and becomes one
+video with one shot spanning it. Captions go to `shot_captions` (status ok), so pretraining reads
+them; an SFT story of n shots becomes the combinations of `--scenes` consecutive shots (each window
+the official loader could draw), captioned in `annotations`. A missing or unreadable file, a bad
+row or a row without a caption becomes a `failed` row in `videos` with its line (CSV) or entry
+(JSON) and the reason; the import goes on. Tables are rewritten whole, so re-running gives the
+same manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from manifests.io import write_json_atomic, write_part
+from manifests.probe import ProbeError, VideoProbe, path_id, probe
+from manifests.schema import STATUS_FAILED, STATUS_OK, TABLES
+
+PRETRAIN_COLUMNS = ("fps", "width", "height", "caption", "path", "num_frame")
+PLAIN_COLUMNS = ("path", "caption")
+PART = "import"  # one part per table: an import rewrites it whole
+IMPORT_MODEL = "imported"  # the `model` of imported captions: written by people or another pipeline
+
+
+class ImportFormatError(ValueError):
+    """The file as a whole is not one of the known formats; the message says which columns/keys it needs."""
+
+
+@dataclass
+class Entry:
+    """One clip file named by the source: where it was named, its path and caption."""
+
+    where: str  # "line 3" or "entry 2, shot 1"
+    path: str
+    caption: str | None
+
+
+@dataclass
+class ImportResult:
+    format: str
+    shots: int = 0
+    combinations: int = 0
+    failures: list[dict] = field(default_factory=list)  # {"where", "path", "error"}
+
+    def lines(self) -> list[str]:
+        head = f"imported {self.shots} clips ({self.format})"
+        if self.format == "sft-json":
+            head += f", {self.combinations} combinations"
+        return [head + f", {len(self.failures)} failed"] + [f"  {f['where']}: {f['error']}" for f in self.failures]
+
+
+def read_entries(source: Path, root: Path | None) -> tuple[str, list[Entry], list[list[int]]]:
+    """(format, entries, stories): stories are lists of entry indices in order (SFT JSON only)."""
+    if not source.is_file():
+        raise ImportFormatError(f"{source}: file not found")
+    base = root if root is not None else source.parent
+
+    def resolve(value) -> str:
+        text = str(value).strip() if value is not None else ""
+        return str(base / text) if text and not os.path.isabs(text) else text
+
+    if source.suffix.lower() == ".json":
+        try:
+            data = json.loads(source.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ImportFormatError(f"{source}: not valid JSON ({err})") from err
+        if not isinstance(data, list):
+            raise ImportFormatError(
+                f"{source}: expected a list of {{'prefix', 'values': [...]}} (the official sft.json)"
+            )
+        entries, stories = [], []
+        for i, story in enumerate(data):
+            values = story.get("values") if isinstance(story, dict) else None
+            if not isinstance(values, list):
+                entries.append(Entry(f"entry {i}", "", None))
+                stories.append([])
+                continue
+            indices = []
+            for j, value in enumerate(values):
+                value = value if isinstance(value, dict) else {}
+                caption = value.get("caption")
+                entries.append(Entry(f"entry {i}, shot {j}", resolve(value.get("url")),
+                                     caption if isinstance(caption, str) else None))  # fmt: skip
+                indices.append(len(entries) - 1)
+            stories.append(indices)
+        return "sft-json", entries, stories
+
+    try:
+        with open(source, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            if set(PRETRAIN_COLUMNS) <= set(columns):
+                kind = "pretrain-csv"
+            elif set(PLAIN_COLUMNS) <= set(columns):
+                kind = "plain-csv"
+            else:
+                raise ImportFormatError(
+                    f"{source}: columns {columns} are neither the official pretrain CSV ({','.join(PRETRAIN_COLUMNS)}) "
+                    f"nor a plain CSV with {','.join(PLAIN_COLUMNS)}"
+                )
+            entries = []
+            for row in reader:
+                row = {(k or "").strip(): v for k, v in row.items()}
+                caption = row.get("caption")
+                entries.append(Entry(f"line {reader.line_num}", resolve(row.get("path")),
+                                     caption if caption and caption.strip() else None))  # fmt: skip
+    except UnicodeDecodeError as err:
+        raise ImportFormatError(f"{source}: not a UTF-8 text CSV ({err})") from err
+    return kind, entries, []
+
+
+def whole_file_shot(facts: VideoProbe) -> dict:
+    """The one shot of a clip file: all its frames."""
+    end_pts = facts.end_pts() if facts.pts_reliable else None
+    return {
+        "video_id": facts.video_id, "shot_id": f"{facts.video_id}_0000000", "shot_index": 0,
+        "source_path": facts.source_path, "start_frame": 0, "end_frame": facts.num_frames,
+        "num_frames": facts.num_frames, "start_s": 0.0, "end_s": facts.duration_s, "duration_s": facts.duration_s,
+        "start_pts": int(facts.pts[0]) if facts.pts_reliable else None, "end_pts": end_pts,
+        "time_base": f"{facts.time_base.numerator}/{facts.time_base.denominator}", "fps": facts.fps,
+        "width": facts.width, "height": facts.height, "rotation": facts.rotation, "clip_index": 0,
+        "detector": "imported", "status": STATUS_OK,
+    }  # fmt: skip
+
+
+def _combination_id(shot_ids: list[str]) -> str:
+    return hashlib.blake2b("|".join(shot_ids).encode(), digest_size=8).hexdigest()
+
+
+def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: str | os.PathLike | None = None,
+                   scenes: int = 3) -> ImportResult:  # fmt: skip
+    """Import `source` into the manifest directory `output`. Raises ImportFormatError for a wrong file."""
+    if scenes < 1:
+        raise ImportFormatError(f"--scenes must be at least 1, got {scenes}")
+    source, output = Path(source), Path(output)
+    kind, entries, stories = read_entries(source, Path(root) if root is not None else None)
+    result = ImportResult(kind)
+    videos, shots, captions, probed = {}, {}, {}, {}
+    shot_of_entry: dict[int, str] = {}
+
+    def fail(entry: Entry, error: str) -> None:
+        result.failures.append({"where": entry.where, "path": entry.path, "error": error})
+        video_id = (
+            path_id(entry.path)
+            if entry.path
+            else f"row-{hashlib.blake2b(entry.where.encode(), digest_size=8).hexdigest()}"
+        )
+        videos.setdefault(video_id, {"video_id": video_id, "source_path": entry.path or "", "status": STATUS_FAILED,
+                                     "error": f"{source} {entry.where}: {error}", "error_stage": "import"})  # fmt: skip
+
+    for index, entry in enumerate(entries):
+        if not entry.path:
+            fail(entry, "no path (the row has no 'path'/'url' value)")
+            continue
+        if entry.caption is None:
+            fail(entry, "no caption")
+            continue
+        if entry.path not in probed:
+            try:
+                probed[entry.path] = probe(entry.path)
+            except ProbeError as err:
+                probed[entry.path] = err
+        facts = probed[entry.path]
+        if isinstance(facts, ProbeError):
+            fail(entry, str(facts))
+            continue
+        videos[facts.video_id] = facts.row() | {"status": STATUS_OK, "num_clips": 1, "num_shots": 1}
+        shot = whole_file_shot(facts)
+        shots[shot["shot_id"]] = shot
+        shot_of_entry[index] = shot["shot_id"]
+        captions[shot["shot_id"]] = {"shot_id": shot["shot_id"], "video_id": facts.video_id, "caption": entry.caption,
+                                     "model": IMPORT_MODEL, "status": STATUS_OK, "requests": 0}  # fmt: skip
+
+    combinations, annotations = [], []
+    for story_index, story in enumerate(stories):
+        if len(story) < scenes:
+            if story:
+                result.failures.append({"where": f"entry {story_index}", "path": "",
+                                        "error": f"{len(story)} shots, fewer than --scenes {scenes}"})  # fmt: skip
+            elif not any(f["where"] == f"entry {story_index}" for f in result.failures):
+                result.failures.append({"where": f"entry {story_index}", "path": "", "error": "no 'values' list"})
+            continue
+        for start in range(len(story) - scenes + 1):
+            window = story[start : start + scenes]
+            if any(i not in shot_of_entry for i in window):
+                continue  # a failed shot: its windows are skipped (the failure is already reported)
+            shot_ids = [shot_of_entry[i] for i in window]
+            combination_id = _combination_id(shot_ids)
+            video_id = shots[shot_ids[0]]["video_id"]
+            combinations.append({
+                "combination_id": combination_id, "video_id": video_id, "group": f"import-entry-{story_index}",
+                "shot_ids": shot_ids, "total_frames": sum(shots[s]["num_frames"] for s in shot_ids),
+                "embedder": "imported", "status": STATUS_OK,
+            })  # fmt: skip
+            annotations.append({
+                "combination_id": combination_id, "video_id": video_id, "shot_ids": shot_ids,
+                "captions": [entries[i].caption for i in window], "characters": [], "background": None,
+                "model": IMPORT_MODEL, "status": STATUS_OK, "requests": 0,
+            })  # fmt: skip
+
+    output.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("videos", videos.values()), ("shots", shots.values()), ("shot_captions", captions.values()),
+                       ("combinations", combinations), ("annotations", annotations)):  # fmt: skip
+        write_part(output, name, PART, sorted(rows, key=lambda r: next(iter(r.values()))))
+    for name in set(TABLES) - {"videos", "shots", "shot_captions", "combinations", "annotations"}:
+        (output / f"{name}.parquet" / f"part-{PART}.parquet").unlink(missing_ok=True)
+    result.shots, result.combinations = len(shots), len(combinations)
+    write_json_atomic(output / "import.json", {"source": str(source.resolve()), "format": kind, "scenes": scenes,
+                                               "shots": result.shots, "combinations": result.combinations,
+                                               "failures": result.failures})  # fmt: skip
+    return result
