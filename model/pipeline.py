@@ -162,6 +162,7 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         eta: float = 0.0,
         context: MultiSceneOutput | None = None,
         output_type: str = "np",
+        latents: torch.Tensor | None = None,
     ) -> MultiSceneOutput:
         """Generate one scene per prompt, jointly. With `context`, its scenes are clean context.
 
@@ -170,6 +171,8 @@ class Mask2DiTPipeline(CogVideoXPipeline):
             unconditional branch), or one per new scene; context scenes then keep the negatives they
             were generated with (`context.negative_prompts`), else the first new scene's.
         output_type: "np" decodes every scene (context included) to uint8 frames; "latent" skips the VAE.
+        latents: the new scenes' initial noise (1, frames per scene * scenes, C, h, w) instead of the
+            per-scene seeds, scaled by the scheduler's init_noise_sigma as diffusers pipelines do.
         """
         if not prompts:
             raise ValueError("give at least one prompt")
@@ -186,7 +189,16 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         first_new = len(context_prompts)
         seeds = list(context.seeds) if context else []
         seeds += [seed + first_new + i for i in range(len(prompts))]
-        latents = torch.cat([self.scene_noise(s, frames, height, width, device, dtype) for s in seeds[first_new:]], 1)
+        if latents is None:
+            latents = torch.cat(
+                [self.scene_noise(s, frames, height, width, device, dtype) for s in seeds[first_new:]], 1
+            )
+        else:
+            expected = (1, frames * len(prompts), self.transformer.config.in_channels,
+                        height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial)  # fmt: skip
+            if tuple(latents.shape) != expected:
+                raise ValueError(f"latents have shape {tuple(latents.shape)}, this call needs {expected}")
+            latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
         context_latents = context.latents.to(device=device, dtype=dtype) if context else latents[:, :0]
         scene_frames = (context.scene_frames if context else []) + new_frames
         clean = list(range(first_new))

@@ -425,3 +425,15 @@ def test_plain_path_caption_csv_and_wrong_columns(clip_files, tmp_path, capsys):
         import_dataset(wrong, tmp_path / "m2")
     assert manifests_main(["import", str(wrong), "--output", str(tmp_path / "m3")]) == 2
     assert "neither the official pretrain CSV" in capsys.readouterr().err
+
+
+def test_given_initial_noise_replaces_the_per_scene_seeds(pipe):
+    from model.tiny import TINY_SIZE
+
+    kwargs = dict(num_inference_steps=1, output_type="latent", **TINY_SIZE)
+    seeded = pipe(["a man walks", "a woman sits"], seed=3, **kwargs)
+    noise = torch.cat([pipe.scene_noise(s, 3, 32, 32, "cpu", torch.float32) for s in (3, 4)], dim=1)
+    given = pipe(["a man walks", "a woman sits"], latents=noise / pipe.scheduler.init_noise_sigma, **kwargs)
+    torch.testing.assert_close(given.latents, seeded.latents)
+    with pytest.raises(ValueError, match="this call needs"):
+        pipe(["a man walks"], latents=noise, **kwargs)
