@@ -20,7 +20,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from curation.gemini import PROMPT_VERSION, Annotation, GeminiAnnotator, GeminiSettings, ReplyCache, api_key_from_env
+from curation.gemini import (
+    PRICES_PER_MILLION,
+    PROMPT_VERSION,
+    Annotation,
+    GeminiAnnotator,
+    GeminiSettings,
+    ReplyCache,
+    api_key_from_env,
+    estimated_cost,
+)
 from manifests.frames import read_shot_frames
 from manifests.io import read_table, write_part
 from model.viclip import sample_indices
@@ -96,50 +105,74 @@ def request_parts(shots: list[dict], media: list[list[tuple[bytes, str]]]) -> li
 
 @dataclass
 class AnnotateSummary:
+    """One table's annotation numbers. Requests and tokens are what this run sent and was billed;
+    replies served from the cache are counted apart (`cached_*`): they were paid in an earlier run."""
+
     key_present: bool = False
     items: int = 0
     cache_hits: int = 0
     requests: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
+    thinking_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cached_output_tokens: int = 0
+    estimated_cost_usd: float | None = None
     statuses: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     note: str | None = None
 
+    def add(self, item_id: str, annotation: Annotation) -> None:
+        self.statuses[annotation.status] += 1
+        if annotation.from_cache:
+            self.cached_prompt_tokens += annotation.prompt_tokens
+            self.cached_output_tokens += annotation.output_tokens + annotation.thinking_tokens
+        else:
+            self.requests += annotation.requests
+            self.prompt_tokens += annotation.prompt_tokens
+            self.output_tokens += annotation.output_tokens
+            self.thinking_tokens += annotation.thinking_tokens
+        if annotation.status not in ("ok", "unannotated") or not annotation.final:
+            self.failures.append(f"{item_id}: {annotation.status}: {annotation.error}")
+
     def as_dict(self) -> dict:
         return {
             "key_present": self.key_present, "items": self.items, "cache_hits": self.cache_hits,
             "requests": self.requests, "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
+            "thinking_tokens": self.thinking_tokens, "cached_prompt_tokens": self.cached_prompt_tokens,
+            "cached_output_tokens": self.cached_output_tokens, "estimated_cost_usd": self.estimated_cost_usd,
             "statuses": dict(self.statuses), "failures": self.failures[:20], "seconds": self.seconds, "note": self.note,
         }  # fmt: skip
 
 
 def annotate_items(
-    items: list[tuple[str, list[dict]]], gemini: GeminiSettings, media: MediaSettings, cache: ReplyCache
+    items: list[tuple[str, list[dict]]],
+    gemini: GeminiSettings,
+    media: MediaSettings,
+    cache: ReplyCache,
+    annotator: GeminiAnnotator | None,
 ) -> tuple[dict[str, Annotation], AnnotateSummary]:
-    """Annotate (item_id, shots) pairs; cached replies are reused, the rest are asked (with a key)."""
+    """Annotate (item_id, shots) pairs; cached replies are reused, the rest are asked through
+    `annotator` (None: no key, nothing is sent). One annotator serves a whole run: one budget."""
     import ray
 
     began = time.perf_counter()
-    summary = AnnotateSummary(items=len(items))
+    summary = AnnotateSummary(items=len(items), key_present=annotator is not None)
     results: dict[str, Annotation] = {}
     todo = []
     for item_id, shots in items:
         cached = cache.get(ReplyCache.key(item_id, gemini, media.mode))
         if cached is not None:
-            results[item_id] = replace(cached, requests=0)  # paid in an earlier run
+            results[item_id] = replace(cached, requests=0, from_cache=True)  # paid in an earlier run
             summary.cache_hits += 1
         else:
             todo.append((item_id, shots))
-    api_key = api_key_from_env()
-    summary.key_present = api_key is not None
-    if todo and api_key is None:
+    if todo and annotator is None:
         for item_id, _ in todo:
             results[item_id] = Annotation(status="unannotated", error=ENABLE_HINT)
         summary.note = f"{len(todo)} items unannotated: {ENABLE_HINT}"
     elif todo:
-        annotator = GeminiAnnotator(gemini, api_key)
 
         def ask(item_id: str, parts: list, num_shots: int) -> Annotation:
             try:
@@ -166,12 +199,10 @@ def annotate_items(
             for future, item_id in futures.items():
                 results[item_id] = future.result()
     for item_id, annotation in results.items():
-        summary.statuses[annotation.status] += 1
-        summary.requests += annotation.requests
-        summary.prompt_tokens += annotation.prompt_tokens
-        summary.output_tokens += annotation.output_tokens
-        if annotation.status not in ("ok", "unannotated"):
-            summary.failures.append(f"{item_id}: {annotation.status}: {annotation.error}")
+        summary.add(item_id, annotation)
+    summary.estimated_cost_usd = estimated_cost(
+        gemini.model, summary.prompt_tokens, summary.output_tokens + summary.thinking_tokens, gemini.price
+    )
     summary.seconds = time.perf_counter() - began
     return results, summary
 
@@ -182,18 +213,21 @@ def _common(annotation: Annotation, gemini: GeminiSettings, media: MediaSettings
         "prompt_version": PROMPT_VERSION,
         "input_mode": media.mode, "status": annotation.status, "error": annotation.error,
         "requests": annotation.requests, "prompt_tokens": annotation.prompt_tokens, "output_tokens": annotation.output_tokens,
+        "thinking_tokens": annotation.thinking_tokens, "from_cache": annotation.from_cache,
     }  # fmt: skip
 
 
 def run_annotation(output, gemini: GeminiSettings, media: MediaSettings, caption_shots: bool) -> dict:
     """Annotate ok combinations (annotations.parquet) and optionally single shots (shot_captions.parquet)."""
     cache = ReplyCache(output / "annotation_cache")
+    api_key = api_key_from_env()
+    annotator = GeminiAnnotator(gemini, api_key) if api_key else None  # one budget for every table
     shots = read_table(output, "shots", missing_ok=True)
     by_id = {row["shot_id"]: row for row in shots.to_dict("records")}
     combos = read_table(output, "combinations", missing_ok=True)
     combos = combos[combos["status"] == "ok"]
     items = [(row.combination_id, [by_id[s] for s in row.shot_ids]) for row in combos.itertuples()]
-    results, summary = annotate_items(items, gemini, media, cache)
+    results, summary = annotate_items(items, gemini, media, cache, annotator)
     rows = [
         {"combination_id": row.combination_id, "video_id": row.video_id, "shot_ids": list(row.shot_ids),
          "captions": results[row.combination_id].captions} | _common(results[row.combination_id], gemini, media)
@@ -204,7 +238,7 @@ def run_annotation(output, gemini: GeminiSettings, media: MediaSettings, caption
     if caption_shots:
         singles = shots[shots["status"] == "ok"]
         items = [(f"shot:{row['shot_id']}", [row]) for row in singles.to_dict("records")]
-        results, shot_summary = annotate_items(items, gemini, media, cache)
+        results, shot_summary = annotate_items(items, gemini, media, cache, annotator)
         rows = [
             {"shot_id": row["shot_id"], "video_id": row["video_id"],
              "caption": (results[f"shot:{row['shot_id']}"].captions or [None])[0]}
@@ -213,7 +247,21 @@ def run_annotation(output, gemini: GeminiSettings, media: MediaSettings, caption
         ]  # fmt: skip
         _write_by_video(output, "shot_captions", rows)
         report["shots"] = shot_summary.as_dict()
+    report["total"] = run_totals(list(report.values()), gemini)
     return report
+
+
+def run_totals(tables: list[dict], gemini: GeminiSettings) -> dict:
+    """The run's spend over every annotated table: what the server received and billed this run."""
+    keys = ("requests", "prompt_tokens", "output_tokens", "thinking_tokens", "cached_prompt_tokens",
+            "cached_output_tokens", "cache_hits", "items")  # fmt: skip
+    total = {key: sum(t[key] for t in tables) for key in keys}
+    total["estimated_cost_usd"] = estimated_cost(
+        gemini.model, total["prompt_tokens"], total["output_tokens"] + total["thinking_tokens"], gemini.price
+    )
+    total["price_per_million_tokens"] = gemini.price or PRICES_PER_MILLION.get(gemini.model)
+    total["max_requests"] = gemini.max_requests
+    return total
 
 
 def _write_by_video(output, table: str, rows: list[dict]) -> None:

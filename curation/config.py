@@ -68,6 +68,8 @@ class CurationConfig(BaseModel):
     gemini_max_retries: int = Field(default=5, ge=0)
     gemini_backoff: float = Field(default=2.0, ge=0)
     gemini_base_url: str | None = None
+    gemini_max_reasks: int = Field(default=2, ge=0)
+    gemini_price: tuple[float, float] | None = None  # USD per million (prompt, output) tokens
     max_requests: int | None = Field(default=None, ge=0)
     caption_shots: bool = False
 
@@ -96,7 +98,8 @@ class CurationConfig(BaseModel):
 
         return GeminiSettings(model=self.gemini_model, base_url=self.gemini_base_url, timeout_s=self.gemini_timeout,
                               max_retries=self.gemini_max_retries, backoff_s=self.gemini_backoff, rpm=self.gemini_rpm,
-                              concurrency=self.gemini_concurrency, max_requests=self.max_requests)  # fmt: skip
+                              concurrency=self.gemini_concurrency, max_requests=self.max_requests,
+                              max_reasks=self.gemini_max_reasks, price=self.gemini_price)  # fmt: skip
 
     def media_settings(self):
         from curation.annotate import MediaSettings

@@ -13,6 +13,7 @@ that breaks a rule is re-asked with the reasons (bounded), then recorded as `inv
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -91,10 +92,53 @@ def validate_reply(reply: CaptionReply, num_shots: int) -> list[str]:
                 )
         if found := PLACEHOLDERS.findall(text):
             problems.append(f"shot {index} uses {sorted({w.lower() for w in found})}; name the characters instead")
-        letters = [c for c in text if c.isalpha()]
-        if letters and sum(c.isascii() for c in letters) / len(letters) < 0.9:
+        if not is_english(text):
             problems.append(f"shot {index} is not in English")
+    if not is_english(" ".join([reply.background, *(c.description for c in reply.characters), *reply.shots])):
+        problems.append("the reply is not in English")
     return list(dict.fromkeys(problems))
+
+
+@functools.cache
+def _language_identifier():
+    # py3langid ships its model in the wheel: nothing is downloaded. Loading takes ~0.7 s, once.
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def is_english(text: str, confidence: float = 0.5) -> bool:
+    """False only when a language identifier is confident the text is another language.
+
+    Character names (Actor1, ...) are removed first. Short captions give the identifier little to
+    go on, so an unsure verdict counts as English: the rule must reject French or Russian replies,
+    never a terse English one. Text in non-Latin scripts is judged by the identifier the same way.
+    """
+    text = ACTOR.sub(" ", text).strip()
+    if not any(c.isalpha() for c in text):
+        return True
+    ranked = dict(_language_identifier().rank(text))
+    top = max(ranked, key=ranked.get)
+    return top == "en" or ranked[top] < confidence or ranked.get("en", 0.0) >= 0.05
+
+
+# USD per million tokens (prompt, output including thinking), paid tier, prompts up to 200k tokens,
+# as Google published them; image and video input bill as prompt tokens. `--gemini-price` overrides.
+PRICES_PER_MILLION = {
+    "gemini-2.5-pro": (1.25, 10.0),
+    "gemini-2.5-flash": (0.30, 2.50),
+    "gemini-2.5-flash-lite": (0.10, 0.40),
+    "gemini-2.0-flash": (0.10, 0.40),
+    "gemini-2.0-flash-lite": (0.075, 0.30),
+}
+
+
+def estimated_cost(model: str, prompt_tokens: int, output_tokens: int, price: tuple[float, float] | None = None):
+    """Estimated USD for the tokens, or None when the model has no known price and none was given."""
+    price = price or PRICES_PER_MILLION.get(model.removeprefix("models/"))
+    if price is None:
+        return None
+    return (prompt_tokens * price[0] + output_tokens * price[1]) / 1e6
 
 
 def api_key_from_env() -> str | None:
@@ -114,7 +158,8 @@ class GeminiSettings:
     max_output_tokens: int = 2048
     rpm: float = 60.0  # requests per minute, for the whole cluster (one gateway)
     concurrency: int = 4  # requests in flight at once
-    max_requests: int | None = None  # budget for this run
+    max_requests: int | None = None  # budget for this run, shared by every table it annotates
+    price: tuple[float, float] | None = None  # USD per million (prompt, output) tokens; None: PRICES_PER_MILLION
 
 
 @dataclass
@@ -124,14 +169,17 @@ class Annotation:
     characters: list[dict] = field(default_factory=list)
     background: str | None = None
     error: str | None = None
-    requests: int = 0
+    requests: int = 0  # HTTP requests this item sent (every retry and re-ask counts)
     prompt_tokens: int = 0
-    output_tokens: int = 0
+    output_tokens: int = 0  # reply tokens, thinking excluded
+    thinking_tokens: int = 0  # Gemini 2.5 "thoughts": billed as output
+    from_cache: bool = False  # served from the cache: paid in an earlier run, costs nothing now
+    final: bool = True  # False: stopped by the request budget; never cached, asked again on a re-run
 
     @property
     def paid(self) -> bool:
         """Final for this (combination, model, prompt): cached so a re-run never pays for it again."""
-        return self.status in ("ok", "invalid", "blocked", "truncated")
+        return self.final and self.status in ("ok", "invalid", "blocked", "truncated")
 
 
 class RateLimiter:
@@ -158,6 +206,11 @@ class RateLimiter:
 
 class BudgetExhausted(RuntimeError):
     pass
+
+
+def _enum_name(value) -> str:
+    """'SAFETY' for BlockedReason.SAFETY, FinishReason.SAFETY or the plain string: one form everywhere."""
+    return str(getattr(value, "name", None) or value or "").rsplit(".", 1)[-1]
 
 
 def _retry_delay(error) -> float | None:
@@ -192,13 +245,14 @@ class GeminiAnnotator:
         self._count_lock = threading.Lock()
         self.requests_sent = 0
 
-    def _take_budget(self) -> None:
+    def _take_budget(self, item: Annotation) -> None:
         with self._count_lock:
             if self.settings.max_requests is not None and self.requests_sent >= self.settings.max_requests:
                 raise BudgetExhausted(f"request budget (--max-requests {self.settings.max_requests}) used up")
             self.requests_sent += 1
+        item.requests += 1  # each item counts its own requests: exact under any concurrency
 
-    def _request(self, contents, num_shots: int):
+    def _request(self, contents, num_shots: int, item: Annotation):
         from google.genai import errors
 
         config = self.types.GenerateContentConfig(
@@ -208,7 +262,7 @@ class GeminiAnnotator:
         )  # fmt: skip
         attempt = 0
         while True:
-            self._take_budget()
+            self._take_budget(item)
             try:
                 with self.limiter:
                     return self.client.models.generate_content(
@@ -239,28 +293,33 @@ class GeminiAnnotator:
         contents = [types.Content(role="user", parts=parts)]
         result = Annotation(status="error")
         for ask in range(self.settings.max_reasks + 1):
-            before = self.requests_sent
             try:
-                response = self._request(contents, num_shots)
+                response = self._request(contents, num_shots, result)
             except BudgetExhausted as err:
-                result.status, result.error = ("unannotated" if ask == 0 else result.status), str(err)
+                if ask == 0:
+                    result.status, result.error = "unannotated", f"{err}; re-run to annotate it"
+                else:  # what was paid so far stays counted; the item is asked again next run
+                    result.status = "unannotated"
+                    result.error = (f"{err} during re-ask {ask} of {self.settings.max_reasks} (last reply: "
+                                    f"{result.error}); not cached, a re-run asks again")  # fmt: skip
+                result.final = False
                 return result
             except RuntimeError as err:
-                result.requests += self.requests_sent - before
                 result.status, result.error = "error", str(err)
                 return result
-            result.requests += self.requests_sent - before
             usage = response.usage_metadata
-            result.prompt_tokens += (usage.prompt_token_count or 0) if usage else 0
-            result.output_tokens += (usage.candidates_token_count or 0) if usage else 0
+            if usage:
+                result.prompt_tokens += usage.prompt_token_count or 0
+                result.output_tokens += usage.candidates_token_count or 0
+                result.thinking_tokens += usage.thoughts_token_count or 0
             feedback = response.prompt_feedback
             if feedback is not None and feedback.block_reason:
-                result.status, result.error = "blocked", f"prompt blocked: {feedback.block_reason}"
+                result.status, result.error = "blocked", f"prompt blocked: {_enum_name(feedback.block_reason)}"
                 return result
             if not response.candidates:
                 result.status, result.error = "error", "reply has no candidates"
                 return result
-            finish = str(response.candidates[0].finish_reason or "").rsplit(".", 1)[-1]
+            finish = _enum_name(response.candidates[0].finish_reason)
             if finish in BLOCK_REASONS:
                 result.status, result.error = "blocked", f"reply blocked: {finish}"
                 return result

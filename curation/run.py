@@ -44,6 +44,16 @@ STAGES = (
 )
 
 
+def _price(text: str) -> tuple[float, float]:
+    try:
+        prompt, output = (float(x) for x in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected PROMPT,OUTPUT in USD per million tokens, e.g. 0.3,2.5: {text!r}"
+        ) from err
+    return prompt, output
+
+
 def parse_args(argv: list[str] | None = None) -> CurationConfig:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -126,7 +136,17 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
     gemini.add_argument("--gemini-max-retries", type=int, default=5, help="retries on 429/5xx/timeouts (default 5)")
     gemini.add_argument("--gemini-backoff", type=float, default=2.0, help="first retry delay in seconds (default 2)")
     gemini.add_argument("--gemini-base-url", help="API endpoint override (a proxy, or a test server)")
-    gemini.add_argument("--max-requests", type=int, help="request budget for this run; the rest stays unannotated")
+    gemini.add_argument(
+        "--gemini-max-reasks", type=int, default=2, help="re-asks after a reply breaks a caption rule (default 2)"
+    )
+    gemini.add_argument(
+        "--gemini-price", type=_price, metavar="PROMPT,OUTPUT",
+        help="USD per million prompt and output tokens for run.json's cost estimate (default: the model's list price)",
+    )  # fmt: skip
+    gemini.add_argument(
+        "--max-requests", type=int,
+        help="request budget for the whole run (combinations and shots); the rest stays unannotated, a re-run goes on",
+    )  # fmt: skip
     gemini.add_argument("--caption-shots", action="store_true", help="also caption single shots (for pretraining)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -222,11 +242,19 @@ def write_run_json(config: CurationConfig, summary, paths: list[str], relevance:
 def annotation_line(report: dict) -> str:
     lines = []
     for what, r in report.items():
+        if what == "total":
+            continue
         statuses = ", ".join(f"{n} {status}" for status, n in sorted(r["statuses"].items())) or "nothing to annotate"
-        lines.append(f"annotation ({what}): {statuses}; {r['requests']} requests, {r['cache_hits']} from cache, "
-                     f"{r['prompt_tokens'] + r['output_tokens']} tokens")  # fmt: skip
+        tokens = r["prompt_tokens"] + r["output_tokens"] + r["thinking_tokens"]
+        lines.append(f"annotation ({what}): {statuses}; {r['requests']} requests and {tokens} tokens this run "
+                     f"({r['thinking_tokens']} thinking), {r['cache_hits']} from cache")  # fmt: skip
         if r["note"]:
             lines.append(f"  {r['note']}")
+    total = report.get("total")
+    if total and total["requests"]:
+        cost = total["estimated_cost_usd"]
+        lines.append(f"annotation spend this run: {total['requests']} requests, "
+                     + (f"about ${cost:.4f}" if cost is not None else "no price known (--gemini-price)"))  # fmt: skip
     return "\n".join(lines)
 
 

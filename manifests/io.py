@@ -108,7 +108,8 @@ def _check_schema(found: pa.Schema, expected: pa.Schema, where: Path) -> None:
     for field in expected:
         idx = found.get_field_index(field.name)
         if idx < 0:
-            problems.append(f"missing column {field.name!r}")
+            if not field.nullable:  # a nullable column added since the file was written reads as nulls
+                problems.append(f"missing column {field.name!r}")
         elif not _compatible(found.field(idx).type, field.type):
             problems.append(f"column {field.name!r} is {found.field(idx).type}, expected {field.type}")
     if problems:
@@ -134,7 +135,12 @@ def read_table(manifest_dir: str | os.PathLike, name: str, *, missing_ok: bool =
         except (pa.ArrowInvalid, OSError) as err:
             raise ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job") from err
         _check_schema(schema, expected, file)
-        tables.append(pq.read_table(file, columns=expected.names).cast(expected))
+        present = [name for name in expected.names if schema.get_field_index(name) >= 0]
+        table = pq.read_table(file, columns=present)
+        for name in expected.names:
+            if name not in present:
+                table = table.append_column(expected.field(name), pa.nulls(len(table), expected.field(name).type))
+        tables.append(table.select(expected.names).cast(expected))
     if not tables:
         return expected.empty_table().to_pandas()
     return pa.concat_tables(tables).to_pandas()

@@ -142,7 +142,9 @@ _ANNOTATION_FIELDS = [
     pa.field("error", pa.string()),
     pa.field("requests", pa.int32()),  # paid requests this row cost (0 when served from the cache)
     pa.field("prompt_tokens", pa.int64()),
-    pa.field("output_tokens", pa.int64()),
+    pa.field("output_tokens", pa.int64()),  # reply tokens, thinking excluded
+    pa.field("thinking_tokens", pa.int64()),  # Gemini 2.5 thoughts, billed as output
+    pa.field("from_cache", pa.bool_()),  # the reply was paid in an earlier run; this run cost nothing
 ]
 
 ANNOTATIONS = _schema(

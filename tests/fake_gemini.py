@@ -20,15 +20,20 @@ def valid_reply(num_shots: int) -> dict:
     }
 
 
-def reply(payload: dict | str, finish: str = "STOP", tokens: tuple[int, int] = (100, 20)) -> tuple[int, dict]:
+def reply(
+    payload: dict | str, finish: str = "STOP", tokens: tuple[int, int] = (100, 20), thoughts: int = 0
+) -> tuple[int, dict]:
     text = payload if isinstance(payload, str) else json.dumps(payload)
+    usage = {
+        "promptTokenCount": tokens[0],
+        "candidatesTokenCount": tokens[1],
+        "totalTokenCount": sum(tokens) + thoughts,
+    }
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts  # Gemini 2.5 reports thinking apart from the reply
     return 200, {
         "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": finish}],
-        "usageMetadata": {
-            "promptTokenCount": tokens[0],
-            "candidatesTokenCount": tokens[1],
-            "totalTokenCount": sum(tokens),
-        },
+        "usageMetadata": usage,
     }
 
 

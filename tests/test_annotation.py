@@ -12,7 +12,7 @@ from google.genai import types
 from curation.gemini import GeminiAnnotator, GeminiSettings
 from manifests import read_table
 from tests.conftest import CLIP_MINUTES
-from tests.fake_gemini import ACTOR1, FakeGemini, error, reply, valid_reply
+from tests.fake_gemini import ACTOR1, FakeGemini, error, reply, shots_in, valid_reply
 
 SECRET = "test-key-9f8e7d6c5b4a"
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg"
@@ -54,6 +54,18 @@ BROKEN = {
     "bare actor name": (lambda r: r | {"shots": [r["shots"][0], "Actor1 sits down."]}, "exact description"),
     "placeholder pronoun": (lambda r: r | {"shots": [r["shots"][0], "They walk away."]}, "uses ['they']"),
     "not english": (lambda r: r | {"shots": [r["shots"][0], "Человек идёт по улице под дождём."]}, "not in English"),
+    "french": (
+        lambda r: (
+            r
+            | {
+                "shots": [
+                    r["shots"][0],
+                    f"Actor1 ({ACTOR1}) traverse la rue sous la pluie et regarde les vitrines des magasins.",
+                ]
+            }
+        ),
+        "not in English",
+    ),  # fmt: skip
     "bad actor name": (lambda r: r | {"characters": [{"name": "John", "description": "x"}]}, "must be Actor1"),
     "not json": (lambda r: "Sure! Here are your captions.", "not JSON of the requested schema"),
 }
@@ -116,7 +128,7 @@ def test_client_errors_are_not_retried():
 def test_safety_blocks_are_recorded_as_blocked(response):
     with FakeGemini(lambda i, body: response) as server:
         result = annotator(server).annotate(parts(2), 2)
-    assert result.status == "blocked" and "SAFETY" in result.error and len(server.requests) == 1
+    assert result.status == "blocked" and result.error.endswith(": SAFETY") and len(server.requests) == 1
 
 
 def test_truncated_reply_is_recorded_as_truncated():
@@ -207,3 +219,140 @@ def test_job_annotates_caches_and_never_leaks_the_key(
     for path in out.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
+
+
+# --- accounting (issue: exact requests, one budget per run, thinking tokens, cost) ---------------
+
+
+def item_of(body: dict) -> int:
+    """The item a request belongs to, from the 'item K' label the test puts in its parts."""
+    for content in body["contents"]:
+        for part in content.get("parts", []):
+            if part.get("text", "").startswith("item "):
+                return int(part["text"].split()[1])
+    raise AssertionError("request without an item label")
+
+
+def test_per_item_requests_are_exact_under_concurrency():
+    """Eight items in flight at once with different delays; some retried, some re-asked."""
+    attempts: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def script(i, body):
+        item = item_of(body)
+        with lock:
+            attempts[item] = attempts.get(item, 0) + 1
+            n = attempts[item]
+        delay = 0.05 * (item % 3)
+        if item % 4 == 1 and n == 1:
+            return (*error(503, "UNAVAILABLE"), delay)  # retried
+        if item % 4 == 2 and n == 1:
+            return (*reply(valid_reply(1)), delay)  # wrong shot count: re-asked
+        return (*reply(valid_reply(2), thoughts=7), delay)
+
+    with FakeGemini(script) as server:
+        gemini = annotator(server, concurrency=4)
+        results = {}
+
+        def run(item):
+            results[item] = gemini.annotate([types.Part.from_text(text=f"item {item}")] + parts(2), 2)
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    received = {k: sum(item_of(r["body"]) == k for r in server.requests) for k in range(8)}
+    assert {k: r.requests for k, r in results.items()} == received
+    assert sum(r.requests for r in results.values()) == len(server.requests) == 8 + 2 + 2
+    assert all(r.status == "ok" for r in results.values())
+    assert all(r.thinking_tokens == 7 for r in results.values())  # thinking recorded apart from output
+
+
+def test_a_budget_that_runs_out_during_a_reask_leaves_the_item_retryable():
+    with FakeGemini(lambda i, body: reply(valid_reply(1))) as server:  # always the wrong count: re-asks
+        result = annotator(server, max_requests=1, max_reasks=2).annotate(parts(2), 2)
+    assert result.status == "unannotated" and not result.final and not result.paid
+    assert "budget" in result.error and "re-ask 1 of 2" in result.error and result.requests == 1
+    assert result.prompt_tokens == 100  # the request it did send is still counted
+
+
+def test_max_reasks_is_a_setting():
+    with FakeGemini(lambda i, body: reply(valid_reply(1))) as server:
+        result = annotator(server, max_reasks=3).annotate(parts(2), 2)
+    assert result.status == "invalid" and result.requests == len(server.requests) == 4
+
+
+@pytest.mark.parametrize(
+    "caption",
+    ["Actor1 (a man) nods.", "Actor1 sits.", "Actor1 (a dog) barks.", "A red tram passes.",
+     "Actor1 (a nun in a black habit) prays.", "Actor1 (a chef) cuts onions."],
+)  # fmt: skip
+def test_short_english_captions_with_actor_names_pass_the_language_check(caption):
+    from curation.gemini import is_english
+
+    assert is_english(caption)
+
+
+@pytest.mark.parametrize(
+    "caption",
+    ["Actor1 (un homme grand en manteau gris) entre dans la pièce et regarde autour de lui.",
+     "Actor1 (un hombre alto con abrigo gris) camina hacia la puerta de la casa.",
+     "Actor1 (ein großer Mann im grauen Mantel) geht langsam in den dunklen Raum."],
+)  # fmt: skip
+def test_other_languages_fail_the_language_check(caption):
+    from curation.gemini import is_english
+
+    assert not is_english(caption)
+
+
+def test_cost_estimate_uses_the_price_table_or_the_override():
+    from curation.gemini import estimated_cost
+
+    assert estimated_cost("gemini-2.5-flash", 1_000_000, 1_000_000) == pytest.approx(0.30 + 2.50)
+    assert estimated_cost("gemini-x", 1_000_000, 0) is None
+    assert estimated_cost("gemini-x", 2_000_000, 1_000_000, (1.0, 4.0)) == pytest.approx(6.0)
+
+
+@pytest.mark.slow
+def test_one_budget_for_the_run_then_a_rerun_finishes(ray_local, tmp_path, multi_shot_video, monkeypatch):
+    """--max-requests covers combinations and shots together; a budget that stops a re-ask leaves
+    the item retryable; a re-run without a budget finishes it; totals equal what the server got."""
+    out = tmp_path / "out"
+    monkeypatch.setenv("GEMINI_API_KEY", SECRET)
+    state = {"combination_asked": 0}
+
+    def script(i, body):
+        shots = shots_in(body)
+        if shots == 3:
+            state["combination_asked"] += 1
+            if state["combination_asked"] == 1:
+                return (*reply(valid_reply(2), thoughts=5), 0.05)  # wrong count: a re-ask is needed
+        return (*reply(valid_reply(shots), thoughts=5), 0.02 * (i % 3))
+
+    with FakeGemini(script) as server:
+        common = ["--gemini-base-url", server.url, "--gemini-concurrency", "3", "--gemini-backoff", "0.01"]
+        assert run_job(out, multi_shot_video, *common, "--max-requests", "1") == 0
+        assert len(server.requests) == 1  # one budget for the whole run, not one per table
+        notes = read_table(out, "annotations")
+        assert notes["status"].tolist() == ["unannotated"] and "budget" in notes["error"].iloc[0]
+        assert notes["requests"].tolist() == [1]
+        assert (read_table(out, "shot_captions")["status"] == "unannotated").all()
+        total = json.loads((out / "run.json").read_text())["relevance"]["annotation"]["total"]
+        assert total["requests"] == 1 and total["thinking_tokens"] == 5
+
+        assert run_job(out, multi_shot_video, *common) == 0
+        assert len(server.requests) == 1 + 1 + 3  # the combination asked again (now valid), three shots
+        notes = read_table(out, "annotations")
+        assert notes["status"].tolist() == ["ok"] and notes["requests"].tolist() == [1]
+        record = json.loads((out / "run.json").read_text())["relevance"]["annotation"]
+        assert record["total"]["requests"] == 4 == sum(record[t]["requests"] for t in ("combinations", "shots"))
+        assert record["total"]["estimated_cost_usd"] > 0
+
+        # Served from the cache: nothing spent this run; the earlier spend is reported as cached.
+        assert run_job(out, multi_shot_video, *common) == 0
+        assert len(server.requests) == 5
+        total = json.loads((out / "run.json").read_text())["relevance"]["annotation"]["total"]
+        assert (total["requests"], total["prompt_tokens"], total["thinking_tokens"]) == (0, 0, 0)
+        assert total["cached_prompt_tokens"] == 4 * 100 and total["cache_hits"] == 4
+        assert read_table(out, "annotations")["from_cache"].tolist() == [True]
