@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -144,3 +145,20 @@ def read_table(manifest_dir: str | os.PathLike, name: str, *, missing_ok: bool =
     if not tables:
         return expected.empty_table().to_pandas()
     return pa.concat_tables(tables).to_pandas()
+
+
+def check_finite(frame: pd.DataFrame, table: str, columns: Iterable[str], where: str | os.PathLike = "") -> None:
+    """Raise ManifestError naming the table, row and column of the first NaN, infinite or missing value
+    among `columns` (numbers a consumer computes with: pandas reads NaN and null alike)."""
+    for column in columns:
+        if column not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            row = int(bad[0])
+            key = next((str(frame[k].iloc[row]) for k in ("shot_id", "combination_id", "video_id") if k in frame), "")
+            raise ManifestError(
+                f"{where or 'manifest'}: table {table!r} row {row}{f' ({key})' if key else ''} column {column!r} is "
+                f"{frame[column].iloc[row]!r}: numbers must be finite; fix or drop the row, or re-run curation"
+            )

@@ -155,9 +155,10 @@ def test_resumed_run_continues_exactly(manifest, tiny_model, tmp_path):
     straight = train(config_for(manifest, tiny_model, tmp_path / "a", "run.max_steps=8", *overrides))["history"]
     train(config_for(manifest, tiny_model, tmp_path / "b", "run.max_steps=4", *overrides))
     resumed = train(config_for(manifest, tiny_model, tmp_path / "b", "run.max_steps=8", *overrides))["history"]
-    assert [h["step"] for h in resumed] == [5, 6, 7, 8]
-    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight[4:]]
+    assert [h["step"] for h in resumed] == list(range(1, 9))  # history.json continues, not restarts
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight]
     assert resumed[-1]["consumed"] == straight[-1]["consumed"] == 8
+    assert json.loads((tmp_path / "b" / "history.json").read_text())[0]["step"] == 1
     tags = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("step_*"))
     assert tags == ["step_4", "step_8"]
 
@@ -185,3 +186,127 @@ def test_two_ranks_under_torchrun_share_the_stream_and_shard_the_optimizer(manif
     assert [h["consumed"] for h in history] == [2, 4, 6]  # one sample per rank per step
     shards = sorted(p.name for p in (out / "checkpoints" / "step_3").glob("zero_pp_rank_*_optim_states.pt"))
     assert len(shards) == 2
+
+
+class Planted:
+    """Unpickling this runs a shell command: what a hostile file in a run folder would do."""
+
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+def test_a_planted_pickle_is_refused_and_runs_nothing(tmp_path):
+    from training.checkpoint import CheckpointError, safe_load
+
+    sentinel = tmp_path / "pwned"
+    evil = tmp_path / "mp_rank_00_model_states.pt"
+    torch.save({"module": {}, "payload": Planted(sentinel)}, evil)
+    with pytest.raises(CheckpointError, match=r"mp_rank_00_model_states\.pt: refused to load"):
+        safe_load(evil)
+    assert not sentinel.exists()
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"w": torch.ones(1000)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="damaged"):
+        safe_load(truncated)
+
+
+def test_rng_state_round_trips_through_json():
+    import random
+
+    from training.checkpoint import restore_rng, rng_state
+
+    state = json.loads(json.dumps(rng_state()))
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+@pytest.mark.slow
+def test_killed_save_damage_and_planted_files_resume_from_the_last_intact_checkpoint(manifest, tiny_model, tmp_path):
+    import shutil
+
+    overrides = ["data.stage=sft", "data.scenes=3", "run.save_every=2", "run.keep_last=3", "optim.lr=1e-3"]
+    straight = train(config_for(manifest, tiny_model, tmp_path / "a", "run.max_steps=6", *overrides))["history"]
+    run = tmp_path / "b"
+    train(config_for(manifest, tiny_model, run, "run.max_steps=4", *overrides))
+    checkpoints = run / "checkpoints"
+    # A save killed midway: step_6 has files but no commit marker.
+    shutil.copytree(checkpoints / "step_4", checkpoints / "step_6")
+    (checkpoints / "step_6" / "complete.json").unlink()
+    # The newest complete checkpoint is damaged: a file truncated after its marker was written.
+    model_file = checkpoints / "step_4" / "mp_rank_00_model_states.pt"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    # A planted folder without a marker is never opened.
+    sentinel = tmp_path / "pwned"
+    (checkpoints / "step_99").mkdir()
+    torch.save({"payload": Planted(sentinel)}, checkpoints / "step_99" / "mp_rank_00_model_states.pt")
+    resumed = train(config_for(manifest, tiny_model, run, "run.max_steps=6", *overrides))["history"]
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight]  # from step_2, exactly
+    assert not sentinel.exists()
+    # With a forged marker the planted file is loaded through the allow-list, and refused.
+    forged = checkpoints / "step_100"
+    shutil.copytree(checkpoints / "step_6", forged)
+    torch.save({"payload": Planted(sentinel)}, forged / "mp_rank_00_model_states.pt")
+    marker = json.loads((forged / "complete.json").read_text())
+    marker["files"] = {p.name: p.stat().st_size for p in forged.iterdir() if p.name != "complete.json"}
+    (forged / "complete.json").write_text(json.dumps(marker))
+    args = ["--config", str(CONFIG), f"data.manifest={manifest}", f"model.path={tiny_model}", f"run.output={run}",
+            "run.max_steps=8", *overrides, "data.allow_uncaptioned=false", "data.caption_dropout=0"]  # fmt: skip
+    assert main(args) == 2
+    assert not sentinel.exists()
+
+
+def test_unreadable_sources_are_skipped_deterministically_and_counted(manifest, tmp_path):
+    import shutil
+
+    from training.data import SceneDataset
+    from training.train import SkipCounter
+
+    # A copy of the manifest whose first video was truncated after curation.
+    copy = tmp_path / "manifest"
+    shutil.copytree(manifest, copy)
+    shots = read_table(copy, "shots")
+    broken = Path(shots["source_path"].iloc[0])
+    moved = tmp_path / "videos"
+    shutil.copytree(broken.parent, moved)
+    shots["source_path"] = [str(moved / Path(p).name) for p in shots["source_path"]]
+    for part in (copy / "shots.parquet").glob("part-*.parquet"):
+        part.unlink()
+    write_part(copy, "shots", "all", shots)
+    victim = moved / broken.name
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
+    config = config_for(copy, Path("unused"), tmp_path / "r", "data.stage=pretrain", "data.scenes=2").data
+    samples, _ = load_samples(config)
+    dataset = SceneDataset(config, samples, seed=0)
+    items = [dataset[i] for i in range(12)]
+    assert any(item["skipped"] for item in items)
+    assert all(item["frames"].shape[:2] == (2, 9) for item in items)
+    again = [dataset[i] for i in range(12)]
+    assert [i["keys"] for i in items] == [i["keys"] for i in again]  # the same substitutes every time
+    assert all(victim.name in reason for item in items for reason in item["skipped"])
+    counter = SkipCounter(max_fraction=0.1, consumed=0, grace=2)
+    with pytest.raises(DataError, match="could not be read"):
+        for step in range(10):
+            counter.add({"index": [step], "skipped": [["x: unreadable"]]}, step, verbose=False)
+
+
+def test_non_finite_numbers_are_named_by_table_row_and_column(manifest, tmp_path):
+    """Our writer refuses NaN in required columns; a hand-edited table can still hold infinities."""
+    import shutil
+
+    copy = tmp_path / "manifest"
+    shutil.copytree(manifest, copy)
+    shots = read_table(copy, "shots")
+    shots.loc[2, "fps"] = float("inf")
+    for part in (copy / "shots.parquet").glob("part-*.parquet"):
+        part.unlink()
+    write_part(copy, "shots", "all", shots)
+    config = config_for(copy, Path("unused"), tmp_path / "r").data
+    with pytest.raises(DataError, match=r"table 'shots' row 2 .*column 'fps'"):
+        load_samples(config)

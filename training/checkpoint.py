@@ -1,61 +1,209 @@
-"""DeepSpeed checkpoints that resume exactly, keep-last-k, and an export that inference loads directly.
+"""DeepSpeed checkpoints that resume exactly, survive a kill mid-save, and never run code on load.
 
-A checkpoint holds the model, optimizer, LR schedule (DeepSpeed's own state) plus, as client
-state, the step, the number of samples consumed (the data position) and the RNG states. The
-export is a CogVideoX-layout folder: our transformer saved with `save_pretrained`, the other
-components linked from the base model folder, so `python -m model.generate --model RUN/export`
-works as it is.
+A checkpoint `step_N/` holds DeepSpeed's model, optimizer and LR-schedule files, plus our own state
+as JSON: `trainer_state.json` (step, samples consumed = the data position) and one
+`rng_rank{R}.json` per rank. Rank 0 writes `complete.json` last, listing every file with its size:
+it is the commit marker. Resume takes the newest checkpoint whose marker is present and whose files
+are all there at their recorded sizes, and falls back to an older one when a newer one cannot be
+loaded; a folder without a marker (a save that was killed) is ignored and later cleaned up.
+
+DeepSpeed's own loader unpickles with `weights_only=False`, which runs whatever a planted file
+says. Here every DeepSpeed file is loaded with `torch.load(weights_only=True)` and an explicit
+allow-list of the few DeepSpeed types its checkpoints hold; anything else is refused with an error
+naming the file. Nothing of ours is pickled at all.
+
+The export is a CogVideoX-layout folder: our transformer saved with `save_pretrained` and the base
+model's other components, so `python -m model.generate --model RUN/export` works as it is.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import pickle
 import random
 import re
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
+log = logging.getLogger("training")
+
 TAG = re.compile(r"^step_(\d+)$")
+MARKER = "complete.json"
+STATE = "trainer_state.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot (or must not) be loaded; the message names the file."""
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+# --- RNG state as JSON --------------------------------------------------------------------------
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator the run draws from, as plain JSON values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "python": [version, list(internal), gauss_next],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state().tolist(),
+    }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def restore_rng(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
-def checkpoint_tags(folder: Path) -> list[str]:
-    tags = [p.name for p in folder.glob("step_*") if p.is_dir() and TAG.match(p.name)]
+# --- loading DeepSpeed files without running code -------------------------------------------------
+
+
+def deepspeed_safe_types() -> list:
+    """The non-tensor types DeepSpeed's ZeRO checkpoints hold (found by inspecting real ones)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [ZeroStageEnum, fragment_address, LossScaler, DynamicLossScaler]
+
+
+def safe_load(path, map_location=None):
+    """torch.load with weights_only=True and the DeepSpeed allow-list; refuses anything else."""
+    try:
+        with torch.serialization.safe_globals(deepspeed_safe_types()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # what the weights-only unpickler raises for a disallowed global
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects outside the allow-list of types a DeepSpeed "
+            f"checkpoint needs ({str(err).splitlines()[0]}). Loading it could run code. If you did not "
+            "write this file, delete it; if a DeepSpeed upgrade added a type, add it to "
+            "training/checkpoint.py:deepspeed_safe_types"
+        ) from err
+    except Exception as err:  # truncated or damaged: the caller may fall back to an older checkpoint
+        raise CheckpointError(f"{path}: cannot read ({type(err).__name__}: {err}); the file is damaged") from err
+
+
+@contextmanager
+def _weights_only(engine):
+    """Route every file DeepSpeed loads through `safe_load` for the duration of a resume."""
+    checkpoint_engine = engine.checkpoint_engine
+    original = checkpoint_engine.load
+    checkpoint_engine.load = lambda path, map_location=None: safe_load(path, map_location)
+    try:
+        yield
+    finally:
+        checkpoint_engine.load = original
+
+
+# --- save, find, resume ------------------------------------------------------------------------
+
+
+def checkpoint_tags(folder: Path, complete_only: bool = True) -> list[str]:
+    """step_N folders, oldest first; by default only committed ones."""
+    if not folder.is_dir():
+        return []
+    tags = [p.name for p in folder.iterdir() if p.is_dir() and TAG.match(p.name)]
+    if complete_only:
+        tags = [t for t in tags if (folder / t / MARKER).is_file()]
     return sorted(tags, key=lambda t: int(TAG.match(t).group(1)))
 
 
-def save(engine, folder: Path, step: int, consumed: int, keep_last: int, is_main: bool) -> None:
+def save(engine, folder: Path, step: int, consumed: int, keep_last: int, is_main: bool, rank: int) -> None:
     tag = f"step_{step}"
-    engine.save_checkpoint(str(folder), tag=tag, client_state={"step": step, "consumed": consumed, "rng": rng_state()})
+    target = folder / tag
+    if is_main and (target / MARKER).exists():
+        (target / MARKER).unlink()  # re-saving a step: it is incomplete until the new marker
+    engine.save_checkpoint(str(folder), tag=tag, save_latest=False)
+    _write_json(target / f"rng_rank{rank}.json", rng_state())
+    torch.distributed.barrier()  # every rank's files are on disk before the marker says so
     if is_main:
-        for old in checkpoint_tags(folder)[:-keep_last]:
+        _write_json(target / STATE, {"step": step, "consumed": consumed})
+        files = {p.name: p.stat().st_size for p in sorted(target.iterdir()) if p.is_file() and p.name != MARKER}
+        _write_json(target / MARKER, {"step": step, "files": files})
+        complete = checkpoint_tags(folder)
+        for old in complete[:-keep_last]:
             shutil.rmtree(folder / old, ignore_errors=True)
+        for stale in set(checkpoint_tags(folder, complete_only=False)) - set(complete):
+            if int(TAG.match(stale).group(1)) < step:  # a save that was killed, older than this one
+                shutil.rmtree(folder / stale, ignore_errors=True)
+    torch.distributed.barrier()
 
 
-def resume(engine, folder: Path) -> tuple[int, int]:
-    """Load the latest checkpoint if there is one; returns (step, samples consumed)."""
-    tags = checkpoint_tags(folder) if folder.is_dir() else []
-    if not tags:
-        return 0, 0
-    _, client = engine.load_checkpoint(str(folder), tag=tags[-1])
-    restore_rng(client["rng"])
-    return int(client["step"]), int(client["consumed"])
+def _verify(folder: Path) -> dict:
+    marker = json.loads((folder / MARKER).read_text())
+    for name, size in marker["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (the checkpoint lists it)")
+        if path.stat().st_size != size:
+            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, the checkpoint recorded {size}: truncated")
+    return json.loads((folder / STATE).read_text())
+
+
+def resume(engine, folder: Path, rank: int = 0) -> tuple[int, int]:
+    """Load the newest intact checkpoint; returns (step, samples consumed), or (0, 0) if none."""
+    tags = checkpoint_tags(folder)
+    ignored = sorted(set(checkpoint_tags(folder, complete_only=False)) - set(tags))
+    if ignored and rank == 0:
+        print(f"ignoring incomplete checkpoint(s) {', '.join(ignored)} in {folder} (a save was interrupted)",
+              flush=True)  # fmt: skip
+    problems = []
+    for tag in reversed(tags):
+        try:
+            state = _verify(folder / tag)
+            with _weights_only(engine):
+                path, _ = engine.load_checkpoint(str(folder), tag=tag, load_module_strict=True)
+            if path is None:
+                raise CheckpointError(f"{folder / tag}: DeepSpeed found nothing to load")
+            rng_file = folder / tag / f"rng_rank{rank}.json"
+            if rng_file.is_file():
+                restore_rng(json.loads(rng_file.read_text()))
+            if problems and rank == 0:
+                print(f"resumed from {tag}; newer checkpoints could not be loaded: {'; '.join(problems)}", flush=True)
+            return int(state["step"]), int(state["consumed"])
+        except CheckpointError as err:
+            if "refused to load" in str(err):
+                raise  # a planted file is an alarm, not something to route around silently
+            problems.append(str(err))
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            problems.append(f"{folder / tag}: cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0]})")
+    if problems:
+        raise CheckpointError(
+            "no checkpoint in "
+            + str(folder)
+            + " could be loaded: "
+            + "; ".join(problems)
+            + ". Move the damaged step_* folders away to start over, or set run.resume=false"
+        )
+    return 0, 0
+
+
+# --- export --------------------------------------------------------------------------------------
 
 
 def export(engine, base_model: Path, target: Path, zero_stage: int, is_main: bool) -> None:

@@ -44,6 +44,9 @@ class DataConfig(_Section):
     allow_uncaptioned: bool = False  # smoke runs without Gemini: train on empty captions, never invented ones
     precomputed: Path | None = None  # latents/text embeddings from training/precompute.py
     num_workers: int = Field(default=2, ge=0)
+    # Samples whose source video cannot be read are replaced (deterministically) and counted; past
+    # this share of the samples drawn (after the first 20 skips) training stops with the reasons.
+    max_skipped_fraction: float = Field(default=0.05, ge=0, le=1)
 
     @field_validator("num_frames")
     @classmethod

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from manifests.frames import max_stride_window, read_shot_frames
-from manifests.io import ManifestError, read_table
+from manifests.frames import VideoReadError, max_stride_window, read_shot_frames
+from manifests.io import ManifestError, check_finite, read_table
 from training.config import DataConfig
 
 
@@ -57,6 +57,7 @@ def frame_plan(shot_frames: int, fps: float, config: DataConfig) -> tuple[int, i
     return None
 
 
+NUMERIC_SHOT_COLUMNS = ("num_frames", "fps", "start_frame", "end_frame", "width", "height")
 PRETRAIN_KEEP = (0.05, 0.95)  # the official pretrain dataset samples inside this part of a shot
 
 
@@ -128,6 +129,7 @@ def load_samples(config: DataConfig) -> tuple[list[list[Scene]], ManifestReport]
         shots = read_table(config.manifest, "shots")
         captions = read_table(config.manifest, caption_table, missing_ok=config.allow_uncaptioned)
         combos = read_table(config.manifest, "combinations") if config.stage == "sft" else None
+        check_finite(shots, "shots", NUMERIC_SHOT_COLUMNS, config.manifest)
     except ManifestError as err:
         raise DataError(f"manifest {config.manifest} cannot be used: {err}") from err
     exists: dict[str, bool] = {}
@@ -216,6 +218,10 @@ def resize_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
 
 
+SUBSTITUTES = 8  # unreadable samples replaced in a row before the sample is an error
+SUBSTITUTE_STRIDE = 10**12  # substitute k of sample i is drawn as sample i + k * stride
+
+
 class SceneDataset(torch.utils.data.Dataset):
     """Map-style over an infinite stream of sample indices; item i is deterministic."""
 
@@ -229,18 +235,33 @@ class SceneDataset(torch.utils.data.Dataset):
         return 2**62  # indices come from StreamSampler
 
     def __getitem__(self, index: int) -> dict:
-        scenes = draw_windows(self.draw(index), self.config, self.seed, index)
-        item = {"index": index, "captions": [s.caption for s in scenes], "keys": [s.content_key for s in scenes],
-                "video_ids": [s.shot["video_id"] for s in scenes]}  # fmt: skip
-        if self.load_frames:
-            frames = [
-                resize_crop(read_shot_frames(s.shot, indices=s.frame_offsets(self.config.num_frames),
-                                             max_side=max(self.config.height, self.config.width) * 2),
-                            self.config.height, self.config.width)
-                for s in scenes
-            ]  # fmt: skip
+        """Sample `index`. A sample whose source cannot be read (changed or truncated since curation)
+        is replaced by a substitute drawn from (seed, index, attempt): the same on every run and
+        resume. The item lists what it skipped, so the trainer counts and reports it."""
+        skipped = []
+        for attempt in range(SUBSTITUTES + 1):
+            draw = index + attempt * SUBSTITUTE_STRIDE
+            scenes = draw_windows(self.draw(draw), self.config, self.seed, draw)
+            item = {"index": index, "captions": [s.caption for s in scenes], "keys": [s.content_key for s in scenes],
+                    "video_ids": [s.shot["video_id"] for s in scenes], "skipped": skipped}  # fmt: skip
+            if not self.load_frames:
+                return item
+            try:
+                frames = [
+                    resize_crop(read_shot_frames(s.shot, indices=s.frame_offsets(self.config.num_frames),
+                                                 max_side=max(self.config.height, self.config.width) * 2),
+                                self.config.height, self.config.width)
+                    for s in scenes
+                ]  # fmt: skip
+            except VideoReadError as err:
+                skipped.append(str(err))
+                continue
             item["frames"] = torch.from_numpy(np.stack(frames))  # (S, T, H, W, 3) uint8
-        return item
+            return item
+        raise DataError(
+            f"sample {index} and {SUBSTITUTES} substitutes could not be read; the sources changed since curation, "
+            f"re-run curation on them. Last errors: {'; '.join(skipped[-3:])}"
+        )
 
 
 class StreamSampler(torch.utils.data.Sampler):
@@ -260,7 +281,7 @@ class StreamSampler(torch.utils.data.Sampler):
 
 
 def collate(items: list[dict]) -> dict:
-    batch = {key: [item[key] for item in items] for key in ("index", "captions", "keys", "video_ids")}
+    batch = {key: [item[key] for item in items] for key in ("index", "captions", "keys", "video_ids", "skipped")}
     if "frames" in items[0]:
         batch["frames"] = torch.stack([item["frames"] for item in items])  # (B, S, T, H, W, 3)
     return batch

@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from training.checkpoint import CheckpointError
 from training.config import TrainConfig, load_config
 from training.data import DataError, SceneDataset, StreamSampler, collate, load_samples
 
@@ -71,7 +72,7 @@ def train(config: TrainConfig) -> dict:
     engine, schedule = build_engine(transformer, config)
 
     run = config.run.output
-    step, consumed = checkpoint.resume(engine, run / "checkpoints") if config.run.resume else (0, 0)
+    step, consumed = checkpoint.resume(engine, run / "checkpoints", rank) if config.run.resume else (0, 0)
     global_batch = config.optim.batch_size * config.optim.gradient_accumulation * world
     dataset = SceneDataset(config.data, samples, config.run.seed, load_frames=store is None)
     loader = torch.utils.data.DataLoader(
@@ -80,13 +81,15 @@ def train(config: TrainConfig) -> dict:
     )  # fmt: skip
     batches = iter(loader)
     metrics = Metrics(run / "tensorboard", is_main, config.run.max_steps, step)
-    history = []
+    history = earlier_history(run / "history.json", step) if step else []
+    skips = SkipCounter(config.data.max_skipped_fraction, consumed)
     while step < config.run.max_steps:
         per_scene, losses = [], []
         for _ in range(config.optim.gradient_accumulation):
             waited = time.perf_counter()
             batch = next(batches)
             metrics.waited(time.perf_counter() - waited)
+            skips.add(batch, step, is_main)
             latents, text = encode(batch, device, dtype)
             scenes = len(batch["captions"][0])
             scene_frames = [latents.shape[1] // scenes] * scenes
@@ -110,13 +113,16 @@ def train(config: TrainConfig) -> dict:
         consumed += global_batch
         scalars = {"loss": sum(losses) / len(losses), "lr": schedule.get_last_lr()[0],
                    "grad_norm": float(engine.get_global_grad_norm() or 0.0), "peak_memory_gib": peak_memory_gib(device)}  # fmt: skip
-        scalars |= {f"loss_scene_{i}": float(v) for i, v in enumerate(torch.stack(per_scene).nanmean(0))}
+        scalars |= {
+            f"loss_scene_{i}": float(v) for i, v in enumerate(torch.stack(per_scene).nanmean(0)) if not torch.isnan(v)
+        }  # clean context scenes have no loss: nothing to log
+        scalars["skipped_samples"] = skips.total
         logged = metrics.step(step, scalars, log=step % config.run.log_every == 0 or step == config.run.max_steps)
         history.append(
             {"step": step, "loss": scalars["loss"], "consumed": consumed} | ({"logged": logged} if logged else {})
         )
         if step % config.run.save_every == 0 or step == config.run.max_steps:
-            checkpoint.save(engine, run / "checkpoints", step, consumed, config.run.keep_last, is_main)
+            checkpoint.save(engine, run / "checkpoints", step, consumed, config.run.keep_last, is_main, rank)
         if config.validation.every and step % config.validation.every == 0 and is_main:
             from training.validate import validation_samples
 
@@ -132,6 +138,36 @@ def train(config: TrainConfig) -> dict:
     return {"step": step, "consumed": consumed, "history": history}
 
 
+class SkipCounter:
+    """Counts samples replaced because their source could not be read; stops a run that skips too many."""
+
+    def __init__(self, max_fraction: float, consumed: int, grace: int = 20):
+        self.max_fraction, self.grace, self.total, self.drawn = max_fraction, grace, 0, consumed
+
+    def add(self, batch: dict, step: int, verbose: bool) -> None:
+        reasons = [reason for item in batch["skipped"] for reason in item]
+        self.drawn += len(batch["index"])
+        if not reasons:
+            return
+        self.total += len(reasons)
+        if verbose:
+            print(f"step {step + 1}: skipped {len(reasons)} unreadable sample(s), {self.total} so far: {reasons[0]}",
+                  flush=True)  # fmt: skip
+        if self.total > self.grace and self.total > self.max_fraction * self.drawn:
+            raise DataError(
+                f"{self.total} of {self.drawn} samples could not be read (more than data.max_skipped_fraction="
+                f"{self.max_fraction}); the source videos changed since curation. Last: {reasons[-1]}"
+            )
+
+
+def earlier_history(path: Path, step: int) -> list[dict]:
+    """The history a resumed run continues: the steps up to the checkpoint it resumed from."""
+    try:
+        return [h for h in json.loads(path.read_text()) if h["step"] <= step]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, type=Path)
@@ -141,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
         train(config)
-    except (ValueError, DataError) as err:
+    except (ValueError, DataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
