@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 VIDEO_SUFFIXES = {
@@ -11,19 +12,49 @@ VIDEO_SUFFIXES = {
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 
 
-def resolve_inputs(inputs: list[Path]) -> list[str]:
+def walk_videos(folder: Path, problems: list[tuple[str, str]]) -> list[str]:
+    """Video files below `folder`, following symbolic links to folders; a link that loops back to a
+    folder already being walked is recorded in `problems` (path, reason) instead of being followed."""
+    found, active = [], set()
+
+    def visit(directory: Path) -> None:
+        real = os.path.realpath(directory)
+        if real in active:
+            problems.append((str(directory), f"symbolic link loop: {directory} leads back to {real}; not followed"))
+            return
+        active.add(real)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as err:
+            problems.append((str(directory), f"cannot list folder: {err.strerror or err}"))
+            entries = []
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_dir():  # follows links, so linked folders are searched too
+                visit(path)
+            elif entry.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+                found.append(str(path))
+        active.discard(real)
+
+    visit(folder)
+    return found
+
+
+def resolve_inputs(inputs: list[Path], problems: list[tuple[str, str]] | None = None) -> list[str]:
     """Expand inputs into an ordered, de-duplicated list of paths.
 
     A path that does not exist is kept: it becomes a failed row with a clear error rather than
     stopping the run. Folders contribute files with a known video suffix; a text file lists one
     path per line (blank lines and lines starting with '#' are skipped; relative paths are
-    relative to the list file).
+    relative to the list file). Folder problems (symbolic link loops, unreadable folders) go to
+    `problems` as (path, reason), for the caller to record as failed rows.
     """
+    problems = problems if problems is not None else []
     found: list[str] = []
     for item in inputs:
         item = Path(item).expanduser()
         if item.is_dir():
-            found += sorted(str(p) for p in item.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            found += walk_videos(item, problems)
         elif item.is_file() and item.suffix.lower() in LIST_SUFFIXES:
             for line in item.read_text().splitlines():
                 line = line.strip()

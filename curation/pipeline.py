@@ -21,7 +21,7 @@ from curation.config import CurationConfig
 from curation.finalize import commit_failure, commit_video
 from curation.progress import Progress
 from curation.shots import ClipResult, detect_clip
-from manifests.io import read_table
+from manifests.io import OUTPUT_FULL, read_table
 from manifests.probe import ProbeError, VideoProbe, fingerprint, probe
 from manifests.schema import STATUS_OK
 
@@ -191,6 +191,11 @@ def run_pipeline(paths: list[str], config: CurationConfig) -> RunSummary:
                 results = [job.results[i] for i in range(len(job.windows))]
                 try:
                     row = commit_video(job.probe, job.windows, results, config, time.perf_counter() - job.started)
+                except OSError as err:
+                    if err.errno in OUTPUT_FULL:  # the output cannot take a failure row either: stop cleanly
+                        raise
+                    fail(job.probe.source_path, f"{job.probe.source_path}: could not write results: {err}", "write")
+                    continue
                 except Exception as err:  # e.g. a keyframe read failing on a file that changed mid-run
                     fail(job.probe.source_path, f"{job.probe.source_path}: could not write results: {err}", "write")
                     continue

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from curation.config import CurationConfig, DetectorConfig
 from curation.inputs import resolve_inputs
 from curation.samples import write_sample_videos
-from manifests.io import read_table, write_json_atomic
+from manifests.io import OUTPUT_FULL, read_table, write_json_atomic
 
 log = logging.getLogger("curation")
 
@@ -290,6 +290,22 @@ def run_relevance(config: CurationConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The job, with the two ways it can stop early turned into one clear line each."""
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted; re-run the same command to resume (finished videos are kept)", file=sys.stderr)
+        return 130
+    except OSError as err:
+        if err.errno not in OUTPUT_FULL:
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"error: {err.strerror}{where}: free space (or fix the output folder) and re-run the same command "
+              "to resume; nothing half-written is kept", file=sys.stderr)  # fmt: skip
+        return 1
+
+
+def run(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     config.output.mkdir(parents=True, exist_ok=True)
     if not config.inputs:
@@ -297,7 +313,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no --input given: generating {config.sample_videos} sample videos in {sample_dir}", file=sys.stderr)
         write_sample_videos(sample_dir, count=config.sample_videos)
         config.inputs = [sample_dir]
-    paths = resolve_inputs(config.inputs)
+    input_problems: list[tuple[str, str]] = []
+    paths = resolve_inputs(config.inputs, input_problems)
+    if input_problems:
+        from curation.finalize import commit_failure
+
+        for path, reason in input_problems:
+            commit_failure(path, reason, "inputs", config)
+            print(f"warning: {reason}", file=sys.stderr)
     if not paths:
         print(f"error: no video files found in {', '.join(map(str, config.inputs))}", file=sys.stderr)
         return 2

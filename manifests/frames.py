@@ -15,6 +15,24 @@ class VideoReadError(RuntimeError):
     """The source video of a manifest row cannot be opened or decoded as the row says."""
 
 
+IMAGE_CODECS = {"mjpeg", "png", "bmp", "tiff", "webp", "jpeg2000", "gif", "apng"}  # cover art / still images
+
+
+def pick_video_stream(container):
+    """The stream a video's frames come from, the same for every reader: never an attached picture
+    (cover art) or still image; among the rest, moving-picture codecs before image codecs, then the
+    default stream, then the most frames, then the longest. None if the file has no video stream."""
+    still = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
+    streams = [s for s in container.streams.video if not (int(s.disposition) & int(still))]
+
+    def rank(stream):
+        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+        return (stream.codec_context.name not in IMAGE_CODECS, bool(int(stream.disposition) & 1),
+                stream.frames or 0, duration, -stream.index)  # fmt: skip
+
+    return max(streams, key=rank) if streams else None
+
+
 @contextmanager
 def open_video(path: str | os.PathLike, threads: int = 0):
     """Open `path` and yield (container, video stream) with threaded decoding.
@@ -27,9 +45,10 @@ def open_video(path: str | os.PathLike, threads: int = 0):
         reason = getattr(err, "strerror", None) or str(err)
         raise VideoReadError(f"{path}: cannot open ({reason}): not a video, or truncated or corrupt") from err
     try:
-        if not container.streams.video:
-            raise VideoReadError(f"{path} has no video stream")
-        stream = container.streams.video[0]
+        stream = pick_video_stream(container)
+        if stream is None:
+            kinds = "only cover art / still pictures" if container.streams.video else "no video stream"
+            raise VideoReadError(f"{path} has {kinds}: not a video")
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         yield container, stream
@@ -50,7 +69,9 @@ def iter_frames(container, stream, start_pts: int | None = None, end_pts: int | 
     checked = not seeked
     for frame in container.decode(stream):
         pts = frame.pts
-        if pts is None:
+        if pts is None:  # raw elementary streams (.h264, .hevc) carry no timestamps: decode order is all
+            if start_pts is None and end_pts is None:
+                yield frame
             continue
         if not checked:
             checked = True
@@ -114,9 +135,18 @@ def read_shot_frames(
     wanted_set = set(wanted)
     rotation = int(shot.get("rotation") or 0)
     frames: dict[int, np.ndarray] = {}
+    start_pts = shot.get("start_pts")
+    start_pts = None if start_pts is None or start_pts != start_pts else int(start_pts)  # NaN from pandas
+    end_pts = shot.get("end_pts")
+    end_pts = None if end_pts is None or end_pts != end_pts else int(end_pts)
+    # Without timestamps (raw streams) a shot is found by counting frames from the file's start.
+    skip = int(shot.get("start_frame") or 0) if start_pts is None else 0
     with open_video(shot["source_path"], threads=threads) as (container, stream):
         last = max(wanted_set) if wanted_set else -1
-        for offset, frame in enumerate(iter_frames(container, stream, shot.get("start_pts"), shot.get("end_pts"))):
+        for position, frame in enumerate(iter_frames(container, stream, start_pts, end_pts)):
+            offset = position - skip
+            if offset < 0:
+                continue
             if offset in wanted_set:
                 frames[offset] = to_rgb(frame, rotation, max_side)
             if offset >= last:

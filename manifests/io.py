@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -13,9 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from manifests.schema import SCHEMA_VERSION, TABLES
+
+OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # errors after which no output can be written
 
 
 class ManifestError(ValueError):
@@ -117,9 +121,15 @@ def _check_schema(found: pa.Schema, expected: pa.Schema, where: Path) -> None:
         raise ManifestError(f"{where} is not a valid {table!r} table: " + "; ".join(problems))
 
 
-def read_table(manifest_dir: str | os.PathLike, name: str, *, missing_ok: bool = False) -> pd.DataFrame:
+def read_table(
+    manifest_dir: str | os.PathLike, name: str, *, missing_ok: bool = False, committed_only: bool = True
+) -> pd.DataFrame:
     """Read and validate table `name` of a manifest directory as a pandas DataFrame.
 
+    A video is committed when its row is in `videos` (the curation job writes it last, after the
+    video's other parts). By default rows of uncommitted videos (a run stopped between the two
+    writes) are left out of every other table; `committed_only=False` shows them. Manifests without
+    a `videos` table (assembled by hand) are read whole.
     The plain pandas equivalent, without validation, is `pd.read_parquet("DIR/shots.parquet")`.
     """
     path = table_path(manifest_dir, name)
@@ -136,15 +146,21 @@ def read_table(manifest_dir: str | os.PathLike, name: str, *, missing_ok: bool =
         except (pa.ArrowInvalid, OSError) as err:
             raise ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job") from err
         _check_schema(schema, expected, file)
-        present = [name for name in expected.names if schema.get_field_index(name) >= 0]
+        present = [column for column in expected.names if schema.get_field_index(column) >= 0]
         table = pq.read_table(file, columns=present)
-        for name in expected.names:
-            if name not in present:
-                table = table.append_column(expected.field(name), pa.nulls(len(table), expected.field(name).type))
+        for column in expected.names:
+            if column not in present:
+                field = expected.field(column)
+                table = table.append_column(field, pa.nulls(len(table), field.type))
         tables.append(table.select(expected.names).cast(expected))
     if not tables:
         return expected.empty_table().to_pandas()
-    return pa.concat_tables(tables).to_pandas()
+    table = pa.concat_tables(tables)
+    if committed_only and name != "videos" and "video_id" in expected.names:
+        if table_path(manifest_dir, "videos").exists():
+            committed = read_table(manifest_dir, "videos")["video_id"]
+            table = table.filter(pa.compute.is_in(table["video_id"], value_set=pa.array(committed, pa.string())))
+    return table.to_pandas()
 
 
 def check_finite(frame: pd.DataFrame, table: str, columns: Iterable[str], where: str | os.PathLike = "") -> None:

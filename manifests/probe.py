@@ -61,6 +61,7 @@ class VideoProbe:
     has_audio: bool
     pts: np.ndarray = field(repr=False)  # int64, sorted: PTS of frame i (presentation order)
     pts_reliable: bool = True  # False: timestamps were synthesised, the video can't be seeked into
+    video_stream: int = 0  # index of the stream the frames come from (see manifests.frames.pick_video_stream)
 
     def frame_seconds(self, frame: int) -> float:
         """Time of `frame` (or of the end of the stream for frame == num_frames), from PTS."""
@@ -91,6 +92,7 @@ class VideoProbe:
             "duration_s": self.duration_s,
             "time_base": f"{self.time_base.numerator}/{self.time_base.denominator}",
             "has_audio": self.has_audio,
+            "video_stream": self.video_stream,
         }
 
 
@@ -145,6 +147,8 @@ def probe(path: str, video_id: str | None = None) -> VideoProbe:
             num_packets = len(timestamps) + missing_pts
             if num_packets == 0:
                 raise ProbeError(f"{path}: the video stream has zero frames")
+            if num_packets == 1:
+                raise ProbeError(f"{path}: a single {ctx.name} frame: a still image, not a video")
             avg_rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             if missing_pts or len(set(timestamps)) != len(timestamps):
                 # No usable timestamps (raw elementary streams, some AVI): index frames in decode
@@ -189,6 +193,7 @@ def probe(path: str, video_id: str | None = None) -> VideoProbe:
                 has_audio=bool(container.streams.audio),
                 pts=pts,
                 pts_reliable=reliable,
+                video_stream=stream.index,
             )
     except VideoReadError as err:
         raise ProbeError(str(err)) from err

@@ -41,6 +41,7 @@ VIDEOS = _schema(
         pa.field("duration_s", pa.float64()),
         pa.field("time_base", pa.string()),  # e.g. "1/15360": unit of every *_pts column
         pa.field("has_audio", pa.bool_()),
+        pa.field("video_stream", pa.int32()),  # the stream frames come from (cover art and stills skipped)
         pa.field("num_clips", pa.int32()),
         pa.field("num_shots", pa.int32()),
         pa.field("processing_s", pa.float64()),

@@ -109,11 +109,11 @@ def read_video(path: Path, num_frames: int, height: int, width: int, seed: int =
     cover height x width and centre-cropped."""
     import av
 
-    from manifests.frames import max_stride_window
+    from manifests.frames import max_stride_window, pick_video_stream
 
     frames = []
     with av.open(str(path)) as container:
-        for frame in container.decode(container.streams.video[0]):
+        for frame in container.decode(pick_video_stream(container)):
             scale = max(height / frame.height, width / frame.width)
             w, h = max(width, round(frame.width * scale)), max(height, round(frame.height * scale))
             image = frame.to_ndarray(width=w, height=h, format="rgb24")

@@ -1,0 +1,135 @@
+"""Odd inputs and hostile conditions in curation: raw streams, cover art, still images, symlink
+loops, uncommitted parts, a full disk and Ctrl-C."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from curation.clips import plan_clips
+from curation.config import DetectorConfig
+from curation.inputs import resolve_inputs
+from curation.samples import write_synthetic_video
+from curation.shots import detect_clip, shots_from_cuts
+from manifests import read_table, write_part
+from manifests.frames import open_video, read_shot_frames
+from manifests.probe import ProbeError, probe
+
+
+def decode_all(path) -> list[np.ndarray]:
+    with open_video(path) as (container, stream):
+        return [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+
+
+def test_raw_h264_streams_without_timestamps_are_cut_and_read_by_frame_order(tmp_path):
+    video = write_synthetic_video(tmp_path / "raw.h264", [30, 25, 35], fps=24.0, size=(64, 48), seed=4)
+    facts = probe(str(video.path))
+    assert not facts.pts_reliable and facts.num_frames == 90
+    (window,) = plan_clips(facts.num_frames, facts.fps, 10.0, 0)
+    result = detect_clip(str(video.path), window, facts.pts, facts.fps, 0, DetectorConfig(),
+                         thumbnail_every=10, thumbnail_max_side=64, seekable=False)  # fmt: skip
+    assert result.frames_decoded == 90 and result.thumbnails
+    assert [abs(a - b) <= 1 for a, b in zip(result.cuts, video.cuts)] == [True, True]
+    start, end = shots_from_cuts(result.cuts, facts.num_frames, 15)[1]
+    shot = {"source_path": str(video.path), "num_frames": end - start, "start_frame": start, "start_pts": None,
+            "end_pts": None, "shot_id": "s1"}  # fmt: skip
+    frames = read_shot_frames(shot, indices=[0, 5])
+    every = decode_all(video.path)
+    assert np.array_equal(frames[0], every[start]) and np.array_equal(frames[1], every[start + 5])
+
+
+def write_with_cover(path: Path, frames: int = 30) -> None:
+    """A real H.264 stream after a one-frame MJPEG cover picture (MKV keeps the cover as stream 0)."""
+    with av.open(str(path), "w") as container:
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 48, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        video = container.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        image = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 200, np.uint8), format="rgb24")
+        for packet in [*cover.encode(image.reformat(format="yuvj420p")), *cover.encode(None)]:
+            container.mux(packet)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 8, np.uint8), format="rgb24")
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mov"])
+def test_the_real_video_stream_is_chosen_over_cover_art(tmp_path, suffix):
+    path = tmp_path / f"cover{suffix}"
+    write_with_cover(path)
+    facts = probe(str(path))
+    assert facts.num_frames == 30 and facts.codec == "h264"
+    with av.open(str(path)) as container:
+        assert container.streams.video[facts.video_stream].codec_context.name == "h264"
+    assert facts.row()["video_stream"] == facts.video_stream
+
+
+def test_a_still_image_is_a_clear_failure(tmp_path):
+    import cv2
+
+    fake = tmp_path / "picture.mp4"
+    ok, png = cv2.imencode(".png", np.zeros((48, 64, 3), np.uint8))
+    fake.write_bytes(png.tobytes())
+    with pytest.raises(ProbeError, match="still image"):
+        probe(str(fake))
+
+
+def test_symlink_loops_in_input_folders_are_reported(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x.mp4").write_bytes(b"")
+    os.symlink(tmp_path / "a", tmp_path / "a" / "b" / "loop")
+    problems = []
+    assert resolve_inputs([tmp_path], problems) == [str(tmp_path / "a" / "b" / "x.mp4")]
+    assert problems == [(str(tmp_path / "a" / "b" / "loop"),
+                         f"symbolic link loop: {tmp_path / 'a' / 'b' / 'loop'} leads back to {tmp_path / 'a'}; "
+                         "not followed")]  # fmt: skip
+
+
+def test_readers_see_only_committed_videos(tmp_path):
+    shot = {"shot_index": 0, "source_path": "x", "start_frame": 0, "end_frame": 10, "num_frames": 10, "start_s": 0.0,
+            "end_s": 1.0, "duration_s": 1.0, "fps": 10.0, "width": 8, "height": 8, "status": "ok"}  # fmt: skip
+    write_part(tmp_path, "shots", "v1", [shot | {"video_id": "v1", "shot_id": "v1_0"}])
+    write_part(tmp_path, "shots", "v2", [shot | {"video_id": "v2", "shot_id": "v2_0"}])
+    write_part(tmp_path, "videos", "v1", [{"video_id": "v1", "source_path": "x", "status": "ok"}])
+    assert read_table(tmp_path, "shots")["video_id"].tolist() == ["v1"]  # v2's commit never happened
+    assert sorted(read_table(tmp_path, "shots", committed_only=False)["video_id"]) == ["v1", "v2"]
+
+
+@pytest.mark.slow
+def test_full_disk_stops_with_one_line_and_leaves_no_temporary_files(ray_local, tmp_path, multi_shot_video,
+                                                                     monkeypatch, capsys):  # fmt: skip
+    from curation.run import main
+
+    real = Path.write_bytes
+
+    def full(self, data):
+        real(self, data[: len(data) // 2])  # part of the file reaches the disk, then it is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    out = tmp_path / "out"
+    assert main(["--input", str(multi_shot_video.path), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("No space left on device") == 1 and "re-run the same command" in err and "Traceback" not in err
+    assert not [p for p in out.rglob(".tmp-*")]
+    assert not (out / "videos.parquet").exists()  # nothing a later run could take for done
+
+
+def test_ctrl_c_prints_how_to_resume(monkeypatch, tmp_path, capsys):
+    import curation.run as job
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "run", interrupted)
+    assert job.main(["--output", str(tmp_path)]) == 130
+    assert "interrupted; re-run the same command to resume" in capsys.readouterr().err
