@@ -122,6 +122,7 @@ class AnnotateSummary:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     note: str | None = None
+    interrupted: bool = False
 
     def add(self, item_id: str, annotation: Annotation) -> None:
         self.statuses[annotation.status] += 1
@@ -186,8 +187,9 @@ def annotate_items(
         prepare = ray.remote(num_cpus=1)(prepare_item)
         settings_ref = ray.put(media)
         pending = {prepare.remote(shots, settings_ref): (item_id, shots) for item_id, shots in todo}
-        with ThreadPoolExecutor(max_workers=gemini.concurrency) as pool:
-            futures = {}
+        pool = ThreadPoolExecutor(max_workers=gemini.concurrency)
+        futures = {}
+        try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 item_id, shots = pending.pop(ready[0])
@@ -198,6 +200,19 @@ def annotate_items(
                 futures[pool.submit(ask, item_id, request_parts(shots, prepared), len(shots))] = item_id
             for future, item_id in futures.items():
                 results[item_id] = future.result()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: send nothing more, keep what is done
+            annotator.stop("the run was interrupted")
+            summary.interrupted = True
+            for ref in pending:
+                ray.cancel(ref)
+            for future, item_id in futures.items():
+                if future.done() and not future.cancelled():
+                    results[item_id] = future.result()
+            for item_id, _ in todo:
+                results.setdefault(item_id, Annotation(status="unannotated", final=False,
+                                                       error="the run was interrupted; re-run to annotate it"))  # fmt: skip
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # queued requests are dropped, not sent
     for item_id, annotation in results.items():
         summary.add(item_id, annotation)
     summary.estimated_cost_usd = estimated_cost(
@@ -234,6 +249,8 @@ def run_annotation(output, gemini: GeminiSettings, media: MediaSettings, caption
         for row in combos.itertuples()
     ]  # fmt: skip
     _write_by_video(output, "annotations", rows)
+    if summary.interrupted:
+        raise KeyboardInterrupt  # what is done is written; the job says how to resume
     report = {"combinations": summary.as_dict()}
     if caption_shots:
         singles = shots[shots["status"] == "ok"]
@@ -246,6 +263,8 @@ def run_annotation(output, gemini: GeminiSettings, media: MediaSettings, caption
             for row in singles.to_dict("records")
         ]  # fmt: skip
         _write_by_video(output, "shot_captions", rows)
+        if shot_summary.interrupted:
+            raise KeyboardInterrupt
         report["shots"] = shot_summary.as_dict()
     report["total"] = run_totals(list(report.values()), gemini)
     return report

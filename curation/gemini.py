@@ -20,8 +20,10 @@ import logging
 import os
 import random
 import re
+import sys
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from pydantic import BaseModel, Field
 log = logging.getLogger("curation")
 
 PROMPT_VERSION = "v1"
+BREAKER_WINDOW = 8  # this many requests in a row failing the same way stop the run's requests
 
 SYSTEM_PROMPT = """You write training captions for a multi-shot video generation model.
 You are shown {n} shot(s) from one film, in order. Describe them as one consistent scene:
@@ -208,6 +211,10 @@ class BudgetExhausted(RuntimeError):
     pass
 
 
+class Stopped(RuntimeError):
+    """No more requests: the run was interrupted, or the circuit breaker opened."""
+
+
 def _enum_name(value) -> str:
     """'SAFETY' for BlockedReason.SAFETY, FinishReason.SAFETY or the plain string: one form everywhere."""
     return str(getattr(value, "name", None) or value or "").rsplit(".", 1)[-1]
@@ -244,9 +251,29 @@ class GeminiAnnotator:
         self.limiter = RateLimiter(settings.rpm, settings.concurrency)
         self._count_lock = threading.Lock()
         self.requests_sent = 0
+        self.stop_reason: str | None = None  # set by stop() or the breaker: nothing more is sent
+        self._recent: deque[str | None] = deque(maxlen=BREAKER_WINDOW)  # last outcomes: None = success
+
+    def stop(self, reason: str) -> None:
+        """Send nothing more (requests already in flight finish or time out)."""
+        with self._count_lock:
+            self.stop_reason = self.stop_reason or reason
+
+    def _record(self, failure: str | None) -> None:
+        """Track outcomes; open the breaker when the last BREAKER_WINDOW requests all failed alike."""
+        with self._count_lock:
+            self._recent.append(failure)
+            window = list(self._recent)
+            if self.stop_reason or len(window) < BREAKER_WINDOW or window[0] is None or len(set(window)) != 1:
+                return
+            self.stop_reason = (f"the last {BREAKER_WINDOW} requests all failed the same way ({window[0]}); "
+                                "stopped sending. Check the network, the endpoint and the key, then re-run")  # fmt: skip
+        print(f"gemini: {self.stop_reason}", file=sys.stderr, flush=True)
 
     def _take_budget(self, item: Annotation) -> None:
         with self._count_lock:
+            if self.stop_reason:
+                raise Stopped(self.stop_reason)
             if self.settings.max_requests is not None and self.requests_sent >= self.settings.max_requests:
                 raise BudgetExhausted(f"request budget (--max-requests {self.settings.max_requests}) used up")
             self.requests_sent += 1
@@ -265,18 +292,24 @@ class GeminiAnnotator:
             self._take_budget(item)
             try:
                 with self.limiter:
-                    return self.client.models.generate_content(
+                    response = self.client.models.generate_content(
                         model=self.settings.model, contents=contents, config=config
                     )
+                self._record(None)
+                return response
             except errors.APIError as err:
                 retryable = err.code == 429 or (err.code or 0) >= 500
                 reason = f"HTTP {err.code} {err.status or ''}: {err.message or ''}".strip()
                 server_delay = _retry_delay(err)
+                self._record(f"HTTP {err.code}")
             except Exception as err:  # the HTTP client's timeouts and connection failures, or anything else
                 name = type(err).__name__.lower()
                 retryable = "timeout" in name or "connect" in name or isinstance(err, OSError)
                 reason, server_delay = f"request failed: {type(err).__name__}: {err}", None
+                self._record(type(err).__name__)
             reason = self._scrub(reason)
+            if self.stop_reason:
+                raise Stopped(self.stop_reason)
             if not retryable or attempt >= self.settings.max_retries:
                 raise RuntimeError(reason + (f" (after {attempt + 1} attempts)" if retryable else ""))
             backoff = min(self.settings.max_backoff_s, self.settings.backoff_s * 2**attempt) * (
@@ -284,8 +317,18 @@ class GeminiAnnotator:
             )
             delay = max(server_delay, backoff) if server_delay is not None else backoff
             log.info("gemini: %s; retrying in %.1f s", reason, delay)
-            time.sleep(delay)
+            if self._stop_event_wait(delay):
+                raise Stopped(self.stop_reason)
             attempt += 1
+
+    def _stop_event_wait(self, seconds: float) -> bool:
+        """Sleep `seconds` in short slices; True as soon as the annotator is stopped."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.stop_reason:
+                return True
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        return bool(self.stop_reason)
 
     def annotate(self, parts: list, num_shots: int) -> Annotation:
         """One combination: parts are the prompt's media and labels, shots in order."""
@@ -295,6 +338,9 @@ class GeminiAnnotator:
         for ask in range(self.settings.max_reasks + 1):
             try:
                 response = self._request(contents, num_shots, result)
+            except Stopped as err:
+                result.status, result.error, result.final = "unannotated", f"not finished: {err}", False
+                return result
             except BudgetExhausted as err:
                 if ask == 0:
                     result.status, result.error = "unannotated", f"{err}; re-run to annotate it"

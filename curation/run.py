@@ -20,6 +20,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import signal
 import time
 
 from pydantic import ValidationError
@@ -289,6 +290,10 @@ def run_relevance(config: CurationConfig) -> dict:
     }
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """The job, with the two ways it can stop early turned into one clear line each."""
     try:
@@ -325,6 +330,7 @@ def run(argv: list[str] | None = None) -> int:
         print(f"error: no video files found in {', '.join(map(str, config.inputs))}", file=sys.stderr)
         return 2
     start_ray(config)
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops the job like Ctrl-C
     from curation.pipeline import run_pipeline
 
     summary = run_pipeline(paths, config)

@@ -1,9 +1,11 @@
 """Shot detection in one clip window with PySceneDetect's detectors, and shots from cut lists.
 
 Speed comes from the decode path and the score arithmetic, never from changing the detector:
-- frames are decoded with FFmpeg frame threading and shrunk while still YUV, plane by plane with
-  the linear filter PySceneDetect uses, to the ~256-pixel-wide image it analyses, and only then
-  turned into BGR (its CLI converts every full-size frame to BGR first, then resizes). Scaling planes
+- frames are decoded with FFmpeg frame threading and, for 8-bit 4:2:0 video (nearly all video),
+  shrunk while still YUV, plane by plane with the linear filter PySceneDetect uses, to the
+  ~256-pixel-wide image it analyses, and only then turned into BGR (its CLI converts every
+  full-size frame to BGR first, then resizes). Other pixel formats (10-bit, 4:4:4, ...) take
+  PySceneDetect's own order, full-size BGR then resize, which is exact for them. Scaling planes
   separately keeps neutral greys exactly neutral: a single-pass scale+convert adds a faint colour
   cast, which turns the hue of near-black fade frames into noise and fires false cuts.
 - the detectors are PySceneDetect's own classes; only their per-frame score is computed with
@@ -76,7 +78,7 @@ class DetectionFrames:
     def __init__(self, target_width: int):
         self.target_width = target_width
         self.size: tuple[int, int] | None = None
-        self._scale, self._convert = VideoReformatter(), VideoReformatter()
+        self._convert = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         if self.size is None:
@@ -86,8 +88,10 @@ class DetectionFrames:
             return self._convert.reformat(frame, format="bgr24").to_ndarray()
         if frame.format.name == "yuv420p" and width % 2 == 0 and height % 2 == 0:
             return self._from_planes(frame, width, height)
-        small = self._scale.reformat(frame, width=width, height=height, format="yuv420p", interpolation="BILINEAR")
-        return self._convert.reformat(small, format="bgr24").to_ndarray()
+        # Anything else (10-bit, 4:2:2/4:4:4, full-range JPEG YUV, RGB): PySceneDetect's own path,
+        # the full-size frame to BGR, then OpenCV's linear resize. Slower, and exact.
+        bgr = self._convert.reformat(frame, format="bgr24").to_ndarray()
+        return cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR)
 
     _to_bgr = VideoReformatter()
 

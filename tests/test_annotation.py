@@ -356,3 +356,60 @@ def test_one_budget_for_the_run_then_a_rerun_finishes(ray_local, tmp_path, multi
         assert (total["requests"], total["prompt_tokens"], total["thinking_tokens"]) == (0, 0, 0)
         assert total["cached_prompt_tokens"] == 4 * 100 and total["cache_hits"] == 4
         assert read_table(out, "annotations")["from_cache"].tolist() == [True]
+
+
+def test_breaker_stops_when_every_request_fails_the_same_way(capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: no network
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    gemini = GeminiAnnotator(GeminiSettings(base_url=dead, timeout_s=1.0, max_retries=5, backoff_s=0.01,
+                                            max_backoff_s=0.02, rpm=60000.0, concurrency=2), SECRET)  # fmt: skip
+    began = time.monotonic()
+    results = [gemini.annotate(parts(1), 1) for _ in range(6)]
+    assert time.monotonic() - began < 10
+    assert gemini.requests_sent == 8  # the breaker's window, then nothing more
+    assert all(r.status in ("unannotated", "error") for r in results) and not any(r.paid for r in results)
+    assert results[-1].status == "unannotated" and "all failed the same way" in results[-1].error
+    assert "stopped sending" in capsys.readouterr().err  # on the console, without -v
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_annotation_sends_nothing_more_and_keeps_what_is_done(
+    ray_local, tmp_path, multi_shot_video, monkeypatch
+):
+    import _thread
+
+    from curation.annotate import MediaSettings, annotate_items
+    from curation.gemini import ReplyCache
+    from curation.run import main
+
+    out = tmp_path / "out"
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    assert run_job(out, multi_shot_video) == 0
+    shots = read_table(out, "shots")
+    shot = shots[shots["status"] == "ok"].iloc[0].to_dict()
+    items = [(f"item-{k}", [shot]) for k in range(20)]
+    with FakeGemini(lambda i, body: (*reply(valid_reply(1)), 0.3)) as server:
+        settings = GeminiSettings(base_url=server.url, timeout_s=5.0, rpm=60000.0, concurrency=2)
+        gemini = GeminiAnnotator(settings, SECRET)
+        cache = ReplyCache(tmp_path / "cache")
+
+        def interrupt_after_four():
+            while len(server.requests) < 4:
+                time.sleep(0.01)
+            _thread.interrupt_main()  # what Ctrl-C does to the driver
+
+        threading.Thread(target=interrupt_after_four, daemon=True).start()
+        results, summary = annotate_items(items, settings, MediaSettings(), cache, gemini)
+        time.sleep(0.5)  # in-flight requests finish; nothing queued may start
+        sent = len(server.requests)
+    assert summary.interrupted and sent <= 6  # 4 sent, at most the 2 in flight finish; 14 never go
+    done = [k for k, r in results.items() if r.status == "ok"]
+    assert done and all(results[k].status == "unannotated" and not results[k].final for k in results if k not in done)
+    assert all(cache.get(ReplyCache.key(k, settings, "frames")) for k in done)  # paid replies are kept
+    # The job turns the interrupt into its message and exit code.
+    monkeypatch.setattr("curation.run.run", lambda argv: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(["--output", str(out)]) == 130

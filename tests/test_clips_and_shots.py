@@ -108,3 +108,34 @@ def test_fast_frame_score_is_bit_identical_to_pyscenedetects(kind):
     images += [np.full((36, 64, 3), v, np.uint8) for v in (0, 1, 2, 3, 250)]  # near-black and flat frames
     for i, image in enumerate(images):
         assert ours._calculate_frame_score(i, image) == theirs._calculate_frame_score(i, image)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p", "yuvj420p"])
+def test_other_pixel_formats_take_pyscenedetects_exact_path(tmp_path, pix_fmt):
+    """Not 8-bit 4:2:0: the detector sees exactly the image PySceneDetect computes (full-size BGR,
+    then its linear resize), so the cuts are PySceneDetect's own."""
+    import av
+    import cv2
+    from scenedetect import AdaptiveDetector, detect
+
+    from curation.shots import DetectionFrames, detection_size
+
+    source = write_synthetic_video(tmp_path / "src.mp4", [40, 55, 30, 45], fps=24.0, size=(640, 360), seed=7)
+    path = tmp_path / f"{pix_fmt}.mkv"
+    with av.open(str(source.path)) as src, av.open(str(path), "w") as dst:
+        stream = dst.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, pix_fmt
+        for frame in src.decode(video=0):
+            for packet in stream.encode(frame.reformat(format=pix_fmt)):
+                dst.mux(packet)
+        for packet in stream.encode(None):
+            dst.mux(packet)
+    ours = DetectionFrames(256)
+    with av.open(str(path)) as container:
+        for frame in list(container.decode(video=0))[:5]:
+            assert frame.format.name == pix_fmt
+            expected = cv2.resize(frame.to_ndarray(format="bgr24"), detection_size(640, 360, 256),
+                                  interpolation=cv2.INTER_LINEAR)  # fmt: skip
+            assert np.array_equal(ours(frame), expected)
+    reference = [scene[0].frame_num for scene in detect(str(path), AdaptiveDetector(), backend="pyav")][1:]
+    assert detect_all(path)[2] == reference
