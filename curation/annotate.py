@@ -30,6 +30,7 @@ from curation.gemini import (
     api_key_from_env,
     estimated_cost,
 )
+from curation.progress import StageProgress
 from manifests.frames import read_shot_frames
 from manifests.io import read_table, write_part
 from model.viclip import sample_indices
@@ -198,8 +199,10 @@ def annotate_items(
                     results[item_id] = Annotation(status="error", error=prepared)
                     continue
                 futures[pool.submit(ask, item_id, request_parts(shots, prepared), len(shots))] = item_id
+            progress = StageProgress("annotate", len(futures), "items")
             for future, item_id in futures.items():
                 results[item_id] = future.result()
+                progress.step()
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: send nothing more, keep what is done
             annotator.stop("the run was interrupted")
             summary.interrupted = True

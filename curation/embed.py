@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from curation.progress import StageProgress
 from manifests.frames import read_shot_frames
 from manifests.io import read_table, write_part
 from manifests.schema import SHOT_EMBEDDINGS
@@ -188,39 +189,61 @@ class EmbedSummary:
     shots_per_second: float = 0.0
 
 
+def expected_identity(config: EmbedderConfig) -> tuple[str | None, str | None]:
+    """(embedder name or None, checkpoint hash) of the embedder `config` builds, without building it."""
+    from pathlib import Path
+
+    from model.viclip import file_hash
+
+    if config.kind == "color":
+        return ColorLayoutEmbedder.name, None
+    path = Path(config.checkpoint)
+    if path.is_dir():
+        weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+        return None, file_hash(weights[0]) if weights else None
+    return None, file_hash(path)
+
+
 def run_embedding(output, config: EmbedderConfig, num_actors: int | None = None) -> EmbedSummary:
     """Embed the ok shots of every ok video that has no embeddings from this embedder yet."""
     import ray
 
     began = time.perf_counter()
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    worker_cls = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(EmbedWorker)
-    count = num_actors or max(1, gpus or min(2, int(ray.cluster_resources().get("CPU", 1))))
-    workers = [worker_cls.remote(config) for _ in range(count)]
-    name, checkpoint_hash = ray.get(workers[0].identity.remote())
-    summary = EmbedSummary(embedder=name, checkpoint_hash=checkpoint_hash, fidelity=FIDELITY[config.kind])
-
     videos = read_table(output, "videos", missing_ok=True)
     shots = read_table(output, "shots", missing_ok=True)
     existing = read_table(output, "shot_embeddings", missing_ok=True)
-    done = set(
-        existing.loc[
-            (existing["embedder"] == name) & (existing["checkpoint_hash"].fillna("") == (checkpoint_hash or "")),
-            "video_id",
-        ]
-    )
-    todo = [v for v in videos.loc[videos["status"] == "ok", "video_id"] if v not in done]
-    summary.videos_skipped = int((videos["status"] == "ok").sum()) - len(todo)
+    ok_videos = list(videos.loc[videos["status"] == "ok", "video_id"])
+    # Who would embed, known without loading anything: a weights file's hash, or the weight-free name.
+    name, checkpoint_hash = expected_identity(config)
+    same = existing["checkpoint_hash"].fillna("") == (checkpoint_hash or "")
+    if name is not None:
+        same &= existing["embedder"] == name
+    done = set(existing.loc[same, "video_id"])
+    todo = [v for v in ok_videos if v not in done]
+    if not todo:  # nothing to embed: no actors, no model load
+        known = existing.loc[same, "embedder"]
+        return EmbedSummary(embedder=name or (known.iloc[0] if len(known) else config.kind),
+                            checkpoint_hash=checkpoint_hash, fidelity=FIDELITY[config.kind],
+                            videos_skipped=len(ok_videos), seconds=time.perf_counter() - began)  # fmt: skip
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    worker_cls = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(EmbedWorker)
+    count = num_actors or max(1, min(len(todo), gpus or min(2, int(ray.cluster_resources().get("CPU", 1)))))
+    workers = [worker_cls.remote(config) for _ in range(count)]
+    name, checkpoint_hash = ray.get(workers[0].identity.remote())
+    summary = EmbedSummary(embedder=name, checkpoint_hash=checkpoint_hash, fidelity=FIDELITY[config.kind])
+    summary.videos_skipped = len(ok_videos) - len(todo)
     ok_shots = shots[shots["status"] == "ok"]
     pending = {}
     for i, video_id in enumerate(todo):
         rows = ok_shots[ok_shots["video_id"] == video_id].to_dict("records")
         pending[workers[i % count].embed_video.remote(rows)] = video_id
+    progress = StageProgress("embed", len(pending), "videos")
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         video_id = pending.pop(ready[0])
         result = ray.get(ready[0])
         write_part(output, "shot_embeddings", video_id, embeddings_table(result["rows"]))
+        progress.step()
         summary.videos_embedded += 1
         summary.shots_embedded += len(result["rows"])
         summary.shot_errors += len(result["errors"])

@@ -21,7 +21,7 @@ from curation.config import CurationConfig
 from curation.finalize import commit_failure, commit_video
 from curation.progress import Progress
 from curation.shots import ClipResult, detect_clip
-from manifests.io import OUTPUT_FULL, read_table
+from manifests.io import OUTPUT_FULL, read_table, table_path
 from manifests.probe import ProbeError, VideoProbe, fingerprint, probe
 from manifests.schema import STATUS_OK
 
@@ -98,11 +98,18 @@ class RunSummary:
 
 
 def completed_video_ids(config: CurationConfig) -> frozenset[str]:
-    """Videos a resumed run skips: those committed ok (and failed ones too with retry_failed off)."""
+    """Videos a resumed run skips: those committed ok whose shot and clip parts are all still there
+    (a deleted table or part makes its videos redo), and failed ones too with retry_failed off."""
     videos = read_table(config.output, "videos", missing_ok=True)
     if config.retry_failed:
         videos = videos[videos["status"] == STATUS_OK]
-    return frozenset(videos["video_id"])
+
+    def intact(video_id: str, status: str) -> bool:
+        return status != STATUS_OK or all(
+            (table_path(config.output, table) / f"part-{video_id}.parquet").is_file() for table in ("shots", "clips")
+        )
+
+    return frozenset(v for v, status in zip(videos["video_id"], videos["status"]) if intact(v, status))
 
 
 def run_pipeline(paths: list[str], config: CurationConfig) -> RunSummary:

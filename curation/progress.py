@@ -14,7 +14,7 @@ class Progress:
         self.video_seconds = 0.0
         self.began = time.perf_counter()
         self._last_print = 0.0
-        self._tty = getattr(stream, "isatty", lambda: False)()
+        self._tty = getattr(self.stream, "isatty", lambda: False)()
 
     def video_done(
         self, video_seconds: float = 0.0, shots: int = 0, failed: bool = False, skipped: bool = False
@@ -46,3 +46,24 @@ class Progress:
     def close(self) -> None:
         if self._tty:
             self.stream.write("\n")
+
+
+class StageProgress:
+    """A one-line counter for the stages after shot detection: `embed 3/10 videos | 12s`."""
+
+    def __init__(self, stage: str, total: int, unit: str, stream=None, min_interval: float = 1.0):
+        self.stage, self.total, self.unit, self.min_interval = stage, total, unit, min_interval
+        self.stream = stream or sys.stderr
+        self.done, self.began, self._last_print = 0, time.perf_counter(), 0.0
+        self._tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def step(self, count: int = 1) -> None:
+        self.done += count
+        now = time.perf_counter()
+        last = self.done >= self.total
+        if not last and now - self._last_print < self.min_interval:
+            return
+        self._last_print = now
+        line = f"{self.stage} {self.done}/{self.total} {self.unit} | {now - self.began:.0f}s"
+        self.stream.write(line + ("\r" if self._tty and not last else "\n"))
+        self.stream.flush()

@@ -167,7 +167,15 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
             retry_failed=not args.no_retry_failed,
         )
     except ValidationError as err:
-        parser.error("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in err.errors()))
+        parser.error("; ".join(_flag_message(e) for e in err.errors()))
+
+
+def _flag_message(error: dict) -> str:
+    """'--flag: what is wrong' for a field error; a whole-config check names its flags itself."""
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    return f"--{'-'.join(map(str, error['loc'])).replace('_', '-')}: {message}"
 
 
 def start_ray(config: CurationConfig) -> None:
@@ -201,7 +209,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_run_json(config: CurationConfig, summary, paths: list[str], relevance: dict) -> dict:
+def write_run_json(config: CurationConfig, summary, paths: list[str], relevance: dict, total_s: float = 0.0) -> dict:
     videos = read_table(config.output, "videos", missing_ok=True)
     shots = read_table(config.output, "shots", missing_ok=True)
     ok_videos = videos[videos["status"] == "ok"]
@@ -234,6 +242,13 @@ def write_run_json(config: CurationConfig, summary, paths: list[str], relevance:
             "shots_filtered": int((shots["status"] == "filtered").sum()),
         },
         "relevance": relevance,
+        "seconds": {
+            "total": total_s,  # the whole job: start-up, every stage, writing
+            "shots": summary.wall_seconds,  # probe, clips, detect, reconcile
+            "embed": relevance["embedding"]["seconds"],
+            "combine": relevance["combinations"]["seconds"],
+            "annotate": sum(t.get("seconds", 0.0) for k, t in relevance["annotation"].items() if k != "total"),
+        },
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json_atomic(config.output / "run.json", record)
@@ -278,8 +293,12 @@ def run_relevance(config: CurationConfig) -> dict:
     for video_id, rows in combos.groupby("video_id") if len(combos) else []:
         write_part(config.output, "combinations", video_id, rows)
         stale.discard(video_id)
-    for video_id in stale:  # videos that no longer yield combinations (e.g. stricter thresholds)
+    # Only videos that were mined again and now yield nothing lose their combinations (stricter
+    # thresholds); a video whose shots are missing keeps everything derived from it.
+    mined = set(read_table(config.output, "shots", missing_ok=True)["video_id"])
+    for video_id in stale & mined:
         remove_part(config.output, "combinations", video_id)
+        remove_part(config.output, "annotations", video_id)  # their captions would dangle
     from curation.annotate import run_annotation
 
     annotation = run_annotation(config.output, config.gemini_settings(), config.media_settings(), config.caption_shots)
@@ -311,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
+    began = time.perf_counter()
     config = parse_args(argv)
     config.output.mkdir(parents=True, exist_ok=True)
     if not config.inputs:
@@ -329,13 +349,19 @@ def run(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"error: no video files found in {', '.join(map(str, config.inputs))}", file=sys.stderr)
         return 2
+    missing = [p for p in paths if not os.path.exists(p)]
+    for path in missing:  # said at once, before Ray starts; each still becomes a failed row
+        print(f"warning: --input {path}: file not found", file=sys.stderr)
+    if len(missing) == len(paths):
+        print("error: none of the --input paths exists; nothing to do", file=sys.stderr)
+        return 2
     start_ray(config)
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops the job like Ctrl-C
     from curation.pipeline import run_pipeline
 
     summary = run_pipeline(paths, config)
     relevance = run_relevance(config)
-    record = write_run_json(config, summary, paths, relevance)
+    record = write_run_json(config, summary, paths, relevance, time.perf_counter() - began)
     manifest = record["manifest"]
     print(
         f"done: {summary.videos_ok} videos curated, {summary.videos_skipped} already done, "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from manifests.inspect import html_report, text_report
+from manifests.inspect import check_manifest_dir, html_report, text_report
 from manifests.io import ManifestError
 
 
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(result.lines()))
         return 0 if result.shots else 1
     try:
+        check_manifest_dir(args.manifest_dir)
         print(text_report(args.manifest_dir))
         if args.html is not None:
             print(f"wrote {html_report(args.manifest_dir, args.html or None)}")

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manifests.io import read_table
+from manifests.io import ManifestError, read_table, table_path
+from manifests.schema import TABLES
 
 _BINS = [0, 1, 2, 4, 8, 16, 32, 64, float("inf")]
 
@@ -18,6 +19,50 @@ def length_histogram(durations: pd.Series) -> list[tuple[str, int]]:
     counts = pd.cut(durations, _BINS, right=False).value_counts(sort=False)
     labels = [f"{a:g}-{b:g}s" if b != float("inf") else f">={a:g}s" for a, b in zip(_BINS[:-1], _BINS[1:])]
     return list(zip(labels, counts.tolist()))
+
+
+def check_manifest_dir(manifest_dir: str | os.PathLike) -> Path:
+    """The manifest folder, or ManifestError when the path is not one (missing, a file, no tables)."""
+    path = Path(manifest_dir)
+    if not path.exists():
+        raise ManifestError(f"{path}: no such folder; give the --output folder of a curation run")
+    if not path.is_dir():
+        raise ManifestError(f"{path} is a file; give the --output folder of a curation run")
+    if not any((path / f"{name}.parquet").exists() for name in TABLES):
+        raise ManifestError(f"{path} holds no manifest tables (videos.parquet, shots.parquet, ...); is it the "
+                            "--output folder of a curation run?")  # fmt: skip
+    return path
+
+
+def inconsistencies(manifest_dir: str | os.PathLike) -> list[str]:
+    """What does not fit together: parts of uncommitted videos, missing tables, dangling references."""
+    problems = []
+    videos = read_table(manifest_dir, "videos", missing_ok=True)
+    all_shots = read_table(manifest_dir, "shots", missing_ok=True, committed_only=False)
+    committed = set(videos["video_id"])
+    orphans = sorted(set(all_shots["video_id"]) - committed) if table_path(manifest_dir, "videos").exists() else []
+    if orphans:
+        problems.append(f"shots of {len(orphans)} video(s) without a committed videos row (a run stopped midway; "
+                        "re-run curation): " + ", ".join(orphans[:5]))  # fmt: skip
+    with_shots = videos[(videos["status"] == "ok") & (videos["num_shots"].fillna(0) > 0)]
+    missing = sorted(set(with_shots["video_id"]) - set(all_shots["video_id"]))
+    if missing:
+        where = (
+            "shots.parquet is missing" if not table_path(manifest_dir, "shots").exists() else "their shots are missing"
+        )
+        problems.append(f"{len(missing)} committed video(s) list shots but {where}; re-run curation to redo them")
+    shot_ids = set(all_shots["shot_id"])
+    combos = read_table(manifest_dir, "combinations", missing_ok=True)
+    dangling = [c for c, ids in zip(combos["combination_id"], combos["shot_ids"]) if not set(ids) <= shot_ids]
+    if dangling:
+        problems.append(
+            f"{len(dangling)} combination(s) name shots that are not in shots.parquet: " + ", ".join(dangling[:5])
+        )
+    notes = read_table(manifest_dir, "annotations", missing_ok=True)
+    unknown = sorted(set(notes["combination_id"]) - set(combos["combination_id"]))
+    if unknown:
+        problems.append(f"{len(unknown)} annotation(s) of combinations that are not in combinations.parquet")
+    return problems
 
 
 def summary(manifest_dir: str | os.PathLike) -> dict:
@@ -77,6 +122,10 @@ def text_report(manifest_dir: str | os.PathLike) -> str:
     if s["failures"]:
         lines.append(f"failures ({len(s['failures'])}):")
         lines += [f"  [{f['error_stage']}] {f['error']}" for f in s["failures"]]
+    problems = inconsistencies(manifest_dir)
+    if problems:
+        lines.append(f"inconsistencies ({len(problems)}):")
+        lines += [f"  {p}" for p in problems]
     return "\n".join(lines)
 
 
@@ -89,7 +138,7 @@ h1{font-size:1.4rem} h2{font-size:1.05rem;margin:1.6rem 0 .4rem;word-break:break
 .filtered{opacity:.45}.bar{background:#4a7fd6;height:.8rem;display:inline-block}
 table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
 .err{color:#b00020}
-.combo{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem;margin:.5rem 0}.combo .meta{font-size:.8rem;margin-bottom:.4rem}
+.status{font-weight:600}.combo{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem;margin:.5rem 0}.combo .meta{font-size:.8rem;margin-bottom:.4rem}
 """
 
 
@@ -97,7 +146,7 @@ def html_report(
     manifest_dir: str | os.PathLike, out: str | os.PathLike | None = None, max_shots_per_video: int = 500
 ) -> Path:
     """Write a self-contained page (images referenced relative to the manifest directory)."""
-    manifest_dir = Path(manifest_dir)
+    manifest_dir = check_manifest_dir(manifest_dir)
     out = Path(out) if out else manifest_dir / "index.html"
     s = summary(manifest_dir)
     videos = read_table(manifest_dir, "videos", missing_ok=True)
@@ -139,8 +188,10 @@ def html_report(
         for shot in vshots.head(max_shots_per_video).itertuples():
             image = f"<img loading=lazy src='{e(f'{rel}/{shot.keyframe_path}')}' alt=''>" if shot.keyframe_path else ""
             cls = "shot filtered" if shot.status != "ok" else "shot"
+            reason = shot.filter_reason if isinstance(shot.filter_reason, str) else ""
+            title = f" title='{e(reason)}'" if reason else ""
             parts.append(
-                f"<div class='{cls}' title='{e(str(shot.filter_reason or ''))}'>{image}<div>#{shot.shot_index} "
+                f"<div class='{cls}'{title}>{image}<div>#{shot.shot_index} "
                 f"{shot.start_s:.2f}–{shot.end_s:.2f} s ({shot.duration_s:.1f} s)<br>frames {shot.start_frame}–{shot.end_frame}</div></div>"
             )
         parts.append("</div>")
@@ -150,41 +201,45 @@ def html_report(
 
 
 def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 300) -> list[str]:
-    """Each combination as a row of its shots' keyframes, with its pair scores (and captions, once annotated)."""
+    """Each combination as a row of its shots' keyframes: which video and shots, each pair's score,
+    its annotation status, and the captions once annotated."""
     combos = read_table(manifest_dir, "combinations", missing_ok=True)
     if not len(combos):
         return []
     e = html.escape
-    keyframes = dict(zip(shots["shot_id"], shots["keyframe_path"]))
-    spans = dict(zip(shots["shot_id"], zip(shots["start_s"], shots["end_s"])))
-    captions = annotation_captions(manifest_dir)
+    by_id = shots.set_index("shot_id")
+    videos = read_table(manifest_dir, "videos", missing_ok=True)
+    names = {v: Path(p).name for v, p in zip(videos["video_id"], videos["source_path"])}
+    notes = read_table(manifest_dir, "annotations", missing_ok=True)
+    annotation = {row.combination_id: row for row in notes.itertuples()}
     ordered = combos.sort_values(["status", "min_relevance"], ascending=[True, False]).head(limit)
     parts = [f"<h2>Shot combinations ({int((combos['status'] == 'ok').sum())} ok, showing {len(ordered)})</h2>"]
     for combo in ordered.itertuples():
         cls = "combo" if combo.status == "ok" else "combo filtered"
-        scores = ", ".join(f"{x:.2f}" for x in combo.pair_scores)
+        numbers = [f"#{int(by_id.loc[s, 'shot_index'])}" if s in by_id.index else "?" for s in combo.shot_ids]
+        n = len(combo.shot_ids)
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]  # the order pair_scores are stored in
+        scores = ", ".join(f"{i + 1}–{j + 1}: {raw:.2f} (z {z:.2f})"
+                           for (i, j), raw, z in zip(pairs, combo.pair_scores, combo.pair_calibrated))  # fmt: skip
+        note = annotation.get(combo.combination_id)
+        status = "not annotated yet" if note is None else note.status
+        if note is not None and note.status != "ok" and isinstance(note.error, str):
+            status += f": {note.error[:160]}"
+        reason = combo.filter_reason if isinstance(combo.filter_reason, str) else ""
         parts.append(
-            f"<div class='{cls}'><div class=meta><b>{e(combo.combination_id)}</b> {e(str(combo.group))} · weakest pair "
-            f"{combo.min_relevance:.2f} (z), mean {combo.mean_relevance:.2f} · raw cosines {e(scores)} · "
-            f"{combo.total_frames} frames {e(combo.filter_reason if isinstance(combo.filter_reason, str) else '')}</div><div class=grid>"
+            f"<div class='{cls}'><div class=meta><b>{e(names.get(combo.video_id, combo.video_id))}</b> shots "
+            f"{e(' → '.join(numbers))} · weakest pair {combo.min_relevance:.2f} (z) · pairs {e(scores)} · "
+            f"{combo.total_frames} frames · captions: <span class=status>{e(status)}</span> {e(reason)}</div><div class=grid>"
         )
-        shot_captions = captions.get(combo.combination_id, [])
+        captions = list(note.captions) if note is not None and note.status == "ok" else []
         for i, shot_id in enumerate(combo.shot_ids):
-            path = keyframes.get(shot_id)
-            image = f"<img loading=lazy src='{e(f'{rel}/{path}')}' alt=''>" if path else ""
-            start, end = spans.get(shot_id, (0.0, 0.0))
-            caption = f"<br><i>{e(shot_captions[i])}</i>" if i < len(shot_captions) else ""
-            parts.append(f"<div class=shot>{image}<div>shot {i + 1}: {start:.1f}–{end:.1f} s{caption}</div></div>")
+            path = by_id.loc[shot_id, "keyframe_path"] if shot_id in by_id.index else None
+            image = f"<img loading=lazy src='{e(f'{rel}/{path}')}' alt=''>" if isinstance(path, str) else ""
+            start, end = (
+                (by_id.loc[shot_id, "start_s"], by_id.loc[shot_id, "end_s"]) if shot_id in by_id.index else (0, 0)
+            )
+            caption = f"<br><i>{e(captions[i])}</i>" if i < len(captions) else ""
+            parts.append(f"<div class=shot>{image}<div>shot {i + 1} ({e(numbers[i])}): {start:.1f}–{end:.1f} s"
+                         f"{caption}</div></div>")  # fmt: skip
         parts.append("</div></div>")
     return parts
-
-
-def annotation_captions(manifest_dir) -> dict[str, list[str]]:
-    """combination_id -> per-shot captions, when an annotations table exists."""
-    from manifests.schema import TABLES
-
-    if "annotations" not in TABLES:
-        return {}
-    notes = read_table(manifest_dir, "annotations", missing_ok=True)
-    notes = notes[notes["status"] == "ok"]
-    return {row.combination_id: list(row.captions) for row in notes.itertuples()}

@@ -84,9 +84,16 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True, default=str)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file is as shareable as any other
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _compatible(found: pa.DataType, expected: pa.DataType) -> bool:

@@ -4,17 +4,24 @@ from model import Mask2DiTTransformer3DModel
 model = Mask2DiTTransformer3DModel.from_pretrained("CogVideoX-5b", subfolder="transformer")
 out = model(latents, text, t, scene_frames=[13, 13, 13], clean_scenes=[0, 1],
             image_rotary_emb=model.prepare_rotary_emb([13, 13, 13], 60, 90)).sample
+
+Names are imported on first use: `python -m model.generate --help` must not wait for diffusers.
 """
 
-from model.attention import BACKENDS, scene_attention
-from model.layout import SceneLayout
-from model.transformer import Mask2DiTAttnProcessor, Mask2DiTTransformer3DModel, scene_diffusion_loss
+from importlib import import_module
 
-__all__ = [
-    "BACKENDS",
-    "Mask2DiTAttnProcessor",
-    "Mask2DiTTransformer3DModel",
-    "SceneLayout",
-    "scene_attention",
-    "scene_diffusion_loss",
-]
+_HOMES = {
+    "BACKENDS": "model.attention",
+    "scene_attention": "model.attention",
+    "SceneLayout": "model.layout",
+    "Mask2DiTAttnProcessor": "model.transformer",
+    "Mask2DiTTransformer3DModel": "model.transformer",
+    "scene_diffusion_loss": "model.transformer",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'model' has no attribute {name!r}")

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default in its help."""
 
 
 class PromptFileError(ValueError):
@@ -163,34 +168,84 @@ def load_result(folder: Path):
                             negative_prompts=record.get("negative_prompts"))  # fmt: skip
 
 
+def argument_problems(args) -> list[str]:
+    """Everything wrong with the arguments, found before any model loads (a 5B model takes minutes)."""
+    problems = []
+    if args.out.exists() and not args.out.is_dir():
+        problems.append(f"--out {args.out} is a file; give a folder for the scene videos")
+    else:
+        parent = next((p for p in [args.out, *args.out.parents] if p.exists()), Path("."))
+        if not os.access(parent, os.W_OK):
+            problems.append(f"--out {args.out}: {parent} is not writable")
+    if args.num_frames < 1 or (args.num_frames - 1) % 4:
+        fit = max(1, (args.num_frames - 1) // 4 * 4 + 1)
+        problems.append(f"--num-frames {args.num_frames}: must be 4k+1 (CogVideoX's VAE compresses time 4x), "
+                        f"e.g. {fit} or {fit + 4}")  # fmt: skip
+    for flag, value in (("--height", args.height), ("--width", args.width)):
+        if value < 16 or value % 16:
+            problems.append(f"{flag} {value}: must be a positive multiple of 16 (VAE 8x, patch 2)")
+    for flag, value in (("--steps", args.steps), ("--context-scenes", args.context_scenes)):
+        if value < 1:
+            problems.append(f"{flag} {value}: must be at least 1")
+    if args.fps <= 0:
+        problems.append(f"--fps {args.fps}: must be positive")
+    if args.guidance_scale < 0:
+        problems.append(f"--guidance-scale {args.guidance_scale}: must be >= 0 (1 or less turns guidance off)")
+    for path in args.expand_from or []:
+        if not path.exists():
+            problems.append(f"--expand-from {path}: not found")
+    sources = args.expand_from or []
+    if sources and not (len(sources) == 1 and sources[0].is_dir()):
+        if not args.context_prompts:
+            problems.append("--expand-from with video files needs --context-prompts (one prompt per video)")
+        else:
+            try:
+                count = len(load_prompts(args.context_prompts))
+                if count != len(sources):
+                    problems.append(f"--context-prompts has {count} prompts for {len(sources)} context videos")
+            except PromptFileError as err:
+                problems.append(f"--context-prompts: {err}")
+    try:
+        load_prompts(args.prompts, args.story)
+    except PromptFileError as err:
+        problems.append(f"--prompts: {err}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.generate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m model.generate", description=__doc__, formatter_class=HelpFormatter
+    )
     parser.add_argument("--model", required=True, type=Path, help="CogVideoX-layout folder with a Mask²DiT transformer")
     parser.add_argument("--prompts", required=True, type=Path, help="JSON list of prompts or a scene description")
     parser.add_argument("--story", help="with a file of several stories (e.g. training/eval_prompts.json): its id")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created; files in it are replaced)")
     parser.add_argument("--expand-from", nargs="+", type=Path, help="an earlier output folder, or context video files")
     parser.add_argument("--context-prompts", type=Path, help="prompts of the context videos (with video files)")
-    parser.add_argument("--context-scenes", type=int, default=2, help="scenes of context per new scene (default 2)")
-    parser.add_argument("--negative-prompt", default="")
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=720)
+    parser.add_argument("--context-scenes", type=int, default=2, help="scenes of context per new scene")
+    parser.add_argument("--negative-prompt", default="", help="negative prompt of every scene, context included")
+    parser.add_argument("--height", type=int, default=480, help="pixels, a multiple of 16")
+    parser.add_argument("--width", type=int, default=720, help="pixels, a multiple of 16")
     parser.add_argument("--num-frames", type=int, default=49, help="frames per scene (4k+1)")
-    parser.add_argument("--fps", type=float, default=8.0)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--guidance-scale", type=float, default=6.0)
-    parser.add_argument("--dynamic-cfg", action="store_true")
-    parser.add_argument("--scheduler", choices=["ddim", "dpm"], default="ddim")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
-    parser.add_argument("--device", default=None, help="default: cuda when available")
+    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the written videos")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps")
+    parser.add_argument("--guidance-scale", type=float, default=6.0, help="classifier-free guidance (<= 1: off)")
+    parser.add_argument("--dynamic-cfg", action="store_true", help="CogVideoX's cosine-ramped guidance")
+    parser.add_argument("--scheduler", choices=["ddim", "dpm"], default="ddim", help="CogVideoX's DDIM or DPM")
+    parser.add_argument("--seed", type=int, default=42, help="scene k starts from noise seeded seed + k")
+    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="compute precision")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (unset: cuda when available)")
     parser.add_argument(
         "--cpu-offload", action="store_true", help="keep components on CPU until used (needs accelerate)"
     )
     parser.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
     parser.add_argument("--vae-slicing", action="store_true", help="decode one video at a time")
     args = parser.parse_args(argv)
+    problems = argument_problems(args)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
 
     import torch
     from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler

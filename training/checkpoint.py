@@ -12,8 +12,9 @@ says. Here every DeepSpeed file is loaded with `torch.load(weights_only=True)` a
 allow-list of the few DeepSpeed types its checkpoints hold; anything else is refused with an error
 naming the file. Nothing of ours is pickled at all.
 
-The export is a CogVideoX-layout folder: our transformer saved with `save_pretrained` and the base
-model's other components, so `python -m model.generate --model RUN/export` works as it is.
+The export is a self-contained CogVideoX-layout folder: our transformer saved with `save_pretrained`
+and the base model's other components (hard-linked or copied; `run.export_components=symlink` to
+link instead), so `python -m model.generate --model RUN/export` works wherever the folder goes.
 """
 
 from __future__ import annotations
@@ -206,20 +207,32 @@ def resume(engine, folder: Path, rank: int = 0) -> tuple[int, int]:
 # --- export --------------------------------------------------------------------------------------
 
 
-def export(engine, base_model: Path, target: Path, zero_stage: int, is_main: bool) -> None:
-    """Write target/transformer (diffusers layout) and link the base model's other components."""
+def export(engine, base_model: Path, target: Path, zero_stage: int, is_main: bool, components: str = "copy") -> None:
+    """Write target/transformer (diffusers layout) and the base model's other components.
+
+    components="copy" makes a self-contained folder that survives being moved or copied: each file
+    is hard-linked where the file system allows (no extra space), copied otherwise.
+    "symlink" links to the base model folder instead (small, but tied to where that folder is).
+    """
     module = engine.module
     if zero_stage == 3:  # parameters are partitioned: gather them to save a full copy
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
             if is_main:
-                _write(module, base_model, target)
+                _write(module, base_model, target, components)
     elif is_main:
-        _write(module, base_model, target)
+        _write(module, base_model, target, components)
 
 
-def _write(module, base_model: Path, target: Path) -> None:
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, destination)
+
+
+def _write(module, base_model: Path, target: Path, components: str) -> None:
     target.mkdir(parents=True, exist_ok=True)
     staging = target / ".transformer-tmp"
     shutil.rmtree(staging, ignore_errors=True)
@@ -227,6 +240,16 @@ def _write(module, base_model: Path, target: Path) -> None:
     shutil.rmtree(target / "transformer", ignore_errors=True)
     staging.rename(target / "transformer")
     for name in ("model_index.json", "tokenizer", "text_encoder", "vae", "scheduler"):
-        link = target / name
-        if not link.exists() and (base_model / name).exists():
-            link.symlink_to((base_model / name).resolve())
+        source, destination = base_model / name, target / name
+        if not source.exists():
+            continue
+        if destination.is_symlink() or destination.is_file():
+            destination.unlink()
+        elif destination.is_dir():
+            shutil.rmtree(destination)
+        if components == "symlink":
+            destination.symlink_to(source.resolve())
+        elif source.is_dir():
+            shutil.copytree(source.resolve(), destination, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(str(source.resolve()), str(destination))

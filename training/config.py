@@ -86,6 +86,7 @@ class RunConfig(_Section):
     keep_last: int = Field(default=3, ge=1)
     log_every: int = Field(default=10, ge=1)
     resume: bool = True  # continue from the latest checkpoint in output/checkpoints when there is one
+    export_components: Literal["copy", "symlink"] = "copy"  # copy: hard links where possible, portable
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

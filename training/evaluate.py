@@ -22,8 +22,10 @@ and matched in order with the prompt file's stories. Definitions (all cosines x 
 from __future__ import annotations
 
 import argparse
+import html
 import itertools
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,37 +182,50 @@ def markdown(result: dict) -> str:
 def bar_chart(result: dict) -> str:
     """An SVG of each video's consistency scores side by side (no plotting dependency).
 
-    Bars span 0-100; a negative score (possible for a cosine) is drawn as an empty bar, and every
-    bar carries its value as a label.
+    The axis spans from the lowest score (or 0) to 100; negative scores (a cosine can be negative)
+    hang below the zero line. Every bar carries its value; the legend gives each metric's mean.
     """
     keys = [k for k in ("visual_consistency_clip", "visual_consistency_dino", "semantic_consistency",
                         "sequence_consistency") if k in result["summary"]]  # fmt: skip
     colours = ["#4a7fd6", "#7fb3e0", "#e0894a", "#4aa86b"]
     rows = result["per_video"]
-    bar, gap, height, top = 26, 24, 220, 24
-    width = max(60 + len(rows) * (len(keys) * bar + gap), 320)
+    values = [float(row.get(k, 0.0)) for row in rows for k in keys]
+    low = min(0.0, math.floor(min(values, default=0.0) / 25) * 25)
+    high = 100.0
+    bar, gap, height, top, left = 26, 24, 220, 44, 50
+    width = max(left + 10 + len(rows) * (len(keys) * bar + gap), 420)
     total = top + height + 40 + 18 * len(keys)
+
+    def y_of(value: float) -> float:
+        return top + height * (high - max(low, min(high, value))) / (high - low)
+
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" font-family="sans-serif" font-size="11">',
-             f'<rect width="{width}" height="{total}" fill="white"/>']  # fmt: skip
-    for tick in (0, 25, 50, 75, 100):
-        y = top + height * (1 - tick / 100)
-        parts.append(
-            f'<line x1="40" x2="{width}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="8" y="{y + 4}">{tick}</text>'
-        )
+             f'<rect width="{width}" height="{total}" fill="white"/>',
+             '<text x="8" y="16" font-size="13" font-weight="bold">Consistency per video</text>',
+             '<text x="8" y="32" fill="#555">cosine similarity x 100 (higher is more consistent)</text>']  # fmt: skip
+    for tick in range(int(low), 101, 25):
+        y = y_of(tick)
+        colour = "#888" if tick == 0 else "#ddd"
+        parts.append(f'<line x1="40" x2="{width}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}"/>'
+                     f'<text x="8" y="{y + 4:.1f}">{tick}</text>')  # fmt: skip
+    zero = y_of(0.0)
     for i, row in enumerate(rows):
-        x0 = 50 + i * (len(keys) * bar + gap)
+        x0 = left + 10 + i * (len(keys) * bar + gap)
         for j, key in enumerate(keys):
-            value = row.get(key, 0.0)
-            shown = max(0.0, min(100.0, value))
-            y = top + height * (1 - shown / 100)
-            parts.append(f'<rect x="{x0 + j * bar}" y="{y:.1f}" width="{bar - 3}" height="{height * shown / 100:.1f}" '
+            value = float(row.get(key, 0.0))
+            y = y_of(value)
+            y_top, bar_height = min(y, zero), abs(zero - y)
+            label_y = y - 3 if value >= 0 else y + 11
+            parts.append(f'<rect x="{x0 + j * bar}" y="{y_top:.1f}" width="{bar - 3}" height="{bar_height:.1f}" '
                          f'fill="{colours[j]}" stroke="{colours[j]}"/>'
-                         f'<text x="{x0 + j * bar}" y="{y - 3:.1f}" font-size="9">{value:.0f}</text>')  # fmt: skip
-        parts.append(f'<text x="{x0}" y="{top + height + 16}">{row["video"][:16]}</text>')
+                         f'<text x="{x0 + j * bar}" y="{label_y:.1f}" font-size="9">{value:.0f}</text>')  # fmt: skip
+        parts.append(f'<text x="{x0}" y="{top + height + 16}">{html.escape(str(row["video"])[:16])}</text>')
     for j, key in enumerate(keys):
         y = top + height + 32 + 18 * j
+        mean = result["summary"].get(key)
+        label = key.replace("_", " ") + (f" (mean {mean:.1f})" if isinstance(mean, (int, float)) else "")
         parts.append(f'<rect x="50" y="{y}" width="10" height="10" fill="{colours[j]}"/>'
-                     f'<text x="66" y="{y + 9}">{key.replace("_", " ")}</text>')  # fmt: skip
+                     f'<text x="66" y="{y + 9}">{html.escape(label)}</text>')  # fmt: skip
     return "\n".join(parts + ["</svg>"])
 
 

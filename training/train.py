@@ -129,7 +129,8 @@ def train(config: TrainConfig) -> dict:
             scores = validation_samples(engine.module, config, step, device, dtype)
             metrics.scalars(step, {f"validation/{name}": value for name, value in scores.items()})
     metrics.close()
-    checkpoint.export(engine, config.model.path, run / "export", config.run.zero_stage, is_main)
+    checkpoint.export(engine, config.model.path, run / "export", config.run.zero_stage, is_main,
+                      config.run.export_components)  # fmt: skip
     if is_main:
         (run / "history.json").write_text(json.dumps(history, indent=1))
         print(
