@@ -1,4 +1,5 @@
-"""The documented cluster path: `ray job submit --working-dir . -- python curation/run.py ...`."""
+"""The documented cluster path, exactly as the README writes it for a local head on a current Ray:
+`ray start --head`, then `RAY_AUTH_MODE=token ray job submit --working-dir . -- python curation/run.py ...`."""
 
 import os
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,8 +29,10 @@ def free_port() -> int:
 def test_ray_job_submit_against_a_started_head(tmp_path, multi_shot_video):
     ray_bin = Path(sys.executable).with_name("ray")
     ray_cmd = [str(ray_bin)] if ray_bin.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
-    env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""}
-    env.pop("RAY_ADDRESS")
+    # The head as a user starts it: Ray's defaults (token auth on for a local head since Ray 2.59,
+    # the token in ~/.ray/auth_token). Other tests run an in-process Ray with auth disabled.
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    submit_env = env | {"RAY_AUTH_MODE": "token"}  # the README's submit command
     gcs_port, dashboard_port = free_port(), free_port()
     # Every agent gets its own port: Ray's defaults (e.g. 52365) are taken when another Ray (the
     # in-process one other tests use, or a user's) runs on the same machine, and the job agent
@@ -51,6 +55,8 @@ def test_ray_job_submit_against_a_started_head(tmp_path, multi_shot_video):
             try:
                 urllib.request.urlopen(f"{address}/api/version", timeout=2)
                 break
+            except urllib.error.HTTPError:  # 401: the dashboard answers, and wants the token
+                break
             except OSError:
                 assert head.poll() is None, "ray start --head exited"
                 assert time.time() < deadline, "the Ray head did not come up in 120 s"
@@ -60,7 +66,7 @@ def test_ray_job_submit_against_a_started_head(tmp_path, multi_shot_video):
             job = subprocess.run(
                 [*ray_cmd, "job", "submit", f"--address={address}", "--working-dir", str(REPO), "--",
                  "python", "curation/run.py", "--input", str(multi_shot_video.path), "--output", str(out)],
-                env=env, capture_output=True, text=True, timeout=600,
+                env=submit_env, capture_output=True, text=True, timeout=600,
             )  # fmt: skip
             if "No available agent" not in job.stderr or time.time() > deadline:
                 break

@@ -143,7 +143,12 @@ def test_both_stages_train_on_cpu_loss_falls_and_export_loads(manifest, tiny_mod
                      f"model.transformer={export / 'transformer'}", "run.max_steps=60", "optim.lr=3e-3")  # fmt: skip
     losses = [h["loss"] for h in train(sft)["history"]]
     assert np.mean(losses[-15:]) < np.mean(losses[:15]), losses  # continues from the pretrained weights
-    pipe = Mask2DiTPipeline.from_pretrained(tmp_path / "sft" / "export")
+    # The export is self-contained: no links into the base model folder, so it survives a move.
+    assert not any(p.is_symlink() for p in (tmp_path / "sft" / "export").rglob("*"))
+    moved = tmp_path / "elsewhere" / "export"
+    moved.parent.mkdir()
+    (tmp_path / "sft" / "export").rename(moved)
+    pipe = Mask2DiTPipeline.from_pretrained(moved)
     pipe.set_progress_bar_config(disable=True)
     result = pipe(["a man", "a dog"], height=32, width=32, num_frames=9, num_inference_steps=2, output_type="latent")
     assert result.latents.shape == (1, 6, 4, 8, 8)
