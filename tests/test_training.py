@@ -315,3 +315,30 @@ def test_non_finite_numbers_are_named_by_table_row_and_column(manifest, tmp_path
     config = config_for(copy, Path("unused"), tmp_path / "r").data
     with pytest.raises(DataError, match=r"table 'shots' row 2 .*column 'fps'"):
         load_samples(config)
+
+
+REFERENCE = Path(__file__).resolve().parent / "data" / "trainer_reference.json"
+REFERENCE_RUNS = {
+    "pretrain": ["data.stage=pretrain", "data.scenes=2", "run.max_steps=4", "run.save_every=2", "optim.lr=1e-3"],
+    "sft": ["data.stage=sft", "data.scenes=3", "objective.cond_prob=0.5", "run.max_steps=4", "run.save_every=2",
+            "optim.lr=1e-3"],
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_refactor_keeps_losses_step_for_step(manifest, tiny_model, tmp_path):
+    """The trainer's losses on the tiny config, pretrain and SFT, recorded from the trainer before its
+    refactor into components (tests/data/trainer_reference.json), then a resumed run of each."""
+    import os
+
+    losses = {}
+    for name, overrides in REFERENCE_RUNS.items():
+        losses[name] = [h["loss"] for h in train(config_for(manifest, tiny_model, tmp_path / name, *overrides))["history"]]
+        more = [o.replace("run.max_steps=4", "run.max_steps=6") for o in overrides]
+        resumed = train(config_for(manifest, tiny_model, tmp_path / name, *more))["history"]
+        losses[f"{name}-resumed"] = [h["loss"] for h in resumed]
+    if os.environ.get("MASK2DIT_WRITE_REFERENCE"):
+        REFERENCE.write_text(json.dumps(losses, indent=1))
+    expected = json.loads(REFERENCE.read_text())
+    for name, values in expected.items():
+        np.testing.assert_allclose(losses[name], values, rtol=1e-5, err_msg=name)
