@@ -271,7 +271,7 @@ def test_unreadable_sources_are_skipped_deterministically_and_counted(manifest, 
     import shutil
 
     from training.data import SceneDataset
-    from training.train import SkipCounter
+    from training.trainer import SkipCounter
 
     # A copy of the manifest whose first video was truncated after curation.
     copy = tmp_path / "manifest"
@@ -291,7 +291,7 @@ def test_unreadable_sources_are_skipped_deterministically_and_counted(manifest, 
     dataset = SceneDataset(config, samples, seed=0)
     items = [dataset[i] for i in range(12)]
     assert any(item["skipped"] for item in items)
-    assert all(item["frames"].shape[:2] == (2, 9) for item in items)
+    assert all(len(item["frames"]) == 2 and item["frames"][0].shape[0] == 9 for item in items)
     again = [dataset[i] for i in range(12)]
     assert [i["keys"] for i in items] == [i["keys"] for i in again]  # the same substitutes every time
     assert all(victim.name in reason for item in items for reason in item["skipped"])
@@ -333,7 +333,9 @@ def test_refactor_keeps_losses_step_for_step(manifest, tiny_model, tmp_path):
 
     losses = {}
     for name, overrides in REFERENCE_RUNS.items():
-        losses[name] = [h["loss"] for h in train(config_for(manifest, tiny_model, tmp_path / name, *overrides))["history"]]
+        losses[name] = [
+            h["loss"] for h in train(config_for(manifest, tiny_model, tmp_path / name, *overrides))["history"]
+        ]
         more = [o.replace("run.max_steps=4", "run.max_steps=6") for o in overrides]
         resumed = train(config_for(manifest, tiny_model, tmp_path / name, *more))["history"]
         losses[f"{name}-resumed"] = [h["loss"] for h in resumed]
@@ -342,3 +344,88 @@ def test_refactor_keeps_losses_step_for_step(manifest, tiny_model, tmp_path):
     expected = json.loads(REFERENCE.read_text())
     for name, values in expected.items():
         np.testing.assert_allclose(losses[name], values, rtol=1e-5, err_msg=name)
+
+
+FROM_SHOTS = ["data.scene_frames=from_shots", "data.num_frames=49", "data.min_frames=9", "data.stage=pretrain",
+              "data.scenes=2", "optim.batch_size=2", "optim.lr=1e-3", "run.save_every=2"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_unequal_scene_lengths_train_batched_by_layout_and_resume_exactly(manifest, tiny_model, tmp_path, monkeypatch):
+    from model.transformer import Mask2DiTTransformer3DModel
+
+    seen = []
+    forward = Mask2DiTTransformer3DModel.forward
+
+    def spy(self, hidden_states, *args, scene_frames=None, **kwargs):
+        seen.append((tuple(scene_frames), hidden_states.shape[0]))
+        return forward(self, hidden_states, *args, scene_frames=scene_frames, **kwargs)
+
+    monkeypatch.setattr(Mask2DiTTransformer3DModel, "forward", spy)
+    config = config_for(manifest, tiny_model, tmp_path / "a", "run.max_steps=4", *FROM_SHOTS)
+    samples, report = load_samples(config.data)
+    lengths = {scene.frames for sample in samples for scene in sample}
+    assert len(lengths) > 1 and all((f - 1) % 4 == 0 and 9 <= f <= 49 for f in lengths)
+    assert any("scene lengths" in line for line in report.lines())
+    straight = train(config)["history"]
+    layouts = {layout for layout, _ in seen}
+    assert len(layouts) > 1  # the model received per-scene latent frame counts that differ
+    latent_lengths = {(f - 1) // 4 + 1 for f in lengths}
+    assert {frames for layout in layouts for frames in layout} <= latent_lengths
+    train(config_for(manifest, tiny_model, tmp_path / "b", "run.max_steps=2", *FROM_SHOTS))
+    seen.clear()
+    resumed = train(config_for(manifest, tiny_model, tmp_path / "b", "run.max_steps=4", *FROM_SHOTS))["history"]
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight]
+
+
+def test_layout_batches_are_uniform_deterministic_and_never_starve_a_rare_layout():
+    from training.data import LayoutBatchSampler
+
+    class Fake:
+        config = type("C", (), {"scene_frames": "from_shots"})()
+
+        def layout(self, draw):  # 1 draw in 10, at random as real draws are, has the rare layout
+            return (9, 17) if np.random.default_rng(draw).random() < 0.1 else (17, 17)
+
+    def batches(start, count):
+        sampler = iter(LayoutBatchSampler(Fake(), start, rank=0, world=1, batch_size=4))
+        return [next(sampler) for _ in range(count)]
+
+    first = batches(0, 50)
+    assert first == batches(0, 50)  # a pure function of the stream position
+    assert all(len({Fake().layout(draw) for _, draw in batch}) == 1 for batch in first)
+    rare = [batch for batch in first if Fake().layout(batch[0][1]) == (9, 17)]
+    assert rare and sum(len(batch) for batch in rare) > 2 * len(
+        rare
+    )  # the rare layout trains, in (mostly) full batches
+    positions = [index for batch in first for index, _ in batch]
+    assert positions == sorted(set(positions)) and set(positions) <= set(range(200))  # each position at most once
+    assert batches(8, 3) == first[2:5]  # resuming at sample 8 continues with batch 2
+
+
+def test_the_loss_weighs_every_generated_frame_once():
+    from model import scene_diffusion_loss
+
+    prediction, target = torch.randn(2, 4, 3, 2, 2), torch.randn(2, 4, 3, 2, 2)
+    loss, per_scene = scene_diffusion_loss(prediction, target, [1, 3])
+    assert loss.item() == pytest.approx(((prediction - target) ** 2).mean().item(), rel=1e-6)
+    loss, _ = scene_diffusion_loss(prediction, target, [1, 3], clean_scenes=[0])
+    assert loss.item() == pytest.approx(((prediction[:, 1:] - target[:, 1:]) ** 2).mean().item(), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_precomputed_latents_train_like_online_encoding(manifest, tiny_model, tmp_path):
+    from training.encoding import LatentStore
+    from training.precompute import precompute
+
+    overrides = ["data.frame_window=middle", "data.scene_frames=from_shots", "data.num_frames=17", "data.stage=sft",
+                 "data.scenes=3", "run.max_steps=2"]  # fmt: skip
+    store = tmp_path / "store"
+    counts = precompute(config_for(manifest, tiny_model, tmp_path / "p", *overrides), store)
+    assert counts["written"] > 0 and LatentStore(store).identity
+    again = precompute(config_for(manifest, tiny_model, tmp_path / "p", *overrides), store)
+    assert again["written"] == 0  # everything is already there
+    history = train(config_for(manifest, tiny_model, tmp_path / "r", *overrides, f"data.precomputed={store}"))[
+        "history"
+    ]
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)

@@ -204,6 +204,24 @@ def resume(engine, folder: Path, rank: int = 0) -> tuple[int, int]:
     return 0, 0
 
 
+class Checkpointer:
+    """Owns a run's checkpoint folder: save (keep-last-k, commit marker), resume, export."""
+
+    def __init__(self, folder: Path, keep_last: int, rank: int, export_components: str = "copy"):
+        self.folder, self.keep_last, self.rank = folder, keep_last, rank
+        self.is_main, self.export_components = rank == 0, export_components
+
+    def save(self, engine, step: int, consumed: int) -> None:
+        save(engine, self.folder, step, consumed, self.keep_last, self.is_main, self.rank)
+
+    def resume(self, engine) -> tuple[int, int]:
+        """(step, samples consumed) of the newest intact checkpoint, or (0, 0)."""
+        return resume(engine, self.folder, self.rank)
+
+    def export(self, engine, base_model: Path, target: Path, zero_stage: int) -> None:
+        export(engine, base_model, target, zero_stage, self.is_main, self.export_components)
+
+
 # --- export --------------------------------------------------------------------------------------
 
 

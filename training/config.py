@@ -38,6 +38,10 @@ class DataConfig(_Section):
     #   that fits; middle: one fixed window per shot at the stride nearest target_fps (needed by precompute)
     frame_window: Literal["official", "middle"] = "official"
     target_fps: float = Field(default=8.0, gt=0)  # frame_window=middle: the effective frame rate
+    # equal: every scene num_frames; from_shots: as many frames as each shot supports (4k+1, at most
+    # num_frames, at least min_frames), passed to the model per scene; batches group equal layouts.
+    scene_frames: Literal["equal", "from_shots"] = "equal"
+    min_frames: int = Field(default=9, ge=1)
     height: int = Field(default=480, ge=8)
     width: int = Field(default=720, ge=8)
     caption_dropout: float = Field(default=0.0, ge=0, le=1)  # per scene; the official recipe uses none
@@ -48,7 +52,7 @@ class DataConfig(_Section):
     # this share of the samples drawn (after the first 20 skips) training stops with the reasons.
     max_skipped_fraction: float = Field(default=0.05, ge=0, le=1)
 
-    @field_validator("num_frames")
+    @field_validator("num_frames", "min_frames")
     @classmethod
     def _frames_fit_the_vae(cls, value: int) -> int:
         if (value - 1) % 4:

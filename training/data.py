@@ -37,41 +37,72 @@ class Scene:
     caption: str
     start: int  # first frame, offset within the shot
     stride: int
+    frames: int = 0  # frames this scene takes (data.scene_frames=from_shots); 0: data.num_frames
 
     def frame_offsets(self, num_frames: int) -> list[int]:
-        return [self.start + i * self.stride for i in range(num_frames)]
+        return [self.start + i * self.stride for i in range(self.frames or num_frames)]
 
     @property
     def content_key(self) -> str:
-        return f"{self.shot['shot_id']}:{self.start}:{self.stride}"
+        key = f"{self.shot['shot_id']}:{self.start}:{self.stride}"
+        return f"{key}:{self.frames}" if self.frames else key
 
 
-def frame_plan(shot_frames: int, fps: float, config: DataConfig) -> tuple[int, int] | None:
-    """(start, stride) of the middle window, or None when the shot is too short even at stride 1."""
+def frame_plan(shot_frames: int, fps: float, config: DataConfig, frames: int | None = None) -> tuple[int, int] | None:
+    """(start, stride) of the middle window of `frames` (default num_frames), or None when the shot
+    is too short even at stride 1."""
+    frames = frames or config.num_frames
     stride = max(1, min(config.max_stride, round(fps / config.target_fps)))
     while stride >= 1:
-        span = (config.num_frames - 1) * stride + 1
+        span = (frames - 1) * stride + 1
         if span <= shot_frames:
             return (shot_frames - span) // 2, stride
         stride -= 1
     return None
 
 
+def scene_frame_count(shot_frames: int, fps: float, config: DataConfig) -> int:
+    """Frames a scene takes from its shot: num_frames with scene_frames=equal; with from_shots, as
+    many as the shot supports at the stride this config would use (the pretrain window's part of the
+    shot for official pretrain windows), in the VAE's 4k+1 steps, capped by num_frames; shots too
+    short for min_frames at that stride step the stride down. 0: unusable."""
+    if config.scene_frames == "equal":
+        return config.num_frames if frame_plan(shot_frames, fps, config) else 0
+    usable = shot_frames
+    if config.frame_window == "official" and config.stage == "pretrain":
+        end = int(PRETRAIN_KEEP[1] * shot_frames)
+        usable = end - int(PRETRAIN_KEEP[0] * end)
+    first = (
+        config.max_stride
+        if config.frame_window == "official"
+        else max(1, min(config.max_stride, round(fps / config.target_fps)))
+    )
+    for stride in range(first, 0, -1):
+        available = (usable - 1) // stride + 1 if usable > 0 else 0
+        frames = min(config.num_frames, (available - 1) // 4 * 4 + 1) if available else 0
+        if frames >= config.min_frames:
+            return frames
+    return 0
+
+
 NUMERIC_SHOT_COLUMNS = ("num_frames", "fps", "start_frame", "end_frame", "width", "height")
 PRETRAIN_KEEP = (0.05, 0.95)  # the official pretrain dataset samples inside this part of a shot
 
 
-def official_window(shot_frames: int, config: DataConfig, rng: np.random.Generator) -> tuple[int, int] | None:
+def official_window(
+    shot_frames: int, config: DataConfig, rng: np.random.Generator, frames: int | None = None
+) -> tuple[int, int] | None:
     """(start, stride) as the official datasets draw them. Pretrain: stride `max_stride`, start uniform
     in the 5-95% part of the shot; a shot too short for that falls back to the SFT rule (the
     official loader would take fewer frames; scenes here have `num_frames`). SFT: the largest
     stride <= max_stride at which the frames fit, start uniform."""
+    frames = frames or config.num_frames
     if config.stage == "pretrain":
         end = int(PRETRAIN_KEEP[1] * shot_frames)
-        first, last = int(PRETRAIN_KEEP[0] * end), end - ((config.num_frames - 1) * config.max_stride + 1)
+        first, last = int(PRETRAIN_KEEP[0] * end), end - ((frames - 1) * config.max_stride + 1)
         if last >= first:
             return int(rng.integers(first, last + 1)), config.max_stride
-    return max_stride_window(shot_frames, config.num_frames, config.max_stride, rng)
+    return max_stride_window(shot_frames, frames, config.max_stride, rng)
 
 
 def draw_windows(scenes: list[Scene], config: DataConfig, seed: int, index: int) -> list[Scene]:
@@ -81,7 +112,7 @@ def draw_windows(scenes: list[Scene], config: DataConfig, seed: int, index: int)
     drawn = []
     for position, scene in enumerate(scenes):
         rng = np.random.default_rng([seed, index, position, 5])
-        start, stride = official_window(int(scene.shot["num_frames"]), config, rng)
+        start, stride = official_window(int(scene.shot["num_frames"]), config, rng, scene.frames or None)
         drawn.append(replace(scene, start=start, stride=stride))
     return drawn
 
@@ -93,10 +124,15 @@ class ManifestReport:
     usable: int = 0
     videos: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> rows
+    scene_lengths: Counter = field(default_factory=Counter)  # frames per scene -> scenes (from_shots)
 
     def lines(self) -> list[str]:
         head = f"manifest check ({self.stage}): {self.usable} usable of {self.candidates} from {self.videos} videos"
-        return [head] + [f"  dropped {n}: {reason}" for reason, n in self.dropped.most_common()]
+        lines = [head] + [f"  dropped {n}: {reason}" for reason, n in self.dropped.most_common()]
+        if self.scene_lengths:
+            lengths = ", ".join(f"{frames}: {n}" for frames, n in sorted(self.scene_lengths.items()))
+            lines.append(f"  scene lengths (frames: scenes), the buckets batches are grouped by: {lengths}")
+        return lines
 
 
 def _caption_ok(status: str, config: DataConfig) -> bool:
@@ -110,11 +146,14 @@ def _scene(shot: dict, caption, config: DataConfig, report: ManifestReport, exis
     if not exists[path]:
         report.dropped["source video missing"] += 1
         return None
-    plan = frame_plan(int(shot["num_frames"]), float(shot["fps"]), config)
-    if plan is None:
-        report.dropped[f"shot shorter than {config.num_frames} frames"] += 1
+    frames = scene_frame_count(int(shot["num_frames"]), float(shot["fps"]), config)
+    if not frames:
+        least = config.num_frames if config.scene_frames == "equal" else config.min_frames
+        report.dropped[f"shot shorter than {least} frames"] += 1
         return None
-    return Scene(shot, caption if isinstance(caption, str) else "", *plan)
+    plan = frame_plan(int(shot["num_frames"]), float(shot["fps"]), config, frames)
+    scene_frames = frames if config.scene_frames == "from_shots" else 0
+    return Scene(shot, caption if isinstance(caption, str) else "", *plan, frames=scene_frames)
 
 
 def load_samples(config: DataConfig) -> tuple[list[list[Scene]], ManifestReport]:
@@ -168,6 +207,8 @@ def load_samples(config: DataConfig) -> tuple[list[list[Scene]], ManifestReport]
             if all(scenes):
                 samples.append(scenes)
     report.usable = len(samples)
+    if config.scene_frames == "from_shots":
+        report.scene_lengths.update(scene.frames for sample in samples for scene in sample)
     report.videos = len({s[0].shot["video_id"] for s in samples})
     if not samples:
         raise DataError("no usable training samples:\n" + "\n".join(report.lines()))
@@ -232,15 +273,21 @@ class SceneDataset(torch.utils.data.Dataset):
         )
 
     def __len__(self) -> int:
-        return 2**62  # indices come from StreamSampler
+        return 2**62  # keys come from LayoutBatchSampler
 
-    def __getitem__(self, index: int) -> dict:
-        """Sample `index`. A sample whose source cannot be read (changed or truncated since curation)
-        is replaced by a substitute drawn from (seed, index, attempt): the same on every run and
-        resume. The item lists what it skipped, so the trainer counts and reports it."""
+    def layout(self, draw: int) -> tuple[int, ...]:
+        """Frames per scene of the sample drawn as `draw` (cheap: no decoding)."""
+        return tuple(scene.frames or self.config.num_frames for scene in self.draw(draw))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Sample `key` = stream index, or (stream index, content draw) from LayoutBatchSampler. A
+        sample whose source cannot be read (changed or truncated since curation) is replaced by a
+        substitute drawn from (seed, index, attempt): the same on every run and resume. The item
+        lists what it skipped, so the trainer counts and reports it."""
+        index, first_draw = key if isinstance(key, tuple) else (key, key)
         skipped = []
         for attempt in range(SUBSTITUTES + 1):
-            draw = index + attempt * SUBSTITUTE_STRIDE
+            draw = first_draw + attempt * SUBSTITUTE_STRIDE
             scenes = draw_windows(self.draw(draw), self.config, self.seed, draw)
             item = {"index": index, "captions": [s.caption for s in scenes], "keys": [s.content_key for s in scenes],
                     "video_ids": [s.shot["video_id"] for s in scenes], "skipped": skipped}  # fmt: skip
@@ -256,7 +303,7 @@ class SceneDataset(torch.utils.data.Dataset):
             except VideoReadError as err:
                 skipped.append(str(err))
                 continue
-            item["frames"] = torch.from_numpy(np.stack(frames))  # (S, T, H, W, 3) uint8
+            item["frames"] = [torch.from_numpy(f) for f in frames]  # per scene (T_s, H, W, 3) uint8
             return item
         raise DataError(
             f"sample {index} and {SUBSTITUTES} substitutes could not be read; the sources changed since curation, "
@@ -264,17 +311,42 @@ class SceneDataset(torch.utils.data.Dataset):
         )
 
 
-class StreamSampler(torch.utils.data.Sampler):
-    """Global sample indices start, start+1, ... split over ranks (rank r takes every world-th)."""
+LAYOUT_CANDIDATES = 16  # draws a batch looks through for samples of its first sample's layout
+LAYOUT_STRIDE = 10**15  # candidate c of stream index i is drawn as i + c * stride (substitutes use 10**12)
 
-    def __init__(self, start: int, rank: int, world: int):
-        self.start, self.rank, self.world = start, rank, world
+
+class LayoutBatchSampler(torch.utils.data.Sampler):
+    """Batches of (stream index, content draw) whose samples share one layout (frames per scene).
+
+    Batch j of rank r holds stream indices start + r + (j*B + k) * world, k < B, exactly as plain
+    streaming would. Sample k > 0 takes the first of its candidate draws (i, i + stride, ...) whose
+    layout equals sample 0's, so every batch stacks; a batch that finds none within
+    LAYOUT_CANDIDATES is smaller rather than mixed. Sample 0 comes from the plain stream, so every
+    layout, rare ones too, is trained as often as the data holds it. Everything is a function of the
+    stream position: a resumed run builds the same batches.
+    """
+
+    def __init__(self, dataset: SceneDataset, start: int, rank: int, world: int, batch_size: int):
+        self.dataset, self.start, self.rank, self.world, self.batch_size = dataset, start, rank, world, batch_size
 
     def __iter__(self):
-        index = self.start + self.rank
+        uniform = self.dataset.config.scene_frames == "equal" or self.batch_size == 1
+        batch_index = 0
         while True:
-            yield index
-            index += self.world
+            indices = [self.start + self.rank + (batch_index * self.batch_size + k) * self.world
+                       for k in range(self.batch_size)]  # fmt: skip
+            if uniform:
+                yield [(i, i) for i in indices]
+            else:
+                layout = self.dataset.layout(indices[0])
+                batch = [(indices[0], indices[0])]
+                for index in indices[1:]:
+                    draws = (index + c * LAYOUT_STRIDE for c in range(LAYOUT_CANDIDATES))
+                    match = next((d for d in draws if self.dataset.layout(d) == layout), None)
+                    if match is not None:
+                        batch.append((index, match))
+                yield batch
+            batch_index += 1
 
     def __len__(self) -> int:
         return 2**62
@@ -282,6 +354,6 @@ class StreamSampler(torch.utils.data.Sampler):
 
 def collate(items: list[dict]) -> dict:
     batch = {key: [item[key] for item in items] for key in ("index", "captions", "keys", "video_ids", "skipped")}
-    if "frames" in items[0]:
-        batch["frames"] = torch.stack([item["frames"] for item in items])  # (B, S, T, H, W, 3)
+    if "frames" in items[0]:  # per scene (B, T_s, H, W, 3): a batch shares one layout
+        batch["frames"] = [torch.stack(scene) for scene in zip(*(item["frames"] for item in items))]
     return batch

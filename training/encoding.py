@@ -58,12 +58,24 @@ class Encoders:
 
 
 class LatentStore:
-    """Sharded safetensors of precomputed tensors, with an index per writer (rank)."""
+    """Sharded safetensors of precomputed tensors, with an index per writer (rank), and the identity
+    of the encoders that wrote them (identity.json), which every key includes."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self._index: dict[str, str] | None = None
         self._open: dict[str, object] = {}
+
+    @property
+    def identity(self) -> str:
+        path = self.folder / "identity.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not a precomputed store (no identity.json); run training/precompute.py")
+        return json.loads(path.read_text())["identity"]
+
+    def write_identity(self, identity: str, data_config: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "identity.json").write_text(json.dumps({"identity": identity, "data": data_config}))
 
     def index(self) -> dict[str, str]:
         if self._index is None:

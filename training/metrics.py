@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -32,9 +33,24 @@ class Metrics:
     def waited(self, seconds: float) -> None:
         self.data_wait += seconds
 
+    @contextmanager
+    def timing_data(self):
+        """Time spent waiting for the data loader (reported as data_wait_fraction)."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.waited(time.perf_counter() - began)
+
     def add(self, samples: int, tokens: int) -> None:
         self.samples += samples
         self.tokens += tokens
+
+    def count_batch(self, latents: torch.Tensor, text: torch.Tensor, model_config, world: int) -> None:
+        """Samples and tokens (video tokens after patching, plus text) of one micro-batch, all ranks."""
+        p, p_t = model_config.patch_size, model_config.patch_size_t or 1
+        video = latents.shape[1] // p_t * (latents.shape[-2] // p) * (latents.shape[-1] // p)
+        self.add(latents.shape[0] * world, (video + text.shape[1]) * latents.shape[0] * world)
 
     def step(self, step: int, scalars: dict[str, float], log: bool) -> dict[str, float]:
         """Advance the bar; every `log` steps, write throughput and the given scalars."""

@@ -17,10 +17,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
-import json
 import os
 
-import numpy as np
 import torch
 
 from training.config import load_config
@@ -50,19 +48,18 @@ def precompute(config, out: Path, batch_size: int = 4) -> dict:
     tensors = {}
     for start in range(0, len(mine_scenes), batch_size):
         keys = mine_scenes[start : start + batch_size]
-        frames = [resize_crop(read_shot_frames(scenes[k].shot, indices=scenes[k].frame_offsets(config.data.num_frames)),
-                              config.data.height, config.data.width) for k in keys]  # fmt: skip
-        latents = encoders.encode_frames(torch.from_numpy(np.stack(frames)), stable_seed(*keys))
-        tensors.update({k: latent.cpu() for k, latent in zip(keys, latents)})
+        for key in keys:  # one scene at a time: scenes may differ in length (data.scene_frames=from_shots)
+            scene = scenes[key]
+            frames = resize_crop(read_shot_frames(scene.shot, indices=scene.frame_offsets(config.data.num_frames)),
+                                 config.data.height, config.data.width)  # fmt: skip
+            tensors[key] = encoders.encode_frames(torch.from_numpy(frames)[None], stable_seed(key))[0].cpu()
     for start in range(0, len(mine_texts), batch_size):
         keys = mine_texts[start : start + batch_size]
         embeddings = encoders.encode_text([captions[k] for k in keys])
         tensors.update({k: e.cpu() for k, e in zip(keys, embeddings)})
     store.write(tensors, writer=f"rank{rank:03d}-{len(list(out.glob(f'index-rank{rank:03d}*')))}")
     if rank == 0:
-        (out / "identity.json").write_text(
-            json.dumps({"identity": encoders.identity, "data": config.data.model_dump(mode="json")})
-        )
+        store.write_identity(encoders.identity, config.data.model_dump(mode="json"))
     return {"scenes": len(scenes), "captions": len(captions), "written": len(tensors), "usable_samples": report.usable}
 
 

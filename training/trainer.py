@@ -1,0 +1,170 @@
+"""The trainer: components built from one config, and a loop that reads like the algorithm.
+
+    trainer = Trainer(load_config("training/configs/sft.yaml"))
+    trainer.train()
+
+Components, each in its own module: data (`training.data`), encoders or the precomputed store
+(`training.encoding`, `training.batches`), the objective (`training.objective`), the DeepSpeed
+engine (`training.engine`), checkpoints (`training.checkpoint.Checkpointer`), metrics
+(`training.metrics.Metrics`) and validation (`training.validate.Validator`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import CogVideoXDDIMScheduler
+
+from model import Mask2DiTTransformer3DModel
+from training.batches import BatchEncoder
+from training.checkpoint import Checkpointer
+from training.config import TrainConfig
+from training.data import DataError, LayoutBatchSampler, SceneDataset, collate, load_samples
+from training.encoding import Encoders, LatentStore
+from training.engine import build_engine, setup_distributed
+from training.metrics import Metrics, peak_memory_gib
+from training.objective import conditional_mask, diffusion_loss, make_inputs
+
+
+def load_model(config: TrainConfig):
+    weights = config.model.transformer or (config.model.path / "transformer")
+    transformer = Mask2DiTTransformer3DModel.from_pretrained(weights, attention_backend=config.model.attention_backend)
+    if config.model.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    scheduler = CogVideoXDDIMScheduler.from_pretrained(config.model.path, subfolder="scheduler")
+    return transformer.train(), scheduler
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        samples, report = load_samples(config.data)  # fails fast, before any model loads
+        self.device, self.rank, self.world = setup_distributed(config)
+        self.is_main = self.rank == 0
+        if self.is_main:
+            print("\n".join(report.lines()), flush=True)
+        if config.model.create_tiny and not config.model.path.exists() and self.is_main:
+            from model.tiny import build_tiny_model
+
+            build_tiny_model(config.model.path)
+        torch.distributed.barrier()
+        self.dtype = torch.bfloat16 if config.run.precision == "bf16" else torch.float32
+        self.transformer, self.scheduler = load_model(config)
+        store = LatentStore(config.data.precomputed) if config.data.precomputed else None
+        self.encoders = None if store else Encoders(config.model.path, self.device, self.dtype,
+                                                    self.transformer.config.max_text_seq_length)  # fmt: skip
+        self.encode = BatchEncoder(config, self.encoders, store, store.identity if store else self.encoders.identity)
+        self.engine, self.schedule = build_engine(self.transformer, config)
+        run = config.run.output
+        self.checkpointer = Checkpointer(run / "checkpoints", config.run.keep_last, self.rank,
+                                         config.run.export_components)  # fmt: skip
+        self.step, self.consumed = self.checkpointer.resume(self.engine) if config.run.resume else (0, 0)
+        self.history = earlier_history(run / "history.json", self.step) if self.step else []
+        self.skips = SkipCounter(config.data.max_skipped_fraction, self.consumed)
+        self.metrics = Metrics(run / "tensorboard", self.is_main, config.run.max_steps, self.step)
+        dataset = SceneDataset(config.data, samples, config.run.seed, load_frames=store is None)
+        batches = LayoutBatchSampler(dataset, self.consumed, self.rank, self.world, config.optim.batch_size)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=batches, collate_fn=collate, num_workers=config.data.num_workers,
+            persistent_workers=config.data.num_workers > 0,
+        )  # fmt: skip
+        self.validator = None
+        if config.validation.every and config.validation.prompts and self.is_main:
+            from training.validate import Validator  # loads CLIP: only for runs that validate
+
+            self.validator = Validator(config, self.engine.module, self.encoders, self.device, self.dtype)
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.optim.batch_size * self.config.optim.gradient_accumulation * self.world
+
+    def train(self) -> dict:
+        config, run = self.config, self.config.run.output
+        batches = iter(self.loader)
+        while self.step < config.run.max_steps:
+            results = [self.train_step(self.next_batch(batches)) for _ in range(config.optim.gradient_accumulation)]
+            self.step += 1
+            self.consumed += self.global_batch
+            self.log(results)
+            if self.step % config.run.save_every == 0 or self.step == config.run.max_steps:
+                self.checkpointer.save(self.engine, self.step, self.consumed)
+            if self.validator and self.step % config.validation.every == 0:
+                scores = self.validator(self.step)
+                self.metrics.scalars(self.step, {f"validation/{name}": value for name, value in scores.items()})
+        self.metrics.close()
+        self.checkpointer.export(self.engine, config.model.path, run / "export", config.run.zero_stage)
+        if self.is_main:
+            (run / "history.json").write_text(json.dumps(self.history, indent=1))
+            print(f"done: {self.step} steps; checkpoints in {run / 'checkpoints'}, inference folder {run / 'export'}",
+                  flush=True)  # fmt: skip
+        return {"step": self.step, "consumed": self.consumed, "history": self.history}
+
+    def next_batch(self, batches) -> dict:
+        with self.metrics.timing_data():
+            batch = next(batches)
+        self.skips.add(batch, self.step, self.is_main)
+        return batch
+
+    def train_step(self, batch: dict) -> tuple[float, torch.Tensor]:
+        """One micro-batch: encode, noise (clean context scenes for the conditional task), predict,
+        step. Returns (loss, per-scene loss of the generated scenes (S,), NaN for context scenes)."""
+        config, device = self.config, self.device
+        latents, text, scene_frames = self.encode(batch, device, self.dtype)
+        clean = conditional_mask(batch["index"], len(scene_frames), config.objective.cond_prob, config.run.seed)
+        generator = torch.Generator().manual_seed(config.run.seed * 1_000_003 + batch["index"][0])
+        inputs = make_inputs(latents, scene_frames, clean, self.scheduler, generator)
+        rope = self.transformer.prepare_rotary_emb(scene_frames, latents.shape[-2], latents.shape[-1], device=device)
+        output = self.engine(hidden_states=inputs.noisy, encoder_hidden_states=text, timestep=inputs.timesteps,
+                             image_rotary_emb=rope, scene_frames=scene_frames, clean_scenes=clean,
+                             return_dict=False)[0]  # fmt: skip
+        loss, scene_losses = diffusion_loss(
+            output, inputs, scene_frames, self.scheduler, config.objective.loss_weighting
+        )
+        self.engine.backward(loss)
+        self.engine.step()
+        self.metrics.count_batch(latents, text, self.transformer.config, self.world)
+        return loss.item(), scene_losses.detach().where(~inputs.clean, torch.nan).nanmean(0)
+
+    def log(self, results: list[tuple[float, torch.Tensor]]) -> None:
+        losses, per_scene = zip(*results)
+        scalars = {"loss": sum(losses) / len(losses), "lr": self.schedule.get_last_lr()[0],
+                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+                   "peak_memory_gib": peak_memory_gib(self.device), "skipped_samples": self.skips.total}  # fmt: skip
+        scene_means = torch.stack(per_scene).nanmean(0)  # context scenes have no loss: not logged
+        scalars |= {f"loss_scene_{i}": float(v) for i, v in enumerate(scene_means) if not torch.isnan(v)}
+        last = self.step == self.config.run.max_steps
+        logged = self.metrics.step(self.step, scalars, log=self.step % self.config.run.log_every == 0 or last)
+        self.history.append({"step": self.step, "loss": scalars["loss"], "consumed": self.consumed}
+                            | ({"logged": logged} if logged else {}))  # fmt: skip
+
+
+class SkipCounter:
+    """Counts samples replaced because their source could not be read; stops a run that skips too many."""
+
+    def __init__(self, max_fraction: float, consumed: int, grace: int = 20):
+        self.max_fraction, self.grace, self.total, self.drawn = max_fraction, grace, 0, consumed
+
+    def add(self, batch: dict, step: int, verbose: bool) -> None:
+        reasons = [reason for item in batch["skipped"] for reason in item]
+        self.drawn += len(batch["index"])
+        if not reasons:
+            return
+        self.total += len(reasons)
+        if verbose:
+            print(f"step {step + 1}: skipped {len(reasons)} unreadable sample(s), {self.total} so far: {reasons[0]}",
+                  flush=True)  # fmt: skip
+        if self.total > self.grace and self.total > self.max_fraction * self.drawn:
+            raise DataError(
+                f"{self.total} of {self.drawn} samples could not be read (more than data.max_skipped_fraction="
+                f"{self.max_fraction}); the source videos changed since curation. Last: {reasons[-1]}"
+            )
+
+
+def earlier_history(path: Path, step: int) -> list[dict]:
+    """The history a resumed run continues: the steps up to the checkpoint it resumed from."""
+    try:
+        return [h for h in json.loads(path.read_text()) if h["step"] <= step]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
