@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 
     from model.pipeline import Mask2DiTPipeline, ModelFolderError
+    from model.sequence_parallel import init_from_env
 
     try:
         prompts = load_prompts(args.prompts, args.story)
@@ -262,7 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     scheduler_cls = CogVideoXDPMScheduler if args.scheduler == "dpm" else CogVideoXDDIMScheduler
     pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, timestep_spacing="trailing")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # Under torchrun/deepspeed (WORLD_SIZE > 1) the ranks shard every sequence (Ulysses): the same
+    # result as one process, with per-rank activations ~1/P; rank 0 writes it.
+    shard = init_from_env()
+    if shard is not None:
+        try:
+            pipe.transformer.enable_sequence_parallel(shard)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    local = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if shard is not None else "cuda"
+    device = args.device or (local if torch.cuda.is_available() else "cpu")
     if args.cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:
@@ -295,8 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         result = pipe.expand(previous, prompts, context_scenes=args.context_scenes, **common)
     else:
         result = pipe(prompts, **common)
-    save_result(args.out, result, args.fps, settings | {"seconds": time.perf_counter() - began})
-    print(f"wrote {len(result.videos)} scenes to {args.out} ({time.perf_counter() - began:.1f} s)")
+    if shard is None or shard.rank == 0:
+        save_result(args.out, result, args.fps, settings | {"seconds": time.perf_counter() - began,
+                                                            "sequence_parallel": shard.size if shard else 1})  # fmt: skip
+        print(f"wrote {len(result.videos)} scenes to {args.out} ({time.perf_counter() - began:.1f} s)")
     return 0
 
 

@@ -49,8 +49,9 @@ def _train_sentencepiece(folder: Path) -> None:
     )
 
 
-def build_tiny_model(folder: str | Path, seed: int = 0) -> Path:
-    """Write a complete tiny model folder (model_index.json + the five components) and return it."""
+def build_tiny_model(folder: str | Path, seed: int = 0, transformer_overrides: dict | None = None) -> Path:
+    """Write a complete tiny model folder (model_index.json + the five components) and return it.
+    transformer_overrides: changes to the tiny transformer's config (e.g. more attention heads)."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
@@ -69,7 +70,7 @@ def build_tiny_model(folder: str | Path, seed: int = 0) -> Path:
         block_out_channels=(8, 8, 16), latent_channels=4, layers_per_block=1, norm_num_groups=4,
         sample_height=32, sample_width=32,
     )  # fmt: skip
-    transformer = Mask2DiTTransformer3DModel(**TINY_TRANSFORMER)
+    transformer = Mask2DiTTransformer3DModel(**(TINY_TRANSFORMER | (transformer_overrides or {})))
     scheduler = CogVideoXDDIMScheduler(
         beta_schedule="scaled_linear", prediction_type="v_prediction", rescale_betas_zero_snr=True,
         timestep_spacing="trailing", snr_shift_scale=1.0, clip_sample=False, set_alpha_to_one=True,

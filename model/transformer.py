@@ -27,6 +27,7 @@ from diffusers.utils import apply_lora_scale
 
 from model.attention import check_backend, scene_attention
 from model.layout import SceneLayout
+from model.sequence_parallel import SequenceShard, ShardView, gather_tokens, heads_to_tokens, tokens_to_heads
 
 POSITION_SCHEMES = ("consecutive", "per_scene")
 """consecutive: frame positions run on across scenes (official); per_scene: they restart at 0 in each scene."""
@@ -42,6 +43,25 @@ class Mask2DiTAttnProcessor:
         """Dual-mask attention of (B, H, N, D) tensors; the one place a backend is applied."""
         return scene_attention(query, key, value, layout, self.backend)
 
+    def attend_sharded(self, query, key, value, text_local: int, layout: SceneLayout | None, view: ShardView):
+        """Ulysses: (B, H, n_local, D) token shards -> attention over the whole sequence for H/P heads
+        -> token shards again. Text and video travel separately, so the gathered sequence is in the
+        layout's order [all text | all video]."""
+
+        def gather(x):
+            text, video = x[:, :, :text_local], x[:, :, text_local:]
+            return torch.cat([tokens_to_heads(text, view.shard, view.text_counts),
+                              tokens_to_heads(video, view.shard, view.video_counts)], dim=2)  # fmt: skip
+
+        query, key, value = gather(query), gather(key), gather(value)  # (B, H/P, N, D)
+        if layout is None or layout.num_scenes == 1:
+            out = F.scaled_dot_product_attention(query, key, value)
+        else:
+            out = self.attend(query, key, value, layout)
+        text, video = out.split([sum(view.text_counts), sum(view.video_counts)], dim=2)
+        return torch.cat([heads_to_tokens(text, view.shard, view.text_counts),
+                          heads_to_tokens(video, view.shard, view.video_counts)], dim=2)  # fmt: skip
+
     def __call__(
         self,
         attn,
@@ -50,6 +70,7 @@ class Mask2DiTAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         scene_layout: SceneLayout | None = None,
+        sequence_shard: ShardView | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         text_seq_length = encoder_hidden_states.size(1)
         hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
@@ -68,7 +89,11 @@ class Mask2DiTAttnProcessor:
             if not attn.is_cross_attention:
                 key[:, :, text_seq_length:] = apply_rotary_emb(key[:, :, text_seq_length:], image_rotary_emb)
 
-        if scene_layout is None or scene_layout.num_scenes == 1:
+        if sequence_shard is not None:  # this rank's tokens, all heads -> all tokens, H/P heads, and back
+            if attention_mask is not None:
+                raise ValueError("attention_mask cannot be combined with sequence parallelism")
+            hidden_states = self.attend_sharded(query, key, value, text_seq_length, scene_layout, sequence_shard)
+        elif scene_layout is None or scene_layout.num_scenes == 1:
             # One scene: the dual mask allows everything, this is stock CogVideoX attention.
             if attention_mask is not None:
                 attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
@@ -120,7 +145,8 @@ class Mask2DiTBlock(CogVideoXBlock):
         if temb.ndim == 2:  # one timestep for every token
             return super().forward(hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_kwargs)
         attention_kwargs = attention_kwargs or {}
-        layout: SceneLayout = attention_kwargs["scene_layout"]
+        # Scene lengths of the tokens this rank holds: all of them, or its shard's share.
+        layout = attention_kwargs.get("sequence_shard") or attention_kwargs["scene_layout"]
         text_seq_length = encoder_hidden_states.size(1)
 
         norm_video, norm_text, gate, enc_gate = _scene_modulate(
@@ -202,6 +228,13 @@ class Mask2DiTTransformer3DModel(CogVideoXTransformer3DModel):
         for block in self.transformer_blocks:
             block.__class__ = Mask2DiTBlock  # same parameters; only forward learns per-scene modulation
         self.set_scene_attention(attention_backend)
+        self._sequence_shard: SequenceShard | None = None
+
+    def enable_sequence_parallel(self, shard: SequenceShard | None) -> None:
+        """Shard every sequence over `shard`'s ranks (Ulysses); None turns it off. Not saved with the model."""
+        if shard is not None:
+            shard.check_heads(self.config.num_attention_heads)
+        self._sequence_shard = shard if shard is not None and shard.size > 1 else None
 
     def set_scene_attention(self, backend: str) -> None:
         """Switch every layer to one attention backend: "segmented" (default), "dense" or "flex"."""
@@ -332,8 +365,14 @@ class Mask2DiTTransformer3DModel(CogVideoXTransformer3DModel):
         tokens = self.embedding_dropout(self._embed(encoder_hidden_states, hidden_states, scene_frames))
         encoder_hidden_states, hidden_states = tokens[:, :text_total], tokens[:, text_total:]
 
-        # 3. Transformer blocks
+        # 3. Transformer blocks (with sequence parallelism, on this rank's chunk of text and video)
         attention_kwargs = {**(attention_kwargs or {}), "scene_layout": layout}
+        shard, lengths = self._sequence_shard, layout
+        if shard is not None:
+            lengths = attention_kwargs["sequence_shard"] = ShardView.of(layout, shard)
+            encoder_hidden_states, hidden_states = shard.local(encoder_hidden_states), shard.local(hidden_states)
+            if image_rotary_emb is not None:
+                image_rotary_emb = tuple(shard.local(x, dim=0) for x in image_rotary_emb)
         for block in self.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states, encoder_hidden_states = self._gradient_checkpointing_func(
@@ -351,10 +390,12 @@ class Mask2DiTTransformer3DModel(CogVideoXTransformer3DModel):
         else:
             shift, scale = self.norm_out.linear(self.norm_out.silu(emb)).chunk(2, dim=-1)
             hidden_states = _per_scene(
-                self.norm_out.norm(hidden_states), layout.video_lengths,
+                self.norm_out.norm(hidden_states), lengths.video_lengths,
                 lambda x, i: x * (1 + scale[:, i, None]) + shift[:, i, None],
             )  # fmt: skip
         hidden_states = self.proj_out(hidden_states)
+        if shard is not None:  # every rank gets the whole prediction
+            hidden_states = gather_tokens(hidden_states, shard, lengths.video_counts)
 
         # 5. Unpatchify: (B, tokens, p*p*C) -> (B, F, C, H, W)
         p, p_t = self.config.patch_size, self.config.patch_size_t

@@ -91,6 +91,9 @@ class RunConfig(_Section):
     log_every: int = Field(default=10, ge=1)
     resume: bool = True  # continue from the latest checkpoint in output/checkpoints when there is one
     export_components: Literal["copy", "symlink"] = "copy"  # copy: hard links where possible, portable
+    # Ranks that share one sample (Ulysses sequence parallelism over the dual-mask attention);
+    # data parallelism runs across the groups. Must divide the world size and the attention heads.
+    sequence_parallel: int = Field(default=1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

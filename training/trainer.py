@@ -18,6 +18,7 @@ import torch
 from diffusers import CogVideoXDDIMScheduler
 
 from model import Mask2DiTTransformer3DModel
+from model.sequence_parallel import SequenceShard
 from training.batches import BatchEncoder
 from training.checkpoint import Checkpointer
 from training.config import TrainConfig
@@ -52,6 +53,12 @@ class Trainer:
         torch.distributed.barrier()
         self.dtype = torch.bfloat16 if config.run.precision == "bf16" else torch.float32
         self.transformer, self.scheduler = load_model(config)
+        # Sequence parallelism: groups of P consecutive ranks share a sample; data parallel across groups.
+        self.dp_rank, self.dp_world = (
+            self.rank // config.run.sequence_parallel,
+            self.world // config.run.sequence_parallel,
+        )
+        self.transformer.enable_sequence_parallel(sequence_group(config.run.sequence_parallel, self.rank, self.world))
         store = LatentStore(config.data.precomputed) if config.data.precomputed else None
         self.encoders = None if store else Encoders(config.model.path, self.device, self.dtype,
                                                     self.transformer.config.max_text_seq_length)  # fmt: skip
@@ -65,7 +72,7 @@ class Trainer:
         self.skips = SkipCounter(config.data.max_skipped_fraction, self.consumed)
         self.metrics = Metrics(run / "tensorboard", self.is_main, config.run.max_steps, self.step)
         dataset = SceneDataset(config.data, samples, config.run.seed, load_frames=store is None)
-        batches = LayoutBatchSampler(dataset, self.consumed, self.rank, self.world, config.optim.batch_size)
+        batches = LayoutBatchSampler(dataset, self.consumed, self.dp_rank, self.dp_world, config.optim.batch_size)
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=batches, collate_fn=collate, num_workers=config.data.num_workers,
             persistent_workers=config.data.num_workers > 0,
@@ -78,7 +85,7 @@ class Trainer:
 
     @property
     def global_batch(self) -> int:
-        return self.config.optim.batch_size * self.config.optim.gradient_accumulation * self.world
+        return self.config.optim.batch_size * self.config.optim.gradient_accumulation * self.dp_world
 
     def train(self) -> dict:
         config, run = self.config, self.config.run.output
@@ -124,7 +131,7 @@ class Trainer:
         )
         self.engine.backward(loss)
         self.engine.step()
-        self.metrics.count_batch(latents, text, self.transformer.config, self.world)
+        self.metrics.count_batch(latents, text, self.transformer.config, self.dp_world)
         return loss.item(), scene_losses.detach().where(~inputs.clean, torch.nan).nanmean(0)
 
     def log(self, results: list[tuple[float, torch.Tensor]]) -> None:
@@ -138,6 +145,17 @@ class Trainer:
         logged = self.metrics.step(self.step, scalars, log=self.step % self.config.run.log_every == 0 or last)
         self.history.append({"step": self.step, "loss": scalars["loss"], "consumed": self.consumed}
                             | ({"logged": logged} if logged else {}))  # fmt: skip
+
+
+def sequence_group(size: int, rank: int, world: int) -> SequenceShard | None:
+    """This rank's sequence-parallel group of `size` consecutive ranks (every rank creates every group,
+    as torch.distributed requires); None without sequence parallelism."""
+    if size == 1:
+        return None
+    if world % size:
+        raise ValueError(f"run.sequence_parallel={size} must divide the number of ranks ({world})")
+    groups = [torch.distributed.new_group(list(range(start, start + size))) for start in range(0, world, size)]
+    return SequenceShard(groups[rank // size], rank % size, size)
 
 
 class SkipCounter:
