@@ -50,7 +50,7 @@ def model_check(shard: SequenceShard) -> dict:
         weight = torch.randn(2, 6, 4, 8, 8, generator=g)
         params = [p for p in model.parameters() if p.requires_grad]
 
-        def run():
+        def run(model=model, inputs=inputs, weight=weight, params=params):
             out = model(**inputs).sample
             loss = (out * weight).pow(2).mean()
             return out, loss, torch.autograd.grad(loss, params)

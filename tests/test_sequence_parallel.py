@@ -53,7 +53,7 @@ def test_sharded_generation_and_expansion_equal_one_rank(tmp_path, ranks):
 
 
 @pytest.mark.slow
-def test_a_zero2_training_run_with_sequence_parallelism_equals_one_rank(tmp_path, manifest, tiny_model):
+def test_a_zero2_training_run_with_sequence_parallelism_equals_one_rank(tmp_path, manifest, tiny_model):  # noqa: F811
     from tests.test_training import CONFIG, config_for
     from training.train import train
 
