@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from curation.config import CurationConfig, DetectorConfig
 from curation.inputs import resolve_inputs
 from curation.samples import write_sample_videos
-from manifests.io import OUTPUT_FULL, read_table, write_json_atomic
+from manifests.io import OUTPUT_FULL, ensure_tables, read_table, write_json_atomic
 
 log = logging.getLogger("curation")
 
@@ -170,12 +170,19 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
         parser.error("; ".join(_flag_message(e) for e in err.errors()))
 
 
+# Config fields whose flag is not simply the field's name with dashes.
+RENAMED_FLAGS = {"inputs": "--input", "sample_videos": "--samples", "retry_failed": "--no-retry-failed",
+                 "detector.kind": "--detector", "detector.threshold": "--threshold",
+                 "detector.min_scene_frames": "--min-scene-frames"}  # fmt: skip
+
+
 def _flag_message(error: dict) -> str:
     """'--flag: what is wrong' for a field error; a whole-config check names its flags itself."""
     message = error["msg"].removeprefix("Value error, ")
     if not error["loc"]:
         return message
-    return f"--{'-'.join(map(str, error['loc'])).replace('_', '-')}: {message}"
+    field = ".".join(map(str, error["loc"]))
+    return f"{RENAMED_FLAGS.get(field, '--' + field.replace('_', '-'))}: {message}"
 
 
 def start_ray(config: CurationConfig) -> None:
@@ -361,6 +368,7 @@ def run(argv: list[str] | None = None) -> int:
 
     summary = run_pipeline(paths, config)
     relevance = run_relevance(config)
+    ensure_tables(config.output)  # every table exists with its schema, empty when nothing qualified
     record = write_run_json(config, summary, paths, relevance, time.perf_counter() - began)
     manifest = record["manifest"]
     print(

@@ -73,6 +73,19 @@ def write_part(manifest_dir: str | os.PathLike, name: str, part: str, rows) -> P
     return final
 
 
+def ensure_tables(manifest_dir: str | os.PathLike) -> list[str]:
+    """Give every table that has no part yet an empty one, so that after a run every table exists
+    with its schema (`pd.read_parquet(DIR/"combinations.parquet")` works when nothing qualified).
+    Returns the tables it created."""
+    created = []
+    for name in TABLES:
+        folder = table_path(manifest_dir, name)
+        if not (folder.is_dir() and any(folder.glob("part-*.parquet"))) and not folder.is_file():
+            write_part(manifest_dir, name, "empty", [])
+            created.append(name)
+    return created
+
+
 def remove_part(manifest_dir: str | os.PathLike, name: str, part: str) -> None:
     (table_path(manifest_dir, name) / f"part-{part}.parquet").unlink(missing_ok=True)
 

@@ -85,26 +85,18 @@ def _heads_to_tokens(x: torch.Tensor, shard: SequenceShard, counts: list[int]) -
     return torch.cat(_exchange(list(x.split(counts, dim=2)), [mine] * shard.size, shard.group), dim=1)
 
 
-class _TokensToHeads(torch.autograd.Function):
+class _Exchange(torch.autograd.Function):
+    """tokens -> heads (to_heads=True) or heads -> tokens; each direction is the other's backward."""
+
     @staticmethod
-    def forward(ctx, x, shard, counts):
-        ctx.shard, ctx.counts = shard, counts
-        return _tokens_to_heads(x, shard, counts)
+    def forward(ctx, x, shard, counts, to_heads):
+        ctx.shard, ctx.counts, ctx.to_heads = shard, counts, to_heads
+        return (_tokens_to_heads if to_heads else _heads_to_tokens)(x, shard, counts)
 
     @staticmethod
     def backward(ctx, grad):
-        return _heads_to_tokens(grad, ctx.shard, ctx.counts), None, None
-
-
-class _HeadsToTokens(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, shard, counts):
-        ctx.shard, ctx.counts = shard, counts
-        return _heads_to_tokens(x, shard, counts)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _tokens_to_heads(grad, ctx.shard, ctx.counts), None, None
+        inverse = _heads_to_tokens if ctx.to_heads else _tokens_to_heads
+        return inverse(grad, ctx.shard, ctx.counts), None, None, None
 
 
 class _Gather(torch.autograd.Function):
@@ -128,11 +120,11 @@ class _Gather(torch.autograd.Function):
 
 
 def tokens_to_heads(x: torch.Tensor, shard: SequenceShard, counts: list[int]) -> torch.Tensor:
-    return _TokensToHeads.apply(x, shard, counts)
+    return _Exchange.apply(x, shard, counts, True)
 
 
 def heads_to_tokens(x: torch.Tensor, shard: SequenceShard, counts: list[int]) -> torch.Tensor:
-    return _HeadsToTokens.apply(x, shard, counts)
+    return _Exchange.apply(x, shard, counts, False)
 
 
 def gather_tokens(x: torch.Tensor, shard: SequenceShard, counts: list[int]) -> torch.Tensor:

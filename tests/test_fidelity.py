@@ -216,6 +216,19 @@ def test_precomputed_latents_need_the_fixed_middle_window(tmp_path):
 # --- 5. ViCLIP text and preprocessing ----------------------------------------------------------
 
 
+def merge_word(word: list[str], pair: tuple[str, str]) -> list[str]:
+    """Every occurrence of `pair` in `word` merged, left to right (one BPE merge step)."""
+    out, j = [], 0
+    while j < len(word):
+        if j + 1 < len(word) and (word[j], word[j + 1]) == pair:
+            out.append(word[j] + word[j + 1])
+            j += 2
+        else:
+            out.append(word[j])
+            j += 1
+    return out
+
+
 class OracleBPE:
     """CLIP's BPE written out from its definition, as the test's reference: byte symbols in CLIP's
     order, repeated lowest-rank pair merges, the official vocabulary numbering."""
@@ -233,15 +246,7 @@ class OracleBPE:
             rank, i = min((self.ranks.get(p, float("inf")), i) for i, p in enumerate(zip(parts, parts[1:])))
             if rank == float("inf"):
                 break
-            pair, merged, j = (parts[i], parts[i + 1]), [], 0
-            while j < len(parts):
-                if j + 1 < len(parts) and (parts[j], parts[j + 1]) == pair:
-                    merged.append(parts[j] + parts[j + 1])
-                    j += 2
-                else:
-                    merged.append(parts[j])
-                    j += 1
-            parts = merged
+            parts = merge_word(parts, (parts[i], parts[i + 1]))
         return parts
 
     def encode(self, text):
@@ -278,26 +283,12 @@ def merges_file(tmp_path_factory):
             break
         best = max(counts, key=lambda p: (counts[p], p))
         merges.append(best)
-        words = [OracleBPE.merge_word(w, best) for w in words]
+        words = [merge_word(w, best) for w in words]
     path = tmp_path_factory.mktemp("bpe") / "bpe_simple_vocab_16e6.txt.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     return path
 
-
-def _merge_word(word, pair):
-    out, j = [], 0
-    while j < len(word):
-        if j + 1 < len(word) and (word[j], word[j + 1]) == pair:
-            out.append(word[j] + word[j + 1])
-            j += 2
-        else:
-            out.append(word[j])
-            j += 1
-    return out
-
-
-OracleBPE.merge_word = staticmethod(_merge_word)
 
 TEXTS = [
     "The man walks into the bar.",

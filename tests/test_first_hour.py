@@ -141,3 +141,25 @@ def test_the_chart_draws_negative_scores_below_zero_with_means():
     ]
     (clip_y, clip_h), (semantic_y, semantic_h) = bars
     assert clip_y + clip_h == pytest.approx(zero) and semantic_y == pytest.approx(zero) and semantic_h > 0
+
+
+@pytest.mark.slow
+def test_every_table_exists_with_its_schema_when_nothing_qualifies(ray_local, tmp_path, multi_shot_video, capsys):
+    import pandas as pd
+
+    from manifests.schema import TABLES
+
+    out = tmp_path / "out"
+    assert run_job(out, multi_shot_video, "--min-relevance", "100") == 0  # no pair is that relevant
+    for name, schema in TABLES.items():
+        table = pd.read_parquet(out / f"{name}.parquet")  # plain pandas, as a user reads them
+        assert list(table.columns) == schema.names, name
+    assert len(pd.read_parquet(out / "combinations.parquet")) == 0
+
+
+def test_renamed_flags_are_named_in_errors(tmp_path, capsys):
+    from curation.run import main
+
+    with pytest.raises(SystemExit):
+        main(["--samples", "0", "--output", str(tmp_path)])
+    assert "--samples: " in capsys.readouterr().err
