@@ -58,6 +58,7 @@ class CurationConfig(BaseModel):
     min_relevance: float = 0.5
     duplicate_threshold: float = Field(default=0.95, gt=0, le=1.0)
     max_uses: int = Field(default=2, ge=1)
+    neighbors: int = Field(default=8, ge=1)  # best partners per shot that candidates grow from
     keep_all: bool = False
     # Annotation (Gemini). The API key is never part of the config: it comes from the environment.
     gemini_model: str = "gemini-2.5-flash"
@@ -69,6 +70,9 @@ class CurationConfig(BaseModel):
     gemini_backoff: float = Field(default=2.0, ge=0)
     gemini_base_url: str | None = None
     gemini_max_reasks: int = Field(default=2, ge=0)
+    gemini_temperature: float = Field(default=0.2, ge=0, le=2)
+    gemini_frames_per_shot: int = Field(default=4, ge=1)  # JPEG frames per shot (--gemini-input frames)
+    embed_frames_per_shot: int = Field(default=8, ge=1)  # frames the colour/CLIP embedders average (ViCLIP: its own)
     gemini_price: tuple[float, float] | None = None  # USD per million (prompt, output) tokens
     max_requests: int | None = Field(default=None, ge=0)
     caption_shots: bool = False
@@ -91,7 +95,7 @@ class CurationConfig(BaseModel):
 
         checkpoint = {"viclip": self.viclip_checkpoint, "clip": self.clip_checkpoint}.get(self.embedder)
         return EmbedderConfig(kind=self.embedder, checkpoint=str(checkpoint) if checkpoint else None,
-                              batch_size=self.embed_batch)  # fmt: skip
+                              batch_size=self.embed_batch, frames_per_shot=self.embed_frames_per_shot)  # fmt: skip
 
     def gemini_settings(self):
         from curation.gemini import GeminiSettings
@@ -99,16 +103,17 @@ class CurationConfig(BaseModel):
         return GeminiSettings(model=self.gemini_model, base_url=self.gemini_base_url, timeout_s=self.gemini_timeout,
                               max_retries=self.gemini_max_retries, backoff_s=self.gemini_backoff, rpm=self.gemini_rpm,
                               concurrency=self.gemini_concurrency, max_requests=self.max_requests,
-                              max_reasks=self.gemini_max_reasks, price=self.gemini_price)  # fmt: skip
+                              max_reasks=self.gemini_max_reasks, price=self.gemini_price,
+                              temperature=self.gemini_temperature)  # fmt: skip
 
     def media_settings(self):
         from curation.annotate import MediaSettings
 
-        return MediaSettings(mode=self.gemini_input)
+        return MediaSettings(mode=self.gemini_input, frames_per_shot=self.gemini_frames_per_shot)
 
     def miner_config(self):
         from curation.combinations import MinerConfig
 
         return MinerConfig(scenes=self.scenes, within=self.within, min_shot_frames=self.min_shot_frames,
                            min_relevance=self.min_relevance, duplicate_threshold=self.duplicate_threshold,
-                           max_uses=self.max_uses, keep_all=self.keep_all)  # fmt: skip
+                           max_uses=self.max_uses, neighbors=self.neighbors, keep_all=self.keep_all)  # fmt: skip

@@ -121,6 +121,13 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
     )
     relevance.add_argument("--max-uses", type=int, default=2, help="combinations one shot may appear in (default 2)")
     relevance.add_argument(
+        "--neighbors", type=int, default=8, help="best partners per shot that candidates grow from (default 8)"
+    )
+    relevance.add_argument(
+        "--embed-frames-per-shot", type=int, default=8,
+        help="frames the colour/CLIP embedders average per shot; ViCLIP takes its own 8 (default 8)",
+    )  # fmt: skip
+    relevance.add_argument(
         "--keep-all", action="store_true", help="write every candidate with its scores (tune thresholds offline)"
     )
     gemini = parser.add_argument_group("annotation (Gemini; the key comes from GEMINI_API_KEY or GOOGLE_API_KEY)")
@@ -139,6 +146,13 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
     gemini.add_argument("--gemini-base-url", help="API endpoint override (a proxy, or a test server)")
     gemini.add_argument(
         "--gemini-max-reasks", type=int, default=2, help="re-asks after a reply breaks a caption rule (default 2)"
+    )
+    gemini.add_argument("--gemini-temperature", type=float, default=0.2, help="sampling temperature (default 0.2)")
+    gemini.add_argument(
+        "--gemini-frames-per-shot",
+        type=int,
+        default=4,
+        help="JPEG frames sent per shot with --gemini-input frames (default 4)",
     )
     gemini.add_argument(
         "--gemini-price", type=_price, metavar="PROMPT,OUTPUT",

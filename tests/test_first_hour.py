@@ -163,3 +163,16 @@ def test_renamed_flags_are_named_in_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--samples", "0", "--output", str(tmp_path)])
     assert "--samples: " in capsys.readouterr().err
+
+
+def test_every_knob_is_a_flag_that_reaches_its_stage(tmp_path):
+    from curation.run import parse_args
+
+    config = parse_args(["--output", str(tmp_path), "--neighbors", "5", "--gemini-temperature", "0.7",
+                         "--gemini-frames-per-shot", "6", "--embed-frames-per-shot", "12", "--gemini-max-reasks", "1"])  # fmt: skip
+    assert config.miner_config().neighbors == 5
+    assert config.gemini_settings().temperature == 0.7 and config.gemini_settings().max_reasks == 1
+    assert config.media_settings().frames_per_shot == 6
+    assert config.embedder_config().frames_per_shot == 12
+    dumped = config.model_dump(mode="json")  # what run.json records
+    assert {"neighbors", "gemini_temperature", "gemini_frames_per_shot", "embed_frames_per_shot"} <= dumped.keys()
