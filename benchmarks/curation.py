@@ -3,9 +3,11 @@
     python benchmarks/curation.py                  # generates a 20-minute 720p H.264 video (cached)
     python benchmarks/curation.py --video FILE     # or measures any video you give it
 
-Prints, from one run on the same file: the curation job end to end (probe, clip windows, adaptive
-detection, keyframes, manifests; frames/s and x real time), `scenedetect -i FILE detect-adaptive`,
-the time just to decode every frame with PyAV (threaded), the ratios, and whether both found the
+Prints, from interleaved rounds on the same file (medians): the curation job's shot stage (probe,
+split, adaptive detection with the one decode pass that also keeps every shot's embedding frames,
+reconcile, keyframes, embedding with the colour embedder) and the whole job from process start to
+exit, `scenedetect -i FILE detect-adaptive`, the time just to decode every frame with PyAV
+(threaded), each stage's seconds from run.json, the ratios per round, and whether both found the
 same cuts (within 1 frame).
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -56,13 +59,13 @@ def decode_only(path: Path) -> tuple[float, int]:
     return time.perf_counter() - began, frames
 
 
-def our_job(path: Path, workdir: Path) -> tuple[float, list[int], dict]:
+def our_job(path: Path, workdir: Path, extra: list[str]) -> tuple[float, list[int], dict]:
     import json
 
     out = workdir / "ours"
     began = time.perf_counter()
-    subprocess.run([sys.executable, "curation/run.py", "--input", str(path), "--output", str(out)], check=True,
-                   cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    subprocess.run([sys.executable, "curation/run.py", "--input", str(path), "--output", str(out), *extra], check=True,
+                   cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.DEVNULL)  # fmt: skip
     seconds = time.perf_counter() - began
     from manifests import read_table
 
@@ -89,35 +92,57 @@ def same_cuts(a: list[int], b: list[int], tolerance: int = 1) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= tolerance for x, y in zip(a, b))
 
 
+def median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", type=Path, help="video to measure (default: a generated 720p video)")
     parser.add_argument("--minutes", type=float, default=20.0, help="length of the generated video")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
+    parser.add_argument("--embed-frames-from", choices=["detection", "source"], default="detection",
+                        help="our job's embedding frames: from the detection pass (default) or decoded again")  # fmt: skip
     args = parser.parse_args()
     path = args.video or benchmark_video(args.minutes)
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         duration = float(s.duration * s.time_base) if s.duration else float(c.duration / av.time_base)
         size = f"{s.codec_context.width}x{s.codec_context.height} {s.codec_context.name}"
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        decode_s, frames = decode_only(path)
-        ours_s, ours_cuts, record = our_job(path, tmp)
-        cli_s, cli_cuts = scenedetect_cli(path, tmp)
-    shots_s = record["this_run"]["wall_seconds"]  # probe + clip windows + detection + reconcile, in the job
-    print(f"video: {path} ({size}, {frames} frames, {duration / 60:.1f} min)")
-    print(f"{'':<44}{'seconds':>9}{'frames/s':>10}{'x real time':>13}")
+    times: dict[str, list[float]] = {k: [] for k in ("decode", "shots", "job", "cli")}
+    stages: dict[str, list[float]] = {}
+    for _ in range(args.rounds):  # interleaved: a slow minute on a shared machine hits every row alike
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            decode_s, frames = decode_only(path)
+            ours_s, ours_cuts, record = our_job(path, tmp, ["--embed-frames-from", args.embed_frames_from])
+            cli_s, cli_cuts = scenedetect_cli(path, tmp)
+        times["decode"].append(decode_s)
+        times["shots"].append(record["seconds"]["shots"])  # probe … reconcile and embed, streamed, in the job
+        times["job"].append(ours_s)
+        times["cli"].append(cli_s)
+        for name in ("probe_tasks", "detect_tasks", "embed_tasks", "combine", "annotate", "total"):
+            stages.setdefault(name, []).append(record["seconds"][name])
+    decode_s, shots_s, ours_s, cli_s = (median(times[k]) for k in ("decode", "shots", "job", "cli"))
+    print(f"video: {path} ({size}, {frames} frames, {duration / 60:.1f} min); {time.strftime('%Y-%m-%d')}, "
+          f"{os.cpu_count()} cores, median of {args.rounds} interleaved rounds")  # fmt: skip
+    print(f"{'':<58}{'seconds':>9}{'frames/s':>10}{'x real time':>13}")
     rows = [
         ("decode only (PyAV, threaded)", decode_s),
-        ("our shot stage (probe, clips, detect, reconcile)", shots_s),
-        ("our whole job (+ Ray start, embed, mine)", ours_s),
+        ("our shot stage (probe, split, detect, reconcile, embed)", shots_s),
+        ("our whole job (process start to exit)", ours_s),
         ("scenedetect detect-adaptive (CLI)", cli_s),
     ]
     for name, seconds in rows:
-        print(f"{name:<44}{seconds:9.1f}{frames / seconds:10.0f}{duration / seconds:13.1f}")
-    print(f"shot stage vs the CLI: {cli_s / shots_s:.2f}x faster; shot stage / decode-only: {shots_s / decode_s:.2f}x")
-    print(f"detection task time: {record['this_run']['detect_task_seconds']:.1f} s over {record['this_run']['clips']} "
-          f"clips; embedding {record['relevance']['embedding']['seconds']:.1f} s")  # fmt: skip
+        print(f"{name:<58}{seconds:9.1f}{frames / seconds:10.0f}{duration / seconds:13.1f}")
+    print("per stage (median seconds; task time summed over workers, the stages overlap): "
+          + ", ".join(f"{k} {median(v):.1f}" for k, v in stages.items()))  # fmt: skip
+    ratios = [(c / s, s / d, j / d) for c, s, d, j in zip(times["cli"], times["shots"], times["decode"], times["job"])]
+    print("per round, CLI / shot stage: " + ", ".join(f"{r[0]:.2f}x" for r in ratios)
+          + "; shot stage / decode-only: " + ", ".join(f"{r[1]:.2f}x" for r in ratios)
+          + "; whole job / decode-only: " + ", ".join(f"{r[2]:.2f}x" for r in ratios))  # fmt: skip
+    print(f"median: shot stage {cli_s / shots_s:.2f}x faster than the CLI, {shots_s / decode_s:.2f}x decode-only; "
+          f"whole job {ours_s / decode_s:.2f}x decode-only")  # fmt: skip
     print(f"cuts: ours {len(ours_cuts)}, CLI {len(cli_cuts)}, same within 1 frame: {same_cuts(ours_cuts, cli_cuts)}")
 
 

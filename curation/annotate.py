@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from curation.config import AnnotateConfig
 from curation.gemini import (
     PRICES_PER_MILLION,
     PROMPT_VERSION,
@@ -31,9 +32,10 @@ from curation.gemini import (
     estimated_cost,
 )
 from curation.progress import StageProgress
-from manifests.frames import read_shot_frames
+from curation.stage import Executor, Failure, Stage
+from manifests.frames import read_shot_frames, sample_indices
 from manifests.io import read_table, write_part
-from model.viclip import sample_indices
+from manifests.schema import STATUS_FAILED
 
 log = logging.getLogger("curation")
 
@@ -42,8 +44,8 @@ ENABLE_HINT = "set GEMINI_API_KEY (or GOOGLE_API_KEY) and re-run the same comman
 
 @dataclass(frozen=True)
 class MediaSettings:
-    mode: str = "frames"  # frames | video
-    frames_per_shot: int = 4
+    mode: str = AnnotateConfig.model_fields["input"].default  # frames | video
+    frames_per_shot: int = AnnotateConfig.model_fields["frames_per_shot"].default
     max_side: int = 384
     video_fps: float = 4.0
     video_max_seconds: float = 12.0
@@ -86,12 +88,16 @@ def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
     return buffer.getvalue()
 
 
-def prepare_item(shots: list[dict], settings: MediaSettings) -> list[list[tuple[bytes, str]]] | str:
-    """Media of an item's shots, or the reason it could not be read."""
-    try:
-        return [shot_media(shot, settings) for shot in shots]
-    except Exception as err:
-        return f"cannot read the shots' frames: {err}"
+class MediaStage(Stage):
+    """Cuts an item's media (JPEG frames or a short MP4 per shot) in Ray tasks; CPU work, no key."""
+
+    name = "media"
+
+    def __init__(self, settings: MediaSettings):
+        self.settings = settings
+
+    def process(self, shots: list[dict]) -> list[list[tuple[bytes, str]]]:
+        return [shot_media(shot, self.settings) for shot in shots]
 
 
 def request_parts(shots: list[dict], media: list[list[tuple[bytes, str]]]) -> list:
@@ -154,6 +160,7 @@ def annotate_items(
     media: MediaSettings,
     cache: ReplyCache,
     annotator: GeminiAnnotator | None,
+    media_stage: Stage | None = None,
 ) -> tuple[dict[str, Annotation], AnnotateSummary]:
     """Annotate (item_id, shots) pairs; cached replies are reused, the rest are asked through
     `annotator` (None: no key, nothing is sent). One annotator serves a whole run: one budget."""
@@ -180,25 +187,30 @@ def annotate_items(
             try:
                 annotation = annotator.annotate(parts, num_shots)
             except Exception as err:  # a malformed reply must not stop the run
-                return Annotation(status="error", error=f"{type(err).__name__}: {err}")
+                return Annotation(status="error", error=f"{type(err).__name__}: {err}", error_stage="request")
             if annotation.paid:  # on disk the moment it arrives: a killed run loses nothing it paid for
                 cache.put(ReplyCache.key(item_id, gemini, media.mode), annotation)
             return annotation
 
-        prepare = ray.remote(num_cpus=1)(prepare_item)
-        settings_ref = ray.put(media)
-        pending = {prepare.remote(shots, settings_ref): (item_id, shots) for item_id, shots in todo}
+        executor = Executor(max_in_flight=2 * max(1, int(ray.cluster_resources().get("CPU", 1))))
+        executor.add(media_stage or MediaStage(media))
         pool = ThreadPoolExecutor(max_workers=gemini.concurrency)
         futures = {}
+
+        def prepared(item_id: str, shots: list[dict]):
+            def done(result) -> None:
+                if isinstance(result, Failure):  # unreadable frames, or the task's worker died
+                    results[item_id] = Annotation(status=STATUS_FAILED, error=f"cannot cut the shots' media: "
+                                                  f"{result.error}", error_stage=result.stage)  # fmt: skip
+                else:
+                    futures[pool.submit(ask, item_id, request_parts(shots, result), len(shots))] = item_id
+
+            return done
+
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                item_id, shots = pending.pop(ready[0])
-                prepared = ray.get(ready[0])
-                if isinstance(prepared, str):
-                    results[item_id] = Annotation(status="error", error=prepared)
-                    continue
-                futures[pool.submit(ask, item_id, request_parts(shots, prepared), len(shots))] = item_id
+            for item_id, shots in todo:
+                executor.submit("media", shots, prepared(item_id, shots))
+            executor.run()
             progress = StageProgress("annotate", len(futures), "items")
             for future, item_id in futures.items():
                 results[item_id] = future.result()
@@ -206,8 +218,7 @@ def annotate_items(
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: send nothing more, keep what is done
             annotator.stop("the run was interrupted")
             summary.interrupted = True
-            for ref in pending:
-                ray.cancel(ref)
+            executor.cancel()
             for future, item_id in futures.items():
                 if future.done() and not future.cancelled():
                     results[item_id] = future.result()
@@ -230,12 +241,15 @@ def _common(annotation: Annotation, gemini: GeminiSettings, media: MediaSettings
         "characters": annotation.characters, "background": annotation.background, "model": gemini.model,
         "prompt_version": PROMPT_VERSION,
         "input_mode": media.mode, "status": annotation.status, "error": annotation.error,
+        "error_stage": annotation.error_stage,
         "requests": annotation.requests, "prompt_tokens": annotation.prompt_tokens, "output_tokens": annotation.output_tokens,
         "thinking_tokens": annotation.thinking_tokens, "from_cache": annotation.from_cache,
     }  # fmt: skip
 
 
-def run_annotation(output, gemini: GeminiSettings, media: MediaSettings, caption_shots: bool) -> dict:
+def run_annotation(
+    output, gemini: GeminiSettings, media: MediaSettings, caption_shots: bool, media_stage: Stage | None = None
+) -> dict:
     """Annotate ok combinations (annotations.parquet) and optionally single shots (shot_captions.parquet)."""
     cache = ReplyCache(output / "annotation_cache")
     api_key = api_key_from_env()
@@ -245,7 +259,7 @@ def run_annotation(output, gemini: GeminiSettings, media: MediaSettings, caption
     combos = read_table(output, "combinations", missing_ok=True)
     combos = combos[combos["status"] == "ok"]
     items = [(row.combination_id, [by_id[s] for s in row.shot_ids]) for row in combos.itertuples()]
-    results, summary = annotate_items(items, gemini, media, cache, annotator)
+    results, summary = annotate_items(items, gemini, media, cache, annotator, media_stage)
     rows = [
         {"combination_id": row.combination_id, "video_id": row.video_id, "shot_ids": list(row.shot_ids),
          "captions": results[row.combination_id].captions} | _common(results[row.combination_id], gemini, media)
@@ -258,7 +272,7 @@ def run_annotation(output, gemini: GeminiSettings, media: MediaSettings, caption
     if caption_shots:
         singles = shots[shots["status"] == "ok"]
         items = [(f"shot:{row['shot_id']}", [row]) for row in singles.to_dict("records")]
-        results, shot_summary = annotate_items(items, gemini, media, cache, annotator)
+        results, shot_summary = annotate_items(items, gemini, media, cache, annotator, media_stage)
         rows = [
             {"shot_id": row["shot_id"], "video_id": row["video_id"],
              "caption": (results[f"shot:{row['shot_id']}"].captions or [None])[0]}

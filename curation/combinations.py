@@ -22,19 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from curation.config import CombineConfig
 from manifests.schema import STATUS_FILTERED, STATUS_OK
 
-
-@dataclass(frozen=True)
-class MinerConfig:
-    scenes: int = 3
-    within: str = "clip"  # clip | video
-    min_shot_frames: int = 49
-    min_relevance: float = 0.5  # calibrated: z-score of the pair's cosine among its group's pairs
-    duplicate_threshold: float = 0.95  # raw cosine at or above which two shots count as the same
-    max_uses: int = 2  # combinations a single shot may appear in
-    neighbors: int = 8  # best partners per shot that candidates are grown from
-    keep_all: bool = False  # write every candidate with its scores (status filtered + reason)
+MinerConfig = CombineConfig  # the combine section of the job's config: the miner's settings
 
 
 @dataclass
@@ -127,6 +118,8 @@ def mine(shots: pd.DataFrame, embeddings: pd.DataFrame, config: MinerConfig) -> 
     usable = shots[shots["status"] == STATUS_OK]
     long_enough = usable[usable["num_frames"] >= config.min_shot_frames]
     stats.shots_too_short = len(usable) - len(long_enough)
+    if "status" in embeddings:  # failed embeddings (null vectors) are retried by the next run, not mined
+        embeddings = embeddings[embeddings["status"].fillna(STATUS_OK) == STATUS_OK]
     table = long_enough.merge(embeddings[["shot_id", "embedding", "embedder"]], on="shot_id", how="inner")
     keys = ["video_id"] + (["clip_index"] if config.within == "clip" else [])
     rows = []

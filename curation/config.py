@@ -1,9 +1,20 @@
-"""Typed, validated configuration of the curation job (built from the command line)."""
+"""Typed, validated configuration of the curation job: one section per stage, one default per knob.
+
+Every knob is a field here, with its default and help text, and nowhere else: the command-line
+flags are derived from the fields (`flags()`; a field's flag is `--<section prefix><name>` unless it
+names its own), `run.json` records the whole tree, and errors name the flag a user typed.
+
+    python curation/run.py --input videos/ --output out/ --min-relevance 0.8
+    python curation/run.py --config curation.yaml --output out/     # sections as in run.json
+"""
 
 from __future__ import annotations
 
+import argparse
+import types
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -11,15 +22,26 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 DEFAULT_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
 
 
-class DetectorConfig(BaseModel):
+def flag(name: str, **extra: Any) -> dict:
+    """json_schema_extra for a field whose flag is not derived from its name."""
+    return {"flag": name, **extra}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    prefix: ClassVar[str] = ""  # flags of this section: --<prefix><field-name>
+
+
+class DetectorConfig(Section):
     """How shots are cut. `threshold` is adaptive_threshold (adaptive) or threshold (content)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["adaptive", "content"] = "adaptive"
-    threshold: float | None = Field(default=None, gt=0)
-    min_scene_frames: int = Field(default=15, ge=1)
-    downscale_width: int = Field(default=256, ge=16)  # PySceneDetect's auto-downscale target width
+    kind: Literal["adaptive", "content"] = Field("adaptive", description="PySceneDetect detector",
+                                                 json_schema_extra=flag("--detector"))  # fmt: skip
+    threshold: float | None = Field(None, gt=0, description="detector threshold (default: PySceneDetect's, "
+                                    "3.0 adaptive / 27 content)")  # fmt: skip
+    min_scene_frames: int = Field(15, ge=1, description="detector's minimum scene length in frames")
+    downscale_width: int = Field(256, ge=16, description="width frames are shrunk to for detection "
+                                 "(PySceneDetect's auto-downscale target)")  # fmt: skip
 
     @property
     def effective_threshold(self) -> float:
@@ -30,90 +52,214 @@ class DetectorConfig(BaseModel):
         return f"{self.kind}(threshold={self.effective_threshold:g},min_scene_frames={self.min_scene_frames})"
 
 
+class ShotsConfig(Section):
+    """probe → split → detect → reconcile."""
+
+    clip_minutes: float = Field(10.0, gt=0, description="clip length, the unit of parallel work")
+    overlap_seconds: float = Field(2.0, ge=0, description="extra decode on each side of a clip")
+    detector: DetectorConfig = DetectorConfig()
+    min_shot_seconds: float = Field(2.0, ge=0, description="shots shorter than this are kept but flagged 'filtered'")
+    keyframe_max_side: int = Field(384, ge=32, description="long side of each shot's keyframe JPEG")
+    keyframe_interval_seconds: float = Field(0.5, gt=0, description="keyframe candidates are sampled this often")
+    decode_threads: int | None = Field(None, ge=1, description="FFmpeg threads per clip task (default: the cores "
+                                       "a video's clips leave free, at least 1: frame threading costs CPU)")  # fmt: skip
+    cpus_per_task: float = Field(1.0, gt=0, description="Ray CPUs reserved per clip task")
+
+
+class EmbedConfig(Section):
+    """Shot embeddings (the relevance signal)."""
+
+    prefix: ClassVar[str] = "embed-"
+    kind: Literal["viclip", "clip", "color"] = Field(
+        "color", json_schema_extra=flag("--embedder"),
+        description="viclip (the paper's; needs --viclip-checkpoint), clip (needs --clip-checkpoint), or color: "
+                    "weight-free, runs anywhere, lower fidelity",
+    )  # fmt: skip
+    viclip_checkpoint: Path | None = Field(None, json_schema_extra=flag("--viclip-checkpoint"),
+                                           description="ViClip-InternVid-10M-FLT.pth or model.safetensors")  # fmt: skip
+    clip_checkpoint: Path | None = Field(None, json_schema_extra=flag("--clip-checkpoint"),
+                                         description="a local Hugging Face CLIP folder")  # fmt: skip
+    batch: int = Field(16, ge=1, description="shots per embedding batch")
+    frames_per_shot: int = Field(8, ge=1, description="frames the colour/CLIP embedders average per shot; "
+                                 "ViCLIP takes its own 8")  # fmt: skip
+    frames_from: Literal["detection", "source"] = Field(
+        "detection", description="take each shot's frames from the shot detection pass (no second decode) "
+                                 "or decode them again from the source")  # fmt: skip
+    decode_max_side: int = Field(320, ge=32, description="long side of the colour/CLIP embedders' frames")
+
+    @property
+    def checkpoint(self) -> str | None:
+        path = {"viclip": self.viclip_checkpoint, "clip": self.clip_checkpoint}.get(self.kind)
+        return str(path) if path else None
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch
+
+
+class CombineConfig(Section):
+    """Relevance-filtered shot combinations."""
+
+    scenes: int = Field(3, ge=2, description="shots per combination")
+    within: Literal["clip", "video"] = Field("clip", description="combine shots within a clip or a whole video")
+    min_shot_frames: int = Field(49, ge=1, description="shortest usable shot in source frames")
+    min_relevance: float = Field(0.5, description="min calibrated pair score: z-score of the cosine among the "
+                                 "group's pairs")  # fmt: skip
+    duplicate_threshold: float = Field(0.95, gt=0, le=1.0, description="raw cosine marking near-duplicates")
+    max_uses: int = Field(2, ge=1, description="combinations one shot may appear in")
+    neighbors: int = Field(8, ge=1, description="best partners per shot that candidates grow from")
+    keep_all: bool = Field(False, description="write every candidate with its scores (tune thresholds offline)")
+
+
+def _price(text: str) -> tuple[float, float]:
+    try:
+        prompt, output = (float(x) for x in str(text).split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected PROMPT,OUTPUT in USD per million tokens, e.g. 0.3,2.5: {text!r}"
+        ) from err
+    return prompt, output
+
+
+class AnnotateConfig(Section):
+    """Gemini captions. The API key is never part of the config: it comes from the environment."""
+
+    prefix: ClassVar[str] = "gemini-"
+    model: str = Field("gemini-2.5-flash", description="Gemini model")
+    input: Literal["frames", "video"] = Field("frames", description="send each shot as JPEG frames or as a short "
+                                              "low-resolution MP4")  # fmt: skip
+    rpm: float = Field(60.0, gt=0, description="requests per minute for the whole run")
+    concurrency: int = Field(4, ge=1, description="requests in flight at once")
+    timeout: float = Field(120.0, gt=0, description="seconds per request")
+    max_retries: int = Field(5, ge=0, description="retries on 429/5xx/timeouts")
+    backoff: float = Field(2.0, ge=0, description="first retry delay in seconds")
+    base_url: str | None = Field(None, description="API endpoint override (a proxy, or a test server)")
+    max_reasks: int = Field(2, ge=0, description="re-asks after a reply breaks a caption rule")
+    temperature: float = Field(0.2, ge=0, le=2, description="sampling temperature")
+    frames_per_shot: int = Field(4, ge=1, description="JPEG frames sent per shot with --gemini-input frames")
+    price: tuple[float, float] | None = Field(
+        None, json_schema_extra=flag("--gemini-price", parse=_price, metavar="PROMPT,OUTPUT"),
+        description="USD per million prompt and output tokens for run.json's cost estimate (default: the "
+                    "model's list price)")  # fmt: skip
+    max_requests: int | None = Field(None, ge=0, json_schema_extra=flag("--max-requests"),
+                                     description="request budget for the whole run (combinations and shots); the "
+                                     "rest stays unannotated, a re-run goes on")  # fmt: skip
+    caption_shots: bool = Field(False, json_schema_extra=flag("--caption-shots"),
+                                description="also caption single shots (for pretraining)")  # fmt: skip
+
+    def gemini_settings(self):
+        from curation.gemini import GeminiSettings
+
+        return GeminiSettings(model=self.model, base_url=self.base_url, timeout_s=self.timeout,
+                              max_retries=self.max_retries, backoff_s=self.backoff, rpm=self.rpm,
+                              concurrency=self.concurrency, max_requests=self.max_requests,
+                              max_reasks=self.max_reasks, price=self.price, temperature=self.temperature)  # fmt: skip
+
+    def media_settings(self):
+        from curation.annotate import MediaSettings
+
+        return MediaSettings(mode=self.input, frames_per_shot=self.frames_per_shot)
+
+
 class CurationConfig(BaseModel):
+    """The whole job: where from and to, how Ray runs it, and one section per stage."""
+
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[Path] = Field(default_factory=list)
-    output: Path
-    clip_minutes: float = Field(default=10.0, gt=0)
-    overlap_seconds: float = Field(default=2.0, ge=0)
-    detector: DetectorConfig = DetectorConfig()
-    min_shot_seconds: float = Field(default=2.0, ge=0)
-    keyframe_max_side: int = Field(default=384, ge=32)
-    keyframe_interval_seconds: float = Field(default=0.5, gt=0)
-    decode_threads: int = Field(default=2, ge=0)  # per clip task; 0 = FFmpeg's choice
-    cpus_per_task: float = Field(default=1.0, gt=0)
-    max_in_flight: int | None = Field(default=None, ge=1)
-    num_cpus: int | None = Field(default=None, ge=1)  # only for a local Ray started by the job
-    sample_videos: int = Field(default=3, ge=1)  # generated when no --input is given
-    retry_failed: bool = True
-    # Shot relevance: embeddings and combination mining.
-    embedder: Literal["viclip", "clip", "color"] = "color"
-    viclip_checkpoint: Path | None = None
-    clip_checkpoint: Path | None = None
-    embed_batch: int = Field(default=16, ge=1)
-    scenes: int = Field(default=3, ge=2)
-    within: Literal["clip", "video"] = "clip"
-    min_shot_frames: int = Field(default=49, ge=1)
-    min_relevance: float = 0.5
-    duplicate_threshold: float = Field(default=0.95, gt=0, le=1.0)
-    max_uses: int = Field(default=2, ge=1)
-    neighbors: int = Field(default=8, ge=1)  # best partners per shot that candidates grow from
-    keep_all: bool = False
-    # Annotation (Gemini). The API key is never part of the config: it comes from the environment.
-    gemini_model: str = "gemini-2.5-flash"
-    gemini_input: Literal["frames", "video"] = "frames"
-    gemini_rpm: float = Field(default=60.0, gt=0)
-    gemini_concurrency: int = Field(default=4, ge=1)
-    gemini_timeout: float = Field(default=120.0, gt=0)
-    gemini_max_retries: int = Field(default=5, ge=0)
-    gemini_backoff: float = Field(default=2.0, ge=0)
-    gemini_base_url: str | None = None
-    gemini_max_reasks: int = Field(default=2, ge=0)
-    gemini_temperature: float = Field(default=0.2, ge=0, le=2)
-    gemini_frames_per_shot: int = Field(default=4, ge=1)  # JPEG frames per shot (--gemini-input frames)
-    embed_frames_per_shot: int = Field(default=8, ge=1)  # frames the colour/CLIP embedders average (ViCLIP: its own)
-    gemini_price: tuple[float, float] | None = None  # USD per million (prompt, output) tokens
-    max_requests: int | None = Field(default=None, ge=0)
-    caption_shots: bool = False
+    inputs: list[Path] = Field(default_factory=list, json_schema_extra=flag("--input"),
+                               description="video files, folders (recursive) or .txt lists of paths")  # fmt: skip
+    output: Path = Field(description="manifest directory (created; re-running resumes)")
+    sample_videos: int = Field(3, ge=1, json_schema_extra=flag("--samples"),
+                               description="sample videos generated when no --input is given")  # fmt: skip
+    retry_failed: bool = Field(True, json_schema_extra=flag("--no-retry-failed", negate=True),
+                               description="on resume, skip videos that failed before")  # fmt: skip
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (ignored with RAY_ADDRESS)")
+    max_in_flight: int | None = Field(None, ge=1, description="task items in flight at once (default: 2 per CPU)")
+    shots: ShotsConfig = ShotsConfig()
+    embed: EmbedConfig = EmbedConfig()
+    combine: CombineConfig = CombineConfig()
+    annotate: AnnotateConfig = AnnotateConfig()
 
     @model_validator(mode="after")
     def _check(self) -> CurationConfig:
         if self.output.exists() and not self.output.is_dir():
             raise ValueError(f"--output {self.output} exists and is not a directory")
-        checkpoint = {"viclip": self.viclip_checkpoint, "clip": self.clip_checkpoint}.get(self.embedder)
-        if self.embedder != "color" and checkpoint is None:
-            raise ValueError(
-                f"--embedder {self.embedder} needs --{self.embedder}-checkpoint PATH (a local file or folder)"
-            )
+        kind = self.embed.kind
+        checkpoint = {"viclip": self.embed.viclip_checkpoint, "clip": self.embed.clip_checkpoint}.get(kind)
+        if kind != "color" and checkpoint is None:
+            raise ValueError(f"--embedder {kind} needs --{kind}-checkpoint PATH (a local file or folder)")
         if checkpoint is not None and not checkpoint.exists():
-            raise ValueError(f"--{self.embedder}-checkpoint {checkpoint} does not exist")
+            raise ValueError(f"--{kind}-checkpoint {checkpoint} does not exist")
         return self
 
-    def embedder_config(self):
-        from curation.embed import EmbedderConfig
 
-        checkpoint = {"viclip": self.viclip_checkpoint, "clip": self.clip_checkpoint}.get(self.embedder)
-        return EmbedderConfig(kind=self.embedder, checkpoint=str(checkpoint) if checkpoint else None,
-                              batch_size=self.embed_batch, frames_per_shot=self.embed_frames_per_shot)  # fmt: skip
+# -- flags derived from the fields -------------------------------------------------------------
 
-    def gemini_settings(self):
-        from curation.gemini import GeminiSettings
 
-        return GeminiSettings(model=self.gemini_model, base_url=self.gemini_base_url, timeout_s=self.gemini_timeout,
-                              max_retries=self.gemini_max_retries, backoff_s=self.gemini_backoff, rpm=self.gemini_rpm,
-                              concurrency=self.gemini_concurrency, max_requests=self.max_requests,
-                              max_reasks=self.gemini_max_reasks, price=self.gemini_price,
-                              temperature=self.gemini_temperature)  # fmt: skip
+def _fields(model: type[BaseModel], path: tuple[str, ...] = (), prefix: str = ""):
+    """(dotted path, flag, field) for every leaf field of the config tree."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            yield from _fields(annotation, (*path, name), annotation.prefix)
+            continue
+        extra = field.json_schema_extra or {}
+        yield ".".join((*path, name)), extra.get("flag") or f"--{prefix}{name.replace('_', '-')}", field
 
-    def media_settings(self):
-        from curation.annotate import MediaSettings
 
-        return MediaSettings(mode=self.gemini_input, frames_per_shot=self.gemini_frames_per_shot)
+def flags() -> dict[str, str]:
+    """Dotted field path -> its flag, e.g. {"combine.min_relevance": "--min-relevance", ...}."""
+    return {path: name for path, name, _ in _fields(CurationConfig)}
 
-    def miner_config(self):
-        from curation.combinations import MinerConfig
 
-        return MinerConfig(scenes=self.scenes, within=self.within, min_shot_frames=self.min_shot_frames,
-                           min_relevance=self.min_relevance, duplicate_threshold=self.duplicate_threshold,
-                           max_uses=self.max_uses, neighbors=self.neighbors, keep_all=self.keep_all)  # fmt: skip
+def _argument(field, field_name: str) -> dict:
+    extra = field.json_schema_extra or {}
+    annotation = field.annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # X | None
+        annotation = next(a for a in args if a is not type(None))
+        args = typing.get_args(annotation)
+    default = field.default
+    shown = "" if default is None or field.is_required() or field.default_factory else f" (default {default})"
+    kwargs: dict[str, Any] = {"help": (field.description or "") + shown, "default": argparse.SUPPRESS,
+                              "metavar": field_name.upper()}  # fmt: skip
+    if "parse" in extra:
+        kwargs["type"], kwargs["metavar"] = extra["parse"], extra.get("metavar")
+    elif annotation is bool:
+        kwargs["action"] = "store_false" if extra.get("negate") else "store_true"
+        kwargs["help"] = field.description
+        del kwargs["metavar"]
+    elif typing.get_origin(annotation) is Literal:
+        kwargs["choices"] = list(args)
+        del kwargs["metavar"]
+    elif typing.get_origin(annotation) is list:
+        kwargs["nargs"], kwargs["type"] = "+", args[0]
+    else:
+        kwargs["type"] = annotation
+    return kwargs
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, grouped by section; defaults stay in the fields (SUPPRESS)."""
+    groups: dict[str, Any] = {}
+    for path, name, field in _fields(CurationConfig):
+        section = path.split(".")[0] if "." in path else ""
+        if section not in groups:
+            title = CurationConfig.model_fields[section].annotation.__doc__.strip().rstrip(".") if section else ""
+            groups[section] = parser.add_argument_group(f"{section} ({title})") if section else parser
+        groups[section].add_argument(name, dest=path, required=field.is_required(),
+                                     **_argument(field, path.rsplit(".", 1)[-1]))  # fmt: skip
+
+
+def from_flags(args: argparse.Namespace, base: dict | None = None) -> CurationConfig:
+    """The config from parsed flags (dotted dests) laid over `base` (a YAML file's tree)."""
+    tree: dict[str, Any] = dict(base or {})
+    for path, value in vars(args).items():
+        if path not in flags():
+            continue
+        node = tree
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return CurationConfig.model_validate(tree)

@@ -1,9 +1,12 @@
 """Shot embeddings: ViCLIP (the paper's), frame-averaged CLIP, or a weight-free colour-layout default.
 
-Each embedder samples a fixed number of frames uniformly across a shot, decoded once per shot
-(frame-exact, from the source video) and turned into one L2-normalised vector. Embedding runs in
-Ray actors that load the model once (on a GPU when the cluster has one) and work video by video,
-so the results of each video are committed as one part file and a re-run skips finished videos.
+Each embedder samples a fixed number of frames per shot (its `FrameSpec`) and turns them into one
+L2-normalised vector. The frames come from the shot detection pass, which keeps them while it
+decodes (curation/shot_frames.py), so this stage only runs the model; shots of earlier runs (or
+a new embedder) are read from the source instead, by `read_frames`, which gives the same pixels.
+Embedding runs in Ray actors that load the model once (on a GPU when the cluster has one) and
+work video by video: each video's results are one part file, a shot that fails is a failed row,
+and a re-run embeds only what is missing or failed.
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import torch
 
-from curation.progress import StageProgress
+from curation.config import EmbedConfig
+from curation.shot_frames import FrameSpec, ShotFrames
+from curation.stage import Failure, Resources, Stage
 from manifests.frames import read_shot_frames
 from manifests.io import read_table, write_part
-from manifests.schema import SHOT_EMBEDDINGS
-from model.viclip import sample_indices
+from manifests.schema import SHOT_EMBEDDINGS, STATUS_FAILED, STATUS_OK
 
 log = logging.getLogger("curation")
 
@@ -34,13 +37,7 @@ FIDELITY = {
 }
 
 
-@dataclass(frozen=True)
-class EmbedderConfig:
-    kind: str = "color"  # viclip | clip | color
-    checkpoint: str | None = None  # ViCLIP .pth/.safetensors, or a local CLIP folder
-    frames_per_shot: int = 8
-    batch_size: int = 16
-    decode_max_side: int = 320  # frames are decoded small: every embedder resizes to <= 224
+EmbedderConfig = EmbedConfig  # the embed section of the job's config
 
 
 class ColorLayoutEmbedder:
@@ -73,21 +70,21 @@ class ViCLIPEmbedder:
 
         self.model = ViCLIP.from_checkpoint(checkpoint).to(device)
         if device == "cuda":
+            import torch
+
             self.model = self.model.to(torch.bfloat16)
         size = "l14" if self.model.config.vision_width == 1024 else f"w{self.model.config.vision_width}"
         self.name, self.checkpoint_hash = f"viclip-{size}", self.model.checkpoint_hash
-        self.frames_per_shot = self.model.config.num_frames
-        self.decode_max_side = None  # the official demo resizes full-size frames straight to 224x224
-
-    def frame_indices(self, num_frames: int) -> list[int]:
-        from model.viclip import viclip_frame_indices
-
-        return viclip_frame_indices(num_frames, self.frames_per_shot)
+        # The official demo: its own frame choice, full-size frames resized straight to the model's size.
+        config = self.model.config
+        self.frame_spec = FrameSpec(count=config.num_frames, rule="viclip", max_side=None, square=config.image_size)
 
     def embed(self, shots: list[np.ndarray]) -> np.ndarray:
         from model.viclip import preprocess_frames
 
         size = self.model.config.image_size
+        import torch
+
         video = torch.stack([preprocess_frames(frames, size) for frames in shots])
         return self.model.video_embeddings(video).numpy()
 
@@ -115,63 +112,118 @@ def make_embedder(config: EmbedderConfig, device: str = "cpu"):
 
 
 class EmbedWorker:
-    """One per Ray actor: loads the embedder once, then embeds whole videos' shots in batches."""
+    """Loads the embedder once, then embeds whole videos' shots in batches."""
 
     def __init__(self, config: EmbedderConfig):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cpu"
+        if config.kind != "color":  # the weight-free embedder never needs torch (a second of start-up)
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.config = config
         self.embedder = make_embedder(config, device)
-        self.frames_per_shot = getattr(self.embedder, "frames_per_shot", config.frames_per_shot)
-        self.decode_max_side = getattr(self.embedder, "decode_max_side", config.decode_max_side)
-        self.frame_indices = getattr(
-            self.embedder, "frame_indices", lambda num_frames: sample_indices(num_frames, self.frames_per_shot)
-        )
+        self.spec = getattr(self.embedder, "frame_spec", None) or frame_spec_for(config)
 
     def identity(self) -> tuple[str, str | None]:
         return self.embedder.name, self.embedder.checkpoint_hash
 
-    def embed_video(self, shots: list[dict]) -> dict:
-        """Embed one video's shots. Returns rows plus per-shot errors (a shot that fails is skipped)."""
+    def embed_video(self, shots: list[dict], frames: list | None = None) -> dict:
+        """Embed one video's shots: from `frames` (ShotFrames kept by the detection pass, None where
+        none were kept) or, without them, read from the source. A shot that fails becomes a failed row."""
         began = time.perf_counter()
-        rows, errors, batch, batch_rows = [], [], [], []
+        rows, batch, batch_rows = [], [], []
 
         def flush():
             if batch:
                 vectors = self.embedder.embed(batch)
                 for row, vector in zip(batch_rows, vectors):
-                    rows.append(row | {"embedding": vector.astype(np.float16)})
+                    rows.append(row | {"embedding": vector.astype(np.float16), "status": STATUS_OK})
                 batch.clear(), batch_rows.clear()
 
-        for shot in shots:
-            offsets = self.frame_indices(int(shot["num_frames"]))
+        for shot, kept in zip(shots, frames or [None] * len(shots)):
+            row = {"shot_id": shot["shot_id"], "video_id": shot["video_id"], "clip_index": shot.get("clip_index"),
+                   "embedder": self.embedder.name, "checkpoint_hash": self.embedder.checkpoint_hash}  # fmt: skip
             try:
-                frames = read_shot_frames(shot, indices=offsets, max_side=self.decode_max_side)
-            except Exception as err:  # a shot whose frames cannot be read is reported, the rest go on
-                errors.append(f"{shot['shot_id']}: {err}")
+                if kept is None:
+                    kept = read_frames(shot, self.spec)
+                images, used = kept.images, kept.frames
+            except Exception as err:  # a shot whose frames cannot be read is a failed row, the rest go on
+                rows.append(row | {"status": STATUS_FAILED, "error": f"{shot['shot_id']}: {err}",
+                                   "error_stage": "embed", "embedding": None})  # fmt: skip
                 continue
-            batch.append(frames)
-            batch_rows.append({
-                "shot_id": shot["shot_id"], "video_id": shot["video_id"], "clip_index": shot.get("clip_index"),
-                "embedder": self.embedder.name, "checkpoint_hash": self.embedder.checkpoint_hash,
-                "frames": [int(shot["start_frame"]) + o for o in offsets],
-            })  # fmt: skip
+            batch.append(images)
+            batch_rows.append(row | {"frames": [int(f) for f in used]})
             if len(batch) == self.config.batch_size:
                 flush()
         flush()
-        return {"rows": rows, "errors": errors, "seconds": time.perf_counter() - began}
+        return {"rows": rows, "seconds": time.perf_counter() - began}
+
+
+def read_frames(shot: dict, spec: FrameSpec) -> ShotFrames:
+    """The re-decoding path: a shot's frames for `spec`, read from its source video."""
+    offsets = spec.offsets(int(shot["num_frames"]))
+    images = spec.finish(read_shot_frames(shot, indices=offsets, max_side=spec.read_size()))
+    return ShotFrames([int(shot["start_frame"]) + o for o in offsets], images)
+
+
+def frame_spec_for(config: EmbedderConfig) -> FrameSpec:
+    """The frames an embedder samples, known without loading it (ViCLIP: its 8 frames at 224x224)."""
+    if config.kind == "viclip":
+        return FrameSpec(count=8, rule="viclip", max_side=None, square=224)
+    return FrameSpec(count=config.frames_per_shot, rule="uniform", max_side=config.decode_max_side)
+
+
+@dataclass(frozen=True)
+class EmbedItem:
+    video_id: str
+    shots: list[dict]
+    spec: FrameSpec
+    frames: list | None = None  # ShotFrames per shot from the detection pass (None: read again)
+
+
+class EmbedStage(Stage):
+    """Shot embeddings in Ray actors that load the model once (a GPU each when the cluster has them)."""
+
+    name, actors = "embed", True
+
+    def __init__(self, config: EmbedderConfig, resources: Resources):
+        self.config, self.resources = config, resources
+        self.frame_spec = frame_spec_for(config)
+        self.worker: EmbedWorker | None = None
+
+    def setup(self) -> None:
+        self.worker = EmbedWorker(self.config)
+
+    def process(self, item: EmbedItem) -> dict:
+        frames = item.frames if item.spec == self.worker.spec else None  # the model wants other frames
+        return self.worker.embed_video(item.shots, frames)
+
+
+def embed_resources(config: EmbedderConfig) -> Resources:
+    """A GPU per actor when there is one; the weight-free colour embedder takes no CPU slot away
+    from detection (it is light and runs between detection tasks)."""
+    import ray
+
+    if int(ray.cluster_resources().get("GPU", 0)):
+        return Resources(cpus=1, gpus=1)
+    return Resources(cpus=0 if config.kind == "color" else 1)
 
 
 def embeddings_table(rows: list[dict]) -> pa.Table:
-    """Rows -> a shot_embeddings table whose `embedding` column is a fixed-size float16 list."""
-    dim = len(rows[0]["embedding"]) if rows else 1
+    """Rows -> a shot_embeddings table whose `embedding` column is a fixed-size float16 list
+    (null for a failed shot)."""
+    vectors = [r["embedding"] for r in rows if r.get("embedding") is not None]
+    dim = len(vectors[0]) if vectors else 1
     columns = {
         f.name: pa.array([r.get(f.name) for r in rows], type=f.type) for f in SHOT_EMBEDDINGS if f.name != "embedding"
     }
-    flat = np.concatenate([r["embedding"] for r in rows]).astype(np.float16) if rows else np.zeros(0, np.float16)
-    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float16()), dim)
+    flat = np.concatenate(
+        [r["embedding"] if r.get("embedding") is not None else np.zeros(dim, np.float16) for r in rows]
+    ).astype(np.float16) if rows else np.zeros(0, np.float16)  # fmt: skip
+    mask = pa.array([r.get("embedding") is None for r in rows], type=pa.bool_())
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float16()), dim, mask=mask)
     fields = [
-        f if f.name != "embedding" else pa.field("embedding", pa.list_(pa.float16(), dim), nullable=False)
-        for f in SHOT_EMBEDDINGS
+        f if f.name != "embedding" else pa.field("embedding", pa.list_(pa.float16(), dim)) for f in SHOT_EMBEDDINGS
     ]
     return pa.Table.from_pydict(columns, schema=pa.schema(fields, metadata=SHOT_EMBEDDINGS.metadata))
 
@@ -185,7 +237,8 @@ class EmbedSummary:
     videos_skipped: int = 0
     shots_embedded: int = 0
     shot_errors: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time from the first embedding item to the last
+    task_seconds: float = 0.0  # time inside the actors
     shots_per_second: float = 0.0
 
 
@@ -193,7 +246,7 @@ def expected_identity(config: EmbedderConfig) -> tuple[str | None, str | None]:
     """(embedder name or None, checkpoint hash) of the embedder `config` builds, without building it."""
     from pathlib import Path
 
-    from model.viclip import file_hash
+    from model.weights import file_hash
 
     if config.kind == "color":
         return ColorLayoutEmbedder.name, None
@@ -204,51 +257,55 @@ def expected_identity(config: EmbedderConfig) -> tuple[str | None, str | None]:
     return None, file_hash(path)
 
 
-def run_embedding(output, config: EmbedderConfig, num_actors: int | None = None) -> EmbedSummary:
-    """Embed the ok shots of every ok video that has no embeddings from this embedder yet."""
-    import ray
-
-    began = time.perf_counter()
+def embedding_todo(output, config: EmbedderConfig) -> tuple[list[EmbedItem], int]:
+    """Items for ok videos without embeddings from this embedder, or with failed shots (only those
+    are embedded again), read from the source; and how many ok videos need nothing."""
     videos = read_table(output, "videos", missing_ok=True)
     shots = read_table(output, "shots", missing_ok=True)
     existing = read_table(output, "shot_embeddings", missing_ok=True)
-    ok_videos = list(videos.loc[videos["status"] == "ok", "video_id"])
+    ok_videos = list(videos.loc[videos["status"] == STATUS_OK, "video_id"])
     # Who would embed, known without loading anything: a weights file's hash, or the weight-free name.
     name, checkpoint_hash = expected_identity(config)
     same = existing["checkpoint_hash"].fillna("") == (checkpoint_hash or "")
     if name is not None:
         same &= existing["embedder"] == name
-    done = set(existing.loc[same, "video_id"])
-    todo = [v for v in ok_videos if v not in done]
-    if not todo:  # nothing to embed: no actors, no model load
-        known = existing.loc[same, "embedder"]
-        return EmbedSummary(embedder=name or (known.iloc[0] if len(known) else config.kind),
-                            checkpoint_hash=checkpoint_hash, fidelity=FIDELITY[config.kind],
-                            videos_skipped=len(ok_videos), seconds=time.perf_counter() - began)  # fmt: skip
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    worker_cls = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(EmbedWorker)
-    count = num_actors or max(1, min(len(todo), gpus or min(2, int(ray.cluster_resources().get("CPU", 1)))))
-    workers = [worker_cls.remote(config) for _ in range(count)]
-    name, checkpoint_hash = ray.get(workers[0].identity.remote())
-    summary = EmbedSummary(embedder=name, checkpoint_hash=checkpoint_hash, fidelity=FIDELITY[config.kind])
-    summary.videos_skipped = len(ok_videos) - len(todo)
-    ok_shots = shots[shots["status"] == "ok"]
-    pending = {}
-    for i, video_id in enumerate(todo):
-        rows = ok_shots[ok_shots["video_id"] == video_id].to_dict("records")
-        pending[workers[i % count].embed_video.remote(rows)] = video_id
-    progress = StageProgress("embed", len(pending), "videos")
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        video_id = pending.pop(ready[0])
-        result = ray.get(ready[0])
-        write_part(output, "shot_embeddings", video_id, embeddings_table(result["rows"]))
-        progress.step()
-        summary.videos_embedded += 1
-        summary.shots_embedded += len(result["rows"])
-        summary.shot_errors += len(result["errors"])
-        for error in result["errors"]:
-            log.warning("embedding: %s", error)
-    summary.seconds = time.perf_counter() - began
-    summary.shots_per_second = summary.shots_embedded / summary.seconds if summary.seconds else 0.0
-    return summary
+    mine = existing[same]
+    embedded = set(mine.loc[mine["status"].fillna(STATUS_OK) == STATUS_OK, "shot_id"])
+    spec, items, skipped = frame_spec_for(config), [], 0
+    ok_shots = shots[shots["status"] == STATUS_OK]
+    for video_id in ok_videos:
+        rows = [
+            r for r in ok_shots[ok_shots["video_id"] == video_id].to_dict("records") if r["shot_id"] not in embedded
+        ]
+        if rows:
+            items.append(EmbedItem(video_id, rows, spec))
+        else:
+            skipped += 1
+    return items, skipped
+
+
+def commit_embeddings(output, item: EmbedItem, result, summary: EmbedSummary) -> None:
+    """Write one video's embeddings (merged with its earlier ok rows from the same embedder)."""
+    if isinstance(result, Failure):  # the actor died or raised: every shot of the item is a failed row
+        rows = [{"shot_id": s["shot_id"], "video_id": s["video_id"], "clip_index": s.get("clip_index"),
+                 "embedder": summary.embedder, "checkpoint_hash": summary.checkpoint_hash, "status": STATUS_FAILED,
+                 "error": result.error, "error_stage": result.stage, "embedding": None} for s in item.shots]  # fmt: skip
+        seconds = 0.0
+    else:
+        rows, seconds = result["rows"], result["seconds"]
+        if rows and summary.embedder != rows[0]["embedder"]:
+            summary.embedder, summary.checkpoint_hash = rows[0]["embedder"], rows[0]["checkpoint_hash"]
+    redone = {r["shot_id"] for r in rows}
+    earlier = read_table(output, "shot_embeddings", missing_ok=True)
+    earlier = earlier[(earlier["video_id"] == item.video_id) & ~earlier["shot_id"].isin(redone)]
+    keep = [r for r in earlier.to_dict("records") if r["embedder"] == summary.embedder]
+    for row in keep:
+        row["embedding"] = None if row["embedding"] is None else np.asarray(row["embedding"], np.float16)
+    write_part(output, "shot_embeddings", item.video_id, embeddings_table(keep + rows))
+    failed = [r for r in rows if r["status"] == STATUS_FAILED]
+    summary.videos_embedded += 1
+    summary.shots_embedded += len(rows) - len(failed)
+    summary.shot_errors += len(failed)
+    summary.task_seconds += seconds
+    if failed:
+        log.warning("embedding: %d shots of video %s failed: %s", len(failed), item.video_id, failed[0]["error"])

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from manifests.io import write_json_atomic
+
 log = logging.getLogger("curation")
 
 PROMPT_VERSION = "v1"
@@ -148,26 +150,34 @@ def api_key_from_env() -> str | None:
     return os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") or None
 
 
+def _default(name: str):
+    from curation.config import AnnotateConfig
+
+    return AnnotateConfig.model_fields[name].default
+
+
 @dataclass
 class GeminiSettings:
-    model: str = "gemini-2.5-flash"
+    """What the annotator needs; the knobs' defaults are the config's (curation.config.AnnotateConfig)."""
+
+    model: str = _default("model")
     base_url: str | None = None  # the API endpoint; tests point it at a local fake server
-    timeout_s: float = 120.0
-    max_retries: int = 5  # on 429, 5xx and timeouts
-    backoff_s: float = 2.0  # first retry delay; doubles each time, with jitter
+    timeout_s: float = _default("timeout")
+    max_retries: int = _default("max_retries")  # on 429, 5xx and timeouts
+    backoff_s: float = _default("backoff")  # first retry delay; doubles each time, with jitter
     max_backoff_s: float = 60.0
-    max_reasks: int = 2  # re-asks after a reply fails validation
-    temperature: float = 0.2
+    max_reasks: int = _default("max_reasks")  # re-asks after a reply fails validation
+    temperature: float = _default("temperature")
     max_output_tokens: int = 2048
-    rpm: float = 60.0  # requests per minute, for the whole cluster (one gateway)
-    concurrency: int = 4  # requests in flight at once
+    rpm: float = _default("rpm")  # requests per minute, for the whole cluster (one gateway)
+    concurrency: int = _default("concurrency")  # requests in flight at once
     max_requests: int | None = None  # budget for this run, shared by every table it annotates
     price: tuple[float, float] | None = None  # USD per million (prompt, output) tokens; None: PRICES_PER_MILLION
 
 
 @dataclass
 class Annotation:
-    status: str  # ok | invalid | blocked | truncated | error | unannotated
+    status: str  # ok | invalid | blocked | truncated | error | unannotated | failed (its media could not be cut)
     captions: list[str] = field(default_factory=list)
     characters: list[dict] = field(default_factory=list)
     background: str | None = None
@@ -178,6 +188,7 @@ class Annotation:
     thinking_tokens: int = 0  # Gemini 2.5 "thoughts": billed as output
     from_cache: bool = False  # served from the cache: paid in an earlier run, costs nothing now
     final: bool = True  # False: stopped by the request budget; never cached, asked again on a re-run
+    error_stage: str | None = None  # the stage that failed: "media" (cutting frames/MP4), "request"
 
     @property
     def paid(self) -> bool:
@@ -416,7 +427,4 @@ class ReplyCache:
             return None  # a damaged entry is simply asked again
 
     def put(self, key: str, annotation: Annotation) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".tmp-{key}-{os.getpid()}-{threading.get_ident()}.json"
-        tmp.write_text(json.dumps(asdict(annotation)))
-        os.replace(tmp, self.folder / f"{key}.json")
+        write_json_atomic(self.folder / f"{key}.json", asdict(annotation))

@@ -1,76 +1,42 @@
-"""The curation job on Ray: probe → split into clips → detect shots → reconcile and write manifests.
+"""Videos stream through the Ray stages: probe → split → detect → reconcile → embed.
 
-Probing runs as one Ray task per video and shot detection as one task per clip, so a long
-video's clips and many videos' clips all spread over the cluster. The driver only plans clips,
-reconciles each video's cuts and writes tables; results stream back as they finish, and each
-video is committed as soon as all its clips are done.
+Each video moves on as soon as it can: its clips are detected as soon as it is probed, it is
+reconciled and committed as soon as all its clips are back, and its shots are embedded from the
+frames the detection pass kept, while other videos are still being probed. Every stage runs on
+the one `Executor` (curation/stage.py); the driver plans clips, reconciles and writes tables.
+A failure anywhere (an exception, a crashed worker or actor) becomes a failed row for the items
+it touched, and a re-run retries exactly those.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections import deque
 from dataclasses import dataclass, field
-
-import ray
 
 from curation.clips import ClipWindow, plan_clips
 from curation.config import CurationConfig
-from curation.finalize import commit_failure, commit_video
-from curation.progress import Progress
-from curation.shots import ClipResult, detect_clip
+from curation.embed import (
+    FIDELITY,
+    EmbedItem,
+    EmbedStage,
+    EmbedSummary,
+    commit_embeddings,
+    embed_resources,
+    embedding_todo,
+    expected_identity,
+)
+from curation.probe import ProbeStage, Skipped
+from curation.progress import Progress, StageProgress
+from curation.reconcile import commit_failure, commit_video
+from curation.shot_frames import frames_for_shot
+from curation.shots import ClipResult, DetectItem, DetectStage
+from curation.stage import Executor, Failure
 from manifests.io import OUTPUT_FULL, read_table, table_path
-from manifests.probe import ProbeError, VideoProbe, fingerprint, probe
+from manifests.probe import VideoProbe
 from manifests.schema import STATUS_OK
 
 log = logging.getLogger("curation")
-
-
-@dataclass
-class Skipped:
-    path: str
-    video_id: str
-
-
-@dataclass
-class Failed:
-    path: str
-    error: str
-
-
-def probe_video(path: str, done_ids: frozenset[str]) -> VideoProbe | Skipped | Failed:
-    """Fingerprint first: a video already in the manifests (under any name) is not probed again."""
-    if not os.path.isfile(path):
-        return Failed(path, f"{path}: file not found; check the --input path")
-    try:
-        video_id = fingerprint(path)
-    except OSError as err:
-        return Failed(path, f"{path}: cannot read file ({err.strerror or err}); check the path and permissions")
-    if video_id in done_ids:
-        return Skipped(path, video_id)
-    try:
-        return probe(path, video_id)
-    except ProbeError as err:
-        return Failed(path, str(err))
-    except Exception as err:  # an unexpected decoder or container bug must not stop the run
-        return Failed(path, f"{path}: unexpected error while probing: {type(err).__name__}: {err}")
-
-
-def detect_video_clip(path, window, pts, fps, rotation, config: CurationConfig, seekable: bool) -> ClipResult:
-    return detect_clip(
-        path,
-        window,
-        pts,
-        fps,
-        rotation,
-        config.detector,
-        thumbnail_every=max(1, round(config.keyframe_interval_seconds * fps)),
-        thumbnail_max_side=config.keyframe_max_side,
-        threads=config.decode_threads,
-        seekable=seekable,
-    )
 
 
 @dataclass
@@ -94,6 +60,7 @@ class RunSummary:
     frames_decoded: int = 0
     detect_task_seconds: float = 0.0
     wall_seconds: float = 0.0
+    stage_seconds: dict = field(default_factory=dict)  # probe, detect: summed task time
     failures: list[dict] = field(default_factory=list)
 
 
@@ -112,111 +79,190 @@ def completed_video_ids(config: CurationConfig) -> frozenset[str]:
     return frozenset(v for v, status in zip(videos["video_id"], videos["status"]) if intact(v, status))
 
 
-def run_pipeline(paths: list[str], config: CurationConfig) -> RunSummary:
-    began = time.perf_counter()
-    summary = RunSummary(videos_total=len(paths))
-    done_ids = completed_video_ids(config)
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    max_in_flight = config.max_in_flight or 2 * cpus
-    probe_task = ray.remote(probe_video).options(num_cpus=min(1.0, config.cpus_per_task))
-    detect_task = ray.remote(detect_video_clip).options(num_cpus=config.cpus_per_task)
-    config_ref = ray.put(config)
-    done_ref = ray.put(done_ids)
+def split(probe: VideoProbe, config: CurationConfig) -> list[ClipWindow]:
+    """The split stage: clip windows of --clip-minutes with overlap (one window without timestamps)."""
+    overlap = max(round(config.shots.overlap_seconds * probe.fps), 2 * config.shots.detector.min_scene_frames)
+    if probe.pts_reliable:
+        return plan_clips(probe.num_frames, probe.fps, config.shots.clip_minutes, overlap)
+    return [ClipWindow(0, 0, probe.num_frames, 0, probe.num_frames)]
 
-    waiting_paths = deque(paths)
-    waiting_clips: deque = deque()  # (video_id, window), detection before new probes
-    in_flight: dict = {}  # ObjectRef -> ("probe", path) | ("clip", video_id, clip_index)
-    jobs: dict[str, VideoJob] = {}
-    pts_refs: dict[str, ray.ObjectRef] = {}
-    seen_ids: set[str] = set()
-    progress = Progress(len(paths))
 
-    def submit() -> None:
-        while len(in_flight) < max_in_flight and (waiting_clips or waiting_paths):
-            if waiting_clips:
-                video_id, window = waiting_clips.popleft()
-                p = jobs[video_id].probe
-                ref = detect_task.remote(
-                    p.source_path, window, pts_refs[video_id], p.fps, p.rotation, config_ref, p.pts_reliable
-                )
-                in_flight[ref] = ("clip", video_id, window.clip_index)
-            else:
-                path = waiting_paths.popleft()
-                in_flight[probe_task.remote(path, done_ref)] = ("probe", path)
+class VideoFlow:
+    """The driver's side of the streaming stages: it submits, commits and records failures."""
 
-    def fail(path: str, error: str, stage: str) -> None:
-        commit_failure(path, error, stage, config)
-        summary.videos_failed += 1
-        summary.failures.append({"path": path, "stage": stage, "error": error})
-        log.warning("failed: %s", error)
-        progress.video_done(failed=True)
+    def __init__(self, config: CurationConfig, executor: Executor, embed: EmbedStage | None):
+        import ray
 
-    submit()
-    while in_flight:
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        ref = ready[0]
-        kind, *key = in_flight.pop(ref)
-        try:
-            result = ray.get(ref)
-        except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
-            # A crashed worker (e.g. a decoder segfault or out of memory) fails only its video.
-            path = key[0] if kind == "probe" else jobs[key[0]].probe.source_path
-            result = (
-                Failed(path, f"{path}: worker failed: {err}")
-                if kind == "probe"
-                else ClipResult(jobs[key[0]].windows[key[1]], error=f"worker failed: {err}")
-            )
-        if kind == "probe":
-            path = key[0]
-            if isinstance(result, Failed):
-                fail(path, result.error, "probe")
-            elif isinstance(result, Skipped) or result.video_id in seen_ids:
+        self.ray = ray
+        self.config, self.executor, self.embed = config, executor, embed
+        self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.summary = RunSummary()
+        self.jobs: dict[str, VideoJob] = {}
+        self.pts_refs: dict[str, object] = {}
+        self.seen: set[str] = set()
+        self.embed_report = None  # curation.embed.EmbedSummary, filled as videos are embedded
+        self.embedded: set[str] = set()  # videos embedded (or failed) from this run's detection pass
+
+    # -- probe ---------------------------------------------------------------------------------
+    def on_probe(self, path: str):
+        def done(result) -> None:
+            if isinstance(result, Failure):
+                self.fail(path, result.error, result.stage)
+            elif isinstance(result, Skipped) or result.video_id in self.seen:
                 if isinstance(result, Skipped):
-                    summary.videos_skipped += 1
+                    self.summary.videos_skipped += 1
                 else:
-                    summary.duplicates += 1
+                    self.summary.duplicates += 1
                     log.info("%s has the same content as an earlier input; processed once", path)
-                progress.video_done(skipped=True)
+                self.progress.video_done(skipped=True)
             else:
-                seen_ids.add(result.video_id)
-                overlap = max(round(config.overlap_seconds * result.fps), 2 * config.detector.min_scene_frames)
-                if result.pts_reliable:
-                    windows = plan_clips(result.num_frames, result.fps, config.clip_minutes, overlap)
-                else:
-                    windows = [ClipWindow(0, 0, result.num_frames, 0, result.num_frames)]
-                jobs[result.video_id] = VideoJob(result, windows, time.perf_counter())
-                pts_refs[result.video_id] = ray.put(result.pts)
-                waiting_clips.extend((result.video_id, w) for w in windows)
-        else:
-            video_id, clip_index = key
-            job = jobs[video_id]
-            job.results[clip_index] = result
-            summary.frames_decoded += result.frames_decoded
-            summary.detect_task_seconds += result.seconds
+                self.seen.add(result.video_id)
+                self.start_detection(result)
+
+        return done
+
+    # -- split + detect ------------------------------------------------------------------------
+    def start_detection(self, probe: VideoProbe) -> None:
+        if self.embed is not None:
+            self.executor.warm("embed")  # its set-up overlaps detection, not the end of the run
+        windows = split(probe, self.config)
+        self.jobs[probe.video_id] = VideoJob(probe, windows, time.perf_counter())
+        self.pts_refs[probe.video_id] = self.ray.put(probe.pts)
+        threads = self.config.shots.decode_threads or max(1, min(4, self.cpus // len(windows)))
+        for window in windows:
+            item = DetectItem(probe.source_path, window, self.pts_refs[probe.video_id], probe.fps, probe.rotation,
+                              probe.pts_reliable, threads)  # fmt: skip
+            self.executor.submit("detect", item, self.on_clip(probe.video_id, window))
+
+    def on_clip(self, video_id: str, window: ClipWindow):
+        def done(result) -> None:
+            if isinstance(result, Failure):
+                result = ClipResult(window, error=f"{self.jobs[video_id].probe.source_path}: {result.error}")
+            job = self.jobs[video_id]
+            job.results[window.clip_index] = result
+            self.summary.frames_decoded += result.frames_decoded
+            self.summary.detect_task_seconds += result.seconds
             if len(job.results) == len(job.windows):
-                del jobs[video_id], pts_refs[video_id]
-                results = [job.results[i] for i in range(len(job.windows))]
-                try:
-                    row = commit_video(job.probe, job.windows, results, config, time.perf_counter() - job.started)
-                except OSError as err:
-                    if err.errno in OUTPUT_FULL:  # the output cannot take a failure row either: stop cleanly
-                        raise
-                    fail(job.probe.source_path, f"{job.probe.source_path}: could not write results: {err}", "write")
-                    continue
-                except Exception as err:  # e.g. a keyframe read failing on a file that changed mid-run
-                    fail(job.probe.source_path, f"{job.probe.source_path}: could not write results: {err}", "write")
-                    continue
-                summary.clips += len(job.windows)
-                if row["status"] == STATUS_OK:
-                    summary.videos_ok += 1
-                    summary.shots += row["num_shots"]
-                    summary.hours_processed += job.probe.duration_s / 3600
-                    progress.video_done(video_seconds=job.probe.duration_s, shots=row["num_shots"])
-                else:
-                    summary.videos_failed += 1
-                    summary.failures.append({"path": job.probe.source_path, "stage": "detect", "error": row["error"]})
-                    progress.video_done(failed=True)
-        submit()
-    progress.close()
-    summary.wall_seconds = time.perf_counter() - began
-    return summary
+                del self.jobs[video_id], self.pts_refs[video_id]
+                self.reconcile(job)
+
+        return done
+
+    # -- reconcile -----------------------------------------------------------------------------
+    def reconcile(self, job: VideoJob) -> None:
+        results = [job.results[i] for i in range(len(job.windows))]
+        path = job.probe.source_path
+        try:
+            row, shots = commit_video(job.probe, job.windows, results, self.config, time.perf_counter() - job.started)
+        except OSError as err:
+            if err.errno in OUTPUT_FULL:  # the output cannot take a failure row either: stop cleanly
+                raise
+            return self.fail(path, f"{path}: could not write results: {err}", "reconcile")
+        except Exception as err:  # e.g. a keyframe read failing on a file that changed mid-run
+            return self.fail(path, f"{path}: could not write results: {err}", "reconcile")
+        self.summary.clips += len(job.windows)
+        if row["status"] != STATUS_OK:
+            self.summary.videos_failed += 1
+            self.summary.failures.append({"path": path, "stage": row["error_stage"], "error": row["error"]})
+            self.progress.video_done(failed=True)
+            return
+        self.summary.videos_ok += 1
+        self.summary.shots += row["num_shots"]
+        self.summary.hours_processed += job.probe.duration_s / 3600
+        self.progress.video_done(video_seconds=job.probe.duration_s, shots=row["num_shots"])
+        if self.embed is not None:
+            self.submit_embedding(job.probe.video_id, shots, [r.frames for r in results if r.frames])
+
+    # -- embed ---------------------------------------------------------------------------------
+    def submit_embedding(self, video_id: str, shots: list[dict], clip_frames: list) -> None:
+        """Embed a just-committed video from the frames its detection pass kept."""
+        spec = self.embed.frame_spec
+        todo = [s for s in shots if s["status"] == STATUS_OK]
+        frames = [frames_for_shot(s["start_frame"], s["end_frame"], clip_frames, "embed", spec) for s in todo]
+        item = EmbedItem(video_id, todo, spec, frames)
+        self.embedded.add(video_id)
+        self.executor.submit("embed", item, self.on_embedded(item))
+
+    def on_embedded(self, item: EmbedItem):
+        def done(result) -> None:
+            commit_embeddings(self.config.output, item, result, self.embed_report)
+
+        return done
+
+    # -- failures ------------------------------------------------------------------------------
+    def fail(self, path: str, error: str, stage: str) -> None:
+        commit_failure(path, error, stage, self.config)
+        self.summary.videos_failed += 1
+        self.summary.failures.append({"path": path, "stage": stage, "error": error})
+        log.warning("failed (%s): %s", stage, error)
+        self.progress.video_done(failed=True)
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self, paths: list[str]) -> RunSummary:
+        began = time.perf_counter()
+        self.summary.videos_total = len(paths)
+        self.progress = Progress(len(paths))
+        for path in paths:
+            self.executor.submit("probe", path, self.on_probe(path))
+        # Detection workers start while the first videos are probed (each start costs a second or two).
+        self.executor.prestart("detect", min(self.cpus - 1, 2 * len(paths)))
+        self.executor.run()
+        self.progress.close()
+        self.summary.wall_seconds = time.perf_counter() - began
+        return self.summary
+
+
+def make_executor(config: CurationConfig) -> Executor:
+    import ray
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return Executor(config.max_in_flight or 2 * cpus)
+
+
+def run_pipeline(
+    paths: list[str], config: CurationConfig, stages: dict[str, type] | None = None
+) -> tuple[RunSummary, EmbedSummary]:
+    """Probe, split, detect, reconcile and embed every input (streamed per video); then embed what
+    older runs left without embeddings (another embedder, failed shots), read from the source.
+    `stages` swaps a stage's class by name (tests use it to crash workers on purpose)."""
+    classes = {"probe": ProbeStage, "detect": DetectStage, "embed": EmbedStage} | (stages or {})
+    executor = make_executor(config)
+    embed_config = config.embed
+    embed = classes["embed"](embed_config, embed_resources(embed_config))
+    executor.add(classes["probe"](completed_video_ids(config), cpus=min(1.0, config.shots.cpus_per_task)))
+    keep = {"embed": embed.frame_spec} if embed_config.frames_from == "detection" else None
+    executor.add(classes["detect"](config.shots, keep))
+    executor.add(embed, workers=embed_workers(embed_config))
+    flow = VideoFlow(config, executor, embed)
+    name, checkpoint_hash = expected_identity(embed_config)
+    report = flow.embed_report = EmbedSummary(embedder=name or embed_config.kind, checkpoint_hash=checkpoint_hash,
+                                              fidelity=FIDELITY[embed_config.kind])  # fmt: skip
+    try:
+        summary = flow.run(paths)
+        began = time.perf_counter()
+        catch_up, nothing_to_do = embedding_todo(config.output, embed_config)
+        catch_up = [item for item in catch_up if item.video_id not in flow.embedded]  # failures now: next run
+        report.videos_skipped = max(0, nothing_to_do - report.videos_embedded)  # done by earlier runs
+        if catch_up:
+            progress = StageProgress("embed", len(catch_up), "videos")
+            for item in catch_up:
+                executor.submit(
+                    "embed", item, lambda result, item=item: (flow.on_embedded(item)(result), progress.step())
+                )
+            executor.run()
+        report.seconds = report.task_seconds + (time.perf_counter() - began if catch_up else 0.0)
+        report.shots_per_second = report.shots_embedded / report.task_seconds if report.task_seconds else 0.0
+        summary.stage_seconds = dict(executor.task_seconds)
+    finally:
+        executor.shutdown()
+    return summary, report
+
+
+def embed_workers(config) -> int:
+    """One actor per GPU; on CPU one for the light colour embedder, else up to two."""
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus:
+        return gpus
+    return 1 if config.kind == "color" else min(2, max(1, int(ray.cluster_resources().get("CPU", 1))))

@@ -26,7 +26,9 @@ from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from curation.clips import ClipWindow
-from curation.config import DetectorConfig
+from curation.config import DetectorConfig, ShotsConfig
+from curation.shot_frames import ClipFrames, FrameKeeper, FrameSpec
+from curation.stage import Resources, Stage
 from manifests.frames import iter_frames, open_video, upright
 
 
@@ -94,28 +96,33 @@ class DetectionFrames:
         return cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR)
 
     _to_bgr = VideoReformatter()
+    _small: dict = {}  # (width, height) -> a reused small yuv420p frame and writable views of its planes
 
     @staticmethod
     def _from_planes(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
         """Strided views of the decoder's Y, U, V planes (no copy), each resized as PySceneDetect
-        resizes (linear), then one small I420 -> BGR conversion."""
+        resizes (linear) straight into a reused small frame's planes, then one small I420 -> BGR
+        conversion (no per-frame allocation: building a frame from an array costs more than the rest)."""
         chroma_h, chroma_w = (frame.height + 1) // 2, (frame.width + 1) // 2
         sizes = ((frame.height, frame.width), (chroma_h, chroma_w), (chroma_h, chroma_w))
         y, u, v = (
             np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :cols]
             for plane, (rows, cols) in zip(frame.planes, sizes)
         )
-        small = np.empty((height * 3 // 2, width), np.uint8)
-        small[:height] = cv2.resize(y, (width, height), interpolation=cv2.INTER_LINEAR)
-        quarter = height // 4
-        for plane, rows in ((u, slice(height, height + quarter)), (v, slice(height + quarter, None))):
-            small[rows] = cv2.resize(plane, (width // 2, height // 2), interpolation=cv2.INTER_LINEAR).reshape(
-                quarter, width
-            )
+        small = DetectionFrames._small.get((width, height))
+        if small is None:
+            target = av.VideoFrame(width, height, "yuv420p")
+            out = [
+                np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :cols]
+                for plane, (rows, cols) in zip(target.planes, ((height, width), (height // 2, width // 2),
+                                                               (height // 2, width // 2)))
+            ]  # fmt: skip
+            small = DetectionFrames._small[(width, height)] = (target, out)
+        target, out = small
+        for source, dest in zip((y, u, v), out):
+            cv2.resize(source, (dest.shape[1], dest.shape[0]), dst=dest, interpolation=cv2.INTER_LINEAR)
         # swscale's YUV->BGR, as before: OpenCV's conversion shifts the hue of near-black pixels.
-        return DetectionFrames._to_bgr.reformat(
-            av.VideoFrame.from_ndarray(small, format="yuv420p"), format="bgr24"
-        ).to_ndarray()
+        return DetectionFrames._to_bgr.reformat(target, format="bgr24").to_ndarray()
 
 
 @dataclass
@@ -123,6 +130,7 @@ class ClipResult:
     window: ClipWindow
     cuts: list[int] = field(default_factory=list)  # first frames of new shots, owned by this clip
     thumbnails: dict[int, bytes] = field(default_factory=dict)  # frame -> JPEG, sampled in the clip
+    frames: ClipFrames | None = None  # frames later stages sample, kept in this decode pass
     frames_decoded: int = 0
     seconds: float = 0.0
     error: str | None = None
@@ -140,11 +148,13 @@ def detect_clip(
     thumbnail_max_side: int,
     threads: int = 0,
     seekable: bool = True,
+    frame_specs: dict[str, FrameSpec] | None = None,
 ) -> ClipResult:
     """Run the detector over window.decode_start..decode_end; keep cuts in the owned range.
 
     Frame numbers come from each decoded frame's PTS looked up in the probe's index, so they are
-    source-timeline frame numbers even after a seek and for variable frame rate.
+    source-timeline frame numbers even after a seek and for variable frame rate. With
+    `frame_specs`, the same pass keeps each shot's sampled frames for later stages (shot_frames).
     """
     began = time.perf_counter()
     result = ClipResult(window)
@@ -153,6 +163,19 @@ def detect_clip(
     start_pts = int(pts[window.decode_start]) if seekable and window.decode_start > 0 else None
     end_pts = int(pts[window.decode_end]) if seekable and window.decode_end < num_frames else None
     to_detector_image = DetectionFrames(detector_config.downscale_width)
+    keeper = (
+        FrameKeeper(
+            frame_specs,
+            window.start_frame,
+            window.end_frame,
+            num_frames,
+            window.clip_index,
+            detector_config.min_scene_frames,
+            rotation,
+        )  # fmt: skip
+        if frame_specs
+        else None
+    )
     timecode = None
     try:
         with open_video(path, threads=threads) as (container, stream):
@@ -167,8 +190,12 @@ def detect_clip(
                         break
                 timecode = FrameTimecode(index, fps=fps)
                 image = to_detector_image(frame)
+                if keeper is not None:
+                    keeper.push(index, frame)
                 for cut in detector.process_frame(timecode, image):
                     result.cuts.append(cut.frame_num)
+                    if keeper is not None:
+                        keeper.cut(cut.frame_num)
                 result.frames_decoded += 1
                 if (
                     window.start_frame <= index < window.end_frame
@@ -177,11 +204,53 @@ def detect_clip(
                     result.thumbnails[index] = encode_thumbnail(image, rotation, thumbnail_max_side)
             if timecode is not None and window.decode_end >= num_frames:
                 result.cuts += [cut.frame_num for cut in detector.post_process(timecode)]
+            if keeper is not None:
+                for cut in sorted(set(result.cuts)):
+                    keeper.cut(cut)  # post-processed cuts; the rest were seen already
+                result.frames = keeper.finish()
     except av.error.FFmpegError as err:
         result.error = f"{path}: decoding failed in frames {window.decode_start}-{window.decode_end} ({err}); the file is truncated or corrupt"
     result.cuts = sorted({c for c in result.cuts if window.start_frame <= c < window.end_frame and c > 0})
     result.seconds = time.perf_counter() - began
     return result
+
+
+@dataclass(frozen=True)
+class DetectItem:
+    path: str
+    window: ClipWindow
+    pts: object  # the probe's PTS index (an ObjectRef, shared by the video's clips, or an array)
+    fps: float
+    rotation: int
+    seekable: bool
+    threads: int = 1  # FFmpeg decoding threads
+
+
+class DetectStage(Stage):
+    """Shot detection in one clip window per Ray task; the same decode pass keeps keyframes and the
+    frames later stages sample (`frame_specs`)."""
+
+    name = "detect"
+
+    def __init__(self, config: ShotsConfig, frame_specs: dict[str, FrameSpec] | None = None):
+        self.resources = Resources(cpus=config.cpus_per_task)
+        self.detector = config.detector
+        self.keyframe_interval_seconds, self.keyframe_max_side = (
+            config.keyframe_interval_seconds,
+            config.keyframe_max_side,
+        )
+        self.frame_specs = frame_specs
+
+    def process(self, item: DetectItem) -> ClipResult:
+        pts = item.pts
+        if not isinstance(pts, np.ndarray):
+            import ray
+
+            pts = ray.get(pts)
+        return detect_clip(item.path, item.window, pts, item.fps, item.rotation, self.detector,
+                           thumbnail_every=max(1, round(self.keyframe_interval_seconds * item.fps)),
+                           thumbnail_max_side=self.keyframe_max_side, threads=item.threads, seekable=item.seekable,
+                           frame_specs=self.frame_specs)  # fmt: skip
 
 
 def encode_thumbnail(image: np.ndarray, rotation: int, max_side: int) -> bytes:

@@ -4,10 +4,24 @@ import pandas as pd
 shots = pd.read_parquet("DIR/shots.parquet")          # plain pandas
 from manifests import read_table
 shots = read_table("DIR", "shots")                    # validated against the schema
+
+Names are imported on first use: a Ray worker that only reads frames never imports pandas.
 """
 
-from manifests.frames import read_shot_frames
-from manifests.io import ManifestError, read_table, write_part
-from manifests.schema import SCHEMA_VERSION, TABLES
+from importlib import import_module
 
-__all__ = ["ManifestError", "read_table", "write_part", "read_shot_frames", "SCHEMA_VERSION", "TABLES"]
+_HOMES = {
+    "ManifestError": "manifests.io",
+    "read_table": "manifests.io",
+    "write_part": "manifests.io",
+    "read_shot_frames": "manifests.frames",
+    "SCHEMA_VERSION": "manifests.schema",
+    "TABLES": "manifests.schema",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'manifests' has no attribute {name!r}")

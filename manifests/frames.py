@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 
 class VideoReadError(RuntimeError):
@@ -86,6 +88,13 @@ def iter_frames(container, stream, start_pts: int | None = None, end_pts: int | 
         yield frame
 
 
+def sample_indices(num_frames: int, count: int = 8) -> list[int]:
+    """`count` frame offsets spread uniformly over a shot (segment middles)."""
+    if num_frames <= 0:
+        raise ValueError("a shot needs at least one frame")
+    return [min(num_frames - 1, int((i + 0.5) * num_frames / count)) for i in range(count)]
+
+
 def max_stride_window(available: int, count: int, max_stride: int, rng: np.random.Generator) -> tuple[int, int] | None:
     """(start, stride) of `count` frames out of `available`: the largest stride <= max_stride at which
     they fit, and a start drawn uniformly from every position that fits (the official SFT and
@@ -106,15 +115,20 @@ def upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
+_RGB = threading.local()  # a reused swscale context per thread: creating one costs more than converting
+
+
 def to_rgb(frame: av.VideoFrame, rotation: int, max_side: int | None = None) -> np.ndarray:
-    """Convert a frame to an upright RGB array, downscaled (aspect kept) so its long side <= max_side."""
+    """Convert a frame to an upright RGB array, downscaled (aspect kept) so its long side <= max_side.
+    The same pixels as frame.to_ndarray(width=, height=, format="rgb24"), without a new context per call."""
     width, height = frame.width, frame.height
     if max_side and max(width, height) > max_side:
         scale = max_side / max(width, height)
         width, height = max(2, round(width * scale)), max(2, round(height * scale))
-        image = frame.to_ndarray(width=width, height=height, format="rgb24")
-    else:
-        image = frame.to_ndarray(format="rgb24")
+    reformatter = getattr(_RGB, "reformatter", None)
+    if reformatter is None:
+        reformatter = _RGB.reformatter = VideoReformatter()
+    image = reformatter.reformat(frame, width=width, height=height, format="rgb24").to_ndarray()
     return upright(image, rotation)
 
 

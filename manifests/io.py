@@ -6,8 +6,7 @@ import errno
 import json
 import os
 import tempfile
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from manifests.schema import SCHEMA_VERSION, TABLES
+from manifests.schema import SCHEMA_VERSION, TABLE_STATUSES, TABLES
 
 OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # errors after which no output can be written
 
@@ -61,16 +60,21 @@ def write_part(manifest_dir: str | os.PathLike, name: str, part: str, rows) -> P
     """
     schema = TABLES[name]
     table = rows if isinstance(rows, pa.Table) else to_arrow(rows, schema)
-    folder = table_path(manifest_dir, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"part-{part}.parquet"
-    tmp = folder / f".tmp-{part}-{uuid.uuid4().hex[:8]}.parquet"
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
+    check_statuses(table, name)
+    final = table_path(manifest_dir, name) / f"part-{part}.parquet"
+    return write_atomic(final, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def check_statuses(table: pa.Table, name: str) -> None:
+    """Refuse a status outside the table's vocabulary (manifests.schema.TABLE_STATUSES)."""
+    if "status" not in table.column_names:
+        return
+    allowed = TABLE_STATUSES[name]
+    found = {v for v in table.column("status").to_pylist() if v is not None}
+    unknown = sorted(found - allowed)
+    if unknown:
+        raise ManifestError(f"table {name}: unknown status {', '.join(map(repr, unknown))}; "
+                            f"allowed: {', '.join(sorted(allowed))} (manifests.schema.Status)")  # fmt: skip
 
 
 def ensure_tables(manifest_dir: str | os.PathLike) -> list[str]:
@@ -90,17 +94,29 @@ def remove_part(manifest_dir: str | os.PathLike, name: str, part: str) -> None:
     (table_path(manifest_dir, name) / f"part-{part}.parquet").unlink(missing_ok=True)
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """The one way anything here is written: `write(tmp)` fills a temporary file next to `path`
+    (its name starts with '.', so table readers skip it), which is then renamed into place. A
+    failed write (full disk, an exception) leaves neither a partial file nor the temporary one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=str)
+        write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file is as shareable as any other
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str)))
 
 
 def _umask() -> int:

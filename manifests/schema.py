@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
 """Bump on any incompatible change; readers refuse tables written with another major version."""
 
-# Row statuses shared by all tables. "filtered" is a decision about good data (e.g. a shot
-# shorter than --min-shot-seconds); "failed" means something went wrong and `error` says what.
-STATUS_OK = "ok"
-STATUS_FILTERED = "filtered"
-STATUS_FAILED = "failed"
+
+class Status(StrEnum):
+    """Every row status of every table. "filtered" is a decision about good data (e.g. a shot
+    shorter than --min-shot-seconds); "failed" means something went wrong: `error` says what and
+    `error_stage` where, and a re-run retries it. The rest describe Gemini's replies."""
+
+    OK = "ok"
+    FILTERED = "filtered"
+    FAILED = "failed"
+    INVALID = "invalid"  # the reply broke a caption rule after every re-ask
+    BLOCKED = "blocked"  # a safety block
+    TRUNCATED = "truncated"  # the reply hit the token limit
+    ERROR = "error"  # the request failed (HTTP, timeout, malformed reply)
+    UNANNOTATED = "unannotated"  # nothing was sent (no key, budget, interrupted)
+
+
+STATUS_OK, STATUS_FILTERED, STATUS_FAILED = Status.OK, Status.FILTERED, Status.FAILED
 
 
 def _schema(name: str, fields: list[pa.Field]) -> pa.Schema:
@@ -107,7 +121,11 @@ SHOT_EMBEDDINGS = _schema(
         pa.field("checkpoint_hash", pa.string()),  # content hash of the weights (null: weight-free)
         pa.field("frames", pa.list_(pa.int64())),  # source frames the embedding was computed from
         # Written as a fixed-size list (float16) of the embedder's dimension; read back as a list.
-        pa.field("embedding", pa.list_(pa.float16()), nullable=False),
+        # Null when status is failed.
+        pa.field("embedding", pa.list_(pa.float16())),
+        pa.field("status", pa.string()),  # ok | failed (null in tables written before: ok)
+        pa.field("error", pa.string()),
+        pa.field("error_stage", pa.string()),
     ],
 )
 
@@ -132,7 +150,7 @@ COMBINATIONS = _schema(
 )
 
 # Annotation statuses (Gemini): ok, or why a combination has no usable captions.
-ANNOTATION_STATUSES = ("ok", "invalid", "blocked", "truncated", "error", "unannotated")
+ANNOTATION_STATUSES = ("ok", "invalid", "blocked", "truncated", "error", "unannotated", "failed")
 
 _CHARACTER = pa.struct([pa.field("name", pa.string()), pa.field("description", pa.string())])
 _ANNOTATION_FIELDS = [
@@ -141,6 +159,7 @@ _ANNOTATION_FIELDS = [
     pa.field("input_mode", pa.string()),  # video | frames
     pa.field("status", pa.string(), nullable=False),  # one of ANNOTATION_STATUSES
     pa.field("error", pa.string()),
+    pa.field("error_stage", pa.string()),  # media | request, when the item failed
     pa.field("requests", pa.int32()),  # paid requests this row cost (0 when served from the cache)
     pa.field("prompt_tokens", pa.int64()),
     pa.field("output_tokens", pa.int64()),  # reply tokens, thinking excluded
@@ -172,6 +191,17 @@ SHOT_CAPTIONS = _schema(
         *_ANNOTATION_FIELDS,
     ],
 )
+
+# The statuses each table may hold, checked whenever a table is written.
+TABLE_STATUSES: dict[str, frozenset[str]] = {
+    "videos": frozenset({Status.OK, Status.FAILED}),
+    "clips": frozenset({Status.OK, Status.FAILED}),
+    "shots": frozenset({Status.OK, Status.FILTERED}),
+    "shot_embeddings": frozenset({Status.OK, Status.FAILED}),
+    "combinations": frozenset({Status.OK, Status.FILTERED}),
+    "annotations": frozenset(ANNOTATION_STATUSES),
+    "shot_captions": frozenset(ANNOTATION_STATUSES),
+}
 
 TABLES: dict[str, pa.Schema] = {
     "videos": VIDEOS,

@@ -40,7 +40,7 @@ class DinoEncoder:
     def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> DinoEncoder:
         from transformers import AutoModel
 
-        from model.viclip import CheckpointError
+        from model.weights import CheckpointError
 
         if not (Path(path) / "config.json").is_file():
             raise CheckpointError(f"{path}: not a local DINO folder (needs config.json and weights from transformers)")
@@ -73,7 +73,7 @@ class I3DFeatures:
 
     @classmethod
     def load(cls, path: str | os.PathLike, module: torch.nn.Module | None = None, device: str = "cpu") -> I3DFeatures:
-        from model.viclip import CheckpointError
+        from model.weights import CheckpointError
 
         path = Path(path)
         if not path.is_file():

@@ -39,7 +39,7 @@ class ClipEncoder:
     def from_pretrained(cls, path: str | os.PathLike, device: str | None = None, dtype=None) -> ClipEncoder:
         from transformers import CLIPModel, CLIPTokenizer
 
-        from model.viclip import CheckpointError, file_hash
+        from model.weights import CheckpointError, file_hash
 
         path = Path(path)
         if not (path / "config.json").is_file():

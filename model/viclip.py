@@ -19,7 +19,6 @@ with mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225) (`preprocess_frames`)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import OrderedDict
@@ -30,6 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from manifests.frames import sample_indices  # noqa: F401  (re-exported: it was defined here)
+from model.weights import CheckpointError, file_hash  # noqa: F401
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -54,10 +56,6 @@ class ViCLIPConfig:
 VICLIP_L14 = ViCLIPConfig()
 VICLIP_B16 = ViCLIPConfig(patch_size=16, vision_width=768, vision_layers=12, vision_heads=12, embed_dim=512,
                           text_width=512, text_layers=12, text_heads=8)  # fmt: skip
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable, or whose keys/shapes do not match the model."""
 
 
 class QuickGELU(nn.Module):
@@ -275,24 +273,6 @@ def config_from_state_dict(state: dict[str, torch.Tensor], where) -> ViCLIPConfi
 def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
     expected = set(model.state_dict())
     return sorted(expected - state.keys()), sorted(state.keys() - expected)
-
-
-def file_hash(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Content hash of a weights file (first and last 4 MiB plus the size: fast for GB files)."""
-    size = os.path.getsize(path)
-    digest = hashlib.blake2b(str(size).encode(), digest_size=8)
-    with open(path, "rb") as f:
-        digest.update(f.read(chunk))
-        f.seek(max(0, size - chunk))
-        digest.update(f.read(chunk))
-    return digest.hexdigest()
-
-
-def sample_indices(num_frames: int, count: int = 8) -> list[int]:
-    """`count` frame offsets spread uniformly over a shot (segment middles)."""
-    if num_frames <= 0:
-        raise ValueError("a shot needs at least one frame")
-    return [min(num_frames - 1, int((i + 0.5) * num_frames / count)) for i in range(count)]
 
 
 def viclip_frame_indices(num_frames: int, count: int = 8) -> list[int]:

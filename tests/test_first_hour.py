@@ -108,8 +108,8 @@ def test_a_deleted_table_is_reported_then_repaired_by_a_rerun(ray_local, tmp_pat
     assert read_table(out, "combinations")["combination_id"].tolist() == combos["combination_id"].tolist()
     assert "inconsistencies" not in text_report(out)
     seconds = json.loads((out / "run.json").read_text())["seconds"]
-    assert {"total", "shots", "embed", "combine", "annotate"} <= seconds.keys()
-    assert seconds["total"] >= seconds["shots"] + seconds["embed"]
+    assert {"total", "shots", "probe_tasks", "detect_tasks", "embed", "combine", "annotate"} <= seconds.keys()
+    assert seconds["total"] >= seconds["shots"] + seconds["combine"]  # embedding streams inside "shots"
 
 
 @pytest.mark.slow
@@ -170,9 +170,43 @@ def test_every_knob_is_a_flag_that_reaches_its_stage(tmp_path):
 
     config = parse_args(["--output", str(tmp_path), "--neighbors", "5", "--gemini-temperature", "0.7",
                          "--gemini-frames-per-shot", "6", "--embed-frames-per-shot", "12", "--gemini-max-reasks", "1"])  # fmt: skip
-    assert config.miner_config().neighbors == 5
-    assert config.gemini_settings().temperature == 0.7 and config.gemini_settings().max_reasks == 1
-    assert config.media_settings().frames_per_shot == 6
-    assert config.embedder_config().frames_per_shot == 12
+    assert config.combine.neighbors == 5
+    gemini = config.annotate.gemini_settings()
+    assert gemini.temperature == 0.7 and gemini.max_reasks == 1
+    assert config.annotate.media_settings().frames_per_shot == 6
+    assert config.embed.frames_per_shot == 12
     dumped = config.model_dump(mode="json")  # what run.json records
-    assert {"neighbors", "gemini_temperature", "gemini_frames_per_shot", "embed_frames_per_shot"} <= dumped.keys()
+    assert dumped["combine"]["neighbors"] == 5 and dumped["annotate"]["temperature"] == 0.7
+    assert dumped["annotate"]["frames_per_shot"] == 6 and dumped["embed"]["frames_per_shot"] == 12
+
+
+def test_flags_are_derived_from_the_config_fields_one_to_one(tmp_path):
+    """Every config field has exactly one flag, every flag reaches its field, and the defaults live
+    only in the fields (a flag not given leaves the field's default)."""
+    from curation.config import CurationConfig, flags
+    from curation.run import parse_args
+
+    known = flags()
+    assert len(set(known.values())) == len(known)  # one flag per field, none shared
+    assert known["combine.min_relevance"] == "--min-relevance" and known["annotate.rpm"] == "--gemini-rpm"
+    assert known["shots.detector.kind"] == "--detector" and known["sample_videos"] == "--samples"
+    assert parse_args(["--output", str(tmp_path)]) == CurationConfig(output=tmp_path)
+    config = parse_args(["--output", str(tmp_path), "--min-relevance", "0.8", "--no-retry-failed", "--detector",
+                         "content", "--gemini-price", "0.3,2.5", "--embed-frames-from", "source"])  # fmt: skip
+    assert config.combine.min_relevance == 0.8 and config.retry_failed is False
+    assert config.shots.detector.kind == "content" and config.annotate.price == (0.3, 2.5)
+    assert config.embed.frames_from == "source"
+
+
+def test_a_yaml_config_file_with_flags_over_it(tmp_path, capsys):
+    from curation.run import main, parse_args
+
+    path = tmp_path / "curation.yaml"
+    path.write_text("combine:\n  scenes: 2\n  min_relevance: 1.0\nshots:\n  detector:\n    kind: content\n")
+    config = parse_args(["--config", str(path), "--output", str(tmp_path / "out"), "--min-relevance", "0.2"])
+    assert config.combine.scenes == 2 and config.combine.min_relevance == 0.2  # the flag wins
+    assert config.shots.detector.kind == "content"
+    path.write_text("combine:\n  scenes: 1\n")
+    with pytest.raises(SystemExit):
+        main(["--config", str(path), "--output", str(tmp_path / "out")])
+    assert "--scenes: " in capsys.readouterr().err

@@ -26,12 +26,13 @@ import pickle
 import random
 import re
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from manifests.io import write_atomic
 
 log = logging.getLogger("training")
 
@@ -45,13 +46,7 @@ class CheckpointError(RuntimeError):
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload)))
 
 
 # --- RNG state as JSON --------------------------------------------------------------------------

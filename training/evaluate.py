@@ -75,7 +75,7 @@ def read_frames(path: Path, count: int | None = None, span: tuple[float, float] 
     """Frames of a video (all, or `count` uniformly spread over the given fraction of it)."""
     import av
 
-    from model.viclip import sample_indices
+    from manifests.frames import sample_indices
 
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]

@@ -1,9 +1,10 @@
-"""Turn one video's clip results into manifest rows, keyframe files and committed table parts."""
+"""The reconcile stage (driver): one video's clip results -> shots on the source timeline, keyframe
+files and committed table parts. Each clip owns a frame range and reports only its cuts; the merged
+cut list re-applies the minimum scene length across clip boundaries (shots_from_cuts)."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import cv2
@@ -12,31 +13,21 @@ from curation.clips import ClipWindow
 from curation.config import CurationConfig
 from curation.shots import ClipResult, shots_from_cuts
 from manifests.frames import read_shot_frames
-from manifests.io import remove_part, write_part
+from manifests.io import remove_part, write_bytes_atomic, write_part
 from manifests.probe import VideoProbe, path_id
 from manifests.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed write (full disk) leaves nothing behind
 
 
 def shot_rows(
     probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult], config: CurationConfig
 ) -> list[dict]:
     cuts = [c for r in results for c in r.cuts]
-    spans = shots_from_cuts(cuts, probe.num_frames, config.detector.min_scene_frames)
+    spans = shots_from_cuts(cuts, probe.num_frames, config.shots.detector.min_scene_frames)
     clip_starts = [w.start_frame for w in windows]
     rows = []
     for index, (start, end) in enumerate(spans):
         start_s, end_s = probe.frame_seconds(start), probe.frame_seconds(end)
-        too_short = end_s - start_s < config.min_shot_seconds
+        too_short = end_s - start_s < config.shots.min_shot_seconds
         rows.append(
             {
                 "video_id": probe.video_id,
@@ -59,9 +50,11 @@ def shot_rows(
                 "height": probe.height,
                 "rotation": probe.rotation,
                 "clip_index": max(i for i, s in enumerate(clip_starts) if s <= start),
-                "detector": config.detector.name,
+                "detector": config.shots.detector.name,
                 "status": STATUS_FILTERED if too_short else STATUS_OK,
-                "filter_reason": f"shorter than --min-shot-seconds {config.min_shot_seconds:g}" if too_short else None,
+                "filter_reason": f"shorter than --min-shot-seconds {config.shots.min_shot_seconds:g}"
+                if too_short
+                else None,
             }
         )
     return rows
@@ -89,7 +82,7 @@ def save_keyframes(rows: list[dict], results: list[ClipResult], output: Path, ma
         else:
             continue
         relative = Path("keyframes") / row["video_id"] / f"{row['shot_id']}.jpg"
-        _write_bytes_atomic(output / relative, jpeg)
+        write_bytes_atomic(output / relative, jpeg)
         row["keyframe_frame"] = frame
         row["keyframe_path"] = relative.as_posix()
 
@@ -118,7 +111,7 @@ def clip_rows(probe: VideoProbe, windows: list[ClipWindow], results: list[ClipRe
 
 def commit_video(
     probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult], config: CurationConfig, seconds: float
-) -> dict:
+) -> tuple[dict, list[dict]]:
     """Write shots, clips and finally the video row (the commit marker a resumed run checks).
 
     A video with any failed clip is recorded as failed with no shots, so a re-run retries it
@@ -127,18 +120,19 @@ def commit_video(
     output = config.output
     errors = [r.error for r in results if r.error]
     video = probe.row() | {"num_clips": len(windows), "processing_s": seconds}
+    rows: list[dict] = []
     if errors:
         video |= {"status": STATUS_FAILED, "error": "; ".join(errors), "error_stage": "detect", "num_shots": 0}
         remove_part(output, "shots", probe.video_id)
     else:
         rows = shot_rows(probe, windows, results, config)
-        save_keyframes(rows, results, output, config.keyframe_max_side)
+        save_keyframes(rows, results, output, config.shots.keyframe_max_side)
         write_part(output, "shots", probe.video_id, rows)
         video |= {"status": STATUS_OK, "num_shots": len(rows)}
     write_part(output, "clips", probe.video_id, clip_rows(probe, windows, results))
     write_part(output, "videos", probe.video_id, [video])
     remove_part(output, "videos", path_id(probe.source_path))  # an earlier failure of this path
-    return video
+    return video, rows
 
 
 def commit_failure(path: str, error: str, stage: str, config: CurationConfig) -> dict:

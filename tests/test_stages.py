@@ -1,0 +1,274 @@
+"""Curation as stages on one executor: same outputs as before the refactor, every failure a row
+(workers killed on purpose in each stage), and the one-decode-pass embedding frames."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curation.config import CurationConfig
+from curation.embed import ColorLayoutEmbedder, read_frames
+from curation.pipeline import run_pipeline
+from curation.run import main
+from curation.shot_frames import FrameKeeper, FrameSpec, frames_for_shot, nearest
+from curation.stage import Executor, Failure, Stage
+from manifests import read_table
+from manifests.io import ManifestError, write_part
+from tests import crash_stages
+from tests.curation_reference import FLAGS, record, write_videos
+
+REFERENCE = Path(__file__).parent / "data" / "curation_reference.json"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stages_travel_by_value():
+    """Ray workers cannot import test modules: the stages defined here travel pickled by value."""
+    import ray.cloudpickle
+
+    for module in (sys.modules[__name__], crash_stages):
+        ray.cloudpickle.register_pickle_by_value(module)
+    yield
+    for module in (sys.modules[__name__], crash_stages):
+        ray.cloudpickle.unregister_pickle_by_value(module)
+
+
+@pytest.fixture(scope="module")
+def reference_videos(tmp_path_factory):
+    return write_videos(tmp_path_factory.mktemp("reference_videos"))
+
+
+def _same(a, b, path=""):
+    """Equal, floats to 1e-6 relative (embeddings: float16 as stored)."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: columns {set(a) ^ set(b)}"
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), f"{path}: {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-6), path
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def test_stages_keep_the_outputs_of_the_job_before_the_refactor(ray_local, tmp_path, reference_videos):
+    """The manifests of the pre-refactor job (tests/data/curation_reference.json), row for row, when
+    embedding frames are read from the source as that job did."""
+    out = tmp_path / "out"
+    assert main(["--input", *map(str, reference_videos), "--output", str(out), *FLAGS,
+                 "--embed-frames-from", "source"]) == 0  # fmt: skip
+    before = json.loads(REFERENCE.read_text())
+    after = json.loads(json.dumps(record(out)))
+    for table in before:
+        # Columns added since (embedding status) are null/ok in the new rows and absent before.
+        rows = [{k: v for k, v in row.items() if k in before[table][0]} for row in after[table]]
+        _same(before[table], rows, table)
+    assert {row["status"] for row in after["shot_embeddings"]} == {"ok"}
+
+
+def test_one_decode_pass_embeddings_equal_embedding_from_a_separate_decode(ray_local, tmp_path, reference_videos):
+    out = tmp_path / "out"
+    assert main(["--input", *map(str, reference_videos), "--output", str(out), *FLAGS]) == 0
+    before, after = json.loads(REFERENCE.read_text()), json.loads(json.dumps(record(out)))
+    for table in ("videos", "clips", "shots"):  # detection is untouched by keeping frames
+        _same(before[table], after[table], table)
+    shots = read_table(out, "shots").set_index("shot_id")
+    embeddings = read_table(out, "shot_embeddings")
+    spec, embedder = FrameSpec(count=8, max_side=320), ColorLayoutEmbedder()
+    assert len(embeddings) == len(before["shot_embeddings"]) and set(embeddings["status"]) == {"ok"}
+    reference = {row["shot_id"]: np.asarray(row["embedding"], np.float32) for row in before["shot_embeddings"]}
+    for row in embeddings.to_dict("records"):
+        shot = shots.loc[row["shot_id"]].to_dict() | {"shot_id": row["shot_id"]}
+        frames = [int(f) for f in row["frames"]]
+        assert all(shot["start_frame"] <= f < shot["end_frame"] for f in frames)
+        # The separate decode of the same frames gives the same embedding.
+        offsets = [f - shot["start_frame"] for f in frames]
+        from manifests.frames import read_shot_frames
+
+        decoded = read_shot_frames(shot, indices=offsets, max_side=320)
+        again = embedder.embed([decoded])[0].astype(np.float16).astype(np.float32)
+        np.testing.assert_allclose(np.asarray(row["embedding"], np.float32), again, atol=2e-3)
+        # And frames within a few of the uniform ones describe the shot as the old choice did.
+        assert float(np.asarray(row["embedding"], np.float32) @ reference[row["shot_id"]]) > 0.99
+
+
+def test_frame_keeper_is_exact_for_short_shots_and_bounded_for_long_ones():
+    spec = FrameSpec(count=8, max_side=None)
+
+    class Fake:  # stands in for av.VideoFrame: FrameSpec.image is replaced below
+        def __init__(self, index):
+            self.index = index
+
+    image = lambda frame, rotation: np.full((2, 2, 3), frame.index % 256, np.uint8)  # noqa: E731
+    object.__setattr__(spec, "image", image)  # frozen dataclass: a test double for the conversion
+    keeper = FrameKeeper({"embed": spec}, start=0, end=1000, num_frames=1000, clip_index=0, min_scene_frames=15,
+                         rotation=0, capacity=16)  # fmt: skip
+    most = 0
+    for index in range(1000):
+        keeper.push(index, Fake(index))
+        most = max(most, len(keeper.open.candidates))
+        if index == 18:
+            keeper.cut(16)  # emitted 2 frames late, as the adaptive detector does
+    clip = keeper.finish()
+    assert most <= 16 + 8 + 1  # bounded: capacity, room for late cuts, the frame just pushed
+    short = frames_for_shot(0, 16, [clip], "embed", spec)
+    assert short.frames == spec.offsets(16)  # a short shot gets exactly the uniform frames
+    long = frames_for_shot(16, 1000, [clip], "embed", spec)
+    wanted = [16 + o for o in spec.offsets(984)]
+    assert max(abs(a - b) for a, b in zip(long.frames, wanted)) <= 984 / 12
+    assert [int(im[0, 0, 0]) for im in long.images] == [f % 256 for f in long.frames]
+    assert nearest([5, 10], [0, 8, 12]) == [8, 8]
+
+
+def test_viclip_frames_from_the_pass_equal_the_official_preprocessing():
+    """ViCLIP's kept frames are resized to 224x224 from full size, as its preprocessing does; resizing
+    them again to the same size changes nothing, so both paths feed the model the same pixels."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    full = rng.integers(0, 256, (8, 240, 320, 3), np.uint8)
+    spec = FrameSpec(count=8, rule="viclip", max_side=None, square=224)
+    kept = spec.finish(full)
+    again = np.stack([cv2.resize(f, (224, 224), interpolation=cv2.INTER_LINEAR) for f in kept])
+    np.testing.assert_array_equal(kept, again)
+
+
+# -- the executor ------------------------------------------------------------------------------
+
+
+class Square(Stage):
+    name = "square"
+
+    def process(self, x):
+        if x == 3:
+            raise ValueError("three is not allowed")
+        if x == 5:
+            import os
+
+            os._exit(1)
+        return x * x
+
+
+class Counter(Stage):
+    name, actors = "counter", True
+
+    def setup(self):
+        self.setups = getattr(self, "setups", 0) + 1
+
+    def process(self, x):
+        if x == "die":
+            import os
+
+            os._exit(1)
+        return (x, self.setups)
+
+
+def test_executor_turns_exceptions_and_dead_workers_into_failures(ray_local):
+    executor = Executor(max_in_flight=2)
+    executor.add(Square())
+    executor.add(Counter(), workers=1)
+    results = {}
+    for x in range(7):
+        executor.submit("square", x, lambda r, x=x: results.__setitem__(x, r))
+    for x in ("a", "die", "b"):
+        executor.submit("counter", x, lambda r, x=x: results.__setitem__(x, r))
+    executor.run()
+    executor.shutdown()
+    assert [results[x] for x in (0, 1, 2, 4, 6)] == [0, 1, 4, 16, 36]
+    assert results[3] == Failure("square", "ValueError: three is not allowed")
+    assert isinstance(results[5], Failure) and results[5].crashed
+    assert isinstance(results["die"], Failure) and results["die"].crashed and results["die"].stage == "counter"
+    # The actor after the crash is a new one, set up once; items before and after it are processed.
+    assert results["a"] == ("a", 1) and results["b"] == ("b", 1)
+
+
+# -- every stage: a crashed worker is a failed row, the job goes on, a re-run retries --------------
+
+
+@pytest.fixture()
+def crash_inputs(tmp_path, reference_videos):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    good = shutil.copy(reference_videos[0], folder / "good.mp4")
+    bad = shutil.copy(reference_videos[1], folder / "crash.mp4")
+    return [str(good), str(bad)]
+
+
+def _config(out, inputs):
+    return CurationConfig(inputs=inputs, output=out, shots={"clip_minutes": 96 / 24 / 60, "min_shot_seconds": 1},
+                          combine={"min_shot_frames": 20, "within": "video", "scenes": 2})  # fmt: skip
+
+
+@pytest.mark.parametrize("stage", ["probe", "detect"])
+def test_a_crashed_probe_or_detect_worker_fails_only_its_video(ray_local, tmp_path, crash_inputs, stage):
+    out = tmp_path / "out"
+    crashing = {"probe": crash_stages.CrashingProbe, "detect": crash_stages.CrashingDetect}[stage]
+    summary, _ = run_pipeline(crash_inputs, _config(out, crash_inputs), stages={stage: crashing})
+    videos = read_table(out, "videos").set_index("source_path")
+    good, bad = (videos.loc[str(Path(p).resolve())] for p in crash_inputs)
+    assert good["status"] == "ok" and bad["status"] == "failed"
+    assert "worker crashed" in bad["error"] and bad["error_stage"] == stage
+    assert summary.videos_ok == 1 and summary.videos_failed == 1
+    # The re-run, with nothing crashing, retries exactly the failed video.
+    summary, _ = run_pipeline(crash_inputs, _config(out, crash_inputs))
+    assert summary.videos_ok == 1 and summary.videos_skipped == 1
+    assert set(read_table(out, "videos")["status"]) == {"ok"}
+
+
+def test_a_crashed_embedding_actor_fails_only_its_shots_and_is_restarted(ray_local, tmp_path, crash_inputs):
+    out = tmp_path / "out"
+    config = _config(out, crash_inputs)
+    _, report = run_pipeline(crash_inputs, config, stages={"embed": crash_stages.CrashingEmbed})
+    embeddings = read_table(out, "shot_embeddings")
+    shots = read_table(out, "shots")
+    crashed_video = shots.loc[shots["source_path"].str.endswith("crash.mp4"), "video_id"].iloc[0]
+    failed = embeddings[embeddings["status"] == "failed"]
+    assert set(failed["video_id"]) == {crashed_video} and failed["embedding"].isna().all()
+    assert set(failed["error_stage"]) == {"embed"} and failed["error"].str.contains("worker crashed").all()
+    ok = embeddings[embeddings["status"] == "ok"]
+    assert len(ok) and crashed_video not in set(ok["video_id"])
+    assert report.shot_errors == len(failed)
+    # A re-run embeds only the failed shots (read from the source) and the table ends complete.
+    summary, report = run_pipeline(crash_inputs, config)
+    embeddings = read_table(out, "shot_embeddings")
+    assert set(embeddings["status"]) == {"ok"} and report.shots_embedded == len(failed)
+    assert summary.videos_skipped == 2
+
+
+def test_a_crashed_media_task_fails_only_its_combination(ray_local, tmp_path, crash_inputs, monkeypatch):
+    from curation.annotate import run_annotation
+    from curation.run import run_combine
+    from tests.fake_gemini import FakeGemini
+
+    out = tmp_path / "out"
+    config = _config(out, crash_inputs)
+    run_pipeline(crash_inputs, config)
+    run_combine(config)
+    combos = read_table(out, "combinations")
+    assert combos["video_id"].nunique() == 2
+    with FakeGemini() as server:
+        monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+        section = config.annotate.model_copy(update={"base_url": server.url, "rpm": 6000.0})
+        gemini, media = section.gemini_settings(), section.media_settings()
+        run_annotation(out, gemini, media, False, media_stage=crash_stages.CrashingMedia(media))
+        annotations = read_table(out, "annotations")
+        shots = read_table(out, "shots")
+        crashed_video = shots.loc[shots["source_path"].str.endswith("crash.mp4"), "video_id"].iloc[0]
+        failed = annotations[annotations["status"] == "failed"]
+        assert set(failed["video_id"]) == {crashed_video} and set(failed["error_stage"]) == {"media"}
+        assert failed["error"].str.contains("worker crashed").all()
+        assert set(annotations.loc[annotations["video_id"] != crashed_video, "status"]) == {"ok"}
+        run_annotation(out, gemini, media, False)  # the re-run retries them
+        assert set(read_table(out, "annotations")["status"]) == {"ok"}
+
+
+def test_a_status_outside_the_vocabulary_is_refused_when_written(tmp_path):
+    with pytest.raises(ManifestError, match="unknown status 'done'"):
+        write_part(tmp_path, "videos", "x", [{"video_id": "x", "source_path": "/x.mp4", "status": "done"}])
