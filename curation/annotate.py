@@ -10,14 +10,12 @@ Without a key nothing is sent: rows are `unannotated` and the run says how to en
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import pandas as pd
 
 from curation.config import AnnotateConfig
@@ -35,6 +33,7 @@ from curation.progress import StageProgress
 from curation.stage import Executor, Failure, Stage
 from manifests.frames import read_shot_frames, sample_indices
 from manifests.io import read_table, write_part
+from manifests.media import encode_jpeg, encode_mp4
 from manifests.schema import STATUS_FAILED
 
 log = logging.getLogger("curation")
@@ -53,39 +52,17 @@ class MediaSettings:
 
 def shot_media(shot: dict, settings: MediaSettings) -> list[tuple[bytes, str]]:
     """One shot as (bytes, mime type) parts: JPEG frames, or one short H.264 excerpt without audio."""
-    import cv2
-
     num_frames, fps = int(shot["num_frames"]), float(shot["fps"])
     if settings.mode == "frames":
         frames = read_shot_frames(
             shot, indices=sample_indices(num_frames, settings.frames_per_shot), max_side=settings.max_side
         )
-        encoded = [
-            cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])[1] for f in frames
-        ]
-        return [(e.tobytes(), "image/jpeg") for e in encoded]
+        return [(encode_jpeg(f), "image/jpeg") for f in frames]
     count = max(
         1, min(round(num_frames / fps * settings.video_fps), round(settings.video_max_seconds * settings.video_fps))
     )
     frames = read_shot_frames(shot, indices=sample_indices(num_frames, count), max_side=settings.max_side)
-    return [(encode_mp4(frames, settings.video_fps), "video/mp4")]
-
-
-def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
-    import av
-
-    buffer = io.BytesIO()
-    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=max(1, round(fps)))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "28", "preset": "veryfast"}
-        for frame in frames:
-            container.mux(
-                stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24"))
-            )
-        container.mux(stream.encode(None))
-    return buffer.getvalue()
+    return [(encode_mp4(frames, settings.video_fps, crf=28, preset="veryfast"), "video/mp4")]
 
 
 class MediaStage(Stage):

@@ -200,13 +200,14 @@ class EmbedStage(Stage):
 
 
 def embed_resources(config: EmbedderConfig) -> Resources:
-    """A GPU per actor when there is one; the weight-free colour embedder takes no CPU slot away
-    from detection (it is light and runs between detection tasks)."""
+    """A GPU per actor when the cluster has GPUs, and never a CPU slot: actors live for the whole run,
+    and one that held a CPU would take it from the detection tasks for good (with as many actors as
+    CPUs, detection could never be scheduled again). On CPU-only clusters they share the cores."""
     import ray
 
     if int(ray.cluster_resources().get("GPU", 0)):
-        return Resources(cpus=1, gpus=1)
-    return Resources(cpus=0 if config.kind == "color" else 1)
+        return Resources(cpus=0, gpus=1)
+    return Resources(cpus=0)
 
 
 def embeddings_table(rows: list[dict]) -> pa.Table:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
-
 from curation.clips import ClipWindow
 from curation.config import CurationConfig
 from curation.shots import ClipResult, shots_from_cuts
 from manifests.frames import read_shot_frames
 from manifests.io import remove_part, write_bytes_atomic, write_part
+from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
 from manifests.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK
 
@@ -76,9 +75,7 @@ def save_keyframes(rows: list[dict], results: list[ClipResult], output: Path, ma
             jpeg = thumbnails[frame]
         elif row["start_pts"] is not None:
             frame = middle
-            image = read_shot_frames(row, indices=[middle - row["start_frame"]], max_side=max_side)[0]
-            ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-            jpeg = encoded.tobytes()
+            jpeg = encode_jpeg(read_shot_frames(row, indices=[middle - row["start_frame"]], max_side=max_side)[0])
         else:
             continue
         relative = Path("keyframes") / row["video_id"] / f"{row['shot_id']}.jpg"

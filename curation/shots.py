@@ -30,6 +30,7 @@ from curation.config import DetectorConfig, ShotsConfig
 from curation.shot_frames import ClipFrames, FrameKeeper, FrameSpec
 from curation.stage import Resources, Stage
 from manifests.frames import iter_frames, open_video, upright
+from manifests.media import encode_jpeg
 
 
 class _ExactFastScore:
@@ -259,11 +260,7 @@ def encode_thumbnail(image: np.ndarray, rotation: int, max_side: int) -> bytes:
     if scale < 1.0:
         size = (max(2, round(image.shape[1] * scale)), max(2, round(image.shape[0] * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    image = upright(image, rotation)
-    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise RuntimeError("JPEG encoding of a keyframe failed")
-    return jpeg.tobytes()
+    return encode_jpeg(upright(image, rotation), bgr=True)
 
 
 def shots_from_cuts(cuts: list[int], num_frames: int, min_scene_frames: int) -> list[tuple[int, int]]:

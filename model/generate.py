@@ -93,37 +93,25 @@ def scene_prompts(spec: dict, where: str = "scene description") -> list[str]:
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
-    """(F, H, W, 3) uint8 -> H.264 MP4 (sizes rounded down to even numbers, as yuv420p needs)."""
-    import av
+    """(F, H, W, 3) uint8 -> H.264 MP4 (sizes rounded down to even numbers, as yuv420p needs), atomically."""
+    from manifests.media import write_mp4 as write
 
-    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    tmp = path.with_name(f".tmp-{path.name}")
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=round(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "18"}
-        for frame in frames[:, :height, :width]:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode(None))
-    tmp.replace(path)
+    write(path, frames, fps, crf=18)
 
 
 def read_video(path: Path, num_frames: int, height: int, width: int, seed: int = 0, max_stride: int = 3) -> np.ndarray:
     """num_frames frames of a context video, as the official expansion script picks them: the largest
     stride <= max_stride at which they fit, from a start drawn with `seed`; each frame scaled to
     cover height x width and centre-cropped."""
-    import av
-
-    from manifests.frames import max_stride_window, pick_video_stream
+    from manifests.frames import max_stride_window, video_frames
 
     frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(pick_video_stream(container)):
-            scale = max(height / frame.height, width / frame.width)
-            w, h = max(width, round(frame.width * scale)), max(height, round(frame.height * scale))
-            image = frame.to_ndarray(width=w, height=h, format="rgb24")
-            top, left = (h - height) // 2, (w - width) // 2
-            frames.append(image[top : top + height, left : left + width])
+    for frame in video_frames(path):  # the video stream (cover art skipped), in presentation order
+        scale = max(height / frame.height, width / frame.width)
+        w, h = max(width, round(frame.width * scale)), max(height, round(frame.height * scale))
+        image = frame.to_ndarray(width=w, height=h, format="rgb24")
+        top, left = (h - height) // 2, (w - width) // 2
+        frames.append(image[top : top + height, left : left + width])
     window = max_stride_window(len(frames), num_frames, max_stride, np.random.default_rng(seed))
     if window is None:
         raise ValueError(f"{path}: has {len(frames)} frames, expansion context needs {num_frames}")

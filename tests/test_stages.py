@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from curation.config import CurationConfig
-from curation.embed import ColorLayoutEmbedder, read_frames
+from curation.embed import ColorLayoutEmbedder
 from curation.pipeline import run_pipeline
 from curation.run import main
 from curation.shot_frames import FrameKeeper, FrameSpec, frames_for_shot, nearest
@@ -81,7 +81,7 @@ def test_one_decode_pass_embeddings_equal_embedding_from_a_separate_decode(ray_l
         _same(before[table], after[table], table)
     shots = read_table(out, "shots").set_index("shot_id")
     embeddings = read_table(out, "shot_embeddings")
-    spec, embedder = FrameSpec(count=8, max_side=320), ColorLayoutEmbedder()
+    embedder = ColorLayoutEmbedder()
     assert len(embeddings) == len(before["shot_embeddings"]) and set(embeddings["status"]) == {"ok"}
     reference = {row["shot_id"]: np.asarray(row["embedding"], np.float32) for row in before["shot_embeddings"]}
     for row in embeddings.to_dict("records"):

@@ -73,12 +73,9 @@ class Story:
 
 def read_frames(path: Path, count: int | None = None, span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """Frames of a video (all, or `count` uniformly spread over the given fraction of it)."""
-    import av
+    from manifests.frames import sample_indices, to_rgb, video_frames
 
-    from manifests.frames import sample_indices
-
-    with av.open(str(path)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    frames = [to_rgb(frame, 0) for frame in video_frames(path)]
     if not frames:
         raise ValueError(f"{path}: no decodable frames")
     start, end = round(span[0] * len(frames)), max(round(span[0] * len(frames)) + 1, round(span[1] * len(frames)))
