@@ -22,7 +22,7 @@ from curation.config import EmbedConfig
 from curation.shot_frames import FrameSpec, ShotFrames
 from curation.stage import Failure, Resources, Stage
 from manifests.frames import read_shot_frames
-from manifests.io import read_table, write_part
+from manifests.io import read_part, read_table, write_part
 from manifests.schema import SHOT_EMBEDDINGS, STATUS_FAILED, STATUS_OK
 
 log = logging.getLogger("curation")
@@ -285,28 +285,30 @@ def embedding_todo(output, config: EmbedderConfig) -> tuple[list[EmbedItem], int
     return items, skipped
 
 
-def commit_embeddings(output, item: EmbedItem, result, summary: EmbedSummary) -> None:
-    """Write one video's embeddings (merged with its earlier ok rows from the same embedder)."""
-    if isinstance(result, Failure):  # the actor died or raised: every shot of the item is a failed row
-        rows = [{"shot_id": s["shot_id"], "video_id": s["video_id"], "clip_index": s.get("clip_index"),
-                 "embedder": summary.embedder, "checkpoint_hash": summary.checkpoint_hash, "status": STATUS_FAILED,
-                 "error": result.error, "error_stage": result.stage, "embedding": None} for s in item.shots]  # fmt: skip
-        seconds = 0.0
-    else:
-        rows, seconds = result["rows"], result["seconds"]
-        if rows and summary.embedder != rows[0]["embedder"]:
-            summary.embedder, summary.checkpoint_hash = rows[0]["embedder"], rows[0]["checkpoint_hash"]
+def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, object]], summary: EmbedSummary) -> None:
+    """Write one video's embeddings from its items' results (a `Failure` makes its shots failed rows),
+    merged with the rows of its shots that were not redone (earlier runs, the same embedder)."""
+    rows: list[dict] = []
+    for item, result in results:
+        if isinstance(result, Failure):  # the actor died or raised: every shot of the item is a failed row
+            rows += [{"shot_id": s["shot_id"], "video_id": s["video_id"], "clip_index": s.get("clip_index"),
+                      "embedder": summary.embedder, "checkpoint_hash": summary.checkpoint_hash,
+                      "status": STATUS_FAILED, "error": result.error, "error_stage": result.stage, "embedding": None}
+                     for s in item.shots]  # fmt: skip
+            continue
+        rows += result["rows"]
+        summary.task_seconds += result["seconds"]
+        if result["rows"] and summary.embedder != result["rows"][0]["embedder"]:
+            summary.embedder, summary.checkpoint_hash = result["rows"][0]["embedder"], result["rows"][0]["checkpoint_hash"]
     redone = {r["shot_id"] for r in rows}
-    earlier = read_table(output, "shot_embeddings", missing_ok=True)
-    earlier = earlier[(earlier["video_id"] == item.video_id) & ~earlier["shot_id"].isin(redone)]
-    keep = [r for r in earlier.to_dict("records") if r["embedder"] == summary.embedder]
+    earlier = read_part(output, "shot_embeddings", video_id)
+    keep = [r for r in earlier.to_dict("records") if r["shot_id"] not in redone and r["embedder"] == summary.embedder]
     for row in keep:
         row["embedding"] = None if row["embedding"] is None else np.asarray(row["embedding"], np.float16)
-    write_part(output, "shot_embeddings", item.video_id, embeddings_table(keep + rows))
+    write_part(output, "shot_embeddings", video_id, embeddings_table(keep + rows))
     failed = [r for r in rows if r["status"] == STATUS_FAILED]
     summary.videos_embedded += 1
     summary.shots_embedded += len(rows) - len(failed)
     summary.shot_errors += len(failed)
-    summary.task_seconds += seconds
     if failed:
-        log.warning("embedding: %d shots of video %s failed: %s", len(failed), item.video_id, failed[0]["error"])
+        log.warning("embedding: %d shots of video %s failed: %s", len(failed), video_id, failed[0]["error"])

@@ -28,7 +28,7 @@ from curation.embed import (
 )
 from curation.probe import ProbeStage, Skipped
 from curation.progress import Progress, StageProgress
-from curation.reconcile import commit_failure, commit_video
+from curation.reconcile import commit_failure, commit_video, is_too_short, shot_id
 from curation.shot_frames import frames_for_shot
 from curation.shots import ClipResult, DetectItem, DetectStage
 from curation.stage import Executor, Failure
@@ -45,6 +45,18 @@ class VideoJob:
     windows: list[ClipWindow]
     started: float
     results: dict[int, ClipResult] = field(default_factory=dict)
+
+
+@dataclass
+class VideoEmbedding:
+    """One video's embedding items in this run: shots of a finished clip go as soon as the clip is
+    back, the rest once the video is reconciled; the video's part is written when all are done."""
+
+    results: list = field(default_factory=list)  # (EmbedItem, result or Failure)
+    pending: int = 0
+    early: set = field(default_factory=set)  # shot ids sent before the video was reconciled
+    ok_ids: set | None = None  # the reconciled ok shots; None until then
+    dropped: bool = False  # the video failed: nothing is written
 
 
 @dataclass
@@ -102,6 +114,7 @@ class VideoFlow:
         self.seen: set[str] = set()
         self.embed_report = None  # curation.embed.EmbedSummary, filled as videos are embedded
         self.embedded: set[str] = set()  # videos embedded (or failed) from this run's detection pass
+        self.embeddings: dict[str, VideoEmbedding] = {}
 
     # -- probe ---------------------------------------------------------------------------------
     def on_probe(self, path: str):
@@ -142,6 +155,8 @@ class VideoFlow:
             job.results[window.clip_index] = result
             self.summary.frames_decoded += result.frames_decoded
             self.summary.detect_task_seconds += result.seconds
+            if self.embed is not None and result.frames is not None and not result.error:
+                self.embed_finished_shots(job, window, result)
             if len(job.results) == len(job.windows):
                 del self.jobs[video_id], self.pts_refs[video_id]
                 self.reconcile(job)
@@ -152,14 +167,20 @@ class VideoFlow:
     def reconcile(self, job: VideoJob) -> None:
         results = [job.results[i] for i in range(len(job.windows))]
         path = job.probe.source_path
+        embedding = self.embeddings.setdefault(job.probe.video_id, VideoEmbedding())
         try:
             row, shots = commit_video(job.probe, job.windows, results, self.config, time.perf_counter() - job.started)
         except OSError as err:
             if err.errno in OUTPUT_FULL:  # the output cannot take a failure row either: stop cleanly
                 raise
-            return self.fail(path, f"{path}: could not write results: {err}", "reconcile")
+            row, error = None, f"{path}: could not write results: {err}"
         except Exception as err:  # e.g. a keyframe read failing on a file that changed mid-run
-            return self.fail(path, f"{path}: could not write results: {err}", "reconcile")
+            row, error = None, f"{path}: could not write results: {err}"
+        if row is None or row["status"] != STATUS_OK:
+            embedding.dropped = True  # a failed video's early embeddings are not written
+            self.commit_when_done(job.probe.video_id, embedding)
+        if row is None:
+            return self.fail(path, error, "reconcile")
         self.summary.clips += len(job.windows)
         if row["status"] != STATUS_OK:
             self.summary.videos_failed += 1
@@ -174,18 +195,69 @@ class VideoFlow:
             self.submit_embedding(job.probe.video_id, shots, [r.frames for r in results if r.frames])
 
     # -- embed ---------------------------------------------------------------------------------
+    def embed_finished_shots(self, job: VideoJob, window: ClipWindow, result: ClipResult) -> None:
+        """A clip is back: embed its shots that are certainly final, while other clips still decode."""
+        probe, spec = job.probe, self.embed.frame_spec
+        shots, frames = [], []
+        for start, kept in sorted(result.frames.shots.items()):
+            end = result.frames.ends[start]
+            if "embed" not in kept or is_too_short(probe, start, end, self.config):
+                continue
+            shots.append({"shot_id": shot_id(probe.video_id, start), "video_id": probe.video_id,
+                          "clip_index": window.clip_index, "source_path": probe.source_path, "start_frame": start,
+                          "end_frame": end, "num_frames": end - start})  # fmt: skip
+            frames.append(kept["embed"])
+        if shots:
+            state = self.embeddings.setdefault(probe.video_id, VideoEmbedding())
+            state.early |= {s["shot_id"] for s in shots}
+            self.send(EmbedItem(probe.video_id, shots, spec, frames), state)
+
     def submit_embedding(self, video_id: str, shots: list[dict], clip_frames: list) -> None:
-        """Embed a just-committed video from the frames its detection pass kept."""
+        """A video is committed: embed its ok shots not sent yet, from the frames its detection kept."""
         spec = self.embed.frame_spec
-        todo = [s for s in shots if s["status"] == STATUS_OK]
-        frames = [frames_for_shot(s["start_frame"], s["end_frame"], clip_frames, "embed", spec) for s in todo]
-        item = EmbedItem(video_id, todo, spec, frames)
+        state = self.embeddings.setdefault(video_id, VideoEmbedding())
+        ok = [s for s in shots if s["status"] == STATUS_OK]
+        state.ok_ids = {s["shot_id"] for s in ok}
+        todo = [s for s in ok if s["shot_id"] not in state.early]
+        if todo:
+            frames = [frames_for_shot(s["start_frame"], s["end_frame"], clip_frames, "embed", spec) for s in todo]
+            self.send(EmbedItem(video_id, todo, spec, frames), state)
         self.embedded.add(video_id)
-        self.executor.submit("embed", item, self.on_embedded(item))
+        self.commit_when_done(video_id, state)
+
+    def send(self, item: EmbedItem, state: VideoEmbedding) -> None:
+        state.pending += 1
+
+        def done(result) -> None:
+            state.pending -= 1
+            state.results.append((item, result))
+            self.commit_when_done(item.video_id, state)
+
+        self.executor.submit("embed", item, done)
+
+    def commit_when_done(self, video_id: str, state: VideoEmbedding) -> None:
+        if state.pending or (state.ok_ids is None and not state.dropped):
+            return
+        if state.dropped:
+            self.embeddings.pop(video_id, None)
+            return
+        results = []
+        for item, result in state.results:  # only the reconciled ok shots (a clip's view could differ)
+            keep = [i for i, s in enumerate(item.shots) if s["shot_id"] in state.ok_ids]
+            if len(keep) < len(item.shots):
+                item = EmbedItem(item.video_id, [item.shots[i] for i in keep], item.spec)
+                if not isinstance(result, Failure):
+                    result = result | {"rows": [r for r in result["rows"] if r["shot_id"] in state.ok_ids]}
+            results.append((item, result))
+        del self.embeddings[video_id]
+        if results:
+            commit_embeddings(self.config.output, video_id, results, self.embed_report)
 
     def on_embedded(self, item: EmbedItem):
+        """A catch-up item (shots of earlier runs): committed on its own."""
+
         def done(result) -> None:
-            commit_embeddings(self.config.output, item, result, self.embed_report)
+            commit_embeddings(self.config.output, item.video_id, [(item, result)], self.embed_report)
 
         return done
 

@@ -26,11 +26,11 @@ def shot_rows(
     rows = []
     for index, (start, end) in enumerate(spans):
         start_s, end_s = probe.frame_seconds(start), probe.frame_seconds(end)
-        too_short = end_s - start_s < config.shots.min_shot_seconds
+        too_short = is_too_short(probe, start, end, config)
         rows.append(
             {
                 "video_id": probe.video_id,
-                "shot_id": f"{probe.video_id}_{start:07d}",
+                "shot_id": shot_id(probe.video_id, start),
                 "shot_index": index,
                 "source_path": probe.source_path,
                 "start_frame": start,
@@ -57,6 +57,15 @@ def shot_rows(
             }
         )
     return rows
+
+
+def shot_id(video_id: str, start_frame: int) -> str:
+    return f"{video_id}_{start_frame:07d}"
+
+
+def is_too_short(probe: VideoProbe, start: int, end: int, config: CurationConfig) -> bool:
+    """Shorter than --min-shot-seconds: kept, but `filtered` (and so never embedded)."""
+    return probe.frame_seconds(end) - probe.frame_seconds(start) < config.shots.min_shot_seconds
 
 
 def save_keyframes(rows: list[dict], results: list[ClipResult], output: Path, max_side: int) -> None:

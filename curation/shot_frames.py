@@ -119,6 +119,7 @@ class ClipFrames:
     """What a clip task hands the driver: finished shots' frames and the uncertain segments'."""
 
     shots: dict[int, dict[str, ShotFrames]] = field(default_factory=dict)  # start frame -> spec -> frames
+    ends: dict[int, int] = field(default_factory=dict)  # start frame -> end frame of those shots
     uncertain: list[Uncertain] = field(default_factory=list)
 
 
@@ -172,6 +173,7 @@ class FrameKeeper:
                 images = [cache.setdefault(f, spec.image(by_frame[f], self.rotation)) for f in chosen]
                 shot[name] = ShotFrames(chosen, np.stack(images))
             self.result.shots[segment.start] = shot
+            self.result.ends[segment.start] = end
         else:
             images = {
                 name: np.stack([spec.image(by_frame[f], self.rotation) for f in available])

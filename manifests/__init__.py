@@ -10,6 +10,18 @@ Names are imported on first use: a Ray worker that only reads frames never impor
 
 from importlib import import_module
 
+
+def lazy_names(package: str, homes: dict[str, str]):
+    """A module `__getattr__` that imports each public name from its home module on first use."""
+
+    def __getattr__(name: str):
+        if name in homes:
+            return getattr(import_module(homes[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
 _HOMES = {
     "ManifestError": "manifests.io",
     "read_table": "manifests.io",
@@ -19,9 +31,4 @@ _HOMES = {
     "TABLES": "manifests.schema",
 }
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        return getattr(import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'manifests' has no attribute {name!r}")
+__getattr__ = lazy_names("manifests", _HOMES)

@@ -175,6 +175,21 @@ def read_table(
             return expected.empty_table().to_pandas()
         raise ManifestError(f"{path} does not exist; run `python curation/run.py --output {manifest_dir}` first")
     files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+    table = _read_files(files, expected)
+    if committed_only and name != "videos" and "video_id" in expected.names:
+        if table_path(manifest_dir, "videos").exists():
+            committed = read_table(manifest_dir, "videos")["video_id"]
+            table = table.filter(pa.compute.is_in(table["video_id"], value_set=pa.array(committed, pa.string())))
+    return table.to_pandas()
+
+
+def read_part(manifest_dir: str | os.PathLike, name: str, part: str) -> pd.DataFrame:
+    """One part file of table `name` (e.g. one video's rows), validated; empty if it does not exist."""
+    file = table_path(manifest_dir, name) / f"part-{part}.parquet"
+    return _read_files([file] if file.is_file() else [], TABLES[name]).to_pandas()
+
+
+def _read_files(files: list[Path], expected: pa.Schema) -> pa.Table:
     tables = []
     for file in files:
         try:
@@ -189,14 +204,7 @@ def read_table(
                 field = expected.field(column)
                 table = table.append_column(field, pa.nulls(len(table), field.type))
         tables.append(table.select(expected.names).cast(expected))
-    if not tables:
-        return expected.empty_table().to_pandas()
-    table = pa.concat_tables(tables)
-    if committed_only and name != "videos" and "video_id" in expected.names:
-        if table_path(manifest_dir, "videos").exists():
-            committed = read_table(manifest_dir, "videos")["video_id"]
-            table = table.filter(pa.compute.is_in(table["video_id"], value_set=pa.array(committed, pa.string())))
-    return table.to_pandas()
+    return pa.concat_tables(tables) if tables else expected.empty_table()
 
 
 def check_finite(frame: pd.DataFrame, table: str, columns: Iterable[str], where: str | os.PathLike = "") -> None:

@@ -8,7 +8,7 @@ out = model(latents, text, t, scene_frames=[13, 13, 13], clean_scenes=[0, 1],
 Names are imported on first use: `python -m model.generate --help` must not wait for diffusers.
 """
 
-from importlib import import_module
+from manifests import lazy_names
 
 _HOMES = {
     "BACKENDS": "model.attention",
@@ -19,9 +19,4 @@ _HOMES = {
     "scene_diffusion_loss": "model.transformer",
 }
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        return getattr(import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'model' has no attribute {name!r}")
+__getattr__ = lazy_names("model", _HOMES)

@@ -210,3 +210,22 @@ def test_a_yaml_config_file_with_flags_over_it(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", str(path), "--output", str(tmp_path / "out")])
     assert "--scenes: " in capsys.readouterr().err
+
+
+def test_the_readme_config_example_is_a_valid_config(tmp_path):
+    """The YAML in the README's curation section parses into the config the job would run with."""
+    import re
+
+    import yaml
+
+    from curation.config import CurationConfig
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"\*\*Configuration\.\*\*.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    tree = yaml.safe_load(block)
+    weights = tmp_path / "viclip.pth"
+    weights.write_bytes(b"")  # the example's checkpoint path, made to exist
+    tree["embed"]["viclip_checkpoint"] = str(weights)
+    config = CurationConfig.model_validate(tree | {"output": str(tmp_path / "out")})
+    assert config.shots.detector.kind == "content" and config.embed.kind == "viclip"
+    assert config.combine.scenes == 2 and config.annotate.rpm == 30
