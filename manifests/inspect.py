@@ -82,11 +82,23 @@ def summary(manifest_dir: str | os.PathLike) -> dict:
         if len(shots)
         else {},
         "shot_length_histogram": length_histogram(durations) if len(shots) else [],
-        "failures": videos.loc[videos["status"] == "failed", ["source_path", "error_stage", "error"]].to_dict(
-            "records"
-        ),
+        "failures": videos.loc[videos["status"] == "failed", ["source_path", "error_stage", "error"]].to_dict("records")
+        + item_failures(manifest_dir, videos),
         "combinations": combination_counts(manifest_dir),
     }
+
+
+def item_failures(manifest_dir, videos: pd.DataFrame) -> list[dict]:
+    """Failed rows of the per-item tables (embeddings, annotations), one entry per video and error."""
+    paths = dict(zip(videos["video_id"], videos["source_path"]))
+    found = []
+    for table, what in (("shot_embeddings", "shots"), ("annotations", "combinations"), ("shot_captions", "shots")):
+        rows = read_table(manifest_dir, table, missing_ok=True)
+        failed = rows[rows["status"] == "failed"]
+        for (video_id, stage, error), group in failed.groupby(["video_id", "error_stage", "error"], dropna=False):
+            found.append({"source_path": paths.get(video_id, video_id), "error_stage": stage,
+                          "error": f"{len(group)} {what} of {paths.get(video_id, video_id)} ({table}): {error}"})  # fmt: skip
+    return found
 
 
 def combination_counts(manifest_dir) -> dict:

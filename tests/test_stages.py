@@ -235,6 +235,9 @@ def test_a_crashed_embedding_actor_fails_only_its_shots_and_is_restarted(ray_loc
     ok = embeddings[embeddings["status"] == "ok"]
     assert len(ok) and crashed_video not in set(ok["video_id"])
     assert report.shot_errors == len(failed)
+    from manifests.inspect import text_report
+
+    assert f"[embed] {len(failed)} shots of " in text_report(out)  # inspect lists item failures too
     # A re-run embeds only the failed shots (read from the source) and the table ends complete.
     summary, report = run_pipeline(crash_inputs, config)
     embeddings = read_table(out, "shot_embeddings")
