@@ -211,6 +211,7 @@ class VideoFlow:
             state = self.embeddings.setdefault(probe.video_id, VideoEmbedding())
             state.early |= {s["shot_id"] for s in shots}
             self.send(EmbedItem(probe.video_id, shots, spec, frames), state)
+        result.frames.shots.clear()  # sent (or filtered): the driver keeps only the clip's edge segments
 
     def submit_embedding(self, video_id: str, shots: list[dict], clip_frames: list) -> None:
         """A video is committed: embed its ok shots not sent yet, from the frames its detection kept."""
