@@ -299,7 +299,10 @@ def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, obje
         rows += result["rows"]
         summary.task_seconds += result["seconds"]
         if result["rows"] and summary.embedder != result["rows"][0]["embedder"]:
-            summary.embedder, summary.checkpoint_hash = result["rows"][0]["embedder"], result["rows"][0]["checkpoint_hash"]
+            summary.embedder, summary.checkpoint_hash = (
+                result["rows"][0]["embedder"],
+                result["rows"][0]["checkpoint_hash"],
+            )
     redone = {r["shot_id"] for r in rows}
     earlier = read_part(output, "shot_embeddings", video_id)
     keep = [r for r in earlier.to_dict("records") if r["shot_id"] not in redone and r["embedder"] == summary.embedder]
