@@ -79,24 +79,48 @@ def test_one_decode_pass_embeddings_equal_embedding_from_a_separate_decode(ray_l
     before, after = json.loads(REFERENCE.read_text()), json.loads(json.dumps(record(out)))
     for table in ("videos", "clips", "shots"):  # detection is untouched by keeping frames
         _same(before[table], after[table], table)
+    embeddings = read_table(out, "shot_embeddings")
+    assert len(embeddings) == len(before["shot_embeddings"]) and set(embeddings["status"]) == {"ok"}
+    _assert_equal_to_a_separate_decode(out)
+    reference = {row["shot_id"]: np.asarray(row["embedding"], np.float32) for row in before["shot_embeddings"]}
+    for row in embeddings.to_dict("records"):  # frames near the uniform ones describe the shot as before
+        assert float(np.asarray(row["embedding"], np.float32) @ reference[row["shot_id"]]) > 0.99
+
+
+def _assert_equal_to_a_separate_decode(out) -> None:
+    """Every embedding equals the embedding of its recorded frames decoded again from the source."""
+    from manifests.frames import read_shot_frames
+
     shots = read_table(out, "shots").set_index("shot_id")
     embeddings = read_table(out, "shot_embeddings")
-    embedder = ColorLayoutEmbedder()
-    assert len(embeddings) == len(before["shot_embeddings"]) and set(embeddings["status"]) == {"ok"}
-    reference = {row["shot_id"]: np.asarray(row["embedding"], np.float32) for row in before["shot_embeddings"]}
+    assert len(embeddings) and set(embeddings["status"]) == {"ok"}
     for row in embeddings.to_dict("records"):
         shot = shots.loc[row["shot_id"]].to_dict() | {"shot_id": row["shot_id"]}
         frames = [int(f) for f in row["frames"]]
         assert all(shot["start_frame"] <= f < shot["end_frame"] for f in frames)
-        # The separate decode of the same frames gives the same embedding.
-        offsets = [f - shot["start_frame"] for f in frames]
-        from manifests.frames import read_shot_frames
-
-        decoded = read_shot_frames(shot, indices=offsets, max_side=320)
-        again = embedder.embed([decoded])[0].astype(np.float16).astype(np.float32)
+        decoded = read_shot_frames(shot, indices=[f - shot["start_frame"] for f in frames], max_side=320)
+        again = ColorLayoutEmbedder().embed([decoded])[0].astype(np.float16).astype(np.float32)
         np.testing.assert_allclose(np.asarray(row["embedding"], np.float32), again, atol=2e-3)
-        # And frames within a few of the uniform ones describe the shot as the old choice did.
-        assert float(np.asarray(row["embedding"], np.float32) @ reference[row["shot_id"]]) > 0.99
+
+
+def test_one_decode_pass_on_rotated_variable_rate_video_with_the_content_detector(ray_local, tmp_path):
+    """Rotation, variable frame rate, late cuts (the content detector's flash filter), shots across
+    clip boundaries: the kept frames are still the frames a separate decode reads."""
+    from curation.samples import write_synthetic_video
+
+    lengths = [70, 55, 120, 64, 90]
+    times, t = [], 0.0
+    for i in range(sum(lengths)):
+        times.append(t)
+        t += 1 / 24 if i % 3 else 1 / 30  # variable frame rate
+    video = write_synthetic_video(tmp_path / "rotated_vfr.mp4", lengths, size=(192, 128), rotation=90, seed=5,
+                                  frame_times=times, gop=40)  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["--input", str(video.path), "--output", str(out), "--detector", "content", "--clip-minutes",
+                 f"{100 / 24 / 60}", "--min-shot-seconds", "1"]) == 0  # fmt: skip
+    shots = read_table(out, "shots")
+    assert len(shots) == len(lengths) and (shots["rotation"] == 90).all()
+    _assert_equal_to_a_separate_decode(out)
 
 
 def test_frame_keeper_is_exact_for_short_shots_and_bounded_for_long_ones():
