@@ -101,12 +101,23 @@ class _Worker:
         return result, time.perf_counter() - began
 
 
+def _complete_errors() -> tuple[type, ...]:
+    from manifests.frames import VideoReadError
+    from manifests.io import ManifestError
+    from manifests.probe import ProbeError
+    from model.weights import CheckpointError
+
+    return ProbeError, VideoReadError, ManifestError, CheckpointError
+
+
 def describe(err: BaseException) -> str:
     """One line for an error raised while getting a result from Ray."""
     import ray
 
     if isinstance(err, ray.exceptions.RayTaskError):
         cause = err.cause if getattr(err, "cause", None) is not None else err
+        if isinstance(cause, _complete_errors()):
+            return str(cause)  # our own errors name the file and what to do already
         if not isinstance(cause, ray.exceptions.RayError):
             return f"{type(cause).__name__}: {cause}"
     kind = type(err).__name__
