@@ -15,6 +15,7 @@ from tests.test_training import manifest, tiny_model  # noqa: F401  (fixtures: a
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "sp_worker.py"
+ABORT = "terminate called without an active exception"
 
 
 def run_ranks(ranks: int, mode: str, out: Path) -> list[dict]:
@@ -30,6 +31,11 @@ def run_ranks(ranks: int, mode: str, out: Path) -> list[dict]:
         str(out),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    if done.returncode != 0 and ABORT in done.stderr:
+        # Seen once in ~10 runs on the 2-core CI machine with 4 ranks: a rank aborts in C++ thread
+        # teardown (SIGABRT, before any result is computed). A crash is retried once; a wrong
+        # result never is.
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(ranks)]
 
@@ -65,6 +71,11 @@ def test_a_zero2_training_run_with_sequence_parallelism_equals_one_rank(tmp_path
                "--config", str(CONFIG), f"data.manifest={manifest}", f"model.path={tiny_model}", f"run.output={out}",
                "run.sequence_parallel=2", "run.zero_stage=2", *overrides]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    if done.returncode != 0 and ABORT in done.stderr:
+        # Seen once in ~10 runs on the 2-core CI machine with 4 ranks: a rank aborts in C++ thread
+        # teardown (SIGABRT, before any result is computed). A crash is retried once; a wrong
+        # result never is.
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sharded = json.loads((out / "history.json").read_text())
     np.testing.assert_allclose([h["loss"] for h in sharded], [h["loss"] for h in single], rtol=1e-5)
