@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ class Resources:
     gpus: float = 0.0
 
 
-class Stage:
+class Stage(ABC):
     """One step of the job. Subclasses set `name`, `resources` (and `actors=True` to keep state
     across items in long-lived workers) and implement `process`."""
 
@@ -40,11 +41,12 @@ class Stage:
     resources: Resources = Resources()
     actors: bool = False  # True: `setup` once per actor (a model load); False: Ray tasks
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027  (optional: most stages need no set-up)
         """Once per worker, before its first item."""
 
+    @abstractmethod
     def process(self, item: Any) -> Any:
-        raise NotImplementedError
+        """One item -> its result, which the driver commits."""
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,6 @@ class _Worker:
     def __init__(self, stage: Stage):
         self.stage = stage
         stage.setup()
-
-    def ready(self) -> bool:
-        return True
-
-    def call(self, method: str, *args: Any) -> Any:
-        return getattr(self.stage, method)(*args)
 
     def process(self, item: Any) -> Any:
         began = time.perf_counter()
@@ -204,14 +200,6 @@ class Executor:
     def warm(self, stage: Stage | str) -> None:
         """Start an actor stage's workers now, so their set-up (a model load) overlaps earlier stages."""
         self._start_actors(self._pools[stage if isinstance(stage, str) else stage.name])
-
-    def call_worker(self, stage: Stage | str, method: str, *args: Any) -> Any:
-        """Call a method of the stage inside one of its actors (e.g. ask a loaded model its identity)."""
-        import ray
-
-        pool = self._pools[stage if isinstance(stage, str) else stage.name]
-        self._start_actors(pool)
-        return ray.get(pool.actors[0].call.remote(method, *args))
 
     def _start_actors(self, pool: _Pool) -> None:
         while len(pool.actors) < pool.size:
