@@ -10,6 +10,11 @@ and peak memory of each backend as ratios against, in the same run:
       once per scene (their CogVideoXAttnProcessor2_2, rewritten here only to measure it).
 Peak memory is CUDA's allocator peak on GPU and the process's peak RSS growth on CPU (each case
 runs in its own subprocess there, since RSS peaks never go down).
+
+Then Wan's masked attention (one layer's self-attention over all scenes' video plus its text
+cross-attention, forward+backward) for 3 and 8 scenes: full (all video, windowed text) and sparse
+(HoloCine's inter-shot attention, k tokens per scene) on the exact segmented backend, and the dense
+boolean-mask oracle where it fits, each against unmasked self+cross attention of the same length.
 """
 
 from __future__ import annotations
@@ -35,6 +40,13 @@ SHAPES = {
     "5b": dict(heads=48, head_dim=64, scenes=3, text=226, frames=13, height=60, width=90),
 }
 CASES = ("unmasked", "official", "segmented", "dense", "flex")
+WAN_SHAPES = {
+    # heads, head_dim, latent frames per scene, latent h, w, text tokens per scene, sparse tokens per scene
+    "cpu": dict(heads=4, head_dim=64, frames=3, height=16, width=24, text=64, sparse=32),
+    "wan1.3b": dict(heads=12, head_dim=128, frames=21, height=60, width=104, text=512, sparse=256),
+}
+WAN_CASES = ("unmasked", "full", "sparse", "sparse-dense")
+WAN_SCENES = (3, 8)
 
 
 def official_attention(q, k, v, layout: SceneLayout):
@@ -107,10 +119,50 @@ def measure(case: str, what: str, shape_name: str, device: str, repeats: int) ->
             out, enc = block(video, text, temb, None, {"scene_layout": layout})
             (out.sum() + enc.sum()).backward()
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if case == "flex" and device == "cpu":
         return {"case": case, "what": what, "skipped": "FlexAttention has no CPU backward"}
-    step()  # warm-up (kernels, compile, caches)
+    return _timed(step, device, repeats) | {"case": case, "what": what, "tokens": layout.total}
+
+
+def measure_wan(case: str, scenes: int, shape_name: str, device: str, repeats: int) -> dict:
+    from model.attention import rectangle_attention
+    from model.layout import WanSceneLayout
+    from model.wan import WanSceneSelfAttnProcessor
+
+    shape = WAN_SHAPES[shape_name]
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    per_scene = shape["frames"] * (shape["height"] // 2) * (shape["width"] // 2)
+    layout = WanSceneLayout((per_scene,) * scenes, (shape["text"],) * scenes, 0,
+                            shape["sparse"] if case.startswith("sparse") else None)  # fmt: skip
+    if case == "sparse-dense" and layout.video_total**2 > 2**31:
+        return {"case": case, "scenes": scenes, "skipped": f"an N x N mask of {layout.video_total} tokens does not fit"}
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def tensor(tokens):
+        return (
+            torch.randn(1, shape["heads"], tokens, shape["head_dim"], generator=gen).to(device, dtype).requires_grad_()
+        )
+
+    q, k, v = tensor(layout.video_total), tensor(layout.video_total), tensor(layout.video_total)
+    tk, tv = tensor(layout.text_total), tensor(layout.text_total)
+
+    def step():
+        if case == "unmasked":
+            out = F.scaled_dot_product_attention(q, k, v) + F.scaled_dot_product_attention(q, tk, tv)
+        elif case == "sparse-dense":
+            out = WanSceneSelfAttnProcessor.attend(q, k, v, layout, "dense", True)
+            out = out + F.scaled_dot_product_attention(q, tk, tv, attn_mask=layout.dense_cross_mask(q.device))
+        else:
+            out = WanSceneSelfAttnProcessor.attend(q, k, v, layout, "segmented", case == "sparse")
+            out = out + rectangle_attention(q, [(tk, tv)], layout.cross_plan())
+        out.sum().backward()
+
+    return _timed(step, device, repeats) | {"case": case, "scenes": scenes, "tokens": layout.video_total}
+
+
+def _timed(step, device: str, repeats: int) -> dict:
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    step()
     sync()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -130,19 +182,66 @@ def measure(case: str, what: str, shape_name: str, device: str, repeats: int) ->
         import resource
 
         peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
-    return {"case": case, "what": what, "seconds": seconds, "peak_bytes": peak, "tokens": layout.total}
+    return {"seconds": seconds, "peak_bytes": peak}
+
+
+def run_case(args, device: str, worker: list[str], measure_here):
+    """One measurement: in this process on GPU, in a fresh subprocess on CPU (RSS peaks are per process)."""
+    if device == "cuda":
+        return measure_here()
+    cmd = [sys.executable, __file__, "--repeats", str(args.repeats), *worker]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def print_wan(args, device: str) -> None:
+    shape = args.wan_shape or ("wan1.3b" if device == "cuda" else "cpu")
+    rows = []
+    for scenes in WAN_SCENES:
+        for case in WAN_CASES:
+            worker = ["--wan-shape", shape, "--wan-worker", case, str(scenes)]
+            rows.append(
+                run_case(args, device, worker, lambda c=case, n=scenes: measure_wan(c, n, shape, device, args.repeats))
+            )
+    print(
+        f"\nWan masked attention, device {device}, shape {shape}: {WAN_SHAPES[shape]}; self + cross, forward+backward"
+    )
+    print(
+        f"{'scenes':>6} {'tokens':>8} {'case':<13} {'ms':>9} {'peak MiB':>9} {'time/unmasked':>14} {'mem/unmasked':>13}"
+    )
+    for scenes in WAN_SCENES:
+        group = {r["case"]: r for r in rows if r["scenes"] == scenes}
+        limit = group["unmasked"]
+        for case in WAN_CASES:
+            r = group[case]
+            if "skipped" in r:
+                print(f"{scenes:>6} {'':>8} {case:<13} skipped: {r['skipped']}")
+                continue
+            print(f"{scenes:>6} {r['tokens']:>8} {case:<13} {r['seconds'] * 1e3:9.1f} {r['peak_bytes'] / 2**20:9.1f} "
+                  f"{r['seconds'] / limit['seconds']:14.2f} {r['peak_bytes'] / max(limit['peak_bytes'], 1):13.2f}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default=None, help="default: 5b on GPU, cpu otherwise")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--wan-shape", choices=sorted(WAN_SHAPES), default=None, help="default: wan1.3b on GPU")
+    parser.add_argument("--only", choices=["cogvideox", "wan"], default=None, help="one backbone's tables")
     parser.add_argument("--worker", nargs=2, metavar=("CASE", "WHAT"), help=argparse.SUPPRESS)
+    parser.add_argument("--wan-worker", nargs=2, metavar=("CASE", "SCENES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = args.shape or ("5b" if device == "cuda" else "cpu")
     if args.worker:
         print(json.dumps(measure(*args.worker, shape, device, args.repeats)))
+        return
+    if args.wan_worker:
+        print(
+            json.dumps(measure_wan(args.wan_worker[0], int(args.wan_worker[1]), args.wan_shape, device, args.repeats))
+        )
+        return
+    if args.only == "wan":
+        print_wan(args, device)
         return
     results = []
     for what in ("attention", "block"):
@@ -180,6 +279,8 @@ def main() -> None:
                 f"{r['seconds'] / limit['seconds']:14.2f} {r['seconds'] / official['seconds']:14.2f} "
                 f"{r['peak_bytes'] / max(limit['peak_bytes'], 1):13.2f}"
             )
+    if args.only is None:
+        print_wan(args, device)
 
 
 if __name__ == "__main__":

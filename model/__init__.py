@@ -1,4 +1,4 @@
-"""Networks: the Mask²DiT dual-mask transformer (on diffusers' CogVideoX) and its attention backends.
+"""Networks: the Mask²DiT dual-mask transformers (on diffusers' CogVideoX and Wan) and their attention backends.
 
 from model import Mask2DiTTransformer3DModel
 model = Mask2DiTTransformer3DModel.from_pretrained("CogVideoX-5b", subfolder="transformer")
@@ -16,7 +16,10 @@ _HOMES = {
     "SceneLayout": "model.layout",
     "Mask2DiTAttnProcessor": "model.transformer",
     "Mask2DiTTransformer3DModel": "model.transformer",
-    "scene_diffusion_loss": "model.transformer",
+    "scene_diffusion_loss": "model.objectives",
+    "Mask2DiTWanTransformer3DModel": "model.wan",
+    "WanSceneLayout": "model.layout",
+    "family_of": "model.families",
 }
 __all__ = sorted(_HOMES)
 __getattr__ = lazy_names("model", _HOMES)

@@ -28,8 +28,10 @@ from model.layout import SceneLayout
 
 BACKENDS = ("segmented", "dense", "flex")
 
-# (query start, query end, key start, key end, merge): merge=False for the first rectangle of its queries
-Plan = tuple[tuple[int, int, int, int, bool], ...]
+# (query start, query end, key source, key start, key end, merge): which key/value pair of the call
+# (`source`) and which of its tokens a block of queries sees; merge=False for a query range's first
+# rectangle (it writes), True for the later ones (merged by LSE).
+Plan = tuple[tuple[int, int, int, int, int, bool], ...]
 
 
 def check_backend(backend: str) -> str:
@@ -51,7 +53,7 @@ def scene_attention(
         raise ValueError(f"sequence has {query.shape[2]} tokens but the scene layout describes {layout.total}")
     scale = scale if scale is not None else 1.0 / math.sqrt(query.shape[-1])
     if backend == "segmented":
-        return _SegmentedAttention.apply(query, key, value, segment_plan(layout), scale)
+        return rectangle_attention(query, [(key, value)], segment_plan(layout), scale)
     if backend == "dense":
         return F.scaled_dot_product_attention(
             query, key, value, attn_mask=_dense_mask(layout, query.device), scale=scale
@@ -65,13 +67,27 @@ def scene_attention(
 def segment_plan(layout: SceneLayout) -> Plan:
     """The mask as rectangles; each query range's first rectangle writes, the later ones merge into it."""
     video_start, end = layout.text_total, layout.total
-    plan = [(video_start, end, video_start, end, False)]  # all video -> all video: one unmasked call
+    plan = [(video_start, end, 0, video_start, end, False)]  # all video -> all video: one unmasked call
     for (ts, te), (vs, ve) in zip(layout.text_spans, layout.video_spans):
         if te > ts:
-            plan.append((vs, ve, ts, te, True))  # video of scene i -> text of scene i
-            plan.append((ts, te, ts, te, False))  # text of scene i -> text of scene i
-            plan.append((ts, te, vs, ve, True))  # text of scene i -> video of scene i
+            plan.append((vs, ve, 0, ts, te, True))  # video of scene i -> text of scene i
+            plan.append((ts, te, 0, ts, te, False))  # text of scene i -> text of scene i
+            plan.append((ts, te, 0, vs, ve, True))  # text of scene i -> video of scene i
     return tuple(plan)
+
+
+def rectangle_attention(
+    query: torch.Tensor, sources: list[tuple[torch.Tensor, torch.Tensor]], plan: Plan, scale: float | None = None
+) -> torch.Tensor:
+    """Exact attention of (B, H, Nq, D) queries over a union of key rectangles, merged by LSE.
+
+    sources: (key, value) pairs of shape (B, H, Nk_j, D); the plan says which tokens of which pair
+    each query range sees. Every query range needs one writing rectangle first. Gradients reach every
+    source (a source that is a slice or concatenation of other tensors passes them back through autograd).
+    """
+    scale = scale if scale is not None else 1.0 / math.sqrt(query.shape[-1])
+    flat = [x for pair in sources for x in pair]
+    return _SegmentedAttention.apply(query, plan, scale, *flat)
 
 
 # --- kernels returning (output, logsumexp) and their backward, per device ---------------------
@@ -133,13 +149,16 @@ def lse_kernels(tensor: torch.Tensor) -> tuple[Callable, Callable]:
 
 class _SegmentedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, query, key, value, plan: Plan, scale: float):
+    def forward(ctx, query, plan: Plan, scale: float, *sources):
         forward_kernel, backward_kernel = lse_kernels(query)
+        keys, values = sources[0::2], sources[1::2]
         out = torch.empty_like(query)
         lse = query.new_empty(query.shape[:3], dtype=torch.float32)
         ctx.aux = []
-        for qs, qe, ks, ke, merge in plan:
-            part, part_lse, aux = forward_kernel(query[:, :, qs:qe], key[:, :, ks:ke], value[:, :, ks:ke], scale)
+        for qs, qe, src, ks, ke, merge in plan:
+            part, part_lse, aux = forward_kernel(
+                query[:, :, qs:qe], keys[src][:, :, ks:ke], values[src][:, :, ks:ke], scale
+            )
             ctx.aux.append(aux)
             if not merge:
                 out[:, :, qs:qe] = part
@@ -152,27 +171,30 @@ class _SegmentedAttention(torch.autograd.Function):
             merged += part.float() * torch.exp(part_lse - new_lse)[..., None]
             out[:, :, qs:qe] = merged.to(out.dtype)
             lse[:, :, qs:qe] = new_lse
-        ctx.save_for_backward(query, key, value, out, lse)
+        ctx.save_for_backward(query, out, lse, *sources)
         ctx.plan, ctx.scale, ctx.backward_kernel = plan, scale, backward_kernel
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        query, key, value, out, lse = ctx.saved_tensors
+        query, out, lse, *sources = ctx.saved_tensors
+        keys, values = sources[0::2], sources[1::2]
         grad_out = grad_out.contiguous()
-        grad_q, grad_k, grad_v = torch.zeros_like(query), torch.zeros_like(key), torch.zeros_like(value)
-        for (qs, qe, ks, ke, _), aux in zip(ctx.plan, ctx.aux):
+        grad_q = torch.zeros_like(query)
+        grad_k, grad_v = [torch.zeros_like(k) for k in keys], [torch.zeros_like(v) for v in values]
+        for (qs, qe, src, ks, ke, _), aux in zip(ctx.plan, ctx.aux):
             # With the merged output and LSE, each rectangle's kernel backward gives exactly its share
             # of the full masked-softmax gradient: probabilities are exp(s - lse_total), and the
             # row term sum(dO * O) uses the true output.
             gq, gk, gv = ctx.backward_kernel(
-                grad_out[:, :, qs:qe], query[:, :, qs:qe], key[:, :, ks:ke], value[:, :, ks:ke],
+                grad_out[:, :, qs:qe], query[:, :, qs:qe], keys[src][:, :, ks:ke], values[src][:, :, ks:ke],
                 out[:, :, qs:qe], lse[:, :, qs:qe].contiguous(), aux, ctx.scale,
             )  # fmt: skip
             grad_q[:, :, qs:qe] += gq
-            grad_k[:, :, ks:ke] += gk
-            grad_v[:, :, ks:ke] += gv
-        return grad_q, grad_k, grad_v, None, None
+            grad_k[src][:, :, ks:ke] += gk
+            grad_v[src][:, :, ks:ke] += gv
+        flat = [g for pair in zip(grad_k, grad_v) for g in pair]
+        return (grad_q, None, None, *flat)
 
 
 # --- dense oracle and FlexAttention ------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Generate multi-scene videos with Mask²DiT, or extend an earlier result scene by scene.
 
+The backbone (CogVideoX or Wan2.1/Wan2.2, the two A14B experts included) is read from the model
+folder's model_index.json; size, frames, guidance and negative prompt default to that backbone's.
+
     python -m model.generate --model DIR --prompts scenes.json --out out/story
     python -m model.generate --model DIR --expand-from out/story --prompts more.json --out out/story2
     python -m model.generate --model DIR --expand-from shot1.mp4 shot2.mp4 --context-prompts ctx.json \\
@@ -156,7 +159,14 @@ def load_result(folder: Path):
                             negative_prompts=record.get("negative_prompts"))  # fmt: skip
 
 
-def argument_problems(args) -> list[str]:
+def apply_family_defaults(args, family) -> None:
+    """Fill the options left unset with the backbone's defaults (CogVideoX-5B's or Wan's)."""
+    for name, value in family.defaults.items():
+        if getattr(args, name, None) is None and name != "negative_prompt":
+            setattr(args, name, value)
+
+
+def argument_problems(args, family=None) -> list[str]:
     """Everything wrong with the arguments, found before any model loads (a 5B model takes minutes)."""
     problems = []
     if args.out.exists() and not args.out.is_dir():
@@ -167,11 +177,19 @@ def argument_problems(args) -> list[str]:
             problems.append(f"--out {args.out}: {parent} is not writable")
     if args.num_frames < 1 or (args.num_frames - 1) % 4:
         fit = max(1, (args.num_frames - 1) // 4 * 4 + 1)
-        problems.append(f"--num-frames {args.num_frames}: must be 4k+1 (CogVideoX's VAE compresses time 4x), "
+        problems.append(f"--num-frames {args.num_frames}: must be 4k+1 (the VAE compresses time 4x), "
                         f"e.g. {fit} or {fit + 4}")  # fmt: skip
+    multiple = family.size_multiple(args.model) if family is not None else 16
     for flag, value in (("--height", args.height), ("--width", args.width)):
-        if value < 16 or value % 16:
-            problems.append(f"{flag} {value}: must be a positive multiple of 16 (VAE 8x, patch 2)")
+        if value < multiple or value % multiple:
+            problems.append(f"{flag} {value}: must be a positive multiple of {multiple} for this model "
+                            "(VAE compression times the 2x2 patch)")  # fmt: skip
+    if family is not None and family.name != "cogvideox":
+        for flag, value in (("--dynamic-cfg", args.dynamic_cfg), ("--scheduler", args.scheduler)):
+            if value:
+                problems.append(f"{flag} is CogVideoX's; a {family.name} folder denoises with its own scheduler")
+    if args.guidance_scale_2 is not None and (family is None or family.name != "wan"):
+        problems.append("--guidance-scale-2 is the low-noise expert's guidance of a Wan2.2-A14B folder")
     for flag, value in (("--steps", args.steps), ("--context-scenes", args.context_scenes)):
         if value < 1:
             problems.append(f"{flag} {value}: must be at least 1")
@@ -204,22 +222,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m model.generate", description=__doc__, formatter_class=HelpFormatter
     )
-    parser.add_argument("--model", required=True, type=Path, help="CogVideoX-layout folder with a Mask²DiT transformer")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="CogVideoX- or Wan-layout folder (a Mask²DiT export, or a stock download)")  # fmt: skip
     parser.add_argument("--prompts", required=True, type=Path, help="JSON list of prompts or a scene description")
     parser.add_argument("--story", help="with a file of several stories (e.g. training/eval_prompts.json): its id")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created; files in it are replaced)")
     parser.add_argument("--expand-from", nargs="+", type=Path, help="an earlier output folder, or context video files")
     parser.add_argument("--context-prompts", type=Path, help="prompts of the context videos (with video files)")
     parser.add_argument("--context-scenes", type=int, default=2, help="scenes of context per new scene")
-    parser.add_argument("--negative-prompt", default="", help="negative prompt of every scene, context included")
-    parser.add_argument("--height", type=int, default=480, help="pixels, a multiple of 16")
-    parser.add_argument("--width", type=int, default=720, help="pixels, a multiple of 16")
-    parser.add_argument("--num-frames", type=int, default=49, help="frames per scene (4k+1)")
-    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the written videos")
+    parser.add_argument("--negative-prompt", default=None,
+                        help="negative prompt of every scene, context included (unset: none for CogVideoX, Wan's own for Wan)")  # fmt: skip
+    parser.add_argument("--height", type=int, default=None, help="pixels (unset: 480)")
+    parser.add_argument("--width", type=int, default=None, help="pixels (unset: 720 CogVideoX, 832 Wan)")
+    parser.add_argument(
+        "--num-frames", type=int, default=None, help="frames per scene, 4k+1 (unset: 49 CogVideoX, 81 Wan)"
+    )
+    parser.add_argument(
+        "--fps", type=float, default=None, help="frame rate of the written videos (unset: 8 CogVideoX, 16 Wan)"
+    )
     parser.add_argument("--steps", type=int, default=50, help="denoising steps")
-    parser.add_argument("--guidance-scale", type=float, default=6.0, help="classifier-free guidance (<= 1: off)")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="classifier-free guidance, <= 1: off (unset: 6 CogVideoX, 5 Wan)")  # fmt: skip
+    parser.add_argument("--guidance-scale-2", type=float, default=None,
+                        help="Wan2.2-A14B: guidance of the low-noise expert (unset: --guidance-scale)")  # fmt: skip
     parser.add_argument("--dynamic-cfg", action="store_true", help="CogVideoX's cosine-ramped guidance")
-    parser.add_argument("--scheduler", choices=["ddim", "dpm"], default="ddim", help="CogVideoX's DDIM or DPM")
+    parser.add_argument("--scheduler", choices=["ddim", "dpm"], default=None,
+                        help="CogVideoX's DDIM (unset) or DPM; Wan uses its folder's own scheduler")  # fmt: skip
     parser.add_argument("--seed", type=int, default=42, help="scene k starts from noise seeded seed + k")
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="compute precision")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (unset: cuda when available)")
@@ -229,34 +257,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
     parser.add_argument("--vae-slicing", action="store_true", help="decode one video at a time")
     args = parser.parse_args(argv)
-    problems = argument_problems(args)
+    began = time.perf_counter()
+    from model.families import FAMILIES, family_of
+    from model.weights import ModelFolderError
+
+    try:
+        family, problems = family_of(args.model), []
+    except ModelFolderError as err:  # reported with every other problem, before anything loads
+        family, problems = None, [f"--model: {err}"]
+    apply_family_defaults(args, family or FAMILIES["cogvideox"])
+    problems += argument_problems(args, family)
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
 
     import torch
-    from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 
-    from model.pipeline import Mask2DiTPipeline, ModelFolderError
     from model.sequence_parallel import init_from_env
 
     try:
         prompts = load_prompts(args.prompts, args.story)
         context_prompts = load_prompts(args.context_prompts) if args.context_prompts else None
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-        pipe = Mask2DiTPipeline.from_pretrained(args.model, torch_dtype=dtype)
+        pipe = family.pipeline_class.from_pretrained(args.model, torch_dtype=dtype)
     except (PromptFileError, ModelFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    scheduler_cls = CogVideoXDPMScheduler if args.scheduler == "dpm" else CogVideoXDDIMScheduler
-    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    if family.name == "cogvideox":
+        from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+        scheduler_cls = CogVideoXDPMScheduler if args.scheduler == "dpm" else CogVideoXDDIMScheduler
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     # Under torchrun/deepspeed (WORLD_SIZE > 1) the ranks shard every sequence (Ulysses): the same
     # result as one process, with per-rank activations ~1/P; rank 0 writes it.
     shard = init_from_env()
     if shard is not None:
         try:
-            pipe.transformer.enable_sequence_parallel(shard)
+            for denoiser in [m for m in (pipe.transformer, getattr(pipe, "transformer_2", None)) if m is not None]:
+                denoiser.enable_sequence_parallel(shard)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -270,12 +309,17 @@ def main(argv: list[str] | None = None) -> int:
         pipe.vae.enable_tiling()
     if args.vae_slicing:
         pipe.vae.enable_slicing()
+    loaded = time.perf_counter()
 
     settings = dict(vars(args))
+    weights = args.model / ("transformer" if (args.model / "transformer").exists() else "transformer_2")
     common = dict(height=args.height, width=args.width, num_frames=args.num_frames, num_inference_steps=args.steps,
-                  guidance_scale=args.guidance_scale, use_dynamic_cfg=args.dynamic_cfg, seed=args.seed,
-                  negative_prompts=args.negative_prompt)  # fmt: skip
-    began = time.perf_counter()
+                  guidance_scale=args.guidance_scale, seed=args.seed, negative_prompts=args.negative_prompt,
+                  max_sequence_length=family.text_length(args.model, weights))  # fmt: skip
+    if family.name == "cogvideox":
+        common |= dict(use_dynamic_cfg=args.dynamic_cfg, negative_prompts=args.negative_prompt or "")
+    elif args.guidance_scale_2 is not None:
+        common["guidance_scale_2"] = args.guidance_scale_2
     if args.expand_from:
         sources = args.expand_from
         if len(sources) == 1 and sources[0].is_dir():
@@ -294,10 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         result = pipe.expand(previous, prompts, context_scenes=args.context_scenes, **common)
     else:
         result = pipe(prompts, **common)
+    done = time.perf_counter()
     if shard is None or shard.rank == 0:
-        save_result(args.out, result, args.fps, settings | {"seconds": time.perf_counter() - began,
-                                                            "sequence_parallel": shard.size if shard else 1})  # fmt: skip
-        print(f"wrote {len(result.videos)} scenes to {args.out} ({time.perf_counter() - began:.1f} s)")
+        timing = {"load_seconds": loaded - began, "generation_seconds": done - loaded, "seconds": done - began}
+        save_result(args.out, result, args.fps, settings | timing | {"family": family.name,
+                                                                    "sequence_parallel": shard.size if shard else 1})  # fmt: skip
+        print(f"wrote {len(result.videos)} scenes to {args.out}: loading {loaded - began:.1f} s, "
+              f"generating {done - loaded:.1f} s ({len(result.videos)} scenes, {args.steps} steps)")  # fmt: skip
     return 0
 
 

@@ -90,3 +90,132 @@ def _spans(offset: int, lengths: Sequence[int]) -> tuple[tuple[int, int], ...]:
         spans.append((start, start + length))
         start += length
     return tuple(spans)
+
+
+@dataclass(frozen=True)
+class WanSceneLayout:
+    """Scenes on Wan, where text enters through cross-attention and self-attention sees video only.
+
+    Video tokens: [video_0 | video_1 | ...] (the latent frames of all scenes, concatenated in time).
+    Text tokens (keys of cross-attention): [global | text_0 | text_1 | ...]; `global_text` may be 0.
+
+    - cross-attention: video of scene i sees the global text and text i (HoloCine's window
+      cross-attention, Mask²DiT's text-video rule);
+    - self-attention: all video (`sparse_tokens=None`), or, sparse, scene i sees its own scene and
+      the first `sparse_tokens` tokens of every scene (in each scene's (frame, row, column) order;
+      a scene shorter than that gives all its tokens). The key set is a set: a scene's own first
+      tokens are not counted twice.
+    """
+
+    video_lengths: tuple[int, ...]
+    text_lengths: tuple[int, ...]
+    global_text: int = 0
+    sparse_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.video_lengths) != len(self.text_lengths) or not self.video_lengths:
+            raise ValueError(
+                f"a scene layout needs one text and one video length per scene, got {len(self.text_lengths)} "
+                f"text and {len(self.video_lengths)} video lengths"
+            )
+        if min(self.video_lengths) <= 0 or min(self.text_lengths) < 0 or self.global_text < 0:
+            raise ValueError(f"scene lengths must be positive: video {self.video_lengths}, text {self.text_lengths}")
+        if self.global_text == 0 and min(self.text_lengths) == 0:
+            raise ValueError(f"every scene needs text tokens (or a global caption): text {self.text_lengths}")
+        if self.sparse_tokens is not None and self.sparse_tokens < 1:
+            raise ValueError(f"sparse_tokens must be at least 1, got {self.sparse_tokens}")
+
+    @property
+    def num_scenes(self) -> int:
+        return len(self.video_lengths)
+
+    @property
+    def video_total(self) -> int:
+        return sum(self.video_lengths)
+
+    @property
+    def text_total(self) -> int:
+        return self.global_text + sum(self.text_lengths)
+
+    @cached_property
+    def video_spans(self) -> tuple[tuple[int, int], ...]:
+        return _spans(0, self.video_lengths)
+
+    @cached_property
+    def text_spans(self) -> tuple[tuple[int, int], ...]:
+        """[start, end) of each scene's own text among the cross-attention keys (after the global text)."""
+        return _spans(self.global_text, self.text_lengths)
+
+    @cached_property
+    def summary_spans(self) -> tuple[tuple[int, int], ...]:
+        """The tokens of each scene that every scene sees under sparse self-attention."""
+        k = self.sparse_tokens or 0
+        return tuple((start, min(end, start + k)) for start, end in self.video_spans)
+
+    def cross_plan(self, query_lengths: Sequence[int] | None = None) -> tuple:
+        """Cross-attention rectangles (see `model.attention.Plan`), source 0 = the text keys.
+
+        query_lengths: video tokens per scene of the queries at hand (a rank's shard under sequence
+        parallelism; zeros allowed); default the whole layout."""
+        plan = []
+        for (qs, qe), (ts, te) in zip(_spans(0, query_lengths or self.video_lengths), self.text_spans):
+            if qe == qs:
+                continue
+            if self.global_text:
+                plan.append((qs, qe, 0, 0, self.global_text, False))
+            if te > ts:
+                plan.append((qs, qe, 0, ts, te, bool(self.global_text)))
+        return tuple(plan)
+
+    def sparse_plan(self) -> tuple:
+        """Sparse self-attention rectangles: source 0 = all video keys, source 1 = the summary keys
+        (every scene's `summary_spans`, concatenated in scene order)."""
+        plan, offsets = [], _spans(0, [e - s for s, e in self.summary_spans])
+        total = offsets[-1][1]
+        for (qs, qe), (own_start, own_end) in zip(self.video_spans, offsets):
+            plan.append((qs, qe, 0, qs, qe, False))  # own scene
+            if own_start > 0:
+                plan.append((qs, qe, 1, 0, own_start, True))  # earlier scenes' first tokens
+            if own_end < total:
+                plan.append((qs, qe, 1, own_end, total, True))  # later scenes' first tokens
+        return tuple(plan)
+
+    def dense_cross_mask(self, device=None) -> torch.Tensor:
+        """(video_total, text_total) boolean mask, True where attention is allowed. The oracle."""
+        scene = torch.arange(self.num_scenes).repeat_interleave(torch.tensor(self.video_lengths))
+        text_scene = torch.cat(
+            [
+                torch.full((self.global_text,), -1),
+                torch.arange(self.num_scenes).repeat_interleave(torch.tensor(self.text_lengths)),
+            ]
+        )
+        mask = (scene[:, None] == text_scene[None, :]) | (text_scene[None, :] == -1)
+        return mask.to(device)
+
+    def dense_self_mask(self, device=None) -> torch.Tensor:
+        """(video_total, video_total) boolean mask of self-attention. The oracle."""
+        n = self.video_total
+        if self.sparse_tokens is None:
+            return torch.ones(n, n, dtype=torch.bool, device=device)
+        scene = torch.arange(self.num_scenes).repeat_interleave(torch.tensor(self.video_lengths))
+        summary = torch.zeros(n, dtype=torch.bool)
+        for start, end in self.summary_spans:
+            summary[start:end] = True
+        return ((scene[:, None] == scene[None, :]) | summary[None, :]).to(device)
+
+
+def clean_mask(clean_scenes, batch_size: int, num_scenes: int, device) -> torch.Tensor | None:
+    """clean_scenes (scene indices for the whole batch, or a bool tensor (S,) or (B, S)) as a (B, S) bool tensor, or None."""
+    if clean_scenes is None:
+        return None
+    if isinstance(clean_scenes, torch.Tensor) and clean_scenes.dtype == torch.bool:
+        mask = clean_scenes.to(device)
+        if mask.shape[-1] != num_scenes:
+            raise ValueError(f"clean_scenes mask has {mask.shape[-1]} scenes, the input has {num_scenes}")
+        return mask.expand(batch_size, num_scenes)
+    indices = [int(i) for i in clean_scenes]
+    if any(not 0 <= i < num_scenes for i in indices):
+        raise ValueError(f"clean scene indices {indices} out of range for {num_scenes} scenes")
+    mask = torch.zeros(num_scenes, dtype=torch.bool, device=device)
+    mask[indices] = True
+    return mask.expand(batch_size, num_scenes)

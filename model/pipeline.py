@@ -23,12 +23,9 @@ from diffusers import CogVideoXDPMScheduler
 from diffusers.pipelines.cogvideo.pipeline_cogvideox import CogVideoXPipeline, retrieve_timesteps
 
 from model.transformer import Mask2DiTTransformer3DModel
+from model.weights import ModelFolderError  # noqa: F401  (raised here; callers catch it from either module)
 
 REQUIRED_COMPONENTS = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
-
-
-class ModelFolderError(ValueError):
-    """A model folder is missing a component; the message names it."""
 
 
 def check_model_folder(path: str | os.PathLike) -> Path:
@@ -104,11 +101,13 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         p_t = self.transformer.config.patch_size_t or 1
         return frames + (-frames) % p_t
 
-    def encode_scenes(self, prompts: list[str], negative_prompts: list[str] | None, guidance: bool, device, dtype):
+    def encode_scenes(self, prompts: list[str], negative_prompts: list[str] | None, guidance: bool, device, dtype,
+                      max_sequence_length: int = 226):  # fmt: skip
         """(B=1 positive, negative) text embeddings with the scenes concatenated: (1, S*226, D)."""
         positive, negative = self.encode_prompt(
-            prompts, negative_prompts if guidance else None, guidance, device=device, dtype=dtype
-        )
+            prompts, negative_prompts if guidance else None, guidance, device=device, dtype=dtype,
+            max_sequence_length=max_sequence_length,
+        )  # fmt: skip
         joined = positive.reshape(1, -1, positive.shape[-1])
         return joined, (negative.reshape(1, -1, negative.shape[-1]) if guidance else None)
 
@@ -163,6 +162,7 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         context: MultiSceneOutput | None = None,
         output_type: str = "np",
         latents: torch.Tensor | None = None,
+        max_sequence_length: int = 226,
     ) -> MultiSceneOutput:
         """Generate one scene per prompt, jointly. With `context`, its scenes are clean context.
 
@@ -173,6 +173,7 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         output_type: "np" decodes every scene (context included) to uint8 frames; "latent" skips the VAE.
         latents: the new scenes' initial noise (1, frames per scene * scenes, C, h, w) instead of the
             per-scene seeds, scaled by the scheduler's init_noise_sigma as diffusers pipelines do.
+        max_sequence_length: T5 tokens per scene (the transformer's max_text_seq_length, 226 for CogVideoX).
         """
         if not prompts:
             raise ValueError("give at least one prompt")
@@ -182,7 +183,9 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         context_prompts = context.prompts if context else []
         all_prompts = context_prompts + list(prompts)
         all_negative = scene_negatives(negative_prompts, len(prompts), context)
-        text, negative_text = self.encode_scenes(all_prompts, all_negative, guidance, device, dtype)
+        text, negative_text = self.encode_scenes(
+            all_prompts, all_negative, guidance, device, dtype, max_sequence_length
+        )
 
         frames = self.latent_frames(num_frames)
         new_frames = [frames] * len(prompts)
@@ -252,35 +255,40 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         The loop works on latents only: context scenes are never decoded or re-encoded. Scene k of
         the story starts from noise seeded `seed + k`, so expanding by two equals expanding twice by one.
         """
-        output_type = kwargs.pop("output_type", "np")
-        negative = kwargs.pop("negative_prompts", None)
-        if not (negative is None or isinstance(negative, str)) and len(negative) != len(prompts):
-            raise ValueError(f"{len(negative)} negative prompts for {len(prompts)} new scenes")
-        story = previous
-        for index, prompt in enumerate(prompts):
-            skip = max(0, len(story.scene_frames) - context_scenes)
-            start = sum(story.scene_frames[:skip])
-            negatives = story.negative_prompts[skip:] if story.negative_prompts else None
-            window = MultiSceneOutput(
-                story.latents[:, start:],
-                story.scene_frames[skip:],
-                story.prompts[skip:],
-                story.seeds[skip:],
-                negative_prompts=negatives,
-            )
-            step_negative = negative if negative is None or isinstance(negative, str) else [negative[index]]
-            step = self(prompts=[prompt], context=window, seed=seed + skip, output_type="latent",
-                        negative_prompts=step_negative, **kwargs)  # fmt: skip
-            story = MultiSceneOutput(
-                torch.cat([story.latents, step.latents[:, window.latents.shape[1] :]], dim=1),
-                story.scene_frames + step.scene_frames[-1:],
-                story.prompts + [prompt],
-                story.seeds + step.seeds[-1:],
-                negative_prompts=(
-                    story.negative_prompts or [step.negative_prompts[0]] * skip + step.negative_prompts[:-1]
-                )
-                + step.negative_prompts[-1:],
-            )
-        if output_type == "np":
-            story.videos = self.decode_scenes(story.latents, story.scene_frames)
-        return story
+        return expand_story(self, previous, prompts, context_scenes, seed, **kwargs)
+
+
+def expand_story(pipe, previous: MultiSceneOutput, prompts: list[str], context_scenes: int, seed: int,
+                 **kwargs) -> MultiSceneOutput:  # fmt: skip
+    """Auto-regressive expansion for any multi-scene pipeline: each new scene is generated with the
+    last `context_scenes` scenes as clean context, on latents only."""
+    output_type = kwargs.pop("output_type", "np")
+    negative = kwargs.pop("negative_prompts", None)
+    if not (negative is None or isinstance(negative, str)) and len(negative) != len(prompts):
+        raise ValueError(f"{len(negative)} negative prompts for {len(prompts)} new scenes")
+    story = previous
+    for index, prompt in enumerate(prompts):
+        skip = max(0, len(story.scene_frames) - context_scenes)
+        start = sum(story.scene_frames[:skip])
+        negatives = story.negative_prompts[skip:] if story.negative_prompts else None
+        window = MultiSceneOutput(
+            story.latents[:, start:],
+            story.scene_frames[skip:],
+            story.prompts[skip:],
+            story.seeds[skip:],
+            negative_prompts=negatives,
+        )
+        step_negative = negative if negative is None or isinstance(negative, str) else [negative[index]]
+        step = pipe(prompts=[prompt], context=window, seed=seed + skip, output_type="latent",
+                    negative_prompts=step_negative, **kwargs)  # fmt: skip
+        story = MultiSceneOutput(
+            torch.cat([story.latents, step.latents[:, window.latents.shape[1] :]], dim=1),
+            story.scene_frames + step.scene_frames[-1:],
+            story.prompts + [prompt],
+            story.seeds + step.seeds[-1:],
+            negative_prompts=(story.negative_prompts or [step.negative_prompts[0]] * skip + step.negative_prompts[:-1])
+            + step.negative_prompts[-1:],
+        )
+    if output_type == "np":
+        story.videos = pipe.decode_scenes(story.latents, story.scene_frames)
+    return story

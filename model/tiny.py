@@ -1,10 +1,12 @@
-"""A tiny, randomly initialised Mask²DiT model folder in the real CogVideoX layout.
+"""Tiny, randomly initialised Mask²DiT model folders in the real CogVideoX and Wan layouts.
 
-For smoke runs and tests on machines without weights or a GPU: every component (T5 tokenizer and
-encoder, CogVideoX VAE, Mask²DiT transformer, scheduler) is the real class with a tiny config,
-saved with `save_pretrained` and loaded back by the same code that loads CogVideoX-5B.
+For smoke runs and tests on machines without weights or a GPU: every component (tokenizer, text
+encoder, VAE, Mask²DiT transformer(s), scheduler) is the real class with a tiny config, saved with
+`save_pretrained` and loaded back by the same code that loads CogVideoX-5B or Wan2.1/Wan2.2.
 
-    python -m model.tiny out/tiny-model
+    python -m model.tiny out/tiny-model                    # CogVideoX layout
+    python -m model.tiny out/tiny-wan --family wan         # Wan2.1 layout
+    python -m model.tiny out/tiny-a14b --family wan --layout wan2.2-a14b
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ _CORPUS_WORDS = (
 ).split()
 
 
-def _train_sentencepiece(folder: Path) -> None:
+def _train_sentencepiece(folder: Path, max_length: int = 226) -> None:
     import sentencepiece as spm
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +47,7 @@ def _train_sentencepiece(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(tmp) / "spiece.model", folder / "spiece.model")
     (folder / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "T5Tokenizer", "model_max_length": 226, "extra_ids": 0})
+        json.dumps({"tokenizer_class": "T5Tokenizer", "model_max_length": max_length, "extra_ids": 0})
     )
 
 
@@ -80,6 +82,71 @@ def build_tiny_model(folder: str | Path, seed: int = 0, transformer_overrides: d
     return folder
 
 
+TINY_WAN_TRANSFORMER = dict(
+    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, text_dim=32, freq_dim=16, ffn_dim=48,
+    num_layers=2, rope_max_seq_len=64,
+)  # fmt: skip
+TINY_WAN_SIZE = dict(height=32, width=32, num_frames=9)  # pixels; latents 4x4 (8x VAE) and 3 frames
+WAN_LAYOUTS = ("wan2.1", "wan2.2-a14b", "wan2.2-ti2v")
+TINY_WAN_TEXT = 16  # tokens per prompt (Wan pads to 512)
+
+
+def build_tiny_wan(
+    folder: str | Path, seed: int = 0, layout: str = "wan2.1", transformer_overrides: dict | None = None
+) -> Path:
+    """Write a tiny Wan folder in one of the official diffusers layouts and return it:
+    wan2.1 (one transformer), wan2.2-a14b (two experts, `boundary_ratio`), wan2.2-ti2v (the 16x
+    residual VAE with 2x2 patchification, `expand_timesteps`)."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
+    from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+
+    from model.wan import Mask2DiTWanTransformer3DModel
+    from model.wan_pipeline import Mask2DiTWanPipeline
+
+    if layout not in WAN_LAYOUTS:
+        raise ValueError(f"layout must be one of {WAN_LAYOUTS}, got {layout!r}")
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    _train_sentencepiece(folder / "tokenizer", max_length=TINY_WAN_TEXT)
+    tokenizer = T5Tokenizer.from_pretrained(folder / "tokenizer")
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2)
+    )
+    z_dim = 4
+    vae_options = dict(base_dim=8, z_dim=z_dim, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                       latents_mean=[0.1 * i for i in range(z_dim)], latents_std=[1.0 + 0.5 * i for i in range(z_dim)])  # fmt: skip
+    if layout == "wan2.2-ti2v":  # Wan2.2's VAE: residual blocks, 2x2 pixel patches, 16x spatial
+        vae_options |= dict(is_residual=True, patch_size=2, scale_factor_spatial=16, in_channels=12, out_channels=12)
+    vae = AutoencoderKLWan(**vae_options)
+    config = TINY_WAN_TRANSFORMER | dict(in_channels=z_dim, out_channels=z_dim) | (transformer_overrides or {})
+    transformer = Mask2DiTWanTransformer3DModel(**config)
+    transformer_2 = Mask2DiTWanTransformer3DModel(**config) if layout == "wan2.2-a14b" else None
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, num_train_timesteps=1000,
+    )  # fmt: skip
+    pipe = Mask2DiTWanPipeline(
+        tokenizer, text_encoder, vae, scheduler, transformer=transformer, transformer_2=transformer_2,
+        boundary_ratio=0.875 if transformer_2 is not None else None, expand_timesteps=layout == "wan2.2-ti2v",
+    )  # fmt: skip
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m model.tiny", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("folder", nargs="?", type=Path, default=Path("out/tiny-model"))
+    parser.add_argument("--family", choices=["cogvideox", "wan"], default="cogvideox")
+    parser.add_argument("--layout", choices=WAN_LAYOUTS, default="wan2.1", help="Wan folder layout")
+    args = parser.parse_args(argv)
+    target = (
+        build_tiny_model(args.folder) if args.family == "cogvideox" else build_tiny_wan(args.folder, layout=args.layout)
+    )
+    print(f"wrote {target}")
+    return 0
+
+
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "out/tiny-model")
-    print(f"wrote {build_tiny_model(target)}")
+    sys.exit(main())

@@ -7,7 +7,7 @@ CogVideoX-5B or -2B `transformer/` folder loads unchanged with `from_pretrained`
   along the latent frame axis of `hidden_states`; attention follows the dual mask (`model.layout`)
   through `Mask2DiTAttnProcessor` and one of the exact backends in `model.attention`.
 - any subset of scenes can be clean context: their tokens (text and video) are modulated with the
-  timestep-0 embedding, as in the official implementation, and `scene_diffusion_loss` ignores them.
+  timestep-0 embedding, as in the official implementation, and `model.objectives.scene_diffusion_loss` ignores them.
 - called without scene arguments, it is exactly the stock single-scene model.
 """
 
@@ -26,7 +26,7 @@ from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBloc
 from diffusers.utils import apply_lora_scale
 
 from model.attention import check_backend, scene_attention
-from model.layout import SceneLayout
+from model.layout import SceneLayout, clean_mask
 from model.sequence_parallel import SequenceShard, ShardView, gather_tokens, heads_to_tokens, tokens_to_heads
 
 POSITION_SCHEMES = ("consecutive", "per_scene")
@@ -355,7 +355,7 @@ class Mask2DiTTransformer3DModel(CogVideoXTransformer3DModel):
 
         # 1. Time embedding: one per sample, or one per scene when some scenes are clean context.
         emb = self._time_embedding(timestep, timestep_cond, ofs, hidden_states.dtype)
-        clean = _clean_mask(clean_scenes, batch_size, layout.num_scenes, hidden_states.device)
+        clean = clean_mask(clean_scenes, batch_size, layout.num_scenes, hidden_states.device)
         if clean is not None and bool(clean.any()):
             zero = torch.zeros_like(torch.as_tensor(timestep, device=hidden_states.device).expand(batch_size))
             emb_clean = self._time_embedding(zero, timestep_cond, ofs, hidden_states.dtype)
@@ -432,47 +432,3 @@ def rotary_embedding_3d(
         return torch.cat(grids, dim=-1).reshape(-1, sum(dims))
 
     return combine(*(a[0] for a in axes)), combine(*(a[1] for a in axes))
-
-
-def _clean_mask(clean_scenes, batch_size: int, num_scenes: int, device) -> torch.Tensor | None:
-    """clean_scenes as a (B, S) bool tensor, or None."""
-    if clean_scenes is None:
-        return None
-    if isinstance(clean_scenes, torch.Tensor) and clean_scenes.dtype == torch.bool:
-        mask = clean_scenes.to(device)
-        if mask.shape[-1] != num_scenes:
-            raise ValueError(f"clean_scenes mask has {mask.shape[-1]} scenes, the input has {num_scenes}")
-        return mask.expand(batch_size, num_scenes)
-    indices = [int(i) for i in clean_scenes]
-    if any(not 0 <= i < num_scenes for i in indices):
-        raise ValueError(f"clean scene indices {indices} out of range for {num_scenes} scenes")
-    mask = torch.zeros(num_scenes, dtype=torch.bool, device=device)
-    mask[indices] = True
-    return mask.expand(batch_size, num_scenes)
-
-
-def scene_diffusion_loss(
-    prediction: torch.Tensor,
-    target: torch.Tensor,
-    scene_frames: Sequence[int],
-    clean_scenes: torch.Tensor | Sequence[int] | None = None,
-    weight: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """MSE over the frames of the scenes being generated; clean context scenes contribute nothing.
-
-    prediction/target: (B, F, C, H, W) with scenes concatenated on F. weight: optional per-sample
-    loss weight (B,) (e.g. CogVideoX's 1 / (1 - alpha_bar_t)). Returns (loss, per-scene MSE (B, S));
-    the loss is the mean squared error over all elements of non-clean scenes, weighted per sample.
-    """
-    batch_size = prediction.shape[0]
-    num_scenes = len(scene_frames)
-    error = (prediction.float() - target.float()) ** 2
-    per_scene = torch.stack([chunk.mean(dim=(1, 2, 3, 4)) for chunk in error.split(list(scene_frames), dim=1)], dim=1)
-    clean = _clean_mask(clean_scenes, batch_size, num_scenes, prediction.device)
-    active = torch.ones_like(per_scene) if clean is None else (~clean).to(per_scene.dtype)
-    sizes = torch.tensor(scene_frames, dtype=per_scene.dtype, device=per_scene.device)
-    scene_weight = active * sizes  # every generated element counts once
-    if weight is not None:
-        scene_weight = scene_weight * weight.to(per_scene.dtype)[:, None]
-    denominator = (active * sizes).sum().clamp_min(1.0)
-    return (per_scene * scene_weight).sum() / denominator, per_scene

@@ -1,4 +1,4 @@
-"""Helpers every weight loader shares: the checkpoint error type and a fast content hash of a weights file."""
+"""Helpers every weight loader shares: the checkpoint and model-folder error types and a fast content hash."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import os
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or whose keys/shapes do not match the model."""
+
+
+class ModelFolderError(ValueError):
+    """A model folder that is missing, incomplete or of an unknown family; the message names what."""
 
 
 def file_hash(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

@@ -153,15 +153,20 @@ def test_cli_reports_bad_inputs(backbones, tmp_path, capsys):
 def test_trainer_validation_scores_its_samples_and_loads_encoders_once(backbones, tmp_path, monkeypatch):
     from collections import Counter
 
+    import diffusers
+    import transformers
+
+    import model.clip
     import training.validate as validate
     from model import Mask2DiTTransformer3DModel
+    from model.families import family_of
     from model.tiny import build_tiny_model
     from training.config import load_config
-    from training.encoding import Encoders
 
     loads = Counter()
-    for name in ("T5EncoderModel", "AutoencoderKLCogVideoX", "ClipEncoder"):
-        cls = getattr(validate, name)
+    homes = {"T5EncoderModel": transformers, "AutoencoderKLCogVideoX": diffusers, "ClipEncoder": model.clip}
+    for name, home in homes.items():
+        cls = getattr(home, name)
         original = cls.from_pretrained.__func__
 
         def counted(klass, *args, _name=name, _original=original, **kwargs):
@@ -173,7 +178,8 @@ def test_trainer_validation_scores_its_samples_and_loads_encoders_once(backbones
     config = load_config("training/configs/tiny_sft.yaml", [f"model.path={model_dir}", f"run.output={tmp_path / 'run'}",
                                                              f"validation.clip={backbones / 'clip'}", "validation.steps=2"])  # fmt: skip
     transformer = Mask2DiTTransformer3DModel.from_pretrained(model_dir / "transformer")
-    validator = validate.Validator(config, transformer, None, torch.device("cpu"), torch.float32)
+    family = family_of(model_dir)
+    validator = validate.Validator(config, family, transformer, None, torch.device("cpu"), torch.float32)
     scores = validator(5)
     assert validator(10) == scores  # the same prompts and seed, scored again without loading anything
     assert loads == {"T5EncoderModel": 1, "AutoencoderKLCogVideoX": 1, "ClipEncoder": 1}
@@ -181,7 +187,7 @@ def test_trainer_validation_scores_its_samples_and_loads_encoders_once(backbones
     folder = tmp_path / "run" / "validation" / "step_0000005"
     assert (folder / "video.mp4").is_file() and json.loads((folder / "metrics.json").read_text()) == scores
     # With the trainer's own encoders, validation loads no T5 or VAE at all.
-    encoders = Encoders(model_dir, torch.device("cpu"), torch.float32, transformer.config.max_text_seq_length)
+    encoders = family.encoders(model_dir, torch.device("cpu"), torch.float32, transformer.config.max_text_seq_length)
     loads.clear()
-    validate.Validator(config, transformer, encoders, torch.device("cpu"), torch.float32)(3)
+    validate.Validator(config, family, transformer, encoders, torch.device("cpu"), torch.float32)(3)
     assert loads == {"ClipEncoder": 1}

@@ -96,9 +96,9 @@ def spy_negatives(pipe, monkeypatch) -> list[list[str]]:
     seen = []
     original = pipe.encode_scenes
 
-    def encode_scenes(prompts, negative_prompts, guidance, device, dtype):
+    def encode_scenes(prompts, negative_prompts, guidance, device, dtype, *rest):
         seen.append(list(negative_prompts))
-        return original(prompts, negative_prompts, guidance, device, dtype)
+        return original(prompts, negative_prompts, guidance, device, dtype, *rest)
 
     monkeypatch.setattr(pipe, "encode_scenes", encode_scenes)
     return seen

@@ -56,7 +56,7 @@ def test_generate_help_is_fast_and_shows_defaults():
             "print(out.getvalue())")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "(default: 49)" in done.stdout and "(default: ddim)" in done.stdout
+    assert "49 CogVideoX, 81 Wan" in done.stdout and "DDIM (unset)" in done.stdout  # each backbone's default
 
 
 def test_inspect_refuses_what_is_not_a_manifest(tmp_path, capsys):

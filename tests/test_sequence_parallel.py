@@ -59,6 +59,18 @@ def test_sharded_generation_and_expansion_equal_one_rank(tmp_path, ranks):
 
 
 @pytest.mark.slow
+def test_wan_sharded_on_two_ranks_equals_one_rank(tmp_path):
+    """Wan: full and sparse self-attention on both backends (unequal scenes, a global caption, a clean
+    scene) in forward, loss and every gradient; and a generated and expanded story."""
+    for result in run_ranks(2, "wan", tmp_path):
+        for key in ("full-segmented", "full-dense", "sparse-segmented", "sparse-dense"):
+            numbers = result[key]
+            assert numbers["output"] < 1e-5 and numbers["loss"] < 1e-6, (key, numbers)
+            assert numbers["grad"] < 1e-5 * max(1.0, numbers["grad_scale"]), (key, numbers)
+        assert result["latents"] < 1e-4 and result["expanded"] < 1e-4, result
+
+
+@pytest.mark.slow
 def test_a_zero2_training_run_with_sequence_parallelism_equals_one_rank(tmp_path, manifest, tiny_model):  # noqa: F811
     from tests.test_training import CONFIG, config_for
     from training.train import train

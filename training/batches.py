@@ -6,13 +6,13 @@ import numpy as np
 import torch
 
 from training.config import TrainConfig
-from training.encoding import Encoders, LatentStore, scene_key, stable_seed, text_key
+from training.encoding import LatentStore, scene_key, stable_seed, text_key
 
 
 class BatchEncoder:
     """latents (B, S*F, C, h, w) and text (B, S*L, D) for a batch; applies caption dropout."""
 
-    def __init__(self, config: TrainConfig, encoders: Encoders | None, store: LatentStore | None, identity: str):
+    def __init__(self, config: TrainConfig, encoders, store: LatentStore | None, identity: str):
         self.config, self.encoders, self.store, self.identity = config, encoders, store, identity
 
     def dropped(self, index: int, scene: int) -> bool:

@@ -213,29 +213,34 @@ class Checkpointer:
         """(step, samples consumed) of the newest intact checkpoint, or (0, 0)."""
         return resume(engine, self.folder, self.rank)
 
-    def export(self, engine, base_model: Path, target: Path, zero_stage: int) -> None:
-        export(engine, base_model, target, zero_stage, self.is_main, self.export_components)
+    def export(self, engine, base_model: Path, target: Path, zero_stage: int, subfolder: str = "transformer",
+               components: tuple[str, ...] = ("model_index.json", "tokenizer", "text_encoder", "vae", "scheduler")) -> None:  # fmt: skip
+        export(engine, base_model, target, zero_stage, self.is_main, self.export_components, subfolder, components)
 
 
 # --- export --------------------------------------------------------------------------------------
 
 
-def export(engine, base_model: Path, target: Path, zero_stage: int, is_main: bool, components: str = "copy") -> None:
-    """Write target/transformer (diffusers layout) and the base model's other components.
+def export(engine, base_model: Path, target: Path, zero_stage: int, is_main: bool, components: str = "copy",
+           subfolder: str = "transformer", parts: tuple[str, ...] = ("model_index.json", "tokenizer", "text_encoder",
+                                                                     "vae", "scheduler")) -> None:  # fmt: skip
+    """Write target/<subfolder> (the trained transformer, diffusers layout) and the base model's other
+    components (`parts`, those it has; the trained one is never copied over the export).
 
     components="copy" makes a self-contained folder that survives being moved or copied: each file
     is hard-linked where the file system allows (no extra space), copied otherwise.
     "symlink" links to the base model folder instead (small, but tied to where that folder is).
     """
     module = engine.module
+    parts = tuple(p for p in parts if p != subfolder)
     if zero_stage == 3:  # parameters are partitioned: gather them to save a full copy
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
             if is_main:
-                _write(module, base_model, target, components)
+                _write(module, base_model, target, components, subfolder, parts)
     elif is_main:
-        _write(module, base_model, target, components)
+        _write(module, base_model, target, components, subfolder, parts)
 
 
 def _link_or_copy(source: str, destination: str) -> None:
@@ -245,14 +250,14 @@ def _link_or_copy(source: str, destination: str) -> None:
         shutil.copy2(source, destination)
 
 
-def _write(module, base_model: Path, target: Path, components: str) -> None:
+def _write(module, base_model: Path, target: Path, components: str, subfolder: str, parts: tuple[str, ...]) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    staging = target / ".transformer-tmp"
+    staging = target / f".{subfolder}-tmp"
     shutil.rmtree(staging, ignore_errors=True)
     module.save_pretrained(staging)
-    shutil.rmtree(target / "transformer", ignore_errors=True)
-    staging.rename(target / "transformer")
-    for name in ("model_index.json", "tokenizer", "text_encoder", "vae", "scheduler"):
+    shutil.rmtree(target / subfolder, ignore_errors=True)
+    staging.rename(target / subfolder)
+    for name in parts:
         source, destination = base_model / name, target / name
         if not source.exists():
             continue

@@ -20,10 +20,15 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    path: Path  # a CogVideoX-layout folder (T5, VAE, scheduler; transformer unless `transformer` is set)
-    transformer: Path | None = None  # weights-only start: an exported Mask²DiT/CogVideoX transformer folder
-    create_tiny: bool = False  # build a tiny random model at `path` if it does not exist (smoke runs)
-    attention_backend: Literal["segmented", "dense", "flex"] = "segmented"
+    path: Path  # a CogVideoX- or Wan-layout folder (text encoder, VAE, scheduler; transformer unless `transformer` is set)
+    family: Literal["auto", "cogvideox", "wan"] = "auto"  # auto: read from path/model_index.json
+    transformer: Path | None = None  # weights-only start: an exported Mask²DiT (or stock) transformer folder
+    expert: Literal["transformer", "transformer_2"] = "transformer"  # Wan2.2-A14B: the expert to train
+    create_tiny: bool = False  # build a tiny random model of `family` at `path` if it does not exist (smoke runs)
+    attention_backend: Literal["segmented", "dense", "flex"] = "segmented"  # Wan: segmented or dense
+    self_attention: Literal["full", "sparse"] = "full"  # Wan: all video sees all video, or HoloCine's sparse
+    sparse_tokens: int = Field(default=256, ge=1)  # Wan sparse: tokens of every scene that all scenes see
+    rope_scheme: Literal["consecutive", "restart", "jump"] | None = None  # Wan; None: the checkpoint's (consecutive)
     gradient_checkpointing: bool = True
 
 
@@ -56,13 +61,16 @@ class DataConfig(_Section):
     @classmethod
     def _frames_fit_the_vae(cls, value: int) -> int:
         if (value - 1) % 4:
-            raise ValueError(f"must be 4k+1 (CogVideoX's VAE compresses time 4x), got {value}")
+            raise ValueError(f"must be 4k+1 (the CogVideoX and Wan VAEs compress time 4x), got {value}")
         return value
 
 
 class ObjectiveConfig(_Section):
     cond_prob: float = Field(default=0.0, ge=0, le=1)  # SFT: share of conditional (clean context) samples
-    loss_weighting: Literal["cogvideox", "none"] = "cogvideox"  # 1 / (1 - alpha_bar_t), as CogVideoX trains
+    # CogVideoX (v-prediction): 1 / (1 - alpha_bar_t) as CogVideoX trains, or none. Wan ignores it.
+    loss_weighting: Literal["cogvideox", "none"] = "cogvideox"
+    # Wan (flow matching): the timestep shift; None takes the model folder's scheduler flow_shift (else 5.0).
+    flow_shift: float | None = Field(default=None, gt=0)
 
 
 class OptimConfig(_Section):

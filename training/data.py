@@ -1,5 +1,6 @@
 """Training samples from curation manifests: checked up front, drawn deterministically per sample index.
 
+What differs between the stages lives in one class each (`PretrainData`, `SFTData`):
 - pretrain: each sample concatenates `scenes` single shots drawn from *different* source videos
   (repeats only when there are fewer videos than scenes), each with its own caption.
 - sft: each sample is one curated combination with its per-shot captions (annotation status ok).
@@ -68,10 +69,7 @@ def scene_frame_count(shot_frames: int, fps: float, config: DataConfig) -> int:
     short for min_frames at that stride step the stride down. 0: unusable."""
     if config.scene_frames == "equal":
         return config.num_frames if frame_plan(shot_frames, fps, config) else 0
-    usable = shot_frames
-    if config.frame_window == "official" and config.stage == "pretrain":
-        end = int(PRETRAIN_KEEP[1] * shot_frames)
-        usable = end - int(PRETRAIN_KEEP[0] * end)
+    usable = stage_of(config).usable_frames(shot_frames) if config.frame_window == "official" else shot_frames
     first = (
         config.max_stride
         if config.frame_window == "official"
@@ -92,17 +90,8 @@ PRETRAIN_KEEP = (0.05, 0.95)  # the official pretrain dataset samples inside thi
 def official_window(
     shot_frames: int, config: DataConfig, rng: np.random.Generator, frames: int | None = None
 ) -> tuple[int, int] | None:
-    """(start, stride) as the official datasets draw them. Pretrain: stride `max_stride`, start uniform
-    in the 5-95% part of the shot; a shot too short for that falls back to the SFT rule (the
-    official loader would take fewer frames; scenes here have `num_frames`). SFT: the largest
-    stride <= max_stride at which the frames fit, start uniform."""
-    frames = frames or config.num_frames
-    if config.stage == "pretrain":
-        end = int(PRETRAIN_KEEP[1] * shot_frames)
-        first, last = int(PRETRAIN_KEEP[0] * end), end - ((frames - 1) * config.max_stride + 1)
-        if last >= first:
-            return int(rng.integers(first, last + 1)), config.max_stride
-    return max_stride_window(shot_frames, frames, config.max_stride, rng)
+    """(start, stride) as the official datasets draw them (see each stage's `window`)."""
+    return stage_of(config).window(shot_frames, config, rng, frames or config.num_frames)
 
 
 def draw_windows(scenes: list[Scene], config: DataConfig, seed: int, index: int) -> list[Scene]:
@@ -158,25 +147,54 @@ def _scene(shot: dict, caption, config: DataConfig, report: ManifestReport, exis
 
 def load_samples(config: DataConfig) -> tuple[list[list[Scene]], ManifestReport]:
     """Usable samples (pretrain: one scene each, combined later; sft: one combination each)."""
+    stage = stage_of(config)
     report = ManifestReport(config.stage)
-    caption_table = "shot_captions" if config.stage == "pretrain" else "annotations"
-    if not (Path(config.manifest) / f"{caption_table}.parquet").exists() and not config.allow_uncaptioned:
-        how = "with --caption-shots " if config.stage == "pretrain" else ""
-        raise DataError(f"manifest {config.manifest} has no {caption_table}.parquet: run the curation job {how}with "
-                        "GEMINI_API_KEY set (or set data.allow_uncaptioned for a smoke run)")  # fmt: skip
+    if not (Path(config.manifest) / f"{stage.caption_table}.parquet").exists() and not config.allow_uncaptioned:
+        raise DataError(f"manifest {config.manifest} has no {stage.caption_table}.parquet: run the curation job "
+                        f"{stage.curation_hint}with GEMINI_API_KEY set (or set data.allow_uncaptioned for a smoke run)")  # fmt: skip
     try:
         shots = read_table(config.manifest, "shots")
-        captions = read_table(config.manifest, caption_table, missing_ok=config.allow_uncaptioned)
-        combos = read_table(config.manifest, "combinations") if config.stage == "sft" else None
+        captions = read_table(config.manifest, stage.caption_table, missing_ok=config.allow_uncaptioned)
+        combos = read_table(config.manifest, "combinations") if stage.needs_combinations else None
         check_finite(shots, "shots", NUMERIC_SHOT_COLUMNS, config.manifest)
     except ManifestError as err:
         raise DataError(f"manifest {config.manifest} cannot be used: {err}") from err
-    exists: dict[str, bool] = {}
-    samples: list[list[Scene]] = []
-    if config.stage == "pretrain":
+    samples = stage.samples(shots, captions, combos, config, report, {})
+    report.usable = len(samples)
+    if config.scene_frames == "from_shots":
+        report.scene_lengths.update(scene.frames for sample in samples for scene in sample)
+    report.videos = len({s[0].shot["video_id"] for s in samples})
+    if not samples:
+        raise DataError("no usable training samples:\n" + "\n".join(report.lines()))
+    return samples, report
+
+
+class PretrainData:
+    """Stage 1: single shots with their own captions (shot_captions), `scenes` of them from distinct
+    videos concatenated per sample. Official windows: stride max_stride inside the 5-95% part of
+    the shot (a shot too short for that falls back to the SFT rule)."""
+
+    caption_table, curation_hint, needs_combinations = "shot_captions", "with --caption-shots ", False
+
+    @staticmethod
+    def usable_frames(shot_frames: int) -> int:
+        end = int(PRETRAIN_KEEP[1] * shot_frames)
+        return end - int(PRETRAIN_KEEP[0] * end)
+
+    @staticmethod
+    def window(shot_frames: int, config: DataConfig, rng: np.random.Generator, frames: int) -> tuple[int, int] | None:
+        end = int(PRETRAIN_KEEP[1] * shot_frames)
+        first, last = int(PRETRAIN_KEEP[0] * end), end - ((frames - 1) * config.max_stride + 1)
+        if last >= first:
+            return int(rng.integers(first, last + 1)), config.max_stride
+        return SFTData.window(shot_frames, config, rng, frames)
+
+    @staticmethod
+    def samples(shots, captions, combos, config: DataConfig, report: ManifestReport, exists: dict) -> list[list[Scene]]:
         table = shots[shots["status"] == "ok"].merge(captions[["shot_id", "caption", "status"]], on="shot_id",
                                                      how="left", suffixes=("", "_caption"))  # fmt: skip
         report.candidates = len(table)
+        samples = []
         for row in table.to_dict("records"):
             status = row.get("status_caption")
             status = status if isinstance(status, str) else "missing"
@@ -186,11 +204,34 @@ def load_samples(config: DataConfig) -> tuple[list[list[Scene]], ManifestReport]
             scene = _scene(row, row.get("caption"), config, report, exists)
             if scene:
                 samples.append([scene])
-    else:
+        return samples
+
+    @staticmethod
+    def sampler(samples: list[list[Scene]], config: DataConfig, seed: int):
+        return PretrainSampler(samples, config.scenes, seed)
+
+
+class SFTData:
+    """Stage 2: curated combinations with their per-shot captions (annotations, status ok).
+    Official windows: the largest stride <= max_stride at which the frames fit, start uniform."""
+
+    caption_table, curation_hint, needs_combinations = "annotations", "", True
+
+    @staticmethod
+    def usable_frames(shot_frames: int) -> int:
+        return shot_frames
+
+    @staticmethod
+    def window(shot_frames: int, config: DataConfig, rng: np.random.Generator, frames: int) -> tuple[int, int] | None:
+        return max_stride_window(shot_frames, frames, config.max_stride, rng)
+
+    @staticmethod
+    def samples(shots, captions, combos, config: DataConfig, report: ManifestReport, exists: dict) -> list[list[Scene]]:
         by_shot = {row["shot_id"]: row for row in shots.to_dict("records")}
         notes = {row["combination_id"]: row for row in captions.to_dict("records")}
         ok = combos[combos["status"] == "ok"]
         report.candidates = len(ok)
+        samples = []
         for combo in ok.itertuples():
             note = notes.get(combo.combination_id)
             status = note["status"] if note else "missing"
@@ -206,13 +247,19 @@ def load_samples(config: DataConfig) -> tuple[list[list[Scene]], ManifestReport]
                       for s, t in zip(combo.shot_ids, texts)]  # fmt: skip
             if all(scenes):
                 samples.append(scenes)
-    report.usable = len(samples)
-    if config.scene_frames == "from_shots":
-        report.scene_lengths.update(scene.frames for sample in samples for scene in sample)
-    report.videos = len({s[0].shot["video_id"] for s in samples})
-    if not samples:
-        raise DataError("no usable training samples:\n" + "\n".join(report.lines()))
-    return samples, report
+        return samples
+
+    @staticmethod
+    def sampler(samples: list[list[Scene]], config: DataConfig, seed: int):
+        return SFTSampler(samples, seed)
+
+
+STAGES = {"pretrain": PretrainData, "sft": SFTData}
+
+
+def stage_of(config: DataConfig):
+    """What differs between the two training stages: their tables, windows and sampler."""
+    return STAGES[config.stage]
 
 
 class PretrainSampler:
@@ -268,9 +315,7 @@ class SceneDataset(torch.utils.data.Dataset):
 
     def __init__(self, config: DataConfig, samples: list[list[Scene]], seed: int, load_frames: bool = True):
         self.config, self.seed, self.load_frames = config, seed, load_frames
-        self.draw = (
-            PretrainSampler(samples, config.scenes, seed) if config.stage == "pretrain" else SFTSampler(samples, seed)
-        )
+        self.draw = stage_of(config).sampler(samples, config, seed)
 
     def __len__(self) -> int:
         return 2**62  # keys come from LayoutBatchSampler

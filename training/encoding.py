@@ -1,6 +1,6 @@
-"""Frozen encoders (CogVideoX VAE, T5) and the store of precomputed latents and text embeddings.
+"""The store of precomputed latents and text embeddings (the encoders are the backbone's: `model.encoders`).
 
-Online encoding runs the VAE and T5 in the training process (fine for small runs). For real runs,
+Online encoding runs the VAE and text encoder in the training process (fine for small runs). For real runs,
 `training/precompute.py` encodes every scene and caption once into sharded safetensors files,
 keyed by a hash of what went in (shot, frame window, size, encoder weights), and the trainer reads
 them instead: the VAE and T5 then never load during training.
@@ -15,46 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def content_hash(*parts) -> str:
-    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
-
-
-class Encoders:
-    """VAE + T5 from a CogVideoX-layout folder, frozen, with CogVideoX's latent scaling."""
-
-    def __init__(self, model_path: Path, device: torch.device, dtype: torch.dtype, text_length: int):
-        from diffusers import AutoencoderKLCogVideoX
-        from transformers import T5EncoderModel, T5Tokenizer
-
-        self.vae = AutoencoderKLCogVideoX.from_pretrained(model_path, subfolder="vae", dtype=dtype).to(device).eval()
-        self.text_encoder = (
-            T5EncoderModel.from_pretrained(model_path, subfolder="text_encoder", dtype=dtype).to(device).eval()
-        )
-        self.tokenizer = T5Tokenizer.from_pretrained(model_path, subfolder="tokenizer")
-        self.device, self.dtype, self.text_length = device, dtype, text_length
-        self.scaling = self.vae.config.scaling_factor
-        self.identity = content_hash(model_path.resolve(), text_length, dtype)
-        self.vae.enable_slicing()  # one video at a time through the VAE: same latents, far less memory
-        for module in (self.vae, self.text_encoder):
-            module.requires_grad_(False)
-
-    @torch.no_grad()
-    def encode_frames(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
-        """(N, T, H, W, 3) uint8 -> latents (N, F, C, h, w), sampled with a seeded generator."""
-        video = frames.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype) / 127.5 - 1.0  # (N, 3, T, H, W)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        posterior = self.vae.encode(video).latent_dist
-        noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
-        latents = posterior.mean + posterior.std * noise
-        return (latents * self.scaling).permute(0, 2, 1, 3, 4).contiguous()
-
-    @torch.no_grad()
-    def encode_text(self, captions: list[str]) -> torch.Tensor:
-        """Captions -> T5 embeddings (N, text_length, D), padded/truncated like CogVideoX."""
-        tokens = self.tokenizer(captions, padding="max_length", max_length=self.text_length, truncation=True,
-                                add_special_tokens=True, return_tensors="pt")  # fmt: skip
-        return self.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
+from model.encoders import content_hash
 
 
 class LatentStore:

@@ -46,11 +46,9 @@ class Metrics:
         self.samples += samples
         self.tokens += tokens
 
-    def count_batch(self, latents: torch.Tensor, text: torch.Tensor, model_config, world: int) -> None:
+    def count_batch(self, batch_size: int, video_tokens: int, text: torch.Tensor, world: int) -> None:
         """Samples and tokens (video tokens after patching, plus text) of one micro-batch, all ranks."""
-        p, p_t = model_config.patch_size, model_config.patch_size_t or 1
-        video = latents.shape[1] // p_t * (latents.shape[-2] // p) * (latents.shape[-1] // p)
-        self.add(latents.shape[0] * world, (video + text.shape[1]) * latents.shape[0] * world)
+        self.add(batch_size * world, (video_tokens + text.shape[1]) * batch_size * world)
 
     def step(self, step: int, scalars: dict[str, float], log: bool) -> dict[str, float]:
         """Advance the bar; every `log` steps, write throughput and the given scalars."""

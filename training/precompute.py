@@ -1,9 +1,9 @@
-"""Encode every training scene (VAE latents) and caption (T5) once, for the trainer to read.
+"""Encode every training scene (VAE latents) and caption (T5 / umT5) once, for the trainer to read.
 
     python training/precompute.py --config training/configs/sft.yaml --out out/precomputed/sft
     torchrun --nproc-per-node 8 training/precompute.py --config ... --out ...   # ranks split the work
 
-Then train with `data.precomputed=<out>`: the VAE and T5 stay unloaded during training. Entries are
+Then train with `data.precomputed=<out>`: the VAE and text encoder stay unloaded during training. Entries are
 keyed by a hash of their inputs (shot, frame window, size, encoder identity), so re-running skips
 what is already there and a changed setting never reads stale latents.
 """
@@ -27,8 +27,9 @@ from training.data import DataError, load_samples, resize_crop
 
 def precompute(config, out: Path, batch_size: int = 4) -> dict:
     from manifests.frames import read_shot_frames
-    from model import Mask2DiTTransformer3DModel
-    from training.encoding import Encoders, LatentStore, scene_key, stable_seed, text_key
+    from model.families import family_of
+    from training.encoding import LatentStore, scene_key, stable_seed, text_key
+    from training.trainer import transformer_weights
 
     if config.data.frame_window != "middle":
         raise ValueError("precomputed latents hold one window per shot: run with data.frame_window=middle "
@@ -37,9 +38,9 @@ def precompute(config, out: Path, batch_size: int = 4) -> dict:
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if config.run.precision == "bf16" and device.type == "cuda" else torch.float32
     samples, report = load_samples(config.data)
-    weights = config.model.transformer or (config.model.path / "transformer")
-    text_length = Mask2DiTTransformer3DModel.load_config(weights)["max_text_seq_length"]
-    encoders = Encoders(config.model.path, device, dtype, text_length)
+    family = family_of(config.model.path, config.model.family)
+    text_length = family.text_length(config.model.path, transformer_weights(config))
+    encoders = family.encoders(config.model.path, device, dtype, text_length)
     store = LatentStore(out)
     scenes = {scene_key(s.content_key, config.data, encoders.identity): s for sample in samples for s in sample}
     captions = {text_key(c, encoders.identity): c for c in {"", *(s.caption for s in scenes.values())}}

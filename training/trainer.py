@@ -15,27 +15,35 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import CogVideoXDDIMScheduler
 
-from model import Mask2DiTTransformer3DModel
+from model.families import family_of
 from model.sequence_parallel import SequenceShard
 from training.batches import BatchEncoder
 from training.checkpoint import Checkpointer
 from training.config import TrainConfig
 from training.data import DataError, LayoutBatchSampler, SceneDataset, collate, load_samples
-from training.encoding import Encoders, LatentStore
+from training.encoding import LatentStore
 from training.engine import build_engine, setup_distributed
 from training.metrics import Metrics, peak_memory_gib
-from training.objective import conditional_mask, diffusion_loss, make_inputs
+from training.objective import conditional_mask
 
 
-def load_model(config: TrainConfig):
-    weights = config.model.transformer or (config.model.path / "transformer")
-    transformer = Mask2DiTTransformer3DModel.from_pretrained(weights, attention_backend=config.model.attention_backend)
-    if config.model.gradient_checkpointing:
+def transformer_weights(config: TrainConfig) -> Path:
+    """The folder the transformer starts from: model.transformer, else the model's (expert's) own."""
+    return config.model.transformer or (config.model.path / config.model.expert)
+
+
+def load_model(config: TrainConfig, family):
+    """(transformer in training mode, objective) for this config's backbone."""
+    model = config.model
+    transformer = family.load_transformer(transformer_weights(config), attention_backend=model.attention_backend,
+                                          self_attention=model.self_attention, sparse_tokens=model.sparse_tokens,
+                                          rope_scheme=model.rope_scheme)  # fmt: skip
+    if model.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    scheduler = CogVideoXDDIMScheduler.from_pretrained(config.model.path, subfolder="scheduler")
-    return transformer.train(), scheduler
+    objective = family.objective(model.path, weighting=config.objective.loss_weighting,
+                                 flow_shift=config.objective.flow_shift, expert=model.expert)  # fmt: skip
+    return transformer.train(), objective
 
 
 class Trainer:
@@ -47,12 +55,12 @@ class Trainer:
         if self.is_main:
             print("\n".join(report.lines()), flush=True)
         if config.model.create_tiny and not config.model.path.exists() and self.is_main:
-            from model.tiny import build_tiny_model
-
-            build_tiny_model(config.model.path)
+            family_of(config.model.path, "cogvideox" if config.model.family == "auto" else config.model.family
+                      ).build_tiny(config.model.path)  # fmt: skip
         torch.distributed.barrier()
+        self.family = family_of(config.model.path, config.model.family)
         self.dtype = torch.bfloat16 if config.run.precision == "bf16" else torch.float32
-        self.transformer, self.scheduler = load_model(config)
+        self.transformer, self.objective = load_model(config, self.family)
         # Sequence parallelism: groups of P consecutive ranks share a sample; data parallel across groups.
         self.dp_rank, self.dp_world = (
             self.rank // config.run.sequence_parallel,
@@ -60,8 +68,8 @@ class Trainer:
         )
         self.transformer.enable_sequence_parallel(sequence_group(config.run.sequence_parallel, self.rank, self.world))
         store = LatentStore(config.data.precomputed) if config.data.precomputed else None
-        self.encoders = None if store else Encoders(config.model.path, self.device, self.dtype,
-                                                    self.transformer.config.max_text_seq_length)  # fmt: skip
+        text_length = self.family.text_length(config.model.path, transformer_weights(config))
+        self.encoders = None if store else self.family.encoders(config.model.path, self.device, self.dtype, text_length)
         self.encode = BatchEncoder(config, self.encoders, store, store.identity if store else self.encoders.identity)
         self.engine, self.schedule = build_engine(self.transformer, config)
         run = config.run.output
@@ -81,7 +89,7 @@ class Trainer:
         if config.validation.every and config.validation.prompts and self.is_main:
             from training.validate import Validator  # loads CLIP: only for runs that validate
 
-            self.validator = Validator(config, self.engine.module, self.encoders, self.device, self.dtype)
+            self.validator = Validator(config, self.family, self.engine.module, self.encoders, self.device, self.dtype)
 
     @property
     def global_batch(self) -> int:
@@ -101,7 +109,8 @@ class Trainer:
                 scores = self.validator(self.step)
                 self.metrics.scalars(self.step, {f"validation/{name}": value for name, value in scores.items()})
         self.metrics.close()
-        self.checkpointer.export(self.engine, config.model.path, run / "export", config.run.zero_stage)
+        self.checkpointer.export(self.engine, config.model.path, run / "export", config.run.zero_stage,
+                                 config.model.expert, self.family.components)  # fmt: skip
         if self.is_main:
             (run / "history.json").write_text(json.dumps(self.history, indent=1))
             print(f"done: {self.step} steps; checkpoints in {run / 'checkpoints'}, inference folder {run / 'export'}",
@@ -115,23 +124,20 @@ class Trainer:
         return batch
 
     def train_step(self, batch: dict) -> tuple[float, torch.Tensor]:
-        """One micro-batch: encode, noise (clean context scenes for the conditional task), predict,
-        step. Returns (loss, per-scene loss of the generated scenes (S,), NaN for context scenes)."""
+        """One micro-batch: encode, noise (clean context scenes for the conditional task), predict
+        with this backbone, step. Returns (loss, per-scene loss of the generated scenes (S,), NaN for context scenes)."""
         config, device = self.config, self.device
         latents, text, scene_frames = self.encode(batch, device, self.dtype)
         clean = conditional_mask(batch["index"], len(scene_frames), config.objective.cond_prob, config.run.seed)
         generator = torch.Generator().manual_seed(config.run.seed * 1_000_003 + batch["index"][0])
-        inputs = make_inputs(latents, scene_frames, clean, self.scheduler, generator)
-        rope = self.transformer.prepare_rotary_emb(scene_frames, latents.shape[-2], latents.shape[-1], device=device)
-        output = self.engine(hidden_states=inputs.noisy, encoder_hidden_states=text, timestep=inputs.timesteps,
-                             image_rotary_emb=rope, scene_frames=scene_frames, clean_scenes=clean,
-                             return_dict=False)[0]  # fmt: skip
-        loss, scene_losses = diffusion_loss(
-            output, inputs, scene_frames, self.scheduler, config.objective.loss_weighting
-        )
+        inputs = self.objective.make_inputs(latents, scene_frames, clean, generator)
+        scene_text = [text.shape[1] // len(scene_frames)] * len(scene_frames)
+        output = self.family.predict(self.transformer, self.engine, inputs, text, scene_frames, scene_text)
+        loss, scene_losses = self.objective.loss(output, inputs, scene_frames)
         self.engine.backward(loss)
         self.engine.step()
-        self.metrics.count_batch(latents, text, self.transformer.config, self.dp_world)
+        self.metrics.count_batch(latents.shape[0], self.family.video_tokens(latents, self.transformer.config), text,
+                                 self.dp_world)  # fmt: skip
         return loss.item(), scene_losses.detach().where(~inputs.clean, torch.nan).nanmean(0)
 
     def log(self, results: list[tuple[float, torch.Tensor]]) -> None:

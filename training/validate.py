@@ -1,7 +1,8 @@
 """Validation during training: the configured prompts generated as one multi-scene video, scored.
 
-The `Validator` is built once per run. It reuses the trainer's T5 and VAE when the trainer encodes
-online (precomputed runs load them here, once), builds the pipeline around the live transformer,
+The `Validator` is built once per run. It reuses the trainer's text encoder and VAE when the trainer
+encodes online (precomputed runs load them here, once), builds the backbone's pipeline around the
+live transformer,
 and loads CLIP once when `validation.clip` is set.
 """
 
@@ -11,30 +12,19 @@ import json
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler
-from transformers import T5EncoderModel, T5Tokenizer
 
+from manifests.media import write_mp4
 from model.clip import ClipEncoder
-from model.generate import write_mp4
-from model.pipeline import Mask2DiTPipeline
 from training.config import TrainConfig
-from training.encoding import Encoders
 from training.evaluate import scene_embedding, semantic_consistency, visual_consistency
 
 
 class Validator:
-    def __init__(self, config: TrainConfig, transformer, encoders: Encoders | None, device, dtype):
+    def __init__(self, config: TrainConfig, family, transformer, encoders, device, dtype):
         self.config = config
-        path = config.model.path
-        if encoders is not None:
-            tokenizer, text_encoder, vae = encoders.tokenizer, encoders.text_encoder, encoders.vae
-        else:
-            tokenizer = T5Tokenizer.from_pretrained(path, subfolder="tokenizer")
-            text_encoder = T5EncoderModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype).to(device)
-            vae = AutoencoderKLCogVideoX.from_pretrained(path, subfolder="vae", dtype=dtype).to(device)
-        scheduler = CogVideoXDDIMScheduler.from_pretrained(path, subfolder="scheduler")
-        self.pipe = Mask2DiTPipeline(tokenizer, text_encoder, vae, transformer, scheduler)
+        self.pipe = family.pipeline(config.model.path, transformer, encoders, device, dtype)
         self.pipe.set_progress_bar_config(disable=True)
+        self.text_length = family.text_length(config.model.path, config.model.path / config.model.expert)
         self.clip = ClipEncoder.from_pretrained(config.validation.clip) if config.validation.clip else None
 
     @torch.no_grad()
@@ -48,11 +38,12 @@ class Validator:
         transformer.eval()
         result = self.pipe(config.validation.prompts, height=config.data.height, width=config.data.width,
                            num_frames=config.data.num_frames, num_inference_steps=config.validation.steps,
-                           guidance_scale=config.validation.guidance_scale, seed=config.run.seed)  # fmt: skip
+                           guidance_scale=config.validation.guidance_scale, seed=config.run.seed,
+                           max_sequence_length=self.text_length)  # fmt: skip
         transformer.train(was_training)
         folder = config.run.output / "validation" / f"step_{step:07d}"
         folder.mkdir(parents=True, exist_ok=True)
-        write_mp4(folder / "video.mp4", np.concatenate([v[0] for v in result.videos]), config.data.target_fps)
+        write_mp4(folder / "video.mp4", np.concatenate([v[0] for v in result.videos]), config.data.target_fps, crf=18)
         if self.clip is None:
             return {}
         scenes = [scene_embedding(self.clip.image_embeddings(video[0])) for video in result.videos]
