@@ -225,18 +225,31 @@ def _common(annotation: Annotation, gemini: GeminiSettings, media: MediaSettings
 
 
 def run_annotation(
-    output, gemini: GeminiSettings, media: MediaSettings, caption_shots: bool, media_stage: Stage | None = None
-) -> dict:
-    """Annotate ok combinations (annotations.parquet) and optionally single shots (shot_captions.parquet)."""
+    output, gemini: GeminiSettings, media: MediaSettings, caption_shots: bool, media_stage: Stage | None = None,
+    api_key: str | None = None,
+) -> dict:  # fmt: skip
+    """Annotate ok combinations (annotations.parquet) and optionally single shots (shot_captions.parquet).
+    api_key: the Gemini key (the job takes it out of the environment first); default: from the environment."""
     cache = ReplyCache(output / "annotation_cache")
-    api_key = api_key_from_env()
+    api_key = api_key or api_key_from_env()
     annotator = GeminiAnnotator(gemini, api_key) if api_key else None  # one budget for every table
     shots = read_table(output, "shots", missing_ok=True)
     by_id = {row["shot_id"]: row for row in shots.to_dict("records")}
     combos = read_table(output, "combinations", missing_ok=True)
     combos = combos[combos["status"] == "ok"]
-    items = [(row.combination_id, [by_id[s] for s in row.shot_ids]) for row in combos.itertuples()]
+    # A combination whose shots are gone (its video's shots part deleted, say) cannot be cut into
+    # media: it becomes a failed row naming the shot, and the others go on.
+    dangling = {row.combination_id: next(s for s in row.shot_ids if s not in by_id) for row in combos.itertuples()
+                if any(s not in by_id for s in row.shot_ids)}  # fmt: skip
+    items = [(row.combination_id, [by_id[s] for s in row.shot_ids]) for row in combos.itertuples()
+             if row.combination_id not in dangling]  # fmt: skip
     results, summary = annotate_items(items, gemini, media, cache, annotator, media_stage)
+    for combination_id, shot_id in dangling.items():
+        results[combination_id] = Annotation(
+            "failed", error=f"shot {shot_id} is not in shots.parquet (its video's shots are gone); re-run curation "
+            "on that video to rebuild its shots and combinations", error_stage="media",
+        )  # fmt: skip
+        summary.add(combination_id, results[combination_id])
     rows = [
         {"combination_id": row.combination_id, "video_id": row.video_id, "shot_ids": list(row.shot_ids),
          "captions": results[row.combination_id].captions} | _common(results[row.combination_id], gemini, media)

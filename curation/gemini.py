@@ -13,6 +13,7 @@ that breaks a rule is re-asked with the reasons (bounded), then recorded as `inv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -146,8 +147,24 @@ def estimated_cost(model: str, prompt_tokens: int, output_tokens: int, price: tu
     return (prompt_tokens * price[0] + output_tokens * price[1]) / 1e6
 
 
+KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+
 def api_key_from_env() -> str | None:
     return os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") or None
+
+
+@contextlib.contextmanager
+def api_key_held_apart():
+    """The key, taken out of this process's environment while the job runs, so that no process it
+    starts (Ray's raylet and workers, which decode untrusted videos, inherit the driver's environment)
+    ever sees it; only the process that sends requests holds it, in memory. Put back afterwards, so
+    a caller that runs the job twice in one process still has it."""
+    saved = {name: os.environ.pop(name) for name in KEY_VARIABLES if name in os.environ}
+    try:
+        yield saved.get("GEMINI_API_KEY") or saved.get("GOOGLE_API_KEY") or None
+    finally:
+        os.environ.update(saved)
 
 
 def _default(name: str):
@@ -397,13 +414,27 @@ class GeminiAnnotator:
                 result.captions, result.background = list(reply.shots), reply.background.strip()
                 result.characters = [c.model_dump() for c in reply.characters]
                 return result
-            result.status, result.error = "invalid", "; ".join(problems)
-            contents = contents + [
-                types.Content(role="model", parts=[types.Part.from_text(text=text)]),
+            reasons = excerpt("; ".join(problems), REASK_EXCERPT)
+            result.status, result.error = "invalid", reasons
+            # The re-ask quotes only the latest reply, cut to a bounded excerpt: a huge invalid reply
+            # (a broken or hostile endpoint) must not grow every following request.
+            contents = contents[:1] + [
+                types.Content(role="model", parts=[types.Part.from_text(text=excerpt(text, REASK_EXCERPT))]),
                 types.Content(role="user", parts=[types.Part.from_text(
-                    text="Your reply broke these rules: " + "; ".join(problems) + ". Answer again, fixing them.")]),
+                    text="Your reply broke these rules: " + reasons + ". Answer again, fixing them.")]),
             ]  # fmt: skip
         return result
+
+
+REASK_EXCERPT = 4000  # characters of a bad reply (and of its problems) quoted back in a re-ask
+
+
+def excerpt(text: str, limit: int) -> str:
+    """text, or its head and tail around a note of what was cut when it is longer than `limit`."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} [... {len(text) - 2 * half} characters cut ...] {text[-half:]}"
 
 
 class ReplyCache:

@@ -219,9 +219,14 @@ def _interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The job, with the two ways it can stop early turned into one clear line each."""
+    """The job, with the ways it can stop early turned into one clear line each."""
+    from manifests.lock import OutputLocked
+
     try:
         return run(argv)
+    except OutputLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted; re-run the same command to resume (finished videos are kept)", file=sys.stderr)
         return 130
@@ -235,9 +240,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
+    from curation.gemini import api_key_held_apart
+    from manifests.lock import OutputLock
+
     began = time.perf_counter()
     config = parse_args(argv)
     config.output.mkdir(parents=True, exist_ok=True)
+    # The key leaves the environment before Ray starts (no Ray process inherits it); one job per
+    # output folder: a second one is refused.
+    with api_key_held_apart() as api_key, OutputLock(config.output, "curation job"):
+        return curate(config, api_key, began)
+
+
+def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
+    """The job on a locked output folder."""
     if not config.inputs:
         sample_dir = config.output / "sample_videos"
         print(f"no --input given: generating {config.sample_videos} sample videos in {sample_dir}", file=sys.stderr)
@@ -274,6 +290,7 @@ def run(argv: list[str] | None = None) -> int:
         config.annotate.gemini_settings(),
         config.annotate.media_settings(),
         config.annotate.caption_shots,
+        api_key=api_key,
     )
     relevance = {"embedding": asdict(embedding), "combinations": combinations, "annotation": annotation}
     ensure_tables(config.output)  # every table exists with its schema, empty when nothing qualified

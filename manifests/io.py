@@ -126,14 +126,28 @@ def _umask() -> int:
 
 
 def _compatible(found: pa.DataType, expected: pa.DataType) -> bool:
-    """Equal types, or a fixed-size list where the schema says list (embeddings of any dimension)."""
-    if found.equals(expected):
+    """Whether a column of type `found` can be read as `expected` by a safe cast: equal types, and what
+    a plain pandas round trip writes (large_string, large/fixed-size lists, an all-null column typed
+    null, integers as int64 or as float64 when they had nulls). The cast itself then checks values."""
+    if found.equals(expected) or pa.types.is_null(found):
         return True
-    return (
-        pa.types.is_fixed_size_list(found)
-        and pa.types.is_list(expected)
-        and found.value_type.equals(expected.value_type)
+    kinds = (
+        (pa.types.is_string, pa.types.is_large_string, getattr(pa.types, "is_string_view", lambda t: False)),
+        (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list),
     )
+    for kind in kinds:
+        if any(k(found) for k in kind) and any(k(expected) for k in kind):
+            return kind is kinds[0] or _compatible(found.value_type, expected.value_type)
+    if pa.types.is_struct(found) and pa.types.is_struct(expected):
+        names = {found.field(i).name: found.field(i).type for i in range(found.num_fields)}
+        return all(
+            expected.field(i).name not in names or _compatible(names[expected.field(i).name], expected.field(i).type)
+            for i in range(expected.num_fields)
+        )
+    numeric = (pa.types.is_integer, pa.types.is_floating)
+    if any(k(found) for k in numeric) and any(k(expected) for k in numeric):
+        return True
+    return pa.types.is_boolean(found) and pa.types.is_boolean(expected)
 
 
 def _check_schema(found: pa.Schema, expected: pa.Schema, where: Path) -> None:
@@ -198,13 +212,72 @@ def _read_files(files: list[Path], expected: pa.Schema) -> pa.Table:
             raise ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job") from err
         _check_schema(schema, expected, file)
         present = [column for column in expected.names if schema.get_field_index(column) >= 0]
-        table = pq.read_table(file, columns=present)
+        try:
+            table = pq.read_table(file, columns=present)
+        except (pa.ArrowException, OSError) as err:  # a damaged data page (e.g. ZSTD), a truncated file
+            raise ManifestError(f"{file} is damaged and cannot be read ({err}); restore it, or delete it and "
+                                "re-run the job that wrote it") from err  # fmt: skip
         for column in expected.names:
             if column not in present:
                 field = expected.field(column)
                 table = table.append_column(field, pa.nulls(len(table), field.type))
-        tables.append(table.select(expected.names).cast(expected))
+        table = _cast(table.select(expected.names), expected, file)
+        check_rows(table, expected.metadata[b"table"].decode(), file)
+        tables.append(table)
     return pa.concat_tables(tables) if tables else expected.empty_table()
+
+
+def _cast(table: pa.Table, expected: pa.Schema, file: Path) -> pa.Table:
+    """`table` as exactly `expected`; a null in a non-nullable column or a value the type cannot hold
+    is named by row and column."""
+    name = expected.metadata[b"table"].decode()
+    for field in expected:
+        column = table.column(field.name)
+        if not field.nullable and column.null_count:
+            row = _first(pa.compute.is_null(column))
+            raise ManifestError(f"{file}: table {name!r} row {row}{_row_key(table, row)} column {field.name!r} is "
+                                "null (pandas NaN/None), and this column may not be; fill it or drop the row")  # fmt: skip
+    try:
+        return table.cast(expected)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as err:
+        for field in expected:  # name the column whose values do not fit
+            try:
+                table.column(field.name).cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as column_err:
+                raise ManifestError(f"{file}: table {name!r} column {field.name!r} cannot be read as {field.type} "
+                                    f"({column_err}); fix its values or re-run the job") from err  # fmt: skip
+        raise ManifestError(f"{file} does not fit table {name!r}: {err}") from err
+
+
+def _first(mask) -> int:
+    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
+
+
+def _row_key(table: pa.Table, row: int) -> str:
+    for key in ("shot_id", "combination_id", "clip_id", "video_id"):
+        if key in table.column_names:
+            return f" ({key} {table.column(key)[row].as_py()})"
+    return ""
+
+
+def check_rows(table: pa.Table, name: str, where: str | os.PathLike) -> None:
+    """Refuse rows that break the table's rules (`manifests.schema.ROW_RULES`): a shot whose end is not
+    after its start, whose frame count disagrees, a non-positive frame rate, an ok caption that is
+    empty. The message names the table, row, column and value, and what to do."""
+    from manifests.schema import ROW_RULES
+
+    for column, rule, broken in ROW_RULES.get(name, ()):
+        if len(table) == 0 or any(c not in table.column_names for c in (column,)):
+            continue
+        mask = broken(table)
+        if mask is None or not pa.compute.any(mask).as_py():
+            continue
+        row = _first(pa.compute.fill_null(mask, False))
+        value = table.column(column)[row].as_py()
+        raise ManifestError(
+            f"{where}: table {name!r} row {row}{_row_key(table, row)} column {column!r} is {value!r}: {rule}. "
+            "Fix or drop the row (e.g. with pandas), or re-run curation for that video"
+        )
 
 
 def check_finite(frame: pd.DataFrame, table: str, columns: Iterable[str], where: str | os.PathLike = "") -> None:

@@ -212,3 +212,83 @@ TABLES: dict[str, pa.Schema] = {
     "annotations": ANNOTATIONS,
     "shot_captions": SHOT_CAPTIONS,
 }
+
+
+# --- row rules -----------------------------------------------------------------------------------
+# What every reader of a table may rely on beyond the types: (column, rule, rows breaking it).
+# `manifests.io.read_table` checks them on every read, so training never sees a swapped shot.
+
+
+def _ok(table):
+    import pyarrow.compute as pc
+
+    return pc.equal(table.column("status"), "ok")
+
+
+def _rules():
+    import pyarrow.compute as pc
+
+    def shots_end(t):
+        return pc.less_equal(t.column("end_frame"), t.column("start_frame"))
+
+    def shots_count(t):
+        return pc.not_equal(t.column("num_frames"), pc.subtract(t.column("end_frame"), t.column("start_frame")))
+
+    def positive(column):
+        return lambda t: pc.invert(pc.greater(t.column(column), 0))  # NaN and <= 0 both break it
+
+    def negative(column):
+        return lambda t: pc.less(t.column(column), 0)
+
+    def ok_caption_empty(t):
+        caption = t.column("caption")
+        return pc.and_(
+            _ok(t),
+            pc.or_(
+                pc.is_null(caption), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(caption, ""))), 0)
+            ),
+        )
+
+    def ok_captions_missing(t):
+        import pyarrow as pa
+
+        captions, shots = t.column("captions"), t.column("shot_ids")
+        missing = pc.or_(pc.is_null(captions), pc.equal(pc.fill_null(pc.list_value_length(captions), 0), 0))
+        wrong = pc.and_(pc.is_valid(shots), pc.not_equal(pc.list_value_length(captions), pc.list_value_length(shots)))
+        flat = pc.list_flatten(captions)
+        blank = pc.or_(pc.is_null(flat), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(flat, ""))), 0))
+        blank_rows = set(pc.list_parent_indices(captions).filter(blank).to_pylist())
+        has_blank = pa.array([row in blank_rows for row in range(len(t))])
+        return pc.and_(_ok(t), pc.or_(pc.or_(missing, pc.fill_null(wrong, False)), has_blank))
+
+    def empty_list(column):
+        return lambda t: pc.equal(pc.fill_null(pc.list_value_length(t.column(column)), 0), 0)
+
+    return {
+        "shots": (
+            ("end_frame", "end_frame must be after start_frame (frames [start_frame, end_frame))", shots_end),
+            ("num_frames", "num_frames must equal end_frame - start_frame", shots_count),
+            ("fps", "fps must be a positive number", positive("fps")),
+            ("start_frame", "start_frame must be >= 0", negative("start_frame")),
+            ("width", "width must be positive", positive("width")),
+            ("height", "height must be positive", positive("height")),
+        ),
+        "clips": (("end_frame", "end_frame must be after start_frame", shots_end),),
+        "combinations": (("shot_ids", "a combination needs at least one shot", empty_list("shot_ids")),),
+        "shot_captions": (("caption", "a caption with status ok must be non-empty text", ok_caption_empty),),
+        "annotations": (
+            ("captions", "an annotation with status ok needs one non-empty caption per shot", ok_captions_missing),
+        ),
+    }
+
+
+class _LazyRules(dict):
+    """The rules, built on first use (pyarrow.compute is not needed to import the schema)."""
+
+    def get(self, name, default=()):
+        if not self:
+            self.update(_rules())
+        return super().get(name, default)
+
+
+ROW_RULES = _LazyRules()
