@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.config import EmbedConfig
-from curation.shot_frames import FrameSpec, ShotFrames
+from curation.shot_frames import FrameSpec, ShotFrames, pass_frames
 from curation.stage import Failure, Resources, Stage
 from manifests.frames import read_shot_frames
 from manifests.io import read_part, read_table, write_part
@@ -145,7 +145,7 @@ class EmbedWorker:
                    "embedder": self.embedder.name, "checkpoint_hash": self.embedder.checkpoint_hash}  # fmt: skip
             try:
                 if kept is None:
-                    kept = read_frames(shot, self.spec)
+                    kept = read_frames(shot, self.spec, self.config.frames_from)
                 images, used = kept.images, kept.frames
             except Exception as err:  # a shot whose frames cannot be read is a failed row, the rest go on
                 rows.append(row | {"status": STATUS_FAILED, "error": f"{shot['shot_id']}: {err}",
@@ -159,11 +159,17 @@ class EmbedWorker:
         return {"rows": rows, "seconds": time.perf_counter() - began}
 
 
-def read_frames(shot: dict, spec: FrameSpec) -> ShotFrames:
-    """The re-decoding path: a shot's frames for `spec`, read from its source video."""
-    offsets = spec.offsets(int(shot["num_frames"]))
+def read_frames(shot: dict, spec: FrameSpec, frames_from: str = "detection") -> ShotFrames:
+    """The re-decoding path: a shot's frames for `spec`, read from its source video. With
+    frames_from="detection" they are the frames the detection pass would have kept (`pass_frames`),
+    so a resumed run embeds what an uninterrupted one does; "source" takes the exact offsets."""
+    start, end = int(shot["start_frame"]), int(shot["end_frame"])
+    if frames_from == "detection":
+        offsets = [f - start for f in pass_frames(start, end, spec)]
+    else:
+        offsets = spec.offsets(int(shot["num_frames"]))
     images = spec.finish(read_shot_frames(shot, indices=offsets, max_side=spec.read_size()))
-    return ShotFrames([int(shot["start_frame"]) + o for o in offsets], images)
+    return ShotFrames([start + o for o in offsets], images)
 
 
 def frame_spec_for(config: EmbedderConfig) -> FrameSpec:

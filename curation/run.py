@@ -87,26 +87,6 @@ def _flag_message(error: dict) -> str:
     return f"{field} (in --config): {message}"
 
 
-def start_ray(config: CurationConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-        return
-    # Workers of a local Ray must import this repository even when it is not pip-installed.
-    root = str(Path(__file__).resolve().parent.parent)
-    pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    ray.init(
-        address="local",
-        num_cpus=config.num_cpus,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-        logging_level=logging.WARNING,
-    )
-
-
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for package in ("av", "scenedetect", "opencv-python", "ray", "pyarrow", "pandas", "numpy", "pydantic", "torch",
@@ -220,11 +200,12 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     """The job, with the ways it can stop early turned into one clear line each."""
+    from curation.local_ray import MemoryLimitError
     from manifests.lock import OutputLocked
 
     try:
         return run(argv)
-    except OutputLocked as err:
+    except (OutputLocked, MemoryLimitError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -276,7 +257,9 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
     if len(missing) == len(paths):
         print("error: none of the --input paths exists; nothing to do", file=sys.stderr)
         return 2
-    start_ray(config)
+    from curation.local_ray import forget, record_processes, start_ray
+
+    started = start_ray(config.num_cpus, config.output)  # a killed earlier run's Ray processes are cleared first
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops the job like Ctrl-C
     from dataclasses import asdict
 
@@ -284,6 +267,8 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
     from curation.pipeline import run_pipeline
 
     summary, embedding = run_pipeline(paths, config)  # probe → split → detect → reconcile → embed
+    if started:
+        record_processes(config.output)  # Ray's agents and workers started since
     combinations = run_combine(config)
     annotation = run_annotation(
         config.output,
@@ -304,6 +289,8 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
         f"embeddings)\n{annotation_line(relevance['annotation'])}\n"
         f"inspect: python -m manifests inspect {config.output} --html"
     )
+    if started:
+        forget(config.output)  # a clean end: Ray stops with this process
     if summary.videos_ok + summary.videos_skipped + summary.duplicates == 0:
         reasons = "; ".join(f["error"] for f in summary.failures[:5])
         print(f"error: no video could be processed: {reasons}", file=sys.stderr)

@@ -2,24 +2,32 @@
 
 Which frames a stage samples from a shot depends on the shot's length, known only once its end
 is cut, and a cut can be confirmed a few frames late (the adaptive detector looks 2 frames ahead,
-the content detector's flash filter up to min_scene_len). So while decoding, each open segment
-(the frames since the last cut) keeps *candidates*: references to decoded frames, at stride 1
-until it holds `capacity` of them (plus room for a late cut), then thinning to every other one
-and doubling the stride.
-When a cut arrives, candidates at or after it move to the new segment. When a segment closes
-and is certainly a shot of the final manifest, each `FrameSpec` picks its frames among the
-candidates (the nearest candidate to each wanted offset: the exact offsets whenever the shot has
-at most `capacity` frames) and only those are converted. Segments whose end a neighbouring clip
-can still change (at a clip's start and end) convert all their candidates, and the driver picks
-once the video's shots are reconciled.
+the content detector's flash filter up to min_scene_len). One rule says which frames a shot uses,
+a pure function of its [start, end): `pass_frames`. The candidates lie on an absolute grid, the
+frames whose number is a multiple of a power-of-two stride, the smallest stride that leaves at most
+`GRID_FRAMES` (24) of them in the shot; each wanted offset takes the nearest grid frame (exactly
+the wanted frames when the shot has at most 24 frames). Re-decoding a shot from its source (a
+resumed run, a new embedder) reads exactly those frames, so the output never depends on whether a
+run was interrupted.
 
-Memory per clip task: `capacity + 8` (24) decoded frames of the open segment, plus at most
-`3 * (capacity + 8)` converted frames per spec for the uncertain segments, plus `spec.count` converted
-frames per finished shot (8 frames of 320x180 RGB: 1.4 MB per shot with the colour embedder).
+While decoding, each open segment keeps the grid frames of its own span: every frame at first,
+then, each time more than 24 lie before the last `min_scene_frames + LATE_CUTS` frames (how late a
+cut may be confirmed), only the multiples of twice the stride; so a late cut still finds the grid
+of the shot it closes. A piece of a shot (a segment cut short by a clip boundary) has a stride no
+larger than the shot's, so the pieces together always hold the shot's grid. When a cut arrives
+late, the new segment is rebuilt from the last `min_scene_frames + LATE_CUTS` decoded frames (kept
+at stride 1), as if its frames had been pushed from the cut on. A finished shot converts only its chosen frames; segments whose end a
+neighbouring clip can still change (at a clip's start and end) convert their grid frames, and the
+driver picks once the video's shots are reconciled.
+
+Memory per clip task: 24 decoded frames of the open segment plus the `min_scene_frames + 9` most
+recent ones (the segment's newest candidates are among them: references, not copies), plus at most 3 x 24 converted frames per spec for the uncertain segments, plus `spec.count`
+converted frames per finished shot (8 frames of 320x180 RGB: 1.4 MB per shot with the colour embedder).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,8 +35,33 @@ import numpy as np
 
 from manifests.frames import sample_indices, to_rgb
 
-CAPACITY = 16  # a segment of at most this many frames gets exactly its wanted frames (embedded shots: >= 2 s)
-LATE_CUTS = 8  # room for frames pushed before a late cut arrives (the adaptive detector: 2 frames)
+CAPACITY = 16  # with LATE_CUTS: the grid holds at most 24 frames of a shot (embedded shots: >= 2 s)
+LATE_CUTS = 8  # frames a cut may come late beyond min_scene_frames (the adaptive detector: 2)
+GRID_FRAMES = CAPACITY + LATE_CUTS
+
+
+def _multiples(start: int, end: int, stride: int) -> int:
+    """How many frames in [start, end) are multiples of stride."""
+    return (end - 1) // stride - (start - 1) // stride if end > start else 0
+
+
+def grid_stride(start: int, end: int, limit: int = GRID_FRAMES) -> int:
+    """The smallest power-of-two stride leaving at most `limit` of its multiples in [start, end)."""
+    stride = 1
+    while _multiples(start, end, stride) > limit:
+        stride *= 2
+    return stride
+
+
+def grid_frames(start: int, end: int, limit: int = GRID_FRAMES) -> list[int]:
+    """A shot's candidate frames: the multiples of its grid stride in [start, end)."""
+    stride = grid_stride(start, end, limit)
+    return list(range(-(-start // stride) * stride, end, stride))
+
+
+def pass_frames(start: int, end: int, spec: FrameSpec, limit: int = GRID_FRAMES) -> list[int]:
+    """The one rule: the frames a shot [start, end) uses for `spec`, whichever path decodes them."""
+    return nearest([start + o for o in spec.offsets(end - start)], grid_frames(start, end, limit))
 
 
 @dataclass(frozen=True)
@@ -93,15 +126,17 @@ class ShotFrames:
 class Segment:
     start: int
     stride: int = 1
-    candidates: list = field(default_factory=list)  # [(frame, av.VideoFrame)], ascending
+    candidates: list = field(default_factory=list)  # [(frame, av.VideoFrame)], ascending, on the grid
 
-    def push(self, index: int, frame, capacity: int) -> None:
-        if self.candidates and index - self.candidates[-1][0] < self.stride:
+    def push(self, index: int, frame, limit: int, lag: int = 0) -> None:
+        """Keep `frame` if it is on the grid. The stride grows only with the frames older than `lag`:
+        a cut confirmed up to `lag` frames late still finds the grid of the shot it closes."""
+        if index % self.stride:
             return
         self.candidates.append((index, frame))
-        if len(self.candidates) > capacity + LATE_CUTS:
-            self.candidates = self.candidates[::2]
+        while _multiples(self.start, index - lag + 1, self.stride) > limit:  # keep multiples of twice the stride
             self.stride *= 2
+            self.candidates = [c for c in self.candidates if c[0] % self.stride == 0]
 
 
 @dataclass
@@ -130,8 +165,10 @@ class FrameKeeper:
                  min_scene_frames: int, rotation: int, capacity: int = CAPACITY):  # fmt: skip
         self.specs, self.start, self.end, self.num_frames = specs, start, end, num_frames
         self.clip_index, self.min_scene_frames, self.rotation = clip_index, min_scene_frames, rotation
-        self.capacity = capacity
+        self.limit = capacity + LATE_CUTS
         self.open = Segment(start)
+        self.lag = min_scene_frames + LATE_CUTS  # how late a cut may be confirmed
+        self.recent: deque = deque(maxlen=self.lag + 1)  # (frame, av.VideoFrame), every frame
         self.result = ClipFrames()
 
     def _final(self, boundary: int) -> bool:
@@ -144,7 +181,8 @@ class FrameKeeper:
 
     def push(self, index: int, frame) -> None:
         if self.start <= index < self.end:
-            self.open.push(index, frame, self.capacity)
+            self.open.push(index, frame, self.limit, self.lag)
+            self.recent.append((index, frame))
 
     def cut(self, cut: int) -> None:
         """A cut the detector emitted (possibly a few frames late)."""
@@ -153,7 +191,13 @@ class FrameKeeper:
         later = [c for c in self.open.candidates if c[0] >= cut]
         self.open.candidates = [c for c in self.open.candidates if c[0] < cut]
         self._close(self.open, cut)
-        self.open = Segment(cut, candidates=later)
+        self.open = Segment(cut)
+        if self.recent and self.recent[0][0] <= cut:  # the usual case: rebuilt as if pushed from the cut on
+            for index, frame in self.recent:
+                if index >= cut:
+                    self.open.push(index, frame, self.limit, self.lag)
+        else:  # later than the recent frames reach: the old segment's frames (then `pass_frames` may miss some)
+            self.open.candidates = later
 
     def finish(self) -> ClipFrames:
         self._close(self.open, self.end)
@@ -168,13 +212,16 @@ class FrameKeeper:
         if self._final(segment.start) and self._final(end):
             shot = {}
             for name, spec in self.specs.items():
-                chosen = nearest([segment.start + o for o in spec.offsets(end - segment.start)], available)
+                chosen = _choose(segment.start, end, spec, available, self.limit)
                 cache: dict[int, np.ndarray] = {}
                 images = [cache.setdefault(f, spec.image(by_frame[f], self.rotation)) for f in chosen]
                 shot[name] = ShotFrames(chosen, np.stack(images))
             self.result.shots[segment.start] = shot
             self.result.ends[segment.start] = end
         else:
+            grid = grid_frames(segment.start, end, self.limit)  # a piece holds the grid of any shot it is part of
+            if set(grid) <= set(available):
+                available = grid
             images = {
                 name: np.stack([spec.image(by_frame[f], self.rotation) for f in available])
                 for name, spec in self.specs.items()
@@ -198,6 +245,16 @@ def frames_for_shot(start: int, end: int, clips: list[ClipFrames], spec_name: st
                     frames[f] = part.images[spec_name][i]
     if not frames:
         return None
-    available = sorted(frames)
-    chosen = nearest([start + o for o in spec.offsets(end - start)], available)
+    chosen = _choose(start, end, spec, sorted(frames))
     return ShotFrames(chosen, np.stack([frames[f] for f in chosen]))
+
+
+def _choose(start: int, end: int, spec: FrameSpec, available: list[int], limit: int = GRID_FRAMES) -> list[int]:
+    """`pass_frames` when the kept frames hold the shot's grid (always, but for a cut later than the
+    recent frames reach); else the nearest kept frames."""
+    grid = grid_frames(start, end, limit)
+    return (
+        pass_frames(start, end, spec, limit)
+        if set(grid) <= set(available)
+        else nearest([start + o for o in spec.offsets(end - start)], available)
+    )

@@ -25,12 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     importer.add_argument("--output", required=True, help="manifest directory to write (training's data.manifest)")
     importer.add_argument("--root", help="folder that relative paths in the file start from (default: the file's)")
     importer.add_argument("--scenes", type=int, default=3, help="shots per SFT combination (default: %(default)s)")
+    importer.add_argument("--allow-outside-root", action="store_true",
+                          help="import files the source names outside --root (../ or absolute paths)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "import":
         from manifests.importer import ImportFormatError, import_dataset
 
         try:
-            result = import_dataset(args.source, args.output, args.root, args.scenes)
+            result = import_dataset(args.source, args.output, args.root, args.scenes, args.allow_outside_root)
         except ImportFormatError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

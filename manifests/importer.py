@@ -17,6 +17,12 @@ the official loader could draw), captioned in `annotations`. A missing or unread
 row or a row without a caption becomes a `failed` row in `videos` with its line (CSV) or entry
 (JSON) and the reason; the import goes on. Tables are rewritten whole, so re-running gives the
 same manifest.
+
+Paths: relative paths start at --root (default: the file's folder); one that leaves it through
+`../` is a failed row, and so is an absolute path outside an explicit --root, unless
+`--allow-outside-root`. Without --root, absolute paths are imported as named (and counted). A file named
+twice keeps its first row (the later ones are reported); an SFT story that names one file twice
+gives no window with a repeated shot. Files may start with a UTF-8 byte-order mark.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from manifests.schema import STATUS_FAILED, STATUS_OK, TABLES
 PRETRAIN_COLUMNS = ("fps", "width", "height", "caption", "path", "num_frame")
 PLAIN_COLUMNS = ("path", "caption")
 PART = "import"  # one part per table: an import rewrites it whole
+MAX_CAPTION_CHARS = 65_536  # a longer "caption" is a broken row (T5/umT5 read a few hundred tokens)
 IMPORT_MODEL = "imported"  # the `model` of imported captions: written by people or another pipeline
 
 
@@ -49,6 +56,7 @@ class Entry:
     where: str  # "line 3" or "entry 2, shot 1"
     path: str
     caption: str | None
+    raw_absolute: bool = False  # the source named an absolute path
 
 
 @dataclass
@@ -57,12 +65,14 @@ class ImportResult:
     shots: int = 0
     combinations: int = 0
     failures: list[dict] = field(default_factory=list)  # {"where", "path", "error"}
+    notes: list[str] = field(default_factory=list)  # rows that were skipped on purpose (duplicates, repeats)
 
     def lines(self) -> list[str]:
         head = f"imported {self.shots} clips ({self.format})"
         if self.format == "sft-json":
             head += f", {self.combinations} combinations"
-        return [head + f", {len(self.failures)} failed"] + [f"  {f['where']}: {f['error']}" for f in self.failures]
+        lines = [head + f", {len(self.failures)} failed"] + [f"  {f['where']}: {f['error']}" for f in self.failures]
+        return lines + [f"  note: {note}" for note in self.notes]
 
 
 def read_entries(source: Path, root: Path | None) -> tuple[str, list[Entry], list[list[int]]]:
@@ -73,11 +83,14 @@ def read_entries(source: Path, root: Path | None) -> tuple[str, list[Entry], lis
 
     def resolve(value) -> str:
         text = str(value).strip() if value is not None else ""
-        return str(base / text) if text and not os.path.isabs(text) else text
+        return os.path.normpath(base / text) if text and not os.path.isabs(text) else text
+
+    def absolute(value) -> bool:
+        return value is not None and os.path.isabs(str(value).strip())
 
     if source.suffix.lower() == ".json":
         try:
-            data = json.loads(source.read_text())
+            data = json.loads(source.read_text(encoding="utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ImportFormatError(f"{source}: not valid JSON ({err})") from err
         if not isinstance(data, list):
@@ -96,13 +109,14 @@ def read_entries(source: Path, root: Path | None) -> tuple[str, list[Entry], lis
                 value = value if isinstance(value, dict) else {}
                 caption = value.get("caption")
                 entries.append(Entry(f"entry {i}, shot {j}", resolve(value.get("url")),
-                                     caption if isinstance(caption, str) else None))  # fmt: skip
+                                     caption if isinstance(caption, str) else None, absolute(value.get("url"))))  # fmt: skip
                 indices.append(len(entries) - 1)
             stories.append(indices)
         return "sft-json", entries, stories
 
+    csv.field_size_limit(64 * 2**20)  # a huge field is a row to refuse, not a crash of the whole import
     try:
-        with open(source, newline="", encoding="utf-8") as f:
+        with open(source, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not a column name
             reader = csv.DictReader(f)
             columns = [c.strip() for c in reader.fieldnames or []]
             if set(PRETRAIN_COLUMNS) <= set(columns):
@@ -119,10 +133,18 @@ def read_entries(source: Path, root: Path | None) -> tuple[str, list[Entry], lis
                 row = {(k or "").strip(): v for k, v in row.items()}
                 caption = row.get("caption")
                 entries.append(Entry(f"line {reader.line_num}", resolve(row.get("path")),
-                                     caption if caption and caption.strip() else None))  # fmt: skip
+                                     caption if caption and caption.strip() else None, absolute(row.get("path"))))  # fmt: skip
     except UnicodeDecodeError as err:
         raise ImportFormatError(f"{source}: not a UTF-8 text CSV ({err})") from err
+    except csv.Error as err:
+        raise ImportFormatError(f"{source}: not a readable CSV near line {reader.line_num} ({err})") from err
     return kind, entries, []
+
+
+def outside(path: str, base: Path) -> bool:
+    """Whether `path` (already joined and normalised) lies outside the folder `base`."""
+    resolved, folder = os.path.realpath(path), os.path.realpath(base)
+    return os.path.commonpath([resolved, folder]) != folder
 
 
 def whole_file_shot(facts: VideoProbe) -> dict:
@@ -144,13 +166,16 @@ def _combination_id(shot_ids: list[str]) -> str:
 
 
 def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: str | os.PathLike | None = None,
-                   scenes: int = 3) -> ImportResult:  # fmt: skip
+                   scenes: int = 3, allow_outside_root: bool = False) -> ImportResult:  # fmt: skip
     """Import `source` into the manifest directory `output`. Raises ImportFormatError for a wrong file."""
     if scenes < 1:
         raise ImportFormatError(f"--scenes must be at least 1, got {scenes}")
     source, output = Path(source), Path(output)
+    base = Path(root) if root is not None else source.parent
     kind, entries, stories = read_entries(source, Path(root) if root is not None else None)
     result = ImportResult(kind)
+    first_row: dict[str, Entry] = {}
+    absolute = 0
     videos, shots, captions, probed = {}, {}, {}, {}
     shot_of_entry: dict[int, str] = {}
 
@@ -171,6 +196,23 @@ def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: s
         if entry.caption is None:
             fail(entry, "no caption")
             continue
+        if len(entry.caption) > MAX_CAPTION_CHARS:
+            fail(entry, f"caption of {len(entry.caption)} characters (over {MAX_CAPTION_CHARS}): not a caption")
+            continue
+        named_absolute = entry.raw_absolute
+        if not allow_outside_root and (root is not None or not named_absolute) and outside(entry.path, base):
+            how = "an absolute path" if named_absolute else "a relative path through ../"
+            fail(entry, f"{entry.path} is outside {'--root ' if root is not None else 'the folder of '}{base} "
+                        f"({how}); pass --allow-outside-root to import it")  # fmt: skip
+            continue
+        if named_absolute and root is None:
+            absolute += 1
+        if kind != "sft-json" and entry.path in first_row:  # the same clip twice: the first row wins
+            earlier = first_row[entry.path]
+            same = "the same" if earlier.caption == entry.caption else "another"
+            result.notes.append(f"{entry.where} names {entry.path} again ({same} caption); kept {earlier.where}")
+            continue
+        first_row.setdefault(entry.path, entry)
         if entry.path not in probed:
             try:
                 probed[entry.path] = probe(entry.path)
@@ -187,6 +229,9 @@ def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: s
         captions[shot["shot_id"]] = {"shot_id": shot["shot_id"], "video_id": facts.video_id, "caption": entry.caption,
                                      "model": IMPORT_MODEL, "status": STATUS_OK, "requests": 0}  # fmt: skip
 
+    if absolute:
+        result.notes.append(f"{absolute} rows name absolute paths (imported as named; give --root to keep "
+                            "every path inside one folder)")  # fmt: skip
     combinations, annotations = [], []
     for story_index, story in enumerate(stories):
         if len(story) < scenes:
@@ -201,6 +246,10 @@ def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: s
             if any(i not in shot_of_entry for i in window):
                 continue  # a failed shot: its windows are skipped (the failure is already reported)
             shot_ids = [shot_of_entry[i] for i in window]
+            if len(set(shot_ids)) < len(shot_ids):  # one file twice in a window: not a multi-shot sample
+                result.notes.append(f"entry {story_index}: shots {start}-{start + scenes - 1} repeat one file; "
+                                    "that window is skipped")  # fmt: skip
+                continue
             combination_id = _combination_id(shot_ids)
             video_id = shots[shot_ids[0]]["video_id"]
             combinations.append({

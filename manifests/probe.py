@@ -112,7 +112,7 @@ def probe(path: str, video_id: str | None = None) -> VideoProbe:
     one whose first frame cannot be decoded.
     """
     if not os.path.exists(path):
-        raise ProbeError(f"{path}: file not found; check the --input path")
+        raise ProbeError(f"{path}: file not found (moved, deleted, or a typo in the path)")
     if not os.path.isfile(path):
         raise ProbeError(f"{path}: not a regular file")
     size = os.path.getsize(path)

@@ -37,6 +37,12 @@ class CogVideoXFamily:
         """Pixels that height and width must be a multiple of (VAE 8x times the 2x2 patch)."""
         return 16
 
+    def latent_geometry(self, model_path: Path) -> tuple[int, int]:
+        """(latent channels, VAE spatial factor) from the folder's configs, without loading anything."""
+        vae = _read_json(Path(model_path) / "vae" / "config.json")
+        transformer = _read_json(Path(model_path) / "transformer" / "config.json")
+        return int(transformer.get("in_channels", 16)), 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+
     @property
     def transformer_class(self):
         from model.transformer import Mask2DiTTransformer3DModel
@@ -114,6 +120,13 @@ class WanFamily:
         name = "transformer" if (Path(model_path) / "transformer").exists() else "transformer_2"
         patch = _read_json(Path(model_path) / name / "config.json").get("patch_size", [1, 2, 2])
         return int(vae.get("scale_factor_spatial") or 8) * int(patch[1])
+
+    def latent_geometry(self, model_path: Path) -> tuple[int, int]:
+        """(latent channels, VAE spatial factor) from the folder's configs, without loading anything."""
+        vae = _read_json(Path(model_path) / "vae" / "config.json")
+        name = "transformer" if (Path(model_path) / "transformer").exists() else "transformer_2"
+        transformer = _read_json(Path(model_path) / name / "config.json")
+        return int(transformer.get("in_channels", 16)), int(vae.get("scale_factor_spatial") or 8)
 
     @property
     def transformer_class(self):

@@ -43,9 +43,13 @@ def load_prompts(path: str | Path, story: str | None = None) -> list[str]:
     list of scene descriptions such as training/eval_prompts.json (by its id or index)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise PromptFileError(f"{path}: prompt file not found") from err
+    except IsADirectoryError as err:
+        raise PromptFileError(f"{path}: is a folder; give a JSON prompt file") from err
+    except UnicodeDecodeError as err:
+        raise PromptFileError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded); save it as UTF-8") from err
     except json.JSONDecodeError as err:
         raise PromptFileError(
             f"{path}: not valid JSON ({err}); expected a list of prompts or a scene description"
@@ -79,8 +83,15 @@ def scene_prompts(spec: dict, where: str = "scene description") -> list[str]:
         isinstance(c, dict) and {"name", "description"} <= c.keys() for c in characters
     ):
         raise PromptFileError(f"{where}: 'characters' must be a list of {{'name': 'Actor1', 'description': ...}}")
+    for i, c in enumerate(characters):
+        if not isinstance(c["name"], str) or not isinstance(c["description"], str) or not c["description"].strip():
+            raise PromptFileError(f"{where}: character {i} ({c['name']!r}) needs a name and a non-empty description "
+                                  f"text, got description {c['description']!r}")  # fmt: skip
     described = {c["name"]: c["description"].strip() for c in characters}
-    background = str(spec.get("background", "")).strip()
+    background = spec.get("background") or ""
+    if not isinstance(background, str):
+        raise PromptFileError(f"{where}: 'background' must be text, got {type(background).__name__}")
+    background = background.strip()
     prompts = []
     for i, scene in enumerate(scenes):
         text = scene.get("description") if isinstance(scene, dict) else scene
@@ -145,6 +156,43 @@ def save_result(out: Path, result, fps: float, settings: dict) -> None:
     (out / "generation.json").write_text(json.dumps(record, indent=2, default=str))
 
 
+def earlier_output_problems(folder: Path, args, family) -> list[str]:
+    """What is wrong with an --expand-from folder, found before the model loads: its record, and
+    latents that are unreadable, of another shape than the record and this model, or not finite."""
+    import numpy as np
+    from safetensors import SafetensorError, safe_open
+
+    flag = f"--expand-from {folder}"
+    record_path, latents_path = folder / "generation.json", folder / "latents.safetensors"
+    if not record_path.is_file() or not latents_path.is_file():
+        return [f"{flag}: not an earlier output (needs generation.json and latents.safetensors)"]
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        frames, prompts, seeds = record["scene_frames"], record["prompts"], record["seeds"]
+        assert isinstance(frames, list) and frames and all(isinstance(f, int) and f > 0 for f in frames)
+        assert isinstance(prompts, list) and len(prompts) == len(frames) and all(isinstance(p, str) for p in prompts)
+        assert isinstance(seeds, list) and len(seeds) == len(frames)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        return [f"{flag}: generation.json is not a generation record (scene_frames, prompts, seeds per scene)"]
+    try:
+        with safe_open(str(latents_path), framework="numpy") as f:
+            if "latents" not in f.keys():
+                return [f"{flag}: latents.safetensors holds no 'latents' tensor"]
+            latents = f.get_tensor("latents")
+    except (SafetensorError, OSError, ValueError) as err:
+        return [f"{flag}: latents.safetensors cannot be read ({err}); the file is damaged"]
+    problems = []
+    channels, factor = family.latent_geometry(args.model) if family is not None else (None, 8)
+    expected = (1, sum(frames), channels, args.height // factor, args.width // factor)
+    if latents.ndim != 5 or any(e is not None and e != n for e, n in zip(expected, latents.shape)):
+        problems.append(f"{flag}: latents have shape {tuple(latents.shape)}, but the record's {len(frames)} scenes "
+                        f"of {frames} latent frames at --height {args.height} --width {args.width} on this model "
+                        f"need {tuple('C' if e is None else e for e in expected)}")  # fmt: skip
+    elif not np.isfinite(latents.astype(np.float32)).all():
+        problems.append(f"{flag}: latents.safetensors holds NaN or infinite values; regenerate that output")
+    return problems
+
+
 def load_result(folder: Path):
     from safetensors.torch import load_file
 
@@ -201,6 +249,8 @@ def argument_problems(args, family=None) -> list[str]:
         if not path.exists():
             problems.append(f"--expand-from {path}: not found")
     sources = args.expand_from or []
+    if len(sources) == 1 and sources[0].is_dir():
+        problems += earlier_output_problems(sources[0], args, family)
     if sources and not (len(sources) == 1 and sources[0].is_dir()):
         if not args.context_prompts:
             problems.append("--expand-from with video files needs --context-prompts (one prompt per video)")

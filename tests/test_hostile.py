@@ -271,3 +271,320 @@ def test_a_huge_invalid_reply_is_not_echoed_back_in_every_reask():
     assert max(sizes) < sizes[0] + 20_000, sizes  # each re-ask adds a bounded excerpt, not the reply
     assert "characters cut" in str(server.requests[1]["body"]["contents"])
     assert len(result.error) < 10_000
+
+
+# --- 7. checkpoint JSON that parses but has the wrong shape --------------------------------------
+
+CHECKPOINT_DAMAGE = {
+    "trainer state is a list": ("trainer_state.json", []),
+    "marker files is a list": ("complete.json", {"step": 4, "files": ["mp_rank_00_model_states.pt"]}),
+    "rng of the wrong shape": ("rng_rank0.json", {"python": [3, [1, 2], None], "numpy": [], "torch": [1]}),
+    "trainer state step is text": ("trainer_state.json", {"step": "4", "consumed": 4}),
+}
+
+
+@pytest.mark.slow
+def test_wrongly_shaped_checkpoint_json_falls_back_to_the_older_checkpoint(manifest, tmp_path, capsys):  # noqa: F811
+    import json
+
+    from model.tiny import build_tiny_model
+    from tests.test_training import config_for
+    from training.train import train
+
+    model = build_tiny_model(tmp_path / "model")
+    overrides = ["data.stage=sft", "data.scenes=3", "run.save_every=2", "optim.lr=1e-3"]
+    straight = [
+        h["loss"] for h in train(config_for(manifest, model, tmp_path / "a", "run.max_steps=4", *overrides))["history"]
+    ]
+    base = tmp_path / "base"
+    train(config_for(manifest, model, base, "run.max_steps=4", *overrides))
+    for case, (name, payload) in CHECKPOINT_DAMAGE.items():
+        run = tmp_path / case.replace(" ", "-")
+        shutil.copytree(base, run)
+        (run / "checkpoints" / "step_4" / name).write_text(json.dumps(payload))
+        if name != "complete.json":  # keep the marker's recorded size true: the damage is the shape
+            marker = json.loads((run / "checkpoints" / "step_4" / "complete.json").read_text())
+            marker["files"][name] = (run / "checkpoints" / "step_4" / name).stat().st_size
+            (run / "checkpoints" / "step_4" / "complete.json").write_text(json.dumps(marker))
+        capsys.readouterr()
+        history = train(config_for(manifest, model, run, "run.max_steps=4", *overrides))["history"]
+        out = capsys.readouterr().out
+        assert "resumed from step_2; newer checkpoints could not be loaded" in out and name in out, case
+        assert [h["loss"] for h in history] == straight, case
+
+
+# --- 7. prompt files and --expand-from latents, refused before any model loads -------------------
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b'["caf\xe9 au lait"]', "not UTF-8 text"),
+        (
+            b'{"characters": [{"name": "Actor1", "description": null}], "scenes": ["Actor1 walks"]}',
+            "non-empty description",
+        ),
+        (b'{"background": 3, "scenes": ["a man walks"]}', "'background' must be text"),
+    ],
+)
+def test_bad_prompt_files_are_one_clear_line(tmp_path, capsys, content, message):
+    from model.generate import main
+
+    prompts = tmp_path / "p.json"
+    prompts.write_bytes(content)
+    assert main(["--model", str(tmp_path / "no-model"), "--prompts", str(prompts), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def earlier_output(tmp_path_factory):
+    """A tiny model and a two-scene output of it, to expand from."""
+    from model.generate import main
+    from model.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("expand")
+    model = build_tiny_model(root / "model")
+    prompts = root / "p.json"
+    prompts.write_text('["a man walks", "a dog runs"]')
+    size = ["--height", "32", "--width", "32", "--num-frames", "9", "--steps", "1", "--dtype", "fp32"]
+    assert main(["--model", str(model), "--prompts", str(prompts), "--out", str(root / "story"), *size]) == 0
+    return model, root / "story", size
+
+
+def damage_nan(latents):
+    latents[:] = float("nan")
+    return latents
+
+
+LATENT_DAMAGE = {
+    "corrupt": (None, "latents.safetensors cannot be read"),
+    "fewer frames": (lambda x: x[:, :4].contiguous(), "latents have shape (1, 4, 4, 8, 8)"),
+    "other channels": (lambda x: x[:, :, :2].contiguous(), "latents have shape (1, 6, 2, 8, 8)"),
+    "all NaN": (damage_nan, "NaN or infinite values"),
+}
+
+
+@pytest.mark.parametrize("case", list(LATENT_DAMAGE))
+def test_bad_expansion_latents_are_refused_before_the_model_loads(earlier_output, tmp_path, capsys, monkeypatch, case):
+    from safetensors.torch import load_file, save_file
+
+    from model.generate import main
+    from model.pipeline import Mask2DiTPipeline
+
+    model, story, size = earlier_output
+    copy = tmp_path / "story"
+    shutil.copytree(story, copy)
+    change, message = LATENT_DAMAGE[case]
+    if change is None:
+        (copy / "latents.safetensors").write_bytes(b"\0" * 64)
+    else:
+        save_file({"latents": change(load_file(copy / "latents.safetensors")["latents"])}, copy / "latents.safetensors")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the latents were checked")
+
+    monkeypatch.setattr(Mask2DiTPipeline, "from_pretrained", classmethod(refuse))
+    more = tmp_path / "more.json"
+    more.write_text('["a cat sleeps"]')
+    code = main(["--model", str(model), "--prompts", str(more), "--expand-from", str(copy), "--out",
+                 str(tmp_path / "out"), *size])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "out").exists()  # no black scene written
+
+
+# --- 9. the importer: BOMs, paths outside --root, duplicate rows, repeated shots, huge captions ---
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory):
+    from curation.samples import write_synthetic_video
+
+    root = tmp_path_factory.mktemp("clips")
+    for i in range(3):
+        write_synthetic_video(root / "data" / f"{i}.mp4", [40], fps=24.0, size=(64, 48), seed=30 + i)
+    write_synthetic_video(root / "secret.mp4", [40], fps=24.0, size=(64, 48), seed=40)  # outside --root
+    return root
+
+
+@pytest.mark.parametrize("kind", ["plain", "pretrain"])
+def test_csvs_with_a_byte_order_mark_import_as_their_format(clip_folder, tmp_path, kind):
+    from manifests.importer import import_dataset
+
+    source = tmp_path / f"{kind}.csv"
+    header, row = (("path,caption", "0.mp4,a clip") if kind == "plain"
+                   else ("fps,width,height,caption,path,num_frame", "24,64,48,a clip,0.mp4,40"))  # fmt: skip
+    source.write_bytes("\ufeff".encode() + f"{header}\n{row}\n".encode())
+    result = import_dataset(source, tmp_path / "m", root=clip_folder / "data")
+    assert result.format == f"{kind}-csv" and result.shots == 1 and not result.failures
+
+
+def test_paths_leaving_root_are_refused_unless_asked(clip_folder, tmp_path, capsys):
+    from manifests.__main__ import main
+
+    source = tmp_path / "p.csv"
+    source.write_text(
+        f"path,caption\n0.mp4,inside\n../secret.mp4,through dotdot\n{clip_folder / 'secret.mp4'},absolute\n"
+    )
+    out = tmp_path / "m"
+    assert main(["import", str(source), "--root", str(clip_folder / "data"), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 clips" in printed and printed.count("is outside --root") == 2 and "--allow-outside-root" in printed
+    assert read_table(out, "shots")["source_path"].str.endswith("0.mp4").all()
+    assert main(["import", str(source), "--root", str(clip_folder / "data"), "--output", str(out),
+                 "--allow-outside-root"]) == 0  # fmt: skip
+    assert len(read_table(out, "shots")) == 2  # secret.mp4 once, named twice
+
+
+def test_duplicate_rows_and_repeated_shots_are_reported_not_silently_collapsed(clip_folder, tmp_path):
+    import json
+
+    from manifests.importer import import_dataset
+
+    source = tmp_path / "p.csv"
+    source.write_text("path,caption\n0.mp4,first caption\n1.mp4,another\n0.mp4,second caption\n")
+    result = import_dataset(source, tmp_path / "m", root=clip_folder / "data")
+    assert result.shots == 2 and any("line 4 names" in n and "kept line 2" in n for n in result.notes)
+    assert "first caption" in read_table(tmp_path / "m", "shot_captions")["caption"].tolist()
+    story = [{"url": f"{name}.mp4", "caption": f"c{k}"} for k, name in enumerate(["0", "0", "0", "1", "2"])]
+    sft = tmp_path / "sft.json"
+    sft.write_text(json.dumps([{"prefix": "s", "values": story}]))
+    result = import_dataset(sft, tmp_path / "s", root=clip_folder / "data", scenes=3)
+    combos = read_table(tmp_path / "s", "combinations")
+    assert all(len(set(ids)) == len(ids) for ids in combos["shot_ids"])  # never [x, x, x]
+    assert len(combos) == 1 and any("repeat one file" in n for n in result.notes)
+
+
+def test_a_caption_over_128_kb_is_a_failed_row_not_a_traceback(clip_folder, tmp_path):
+    from manifests.importer import import_dataset
+
+    source = tmp_path / "p.csv"
+    source.write_text(f"path,caption\n0.mp4,{'x' * 140_000}\n1.mp4,fine\n")
+    result = import_dataset(source, tmp_path / "m", root=clip_folder / "data")
+    assert result.shots == 1 and "not a caption" in result.failures[0]["error"]
+
+
+# --- 5. a resumed run embeds the frames an uninterrupted one does --------------------------------
+
+
+@pytest.mark.slow
+def test_a_resumed_run_embeds_the_same_frames_as_an_uninterrupted_one(ray_local, tmp_path, long_video):
+    import numpy as np
+
+    from manifests.io import remove_part
+
+    out = tmp_path / "out"
+    common = ("--detector", "adaptive")
+    assert job(out, long_video.path, extra=common) == 0
+    straight = read_table(out, "shot_embeddings").set_index("shot_id")
+    long_shots = read_table(out, "shots").query("num_frames > 24")
+    assert len(long_shots)  # shots long enough that the pass had to thin its candidates
+    # Killed after the shots were committed but before the embeddings: the re-run re-decodes them.
+    video_id = read_table(out, "videos")["video_id"].iloc[0]
+    remove_part(out, "shot_embeddings", video_id)
+    assert job(out, long_video.path, extra=common) == 0
+    resumed = read_table(out, "shot_embeddings").set_index("shot_id")
+    assert sorted(resumed.index) == sorted(straight.index)
+    for shot_id in straight.index:
+        assert list(resumed.loc[shot_id, "frames"]) == list(straight.loc[shot_id, "frames"]), shot_id
+        a = np.asarray(resumed.loc[shot_id, "embedding"], np.float32)
+        b = np.asarray(straight.loc[shot_id, "embedding"], np.float32)
+        assert np.abs(a - b).max() < 2e-3, shot_id
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_after_a_killed_driver_the_next_run_leaves_none_of_its_ray_processes(tmp_path, multi_shot_video):
+    import json
+
+    from curation.local_ray import RECORD, _start_time
+
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    command = [sys.executable, "curation/run.py", "--input", str(multi_shot_video.path), "--output", str(out),
+               "--clip-minutes", f"{CLIP_MINUTES}", "--within", "video", "--min-relevance", "-10"]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / RECORD).exists():
+        assert driver.poll() is None and time.time() < deadline, "the job ended before Ray was up"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    recorded = json.loads((out / RECORD).read_text())
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(2.0)
+    survivors = [e["pid"] for e in recorded if _start_time(e["pid"]) == e["start"]]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    still = [p for p in survivors if _start_time(p) is not None]  # some exit late on their own
+    if survivors:  # Ray's agents outlived the killed driver: the next run stopped those still there
+        assert "Ray processes left behind by an earlier run" in done.stdout or not still
+    assert not [p for p in survivors if _start_time(p) is not None]
+    assert not (out / RECORD).exists()  # a clean end leaves no record
+
+
+# --- 8. limits: a clear memory message before Ray starts ----------------------------------------
+
+
+def limited(gib: float):
+    import resource
+
+    def apply():
+        size = int(gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+    return apply
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gib", [1.0, 3.5])
+def test_under_ulimit_v_the_job_says_what_to_raise_or_sizes_its_object_store(tmp_path, multi_shot_video, gib):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    command = [sys.executable, "curation/run.py", "--input", str(multi_shot_video.path), "--output", str(tmp_path / "o"),
+               "--clip-minutes", f"{CLIP_MINUTES}", "--within", "video", "--min-relevance", "-10"]  # fmt: skip
+    began = time.time()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=limited(gib))  # fmt: skip
+    if gib < 2:
+        assert done.returncode == 2 and "address-space limit (ulimit -v) is 1.00 GiB" in done.stderr
+        assert "Traceback" not in done.stderr and time.time() - began < 30  # said at once, no startup timeout
+    else:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert len(read_table(tmp_path / "o", "shots")) == len(multi_shot_video.cuts) + 1
+
+
+@pytest.mark.slow
+def test_a_kill_during_annotation_pays_again_at_most_the_requests_in_flight(tmp_path, long_video):
+    from tests.fake_gemini import FakeGemini, reply, shots_in, valid_reply
+
+    concurrency, reasks = 2, 1
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "GOOGLE_API_KEY")}
+    env |= {"GEMINI_API_KEY": SECRET, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
+    slow = lambda i, body: (*reply(valid_reply(shots_in(body))), 0.25)  # noqa: E731  (each reply takes 0.25 s)
+
+    def command_for(out, url):
+        return [sys.executable, "curation/run.py", "--input", str(long_video.path), "--output", str(out),
+                "--clip-minutes", f"{CLIP_MINUTES}", "--within", "video", "--min-relevance", "-10", "--caption-shots",
+                "--gemini-base-url", url, "--gemini-concurrency", str(concurrency), "--gemini-max-reasks", str(reasks),
+                "--gemini-backoff", "0.01"]  # fmt: skip
+
+    with FakeGemini(slow) as server:
+        command = command_for(tmp_path / "o", server.url)
+        with FakeGemini(slow) as reference:  # an uninterrupted run: what annotating everything costs
+            once = command_for(tmp_path / "ref", reference.url)
+            assert subprocess.run(once, cwd=REPO, env=env, capture_output=True, timeout=300).returncode == 0
+            needed = len(reference.requests)
+        driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 200
+        while len(server.requests) < needed // 2:
+            assert driver.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGKILL)  # mid-annotation, replies in flight
+        driver.wait()
+        assert subprocess.run(command, cwd=REPO, env=env, capture_output=True, timeout=300).returncode == 0
+    paid_again = len(server.requests) - needed
+    assert 0 <= paid_again <= concurrency * (1 + reasks), (len(server.requests), needed)
+    assert (read_table(tmp_path / "o", "shot_captions")["status"] == "ok").all()

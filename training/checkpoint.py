@@ -45,6 +45,52 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot (or must not) be loaded; the message names the file."""
 
 
+class RefusedCheckpoint(CheckpointError):
+    """A file that holds objects outside the allow-list: loading it could run code. Never routed
+    around silently (resume stops), unlike a damaged checkpoint."""
+
+
+def _read_json(path: Path, check, shape: str):
+    """A JSON file of ours, parsed and checked for the shape we wrote; CheckpointError otherwise."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot be read as JSON ({err})") from err
+    try:
+        ok = check(value)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: not {shape} (found {json.dumps(value)[:80]}); the file is damaged")
+    return value
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _marker_ok(value) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("files"), dict)
+        and all(isinstance(k, str) and _is_int(v) and v >= 0 for k, v in value["files"].items())
+    )
+
+
+def _state_ok(value) -> bool:
+    return isinstance(value, dict) and _is_int(value.get("step")) and _is_int(value.get("consumed")) \
+        and value["step"] >= 0 and value["consumed"] >= 0  # fmt: skip
+
+
+def _rng_ok(value) -> bool:
+    python, numpy_state, torch_state = value["python"], value["numpy"], value["torch"]
+    return (
+        len(python) == 3 and len(python[1]) == 625 and all(_is_int(x) for x in python[1])
+        and len(numpy_state) == 5 and len(numpy_state[1]) == 624 and all(_is_int(x) for x in numpy_state[1])
+        and len(torch_state) == len(torch.get_rng_state()) and all(_is_int(x) and 0 <= x < 256 for x in torch_state)
+    )  # fmt: skip
+
+
 def _write_json(path: Path, payload: dict) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload)))
 
@@ -94,7 +140,7 @@ def safe_load(path, map_location=None):
         with torch.serialization.safe_globals(deepspeed_safe_types()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:  # what the weights-only unpickler raises for a disallowed global
-        raise CheckpointError(
+        raise RefusedCheckpoint(
             f"{path}: refused to load: it holds objects outside the allow-list of types a DeepSpeed "
             f"checkpoint needs ({str(err).splitlines()[0]}). Loading it could run code. If you did not "
             "write this file, delete it; if a DeepSpeed upgrade added a type, add it to "
@@ -150,15 +196,20 @@ def save(engine, folder: Path, step: int, consumed: int, keep_last: int, is_main
     torch.distributed.barrier()
 
 
-def _verify(folder: Path) -> dict:
-    marker = json.loads((folder / MARKER).read_text())
+def _verify(folder: Path, rank: int) -> tuple[dict, dict | None]:
+    """(trainer state, this rank's RNG state or None) of an intact checkpoint; every file we wrote is
+    checked for its recorded size and JSON shape before DeepSpeed opens anything."""
+    marker = _read_json(folder / MARKER, _marker_ok, "a commit marker ({'step', 'files': {name: size}})")
     for name, size in marker["files"].items():
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (the checkpoint lists it)")
         if path.stat().st_size != size:
             raise CheckpointError(f"{path}: {path.stat().st_size} bytes, the checkpoint recorded {size}: truncated")
-    return json.loads((folder / STATE).read_text())
+    state = _read_json(folder / STATE, _state_ok, "a trainer state ({'step': int, 'consumed': int})")
+    rng_file = folder / f"rng_rank{rank}.json"
+    rng = _read_json(rng_file, _rng_ok, "an RNG state (python, numpy, torch)") if rng_file.is_file() else None
+    return state, rng
 
 
 def resume(engine, folder: Path, rank: int = 0) -> tuple[int, int]:
@@ -171,20 +222,19 @@ def resume(engine, folder: Path, rank: int = 0) -> tuple[int, int]:
     problems = []
     for tag in reversed(tags):
         try:
-            state = _verify(folder / tag)
+            state, rng = _verify(folder / tag, rank)
             with _weights_only(engine):
                 path, _ = engine.load_checkpoint(str(folder), tag=tag, load_module_strict=True)
             if path is None:
                 raise CheckpointError(f"{folder / tag}: DeepSpeed found nothing to load")
-            rng_file = folder / tag / f"rng_rank{rank}.json"
-            if rng_file.is_file():
-                restore_rng(json.loads(rng_file.read_text()))
+            if rng is not None:
+                restore_rng(rng)
             if problems and rank == 0:
                 print(f"resumed from {tag}; newer checkpoints could not be loaded: {'; '.join(problems)}", flush=True)
             return int(state["step"]), int(state["consumed"])
+        except RefusedCheckpoint:
+            raise  # a planted file is an alarm, not something to route around silently
         except CheckpointError as err:
-            if "refused to load" in str(err):
-                raise  # a planted file is an alarm, not something to route around silently
             problems.append(str(err))
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             problems.append(f"{folder / tag}: cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0]})")

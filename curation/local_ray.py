@@ -1,0 +1,155 @@
+"""Starting the job's Ray, and clearing what a killed earlier run of it left behind.
+
+A local Ray (no RAY_ADDRESS) is started by the job itself. When a driver is killed (SIGKILL, OOM),
+Ray's dashboard and runtime-env agents outlive it. So the job records the Ray processes it started
+(pid and kernel start time) in OUTPUT/.ray-processes.json; the next run on that output, which holds
+the output's lock and so knows the earlier driver is gone, stops exactly those processes that are
+still alive with the same start time (a reused pid is never touched), then records its own. A clean
+exit removes the record. Processes of a cluster (RAY_ADDRESS) are never touched.
+
+Under an address-space limit (`ulimit -v`), which every Ray process inherits, Ray's default object
+store (30% of memory) cannot be mapped and the node never comes up; the store is sized to fit the
+limit, or the job says which limit to raise before starting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+RECORD = ".ray-processes.json"
+RAY_BASE_BYTES = int(2.75 * 2**30)  # address space the driver needs besides the object store it maps (measured)
+MIN_STORE_BYTES = 128 * 2**20
+
+
+class MemoryLimitError(RuntimeError):
+    """The process limits leave no room for a local Ray; the message says which limit and what to do."""
+
+
+def object_store_bytes() -> int | None:
+    """The object store a local Ray can map under this process's address-space limit (`ulimit -v`,
+    which every Ray process inherits); None without a limit (Ray's own default, 30% of memory).
+    Raises MemoryLimitError when not even a small store fits."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    room = soft - RAY_BASE_BYTES
+    if room < MIN_STORE_BYTES:
+        raise MemoryLimitError(
+            f"the address-space limit (ulimit -v) is {soft / 2**30:.2f} GiB, and the job with a local Ray needs "
+            f"about {(RAY_BASE_BYTES + MIN_STORE_BYTES) / 2**30:.1f} GiB in each of its processes: raise it (`ulimit -v unlimited`, "
+            "or your scheduler's memory setting), or run against a cluster with RAY_ADDRESS"
+        )
+    return min(room, _memory_bytes() * 3 // 10) if _memory_bytes() else room
+
+
+def _memory_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living process below `pid` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def record_processes(output: Path) -> None:
+    """Note the Ray processes this driver started (its descendants), for a later run to clear."""
+    entries = [{"pid": pid, "start": start} for pid in descendants(os.getpid())
+               if (start := _start_time(pid)) is not None]  # fmt: skip
+    known = _read(output)
+    merged = {(e["pid"], e["start"]): e for e in known + entries}
+    (output / RECORD).write_text(json.dumps(list(merged.values())))
+
+
+def clear_orphans(output: Path) -> int:
+    """Stop the recorded Ray processes of an earlier, killed run that are still alive; how many."""
+    stopped = 0
+    for entry in _read(output):
+        pid, start = entry.get("pid"), entry.get("start")
+        if not isinstance(pid, int) or pid == os.getpid() or _start_time(pid) != start:
+            continue  # gone, or the pid now belongs to another process
+        try:
+            os.kill(pid, signal.SIGKILL)
+            stopped += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    (output / RECORD).unlink(missing_ok=True)
+    return stopped
+
+
+def forget(output: Path) -> None:
+    (output / RECORD).unlink(missing_ok=True)
+
+
+def _read(output: Path) -> list[dict]:
+    try:
+        data = json.loads((output / RECORD).read_text())
+    except (OSError, ValueError):
+        return []
+    return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+
+
+def start_ray(num_cpus: int, output: Path) -> bool:
+    """Connect to RAY_ADDRESS, or start a local Ray; True when this call started one (and recorded
+    its processes under `output`)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return False
+    store = object_store_bytes()  # before anything starts: a clear line instead of a startup timeout
+    stopped = clear_orphans(output)
+    if stopped:
+        print(f"stopped {stopped} Ray processes left behind by an earlier run on {output} that was killed")
+    # Workers of a local Ray must import this repository even when it is not pip-installed.
+    root = str(Path(__file__).resolve().parent.parent)
+    pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        object_store_memory=store,
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        logging_level=logging.WARNING,
+    )
+    record_processes(output)
+    return True
