@@ -143,13 +143,32 @@ def start_ray(num_cpus: int, output: Path) -> bool:
     # Workers of a local Ray must import this repository even when it is not pip-installed.
     root = str(Path(__file__).resolve().parent.parent)
     pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        object_store_memory=store,
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-        logging_level=logging.WARNING,
-    )
+    # A local Ray enables token auth and warns as if the user had to act; nothing is to be done for a
+    # Ray this job starts and stops itself, so one calm line replaces the warning.
+    token_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = token_log.level
+    token_log.setLevel(logging.ERROR)
+    try:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=store,
+            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+            logging_level=logging.WARNING,
+        )
+    finally:
+        token_log.setLevel(level)
+    if _token_auth():
+        print("local Ray started for this job (token authentication on; nothing to set up)", flush=True)
     record_processes(output)
     return True
+
+
+def _token_auth() -> bool:
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        return bool(is_token_auth_enabled())
+    except (ImportError, AttributeError):
+        return False

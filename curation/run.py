@@ -50,13 +50,58 @@ STAGES = (
 )
 
 
+USAGE = "usage: python curation/run.py --input VIDEOS... --output DIR [options]   (--help lists every option)"
+
+
+class Parser(argparse.ArgumentParser):
+    """A mistake is one short usage line and the error last, not 30 lines of usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{USAGE}\nerror: {message}\n")
+
+
+def unknown_flag(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """'unknown flag --outptu (did you mean --output?)' for the first flag the parser does not know."""
+    import difflib
+
+    known = [o for o in parser._option_string_actions if o.startswith("--")]
+    for token in argv:
+        if token.startswith("--") and token.split("=", 1)[0] not in known:
+            flag = token.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            return f"unknown flag {flag}" + (f" (did you mean {close[0]}?)" if close else "")
+    return None
+
+
+def in_ray_job() -> bool:
+    """Whether this process is a `ray job submit` entrypoint (it runs in Ray's copy of --working-dir)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ or "runtime_resources/working_dir_files" in os.getcwd()
+
+
+def relative_paths_in_a_job(config: CurationConfig, config_file: Path | None) -> list[str]:
+    """Under a Ray job, relative paths would point into Ray's temporary copy of the code (and an
+    output written there vanishes with the job): each is refused with the absolute path to give."""
+    if not in_ray_job():
+        return []
+    named = [("--output", config.output)] + [("--input", p) for p in config.inputs]
+    named += [("--config", config_file)] if config_file else []
+    return [f"{flag} {path} is relative, and this job runs in Ray's temporary copy of --working-dir ({os.getcwd()}), "
+            f"so it would point in there (an output written there vanishes with the job); give the absolute path "
+            f"on storage every node sees, e.g. {flag} /shared/{Path(path).name}"
+            for flag, path in named if path is not None and not Path(path).is_absolute()]  # fmt: skip
+
+
 def parse_args(argv: list[str] | None = None) -> CurationConfig:
     """Flags derived from the config's fields (curation/config.py), optionally over a YAML file."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, metavar="YAML",
                         help="a config file (the tree run.json records under 'config'); flags override it")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true")
     add_flags(parser)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    problem = unknown_flag(parser, argv)
+    if problem:
+        parser.error(problem)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -70,9 +115,13 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
         if not isinstance(base, dict):
             parser.error(f"--config {args.config}: expected sections (shots:, embed:, ...), got {type(base).__name__}")
     try:
-        return from_flags(args, base)
+        config = from_flags(args, base)
     except ValidationError as err:
         parser.error("; ".join(_flag_message(e) for e in err.errors()))
+    problems = relative_paths_in_a_job(config, args.config)
+    if problems:
+        parser.error("; ".join(problems))
+    return config
 
 
 def _flag_message(error: dict) -> str:
@@ -81,6 +130,12 @@ def _flag_message(error: dict) -> str:
     if not error["loc"]:
         return message
     field = ".".join(map(str, error["loc"]))
+    if error["type"] == "extra_forbidden":  # a YAML key that is no field: say which one was meant
+        import difflib
+
+        options = [".".join(k.split(".")[: len(error["loc"])]) for k in flags()]
+        close = difflib.get_close_matches(field, sorted(set(options)), n=1, cutoff=0.6)
+        return f"{field} (in --config): unknown key" + (f" (did you mean {close[0]}?)" if close else "")
     known = flags()
     if field in known:
         return f"{known[field]}: {message}"
@@ -226,7 +281,13 @@ def run(argv: list[str] | None = None) -> int:
 
     began = time.perf_counter()
     config = parse_args(argv)
-    config.output.mkdir(parents=True, exist_ok=True)
+    try:
+        config.output.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+        blocking = next((p for p in [config.output, *config.output.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocking} is a file, not a folder" if blocking else err.strerror
+        print(f"{USAGE}\nerror: --output {config.output}: {why}; give a folder", file=sys.stderr)
+        return 2
     # The key leaves the environment before Ray starts (no Ray process inherits it); one job per
     # output folder: a second one is refused.
     with api_key_held_apart() as api_key, OutputLock(config.output, "curation job"):

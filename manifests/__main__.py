@@ -18,12 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument(
         "--html", nargs="?", const="", default=None, metavar="PATH", help="also write a page (default DIR/index.html)"
     )
+    inspect.add_argument("--no-previews", action="store_true",
+                         help="page without the shots' playable previews (written once to DIR/keyframes/previews)")  # fmt: skip
     importer = commands.add_parser(
         "import", help="turn the official pretrain.csv / sft.json (or a path,caption CSV) into manifests"
     )
     importer.add_argument("source", help="pretrain.csv, sft.json, or a CSV with path,caption columns")
     importer.add_argument("--output", required=True, help="manifest directory to write (training's data.manifest)")
-    importer.add_argument("--root", help="folder that relative paths in the file start from (default: the file's)")
+    importer.add_argument("--root", help="folder that the clip paths in the file (`path` in a CSV, `url` in sft.json) "
+                          "start from (default: the file's folder)")  # fmt: skip
     importer.add_argument("--scenes", type=int, default=3, help="shots per SFT combination (default: %(default)s)")
     importer.add_argument("--allow-outside-root", action="store_true",
                           help="import files the source names outside --root (../ or absolute paths)")  # fmt: skip
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         check_manifest_dir(args.manifest_dir)
         print(text_report(args.manifest_dir))
         if args.html is not None:
-            print(f"wrote {html_report(args.manifest_dir, args.html or None)}")
+            print(f"wrote {html_report(args.manifest_dir, args.html or None, with_previews=not args.no_previews)}")
     except ManifestError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -104,13 +104,31 @@ def item_failures(manifest_dir, videos: pd.DataFrame) -> list[dict]:
 def combination_counts(manifest_dir) -> dict:
     combos = read_table(manifest_dir, "combinations", missing_ok=True)
     ok = combos[combos["status"] == "ok"]
+    notes = read_table(manifest_dir, "annotations", missing_ok=True)
+    statuses = notes[notes["combination_id"].isin(ok["combination_id"])]["status"].value_counts().to_dict()
+    missing = len(ok) - sum(statuses.values())
+    if missing > 0:
+        statuses["unannotated"] = statuses.get("unannotated", 0) + missing
     return {
         "total": len(combos),
         "ok": len(ok),
         "videos": int(ok["video_id"].nunique()),
         "embedder": str(combos["embedder"].iloc[0]) if len(combos) else None,
         "median_min_relevance": float(ok["min_relevance"].median()) if len(ok) else None,
+        "annotations": {str(k): int(v) for k, v in statuses.items()},
     }
+
+
+RELEVANCE_UNIT = "z-score: the pair's cosine against all pairs of its clip, in standard deviations"
+ANNOTATE_HINT = "set GEMINI_API_KEY and re-run the same command to caption them (nothing else is redone)"
+
+
+def annotation_line(counts: dict) -> str:
+    """'captions: 2 ok, 1 unannotated (...)' for the ok combinations."""
+    statuses = counts.get("annotations") or {}
+    text = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "none"
+    hint = f"; {ANNOTATE_HINT}" if statuses.get("unannotated") else ""
+    return f"captions of the ok combinations: {text}{hint}"
 
 
 def text_report(manifest_dir: str | os.PathLike) -> str:
@@ -129,8 +147,9 @@ def text_report(manifest_dir: str | os.PathLike) -> str:
     if c["total"]:
         lines.append(
             f"combinations: {c['ok']} ok of {c['total']} written, from {c['videos']} videos ({c['embedder']} "
-            f"embeddings), median weakest-pair relevance {c['median_min_relevance'] or 0:.2f}"
+            f"embeddings), median weakest-pair relevance {c['median_min_relevance'] or 0:.2f} ({RELEVANCE_UNIT})"
         )
+        lines.append(f"  {annotation_line(c)}")
     if s["failures"]:
         lines.append(f"failures ({len(s['failures'])}):")
         lines += [f"  [{f['error_stage']}] {f['error']}" for f in s["failures"]]
@@ -150,13 +169,15 @@ h1{font-size:1.4rem} h2{font-size:1.05rem;margin:1.6rem 0 .4rem;word-break:break
 .filtered{opacity:.45}.bar{background:#4a7fd6;height:.8rem;display:inline-block}
 table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
 .err{color:#b00020}
-.status{font-weight:600}.combo{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem;margin:.5rem 0}.combo .meta{font-size:.8rem;margin-bottom:.4rem}
+.status{font-weight:600}.badge{color:#fff;border-radius:9px;padding:0 .45rem;font-size:.75rem;font-weight:600}
+.shot video{width:200px;height:auto;display:block;border-radius:6px 6px 0 0;background:#000}.note{font-size:.85rem;color:#444}.combo{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem;margin:.5rem 0}.combo .meta{font-size:.8rem;margin-bottom:.4rem}
 """
 
 
 def html_report(
-    manifest_dir: str | os.PathLike, out: str | os.PathLike | None = None, max_shots_per_video: int = 500
-) -> Path:
+    manifest_dir: str | os.PathLike, out: str | os.PathLike | None = None, max_shots_per_video: int = 500,
+    with_previews: bool = True, max_previews: int = 2000,
+) -> Path:  # fmt: skip
     """Write a self-contained page (images referenced relative to the manifest directory)."""
     manifest_dir = check_manifest_dir(manifest_dir)
     out = Path(out) if out else manifest_dir / "index.html"
@@ -190,7 +211,9 @@ def html_report(
                 f"<tr><td>{e(str(f['source_path']))}</td><td>{e(str(f['error_stage']))}</td><td class=err>{e(str(f['error']))}</td></tr>"
             )
         parts.append("</table>")
-    parts += combinations_html(manifest_dir, shots, rel)
+    ok_shots = shots[shots["status"] == "ok"].sort_values(["video_id", "start_frame"]).head(max_previews)
+    previews = write_previews(manifest_dir, ok_shots) if with_previews else {}
+    parts += combinations_html(manifest_dir, shots, rel, previews=previews)
     for video in videos[videos["status"] == "ok"].sort_values("source_path").itertuples():
         vshots = shots[shots["video_id"] == video.video_id].sort_values("start_frame")
         parts.append(
@@ -203,21 +226,77 @@ def html_report(
             reason = shot.filter_reason if isinstance(shot.filter_reason, str) else ""
             title = f" title='{e(reason)}'" if reason else ""
             parts.append(
-                f"<div class='{cls}'{title}>{image}<div>#{shot.shot_index} "
+                f"<div class='{cls}'{title}>{preview_tag(previews.get(shot.shot_id), image, rel)}<div>#{shot.shot_index} "
                 f"{shot.start_s:.2f}–{shot.end_s:.2f} s ({shot.duration_s:.1f} s)<br>frames {shot.start_frame}–{shot.end_frame}</div></div>"
             )
         parts.append("</div>")
+    parts.append(_PLAY)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(parts))
     return out
 
 
-def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 300) -> list[str]:
+BADGE_COLOURS = {"ok": "#2e7d32", "unannotated": "#777", "failed": "#b00020", "error": "#b00020",
+                 "invalid": "#c77700", "blocked": "#c77700", "truncated": "#c77700"}  # fmt: skip
+
+
+def badge(status: str, detail: str = "") -> str:
+    """A compact status badge; the long detail (an error, a hint) is its tooltip, not repeated text."""
+    e = html.escape
+    colour = BADGE_COLOURS.get(status, "#555")
+    title = f" title='{e(detail[:500])}'" if detail else ""
+    return f"<span class=badge style='background:{colour}'{title}>{e(status)}</span>"
+
+
+PREVIEW_FRAMES, PREVIEW_SIDE, PREVIEW_FPS = 8, 160, 4.0
+
+
+def write_previews(manifest_dir: Path, shots: pd.DataFrame) -> dict[str, str]:
+    """A short low-resolution clip of each shot (8 frames across it, 160 px, 4 fps, H.264), written
+    once next to the keyframes (keyframes/previews/) and reused; shot_id -> path relative to the
+    manifest. A shot whose source cannot be read simply has no preview."""
+    from manifests.frames import VideoReadError, read_shot_frames, sample_indices
+    from manifests.media import write_mp4
+
+    folder, found = manifest_dir / "keyframes" / "previews", {}
+    for shot in shots.to_dict("records"):
+        relative = f"keyframes/previews/{shot['shot_id']}.mp4"
+        target = manifest_dir / relative
+        if not target.is_file():
+            try:
+                frames = read_shot_frames(shot, indices=sample_indices(int(shot["num_frames"]), PREVIEW_FRAMES),
+                                         max_side=PREVIEW_SIDE)  # fmt: skip
+            except (VideoReadError, OSError, ValueError):
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            write_mp4(target, frames, PREVIEW_FPS, crf=30)
+        found[shot["shot_id"]] = relative
+    return found
+
+
+def preview_tag(relative: str | None, image: str, rel: str) -> str:
+    """The keyframe, or a muted looping preview with the keyframe as its poster (plays on hover or tap)."""
+    if not relative:
+        return image
+    e = html.escape
+    poster = image.split("src='", 1)[1].split("'", 1)[0] if "src='" in image else ""
+    return (f"<video class=preview muted loop playsinline preload=none poster='{poster}' "
+            f"src='{e(f'{rel}/{relative}')}'></video>")  # fmt: skip
+
+
+_PLAY = ("<script>for(const v of document.querySelectorAll('video.preview')){"
+         "v.addEventListener('mouseenter',()=>v.play());v.addEventListener('mouseleave',()=>v.pause());"
+         "v.addEventListener('click',()=>v.paused?v.play():v.pause())}</script>")  # fmt: skip
+
+
+def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 300,
+                      previews: dict[str, str] | None = None) -> list[str]:  # fmt: skip
     """Each combination as a row of its shots' keyframes: which video and shots, each pair's score,
     its annotation status, and the captions once annotated."""
     combos = read_table(manifest_dir, "combinations", missing_ok=True)
     if not len(combos):
         return []
+    previews = previews or {}
     e = html.escape
     by_id = shots.set_index("shot_id")
     videos = read_table(manifest_dir, "videos", missing_ok=True)
@@ -225,7 +304,9 @@ def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 
     notes = read_table(manifest_dir, "annotations", missing_ok=True)
     annotation = {row.combination_id: row for row in notes.itertuples()}
     ordered = combos.sort_values(["status", "min_relevance"], ascending=[True, False]).head(limit)
-    parts = [f"<h2>Shot combinations ({int((combos['status'] == 'ok').sum())} ok, showing {len(ordered)})</h2>"]
+    parts = [f"<h2>Shot combinations ({int((combos['status'] == 'ok').sum())} ok, showing {len(ordered)})</h2>",
+             f"<p class=note>Relevance: {e(RELEVANCE_UNIT)}. {e(annotation_line(combination_counts(manifest_dir)))}."
+             " Hover a badge for its detail; hover or tap a shot to play it.</p>"]  # fmt: skip
     for combo in ordered.itertuples():
         cls = "combo" if combo.status == "ok" else "combo filtered"
         numbers = [f"#{int(by_id.loc[s, 'shot_index'])}" if s in by_id.index else "?" for s in combo.shot_ids]
@@ -234,14 +315,13 @@ def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 
         scores = ", ".join(f"{i + 1}–{j + 1}: {raw:.2f} (z {z:.2f})"
                            for (i, j), raw, z in zip(pairs, combo.pair_scores, combo.pair_calibrated))  # fmt: skip
         note = annotation.get(combo.combination_id)
-        status = "not annotated yet" if note is None else note.status
-        if note is not None and note.status != "ok" and isinstance(note.error, str):
-            status += f": {note.error[:160]}"
+        status = "unannotated" if note is None else str(note.status)
+        detail = note.error if note is not None and isinstance(note.error, str) else ""
         reason = combo.filter_reason if isinstance(combo.filter_reason, str) else ""
         parts.append(
             f"<div class='{cls}'><div class=meta><b>{e(names.get(combo.video_id, combo.video_id))}</b> shots "
             f"{e(' → '.join(numbers))} · weakest pair {combo.min_relevance:.2f} (z) · pairs {e(scores)} · "
-            f"{combo.total_frames} frames · captions: <span class=status>{e(status)}</span> {e(reason)}</div><div class=grid>"
+            f"{combo.total_frames} frames · captions {badge(status, detail)} {e(reason)}</div><div class=grid>"
         )
         captions = list(note.captions) if note is not None and note.status == "ok" else []
         for i, shot_id in enumerate(combo.shot_ids):
@@ -251,7 +331,8 @@ def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 
                 (by_id.loc[shot_id, "start_s"], by_id.loc[shot_id, "end_s"]) if shot_id in by_id.index else (0, 0)
             )
             caption = f"<br><i>{e(captions[i])}</i>" if i < len(captions) else ""
-            parts.append(f"<div class=shot>{image}<div>shot {i + 1} ({e(numbers[i])}): {start:.1f}–{end:.1f} s"
+            media = preview_tag(previews.get(shot_id), image, rel)
+            parts.append(f"<div class=shot>{media}<div>shot {i + 1} ({e(numbers[i])}): {start:.1f}–{end:.1f} s"
                          f"{caption}</div></div>")  # fmt: skip
         parts.append("</div></div>")
     return parts

@@ -64,7 +64,7 @@ class WanEncoders:
         from transformers import AutoTokenizer, UMT5EncoderModel
 
         # Wan runs its VAE in fp32 (its pipelines load it so); latents are cast afterwards.
-        self.vae = AutoencoderKLWan.from_pretrained(model_path, subfolder="vae", torch_dtype=torch.float32)
+        self.vae = AutoencoderKLWan.from_pretrained(model_path, subfolder="vae", dtype=torch.float32)
         self.vae = self.vae.to(device).eval()
         self.text_encoder = UMT5EncoderModel.from_pretrained(model_path, subfolder="text_encoder", dtype=dtype)
         self.text_encoder = self.text_encoder.to(device).eval()

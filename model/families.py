@@ -209,7 +209,7 @@ class WanFamily:
             text_encoder = UMT5EncoderModel.from_pretrained(model_path, subfolder="text_encoder", dtype=dtype).to(
                 device
             )
-            vae = AutoencoderKLWan.from_pretrained(model_path, subfolder="vae", torch_dtype=torch.float32).to(device)
+            vae = AutoencoderKLWan.from_pretrained(model_path, subfolder="vae", dtype=torch.float32).to(device)
         scheduler = _scheduler_class(model_path).from_pretrained(model_path, subfolder="scheduler")
         return self.pipeline_class(tokenizer, text_encoder, vae, scheduler, transformer=transformer)
 

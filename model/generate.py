@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = load_prompts(args.prompts, args.story)
         context_prompts = load_prompts(args.context_prompts) if args.context_prompts else None
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-        pipe = family.pipeline_class.from_pretrained(args.model, torch_dtype=dtype)
+        pipe = family.pipeline_class.from_pretrained(args.model, dtype=dtype)
     except (PromptFileError, ModelFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Multi-scene generation with Mask²DiT: N prompts in one pass, and auto-regressive scene expansion.
 
-    pipe = Mask2DiTPipeline.from_pretrained("CogVideoX-5b-mask2dit", torch_dtype=torch.bfloat16)
+    pipe = Mask2DiTPipeline.from_pretrained("CogVideoX-5b-mask2dit", dtype=torch.bfloat16)
     out = pipe(["Actor1 (a tall man in a grey coat) walks ...", "...", "..."], seed=42)
     more = pipe.expand(out, ["Actor1 (...) opens the door ..."], seed=42)   # 1 new scene
 
@@ -79,7 +79,7 @@ class Mask2DiTPipeline(CogVideoXPipeline):
         path = check_model_folder(pretrained_model_name_or_path)
         if "transformer" not in kwargs:
             kwargs["transformer"] = Mask2DiTTransformer3DModel.from_pretrained(
-                path, subfolder="transformer", torch_dtype=kwargs.get("torch_dtype", kwargs.get("dtype"))
+                path, subfolder="transformer", dtype=kwargs.get("dtype", kwargs.get("torch_dtype"))
             )
         return super().from_pretrained(path, **kwargs)
 

@@ -1,6 +1,6 @@
 """Multi-scene generation on Wan2.1/Wan2.2 with Mask²DiT: N prompts in one pass, and scene expansion.
 
-    pipe = Mask2DiTWanPipeline.from_pretrained("Wan2.1-T2V-1.3B-mask2dit", torch_dtype=torch.bfloat16)
+    pipe = Mask2DiTWanPipeline.from_pretrained("Wan2.1-T2V-1.3B-mask2dit", dtype=torch.bfloat16)
     out = pipe(["Actor1 (a tall man in a grey coat) walks ...", "...", "..."], seed=42)
     more = pipe.expand(out, ["Actor1 (...) opens the door ..."], seed=42)
 
@@ -57,10 +57,10 @@ class Mask2DiTWanPipeline(WanPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         path = check_wan_folder(pretrained_model_name_or_path)
-        dtype = kwargs.get("torch_dtype", kwargs.get("dtype"))
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         for name in ("transformer", "transformer_2"):
             if name not in kwargs and (path / name).is_dir():
-                kwargs[name] = Mask2DiTWanTransformer3DModel.from_pretrained(path, subfolder=name, torch_dtype=dtype)
+                kwargs[name] = Mask2DiTWanTransformer3DModel.from_pretrained(path, subfolder=name, dtype=dtype)
         return super().from_pretrained(path, **kwargs)
 
     def save_pretrained(self, save_directory, **kwargs):

@@ -144,4 +144,6 @@ def test_html_report_shows_keyframes(ray_local, tmp_path, multi_shot_video):
     out = tmp_path / "out"
     assert run_job(out, multi_shot_video.path) == 0
     page = html_report(out).read_text()
-    assert page.count("<img") == len(read_table(out, "shots")) and "keyframes/" in page
+    # every shot shows its keyframe: as an image, or as the poster of its playable preview
+    assert page.count("<img") + page.count("<video class=preview") == len(read_table(out, "shots"))
+    assert "keyframes/" in page and page.count("poster='") == page.count("<video class=preview")

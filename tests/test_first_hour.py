@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -121,7 +122,7 @@ def test_the_page_says_which_video_shots_pairs_and_caption_status(ray_local, tmp
     page = html_report(out).read_text()
     assert multi_shot_video.path.name in page and "shots #" in page
     assert "1–2: " in page and "2–3: " in page  # every pair's score is labelled with its shots
-    assert "captions: <span class=status>unannotated" in page
+    assert re.search(r"captions <span class=badge[^>]*>unannotated</span>", page)  # a compact status badge
     assert "title='nan'" not in page
 
 

@@ -557,16 +557,16 @@ def test_under_ulimit_v_the_job_says_what_to_raise_or_sizes_its_object_store(tmp
 
 
 @pytest.mark.slow
-def test_a_kill_during_annotation_pays_again_at_most_the_requests_in_flight(tmp_path, long_video):
+def test_a_kill_during_annotation_pays_again_at_most_the_requests_in_flight(tmp_path, multi_shot_video):
     from tests.fake_gemini import FakeGemini, reply, shots_in, valid_reply
 
     concurrency, reasks = 2, 1
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "GOOGLE_API_KEY")}
     env |= {"GEMINI_API_KEY": SECRET, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
-    slow = lambda i, body: (*reply(valid_reply(shots_in(body))), 0.25)  # noqa: E731  (each reply takes 0.25 s)
+    slow = lambda i, body: (*reply(valid_reply(shots_in(body))), 1.0)  # noqa: E731  (each reply takes 1 s)
 
     def command_for(out, url):
-        return [sys.executable, "curation/run.py", "--input", str(long_video.path), "--output", str(out),
+        return [sys.executable, "curation/run.py", "--input", str(multi_shot_video.path), "--output", str(out),
                 "--clip-minutes", f"{CLIP_MINUTES}", "--within", "video", "--min-relevance", "-10", "--caption-shots",
                 "--gemini-base-url", url, "--gemini-concurrency", str(concurrency), "--gemini-max-reasks", str(reasks),
                 "--gemini-backoff", "0.01"]  # fmt: skip

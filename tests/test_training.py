@@ -67,7 +67,7 @@ def test_config_is_validated_with_the_field_named(tmp_path):
         load_config(CONFIG, ["optim.lr=-1"])
     with pytest.raises(ValueError, match="cond_prob applies to SFT"):
         load_config(CONFIG, ["objective.cond_prob=0.5"])
-    with pytest.raises(ValueError, match="Extra inputs"):
+    with pytest.raises(ValueError, match=r"run.max_stpes: unknown key \(did you mean run.max_steps\?\)"):
         load_config(CONFIG, ["run.max_stpes=3"])
     config = load_config(CONFIG, ["optim.lr=2e-4", "data.scenes=3"])
     assert config.optim.lr == 2e-4 and config.data.scenes == 3

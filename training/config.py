@@ -29,12 +29,12 @@ class ModelConfig(_Section):
     self_attention: Literal["full", "sparse"] = "full"  # Wan: all video sees all video, or HoloCine's sparse
     sparse_tokens: int = Field(default=256, ge=1)  # Wan sparse: tokens of every scene that all scenes see
     rope_scheme: Literal["consecutive", "restart", "jump"] | None = None  # Wan; None: the checkpoint's (consecutive)
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = True  # recompute activations in the backward pass: far less memory, ~30% more time
 
 
 class DataConfig(_Section):
     manifest: Path  # curation output directory
-    stage: Literal["pretrain", "sft"] = "pretrain"
+    stage: Literal["pretrain", "sft"] = "pretrain"  # pretrain: concatenated single shots; sft: curated combinations
     scenes: int = Field(default=3, ge=1)  # scenes per sample (pretrain: shots concatenated)
     num_frames: int = Field(default=49, ge=1)  # frames per scene (4k+1)
     max_stride: int = Field(default=3, ge=1)  # frame stride limit (the official video_sample_stride)
@@ -46,13 +46,13 @@ class DataConfig(_Section):
     # equal: every scene num_frames; from_shots: as many frames as each shot supports (4k+1, at most
     # num_frames, at least min_frames), passed to the model per scene; batches group equal layouts.
     scene_frames: Literal["equal", "from_shots"] = "equal"
-    min_frames: int = Field(default=9, ge=1)
-    height: int = Field(default=480, ge=8)
-    width: int = Field(default=720, ge=8)
+    min_frames: int = Field(default=9, ge=1)  # scene_frames=from_shots: the shortest scene (4k+1 frames)
+    height: int = Field(default=480, ge=8)  # pixels of every scene (centre crop, then resize)
+    width: int = Field(default=720, ge=8)  # pixels of every scene (720 for CogVideoX, 832 for Wan)
     caption_dropout: float = Field(default=0.0, ge=0, le=1)  # per scene; the official recipe uses none
     allow_uncaptioned: bool = False  # smoke runs without Gemini: train on empty captions, never invented ones
     precomputed: Path | None = None  # latents/text embeddings from training/precompute.py
-    num_workers: int = Field(default=2, ge=0)
+    num_workers: int = Field(default=2, ge=0)  # data-loader processes decoding frames (0: in the training process)
     # Samples whose source video cannot be read are replaced (deterministically) and counted; past
     # this share of the samples drawn (after the first 20 skips) training stops with the reasons.
     max_skipped_fraction: float = Field(default=0.05, ge=0, le=1)
@@ -76,40 +76,40 @@ class ObjectiveConfig(_Section):
 class OptimConfig(_Section):
     """AdamW, linear warm-up then constant: the official launchers' values are the defaults."""
 
-    lr: float = Field(default=1e-5, gt=0)
-    weight_decay: float = Field(default=3e-2, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(default=1e-10, gt=0)
-    warmup_steps: int = Field(default=100, ge=0)
-    max_grad_norm: float = Field(default=0.05, gt=0)
+    lr: float = Field(default=1e-5, gt=0)  # peak learning rate (after warm-up)
+    weight_decay: float = Field(default=3e-2, ge=0)  # AdamW weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    eps: float = Field(default=1e-10, gt=0)  # AdamW epsilon
+    warmup_steps: int = Field(default=100, ge=0)  # linear warm-up steps, then constant
+    max_grad_norm: float = Field(default=0.05, gt=0)  # gradient clipping norm
     batch_size: int = Field(default=1, ge=1)  # per GPU
-    gradient_accumulation: int = Field(default=1, ge=1)
+    gradient_accumulation: int = Field(default=1, ge=1)  # micro-batches per optimizer step
 
 
 class RunConfig(_Section):
     output: Path  # run directory: checkpoints/, export/, tensorboard/, validation/
-    max_steps: int = Field(default=10000, ge=1)
-    seed: int = 42
-    precision: Literal["bf16", "fp32"] = "bf16"
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    max_steps: int = Field(default=10000, ge=1)  # optimizer steps in all (a resumed run continues up to it)
+    seed: int = 42  # every sample, window and noise draw is a function of (seed, sample index)
+    precision: Literal["bf16", "fp32"] = "bf16"  # compute precision (no fp16)
+    zero_stage: Literal[0, 1, 2, 3] = 2  # DeepSpeed ZeRO stage (3 shards the weights too)
     offload_optimizer: bool = False  # ZeRO-3 + CPU offload, for small-memory GPUs
     deepspeed_config: Path | None = None  # a full DeepSpeed JSON instead of the generated one
-    save_every: int = Field(default=500, ge=1)
-    keep_last: int = Field(default=3, ge=1)
-    log_every: int = Field(default=10, ge=1)
+    save_every: int = Field(default=500, ge=1)  # steps between checkpoints
+    keep_last: int = Field(default=3, ge=1)  # checkpoints kept (older ones are deleted)
+    log_every: int = Field(default=10, ge=1)  # steps between TensorBoard/console logs
     resume: bool = True  # continue from the latest checkpoint in output/checkpoints when there is one
     export_components: Literal["copy", "symlink"] = "copy"  # copy: hard links where possible, portable
     # Ranks that share one sample (Ulysses sequence parallelism over the dual-mask attention);
     # data parallelism runs across the groups. Must divide the world size and the attention heads.
     sequence_parallel: int = Field(default=1, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
 
 
 class ValidationConfig(_Section):
     every: int = Field(default=0, ge=0)  # 0: never
     prompts: list[str] = Field(default_factory=list)  # one scene per prompt
-    steps: int = Field(default=25, ge=1)
-    guidance_scale: float = 6.0
+    steps: int = Field(default=25, ge=1)  # denoising steps of each validation video
+    guidance_scale: float = 6.0  # classifier-free guidance of validation videos (6 CogVideoX, 5 Wan)
     clip: Path | None = None  # a local CLIP folder: score each validation video with training.evaluate's metrics
 
 
@@ -134,6 +134,64 @@ class TrainConfig(_Section):
 
     def offload_needs_zero3(self) -> bool:
         return self.run.offload_optimizer and self.run.zero_stage != 3
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "objective": ObjectiveConfig, "optim": OptimConfig,
+            "run": RunConfig, "validation": ValidationConfig}  # fmt: skip
+
+
+def _comments() -> dict[str, str]:
+    """field name -> its comment in this file (the help of each key; one place for it)."""
+    import re
+
+    found, section, above = {}, None, []
+    for line in Path(__file__).read_text().splitlines():
+        head = re.match(r"class (\w+)\(_Section\)", line)
+        if head:
+            section, above = head.group(1), []
+            continue
+        comment = re.match(r"    #\s?(.*)$", line)
+        if comment:
+            above.append(comment.group(1).strip())
+            continue
+        field = re.match(r"    (\w+): .*?(?:#\s*(.*))?$", line)
+        if section and field:
+            text = field.group(2) or " ".join(above)  # a trailing comment, else the comment lines above
+            if text:
+                found[f"{section}.{field.group(1)}"] = text.strip()
+        above = []
+    return found
+
+
+def config_keys() -> list[tuple[str, str, str]]:
+    """(section.key, default, help) of every config key, for --help-config."""
+    comments, rows = _comments(), []
+    for name, section in SECTIONS.items():
+        for key, field in section.model_fields.items():
+            default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            rows.append((f"{name}.{key}", default, comments.get(f"{section.__name__}.{key}", "")))
+    return rows
+
+
+def suggest(word: str, options) -> str:
+    """' (did you mean X?)' for the closest of `options`, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _problem(error: dict) -> str:
+    """One pydantic error as 'section.key: what is wrong', with a suggestion for an unknown key."""
+    loc = [str(part) for part in error["loc"]]
+    where = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        if len(loc) == 1:
+            return f"{where}: unknown section{suggest(loc[0], SECTIONS)}; sections: {', '.join(SECTIONS)}"
+        section = SECTIONS.get(loc[0])
+        keys = [f"{loc[0]}.{k}" for k in section.model_fields] if section else []
+        return f"{where}: unknown key{suggest(where, keys)}"
+    return f"{where}: {error['msg']}"
 
 
 def _set(tree: dict, dotted: str, value: Any) -> None:
@@ -169,5 +227,5 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     try:
         return TrainConfig.model_validate(tree)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(_problem(e) for e in err.errors())
         raise ValueError(f"{path}: invalid config: {problems}") from err

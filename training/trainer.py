@@ -12,6 +12,7 @@ engine (`training.engine`), checkpoints (`training.checkpoint.Checkpointer`), me
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -75,7 +76,16 @@ class Trainer:
         run = config.run.output
         self.checkpointer = Checkpointer(run / "checkpoints", config.run.keep_last, self.rank,
                                          config.run.export_components)  # fmt: skip
-        self.step, self.consumed = self.checkpointer.resume(self.engine) if config.run.resume else (0, 0)
+        from training.checkpoint import checkpoint_tags
+        from training.identity import check_identity, run_identity
+
+        resuming = config.run.resume and bool(checkpoint_tags(run / "checkpoints"))
+        identity = run_identity(config, samples, self.family.name)
+        check_identity(run, identity, resuming, write=self.is_main)  # before another training's checkpoint loads
+        self.step, self.consumed = self.checkpointer.resume(self.engine) if resuming else (0, 0)
+        self.resumed_from = self.step
+        if self.step and self.is_main:
+            print(f"resumed from step {self.step} of {config.run.max_steps} ({run / 'checkpoints'})", flush=True)
         self.history = earlier_history(run / "history.json", self.step) if self.step else []
         self.skips = SkipCounter(config.data.max_skipped_fraction, self.consumed)
         self.metrics = Metrics(run / "tensorboard", self.is_main, config.run.max_steps, self.step)
@@ -97,6 +107,14 @@ class Trainer:
 
     def train(self) -> dict:
         config, run = self.config, self.config.run.output
+        if self.resumed_from >= config.run.max_steps:
+            if self.is_main:
+                print(f"{run} is already finished: step {self.step} of {config.run.max_steps}; nothing trained, and "
+                      f"its export ({run / 'export'}) is left as it is. Raise run.max_steps to train on, or give a new "
+                      "run.output", flush=True)  # fmt: skip
+            self.metrics.close()
+            return {"step": self.step, "consumed": self.consumed, "history": self.history}
+        began = time.perf_counter()
         batches = iter(self.loader)
         while self.step < config.run.max_steps:
             results = [self.train_step(self.next_batch(batches)) for _ in range(config.optim.gradient_accumulation)]
@@ -113,9 +131,24 @@ class Trainer:
                                  config.model.expert, self.family.components)  # fmt: skip
         if self.is_main:
             (run / "history.json").write_text(json.dumps(self.history, indent=1))
-            print(f"done: {self.step} steps; checkpoints in {run / 'checkpoints'}, inference folder {run / 'export'}",
-                  flush=True)  # fmt: skip
+            print(self.summary(time.perf_counter() - began), flush=True)
         return {"step": self.step, "consumed": self.consumed, "history": self.history}
+
+    def summary(self, seconds: float) -> str:
+        """What the run did and where everything is, at the end of training."""
+        config, run = self.config, self.config.run.output
+        recent = [h["loss"] for h in self.history[-10:]]
+        lines = [
+            f"done: trained steps {self.resumed_from + 1}-{self.step} of {config.run.max_steps} in {seconds:.1f} s"
+            + (f" (resumed from step {self.resumed_from})" if self.resumed_from else ""),
+            f"  final loss {sum(recent) / len(recent):.4f} (mean of the last {len(recent)} steps)" if recent else "",
+            f"  checkpoints: {run / 'checkpoints'}",
+            f"  inference folder: {run / 'export'}  (python -m model.generate --model {run / 'export'} ...)",
+        ]
+        if self.validator:
+            lines.append(f"  validation videos: {run / 'validation'}")
+        lines.append(f"  curves: tensorboard --logdir {run / 'tensorboard'}")
+        return "\n".join(line for line in lines if line)
 
     def next_batch(self, batches) -> dict:
         with self.metrics.timing_data():
