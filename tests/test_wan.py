@@ -288,3 +288,23 @@ def test_family_is_read_from_the_folder_and_errors_name_it(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXPipeline"}))
     assert family_of(tmp_path).name == "cogvideox"
     assert family_of(tmp_path, "wan").name == "wan"
+
+
+def test_gradient_checkpointing_and_bf16_keep_the_scene_path():
+    _, ours = pair()
+    x, t, text = torch.randn(2, 4, 5, 4, 6), torch.tensor([500.0, 300.0]), torch.randn(2, 9, 16)
+    kwargs = dict(scene_frames=[2, 3], scene_text=[4, 5], clean_scenes=[0])
+    params = list(ours.parameters())
+    plain = ours(x, t, text, **kwargs).sample
+    grads = torch.autograd.grad(plain.square().sum(), params, allow_unused=True)
+    ours.enable_gradient_checkpointing()
+    ours.train()
+    checkpointed = ours(x, t, text, **kwargs).sample
+    again = torch.autograd.grad(checkpointed.square().sum(), params, allow_unused=True)
+    assert torch.equal(plain, checkpointed)
+    assert all(a is None and b is None or torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, again))
+    ours.disable_gradient_checkpointing()
+    half = ours.to(torch.bfloat16)
+    with torch.no_grad():
+        low = half(x.bfloat16(), t, text.bfloat16(), **kwargs).sample
+    assert low.dtype == torch.bfloat16 and (low.float() - plain.detach()).abs().max() < 0.1
