@@ -111,6 +111,8 @@ def test_cli_scores_story_folders_with_every_backbone(backbones, tmp_path):
         [clip_frames(2), clip_frames(3), clip_frames(4)],
         ["a dog runs", "a red car", "a cafe in rain"],
     )
+    cast = clip_frames(5)  # Actor1 in scenes 0 and 2, with the same frames; scene 1 is someone else
+    story(videos / "cast", [cast, clip_frames(6), cast], ["Actor1 (a man) walks", "a red car", "Actor1 (a man) sits"])
     reference = tmp_path / "reference"
     reference.mkdir()
     for i in range(4):
@@ -136,8 +138,20 @@ def test_cli_scores_story_folders_with_every_backbone(backbones, tmp_path):
         "sequence_consistency",
         "fvd",
     } <= summary.keys()
-    assert result["protocol"]["fvd_generated_videos"] == 2 and result["protocol"]["fvd_reference_videos"] == 4
-    assert "| **mean (2 videos)** |" in (out / "metrics.md").read_text()
+    # Inter-shot consistency only over scenes that share a character; intra-shot for every scene.
+    assert rows["cast"]["inter_shot_consistency_clip"] == pytest.approx(100.0, abs=1e-3)
+    assert rows["cast"]["inter_shot_consistency_dino"] == pytest.approx(100.0, abs=1e-3)
+    assert rows["cast"]["visual_consistency_clip"] < 100.0  # all pairs include the other scene
+    assert "inter_shot_consistency_clip" not in rows["mixed"]  # nobody appears twice
+    assert all(0 < row["intra_shot_consistency_clip"] <= 100.0 + 1e-6 for row in rows.values())
+    assert {
+        "inter_shot_consistency_clip",
+        "intra_shot_consistency_clip",
+        "intra_shot_consistency_dino",
+    } <= summary.keys()
+    assert result["protocol"]["fvd_generated_videos"] == 3 and result["protocol"]["fvd_reference_videos"] == 4
+    assert "| **mean (3 videos)** |" in (out / "metrics.md").read_text()
+    assert "Inter-shot, shared character (CLIP)" in (out / "metrics.md").read_text()
     assert (out / "consistency.svg").read_text().count("<rect") >= 2 * 4
 
 

@@ -14,6 +14,9 @@ and matched in order with the prompt file's stories. Definitions (all cosines x 
 - semantic consistency: the mean over scenes of the CLIP score, the cosine between the scene's
   embedding and its prompt's CLIP text embedding.
 - sequence consistency: the mean of visual consistency (CLIP) and semantic consistency.
+- inter-shot consistency (per backbone): as visual consistency, but over the pairs of scenes whose
+  prompts name a common ActorK only (HoloCine's rule); the mean is over stories with such a pair.
+- intra-shot consistency (per backbone): the mean cosine of consecutive sampled frames of a scene.
 - FVD: Frechet distance between Gaussian fits of I3D features of the generated and the reference
   clips: --fvd-frames frames per clip (uniformly sampled from a whole video), resized to 224x224,
   scaled to [-1, 1]; the number of videos on each side is written next to the score.
@@ -131,20 +134,28 @@ def evaluate(args) -> dict:
     per_video = []
     for story in stories:
         frames = story_scene_frames(story, args.scenes, args.frames)
-        clip_scenes = [scene_embedding(clip.image_embeddings(f)) for f in frames]
+        clip_frames = [clip.image_embeddings(f) for f in frames]
+        clip_scenes = [scene_embedding(f) for f in clip_frames]
         row = {"video": story.name, "scenes": len(frames), "visual_consistency_clip": visual_consistency(clip_scenes)}
+        row |= shot_consistency("clip", clip_frames, clip_scenes, story.prompts)
         if dino:
-            row["visual_consistency_dino"] = visual_consistency(
-                [scene_embedding(dino.image_embeddings(f)) for f in frames]
-            )
+            dino_frames = [dino.image_embeddings(f) for f in frames]
+            dino_scenes = [scene_embedding(f) for f in dino_frames]
+            row["visual_consistency_dino"] = visual_consistency(dino_scenes)
+            row |= shot_consistency("dino", dino_frames, dino_scenes, story.prompts)
         if story.prompts:
             scores = semantic_consistency(clip_scenes, clip.text_embeddings(story.prompts))
             row |= {"semantic_consistency": float(np.mean(scores)), "semantic_per_scene": scores}
             row["sequence_consistency"] = (row["visual_consistency_clip"] + row["semantic_consistency"]) / 2
         per_video.append(row)
     metrics = [k for k in ("visual_consistency_clip", "visual_consistency_dino", "semantic_consistency",
-                           "sequence_consistency") if all(k in r for r in per_video)]  # fmt: skip
+                           "sequence_consistency", "intra_shot_consistency_clip", "intra_shot_consistency_dino")
+               if all(k in r for r in per_video)]  # fmt: skip
     summary = {k: float(np.mean([r[k] for r in per_video])) for k in metrics}
+    for key in ("inter_shot_consistency_clip", "inter_shot_consistency_dino"):  # over stories that repeat a character
+        values = [r[key] for r in per_video if key in r]
+        if values:
+            summary[key] = float(np.mean(values))
     result = {"videos": len(per_video), "summary": summary, "per_video": per_video,
               "protocol": {"frames_per_scene": args.frames, "clip": str(args.clip), "dino": str(args.dino) if args.dino else None}}  # fmt: skip
     if args.i3d and args.reference:
@@ -161,9 +172,27 @@ def evaluate(args) -> dict:
     return result
 
 
+def shot_consistency(backbone: str, frames: list, scenes: list, prompts: list[str] | None) -> dict:
+    """Intra-shot (consecutive frames of a scene) and inter-shot (scenes sharing an ActorK)
+    consistency of one backbone's embeddings, x 100 (model.metrics)."""
+    from model.metrics import inter_shot_consistency, intra_shot_consistency
+
+    row = {}
+    if all(len(f) > 1 for f in frames):
+        row[f"intra_shot_consistency_{backbone}"] = intra_shot_consistency(frames)
+    inter = inter_shot_consistency(scenes, prompts) if prompts and len(prompts) == len(scenes) else None
+    if inter is not None:
+        row[f"inter_shot_consistency_{backbone}"] = inter
+    return row
+
+
 def markdown(result: dict) -> str:
     names = {"visual_consistency_clip": "Visual (CLIP)", "visual_consistency_dino": "Visual (DINO)",
-             "semantic_consistency": "Semantic", "sequence_consistency": "Sequence", "fvd": "FVD"}  # fmt: skip
+             "semantic_consistency": "Semantic", "sequence_consistency": "Sequence",
+             "inter_shot_consistency_clip": "Inter-shot, shared character (CLIP)",
+             "inter_shot_consistency_dino": "Inter-shot, shared character (DINO)",
+             "intra_shot_consistency_clip": "Intra-shot (CLIP)", "intra_shot_consistency_dino": "Intra-shot (DINO)",
+             "fvd": "FVD"}  # fmt: skip
     keys = [k for k in names if k in result["summary"]]
     lines = ["| video | " + " | ".join(names[k] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for row in result["per_video"]:

@@ -1,0 +1,91 @@
+"""The field's multi-shot metrics (model/metrics.py) against hand-computed values and brute force."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from model.metrics import (
+    character_pairs,
+    inter_shot_consistency,
+    intra_shot_consistency,
+    scene_boundaries,
+    shot_cut_accuracy,
+)
+
+
+def test_sca_is_one_for_exact_cuts_and_drops_as_cuts_go_missing_or_are_added():
+    expected = scene_boundaries([40, 40, 40])  # three scenes of 40 frames: cuts at 40 and 80
+    assert expected == [40, 80]
+    exact = shot_cut_accuracy([40, 80], expected, 120)
+    assert exact.sca == 1.0 and (exact.matched, exact.missing, exact.extra) == (2, 0, 0)
+    late = shot_cut_accuracy([42, 81], expected, 120)
+    assert late.sca == pytest.approx(math.exp(-3 / 120)) and late.matched_error == 3
+    missing = shot_cut_accuracy([40], expected, 120)
+    extra = shot_cut_accuracy([40, 60, 80], expected, 120)
+    none = shot_cut_accuracy([], expected, 120)
+    assert (missing.missing, extra.extra, none.missing) == (1, 1, 2)
+    assert missing.sca == pytest.approx(math.exp(-40 / 120)) and extra.sca == pytest.approx(math.exp(-40 / 120))
+    assert 1.0 > late.sca > missing.sca > none.sca > 0
+    # A cut far from where it was asked is cheaper as one missing plus one extra than as a match.
+    far = shot_cut_accuracy([5], [100], 200, penalty=10)
+    assert (far.matched, far.missing, far.extra) == (0, 1, 1) and far.nsd == pytest.approx(20 / 200)
+
+
+def brute_force_cost(found, wanted, penalty):
+    """Least cost over every one-to-one matching (order-preserving or not)."""
+    best = (len(found) + len(wanted)) * penalty
+    for k in range(1, min(len(found), len(wanted)) + 1):
+        for chosen in itertools.combinations(range(len(found)), k):
+            for targets in itertools.permutations(range(len(wanted)), k):
+                cost = sum(abs(found[a] - wanted[b]) for a, b in zip(chosen, targets))
+                best = min(best, cost + (len(found) + len(wanted) - 2 * k) * penalty)
+    return best
+
+
+def test_sca_matching_is_the_least_cost_one_to_one_matching():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        found = sorted(rng.choice(300, size=rng.integers(0, 5), replace=False).tolist())
+        wanted = sorted(rng.choice(300, size=rng.integers(1, 5), replace=False).tolist())
+        score = shot_cut_accuracy(found, wanted, 300, penalty=float(rng.integers(5, 80)))
+        assert score.nsd * 300 == pytest.approx(brute_force_cost(found, wanted, score.penalty))
+        assert score.matched + score.extra == len(found) and score.matched + score.missing == len(wanted)
+
+
+def test_inter_shot_consistency_uses_only_scenes_that_share_a_character():
+    prompts = ["Actor1 (a man) walks.", "Actor2 (a woman) sits.", "Actor1 (a man) meets Actor2 (a woman).", "A street."]
+    assert character_pairs(prompts) == [(0, 2), (1, 2)]
+    scenes = [np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([1.0, 1.0, 0]), np.array([0, 0, 1.0])]
+    expected = 100 * (1 / math.sqrt(2) + 1 / math.sqrt(2)) / 2
+    assert inter_shot_consistency(scenes, prompts) == pytest.approx(expected)
+    assert inter_shot_consistency(scenes[:2], prompts[:2]) is None  # nobody appears twice
+
+
+def test_intra_shot_consistency_is_the_mean_cosine_of_consecutive_frames():
+    steady = [np.array([1.0, 0.0])] * 3
+    turning = [np.array([1.0, 0.0]), np.array([0.0, 1.0])]
+    assert intra_shot_consistency([steady]) == pytest.approx(100.0)
+    assert intra_shot_consistency([steady, turning]) == pytest.approx(100 * (1 + 1 + 0) / 3)
+    with pytest.raises(ValueError, match="at least two frames"):
+        intra_shot_consistency([[np.array([1.0, 0.0])]])
+
+
+def test_frechet_distance_matches_the_closed_form_for_diagonal_covariances():
+    from scipy.linalg import hadamard
+
+    from training.evaluate import frechet_distance
+
+    # Columns of a Hadamard matrix (but the all-ones one) are orthogonal and zero-mean: the sample
+    # covariance of such features is exactly diagonal, where FD has a closed form.
+    signs = hadamard(8)[:, 1:4].astype(np.float64)  # 8 samples, 3 features
+    scale_a, scale_b = np.array([1.0, 2.0, 0.5]), np.array([3.0, 0.25, 1.0])
+    mean_a, mean_b = np.array([0.0, 1.0, -2.0]), np.array([1.5, -1.0, 0.0])
+    a, b = mean_a + signs * scale_a, mean_b + signs * scale_b
+    var_a, var_b = np.var(a, axis=0, ddof=1), np.var(b, axis=0, ddof=1)
+    closed = np.sum((mean_a - mean_b) ** 2) + np.sum(var_a + var_b - 2 * np.sqrt(var_a * var_b))
+    assert frechet_distance(a, b) == pytest.approx(closed, rel=1e-9)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
