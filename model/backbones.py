@@ -95,13 +95,24 @@ class I3DFeatures:
         return cls(module.to(device), False)
 
     @torch.no_grad()
-    def features(self, videos: np.ndarray, size: int = 224) -> np.ndarray:
-        """(N, T, H, W, 3) uint8 -> (N, D) float64 features."""
+    def features(self, videos: np.ndarray, size: int = 224, crop: bool = True) -> np.ndarray:
+        """(N, T, H, W, 3) uint8 -> (N, D) float64 features (the I3D logits of the FVD tooling's model).
+
+        crop=True (StyleGAN-V's protocol): the short side is resized to `size`, then centre-cropped;
+        crop=False: every frame is resized to size x size (the aspect ratio is not kept)."""
         out = []
         device = next(iter(self.network.parameters()), torch.zeros(())).device
         for video in videos:
             frames = torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float()
-            frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            if crop:
+                h, w = frames.shape[-2:]
+                scale = size / min(h, w)
+                resized = (max(size, round(h * scale)), max(size, round(w * scale)))
+                frames = F.interpolate(frames, size=resized, mode="bilinear", align_corners=False, antialias=True)
+                top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
+                frames = frames[:, :, top : top + size, left : left + size]
+            else:
+                frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             clip = (frames / 127.5 - 1.0).permute(1, 0, 2, 3)[None].to(device)  # (1, 3, T, size, size)
             if self.takes_feature_flags:
                 feature = self.network(clip, rescale=False, resize=False, return_features=True)

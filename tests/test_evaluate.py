@@ -150,6 +150,9 @@ def test_cli_scores_story_folders_with_every_backbone(backbones, tmp_path):
         "intra_shot_consistency_dino",
     } <= summary.keys()
     assert result["protocol"]["fvd_generated_videos"] == 3 and result["protocol"]["fvd_reference_videos"] == 4
+    assert (
+        result["protocol"]["fvd_protocol"] == "stylegan-v" and "centre-cropped" in result["protocol"]["fvd_definition"]
+    )
     assert "| **mean (3 videos)** |" in (out / "metrics.md").read_text()
     assert "Inter-shot, shared character (CLIP)" in (out / "metrics.md").read_text()
     assert (out / "consistency.svg").read_text().count("<rect") >= 2 * 4
@@ -205,3 +208,22 @@ def test_trainer_validation_scores_its_samples_and_loads_encoders_once(backbones
     loads.clear()
     validate.Validator(config, family, transformer, encoders, torch.device("cpu"), torch.float32)(3)
     assert loads == {"ClipEncoder": 1}
+
+
+def test_fvd_protocol_crops_the_centre_and_needs_16_consecutive_frames():
+    from model.backbones import I3DFeatures
+    from training.evaluate import first_frames
+
+    class Flatten(torch.nn.Module):  # stands in for I3D: its "features" are the pixels it was given
+        def forward(self, clip):
+            return clip.flatten(1)
+
+    video = np.zeros((2, 224, 448, 3), np.uint8)
+    video[:, :, 112:336] = 255  # a white centre between black sides
+    i3d = I3DFeatures(Flatten(), takes_feature_flags=False)
+    cropped = i3d.features(video[None], crop=True)
+    squashed = i3d.features(video[None], crop=False)
+    assert np.allclose(cropped, 1.0)  # only the centre 224x224 is left: all white, scaled to [-1, 1]
+    assert squashed.min() == -1.0 and squashed.max() == 1.0  # the sides squashed in
+    with pytest.raises(ValueError, match="16 consecutive frames"):
+        first_frames(np.zeros((9, 8, 8, 3), np.uint8), 16, "short.mp4")

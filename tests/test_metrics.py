@@ -89,3 +89,32 @@ def test_frechet_distance_matches_the_closed_form_for_diagonal_covariances():
     closed = np.sum((mean_a - mean_b) ** 2) + np.sum(var_a + var_b - 2 * np.sqrt(var_a * var_b))
     assert frechet_distance(a, b) == pytest.approx(closed, rel=1e-9)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_evaluation_set_has_50_stories_in_the_papers_structure():
+    import json
+    import re
+    from pathlib import Path
+
+    from model.generate import load_prompts
+
+    path = Path(__file__).resolve().parent.parent / "training" / "eval_prompts.json"
+    stories = json.loads(path.read_text())
+    assert len(stories) == 50 and len({s["id"] for s in stories}) == 50
+    assert [s["id"] for s in stories[:10]] == ["cafe", "harbour", "library", "kitchen", "desert", "office", "forest",
+                                               "station", "studio", "snow"]  # the first ten are kept  # fmt: skip
+    descriptions = []
+    for story in stories:
+        assert story["background"].strip() and 1 <= len(story["characters"]) <= 2, story["id"]
+        assert len(story["scenes"]) == 3 and len(set(story["scenes"])) == 3, story["id"]  # scenes differ
+        named = {c["name"]: c["description"] for c in story["characters"]}
+        assert list(named) == [f"Actor{i + 1}" for i in range(len(named))], story["id"]
+        for scene in story["scenes"]:
+            mentioned = set(re.findall(r"\bActor\d+\b", scene))
+            assert mentioned and mentioned <= set(named), (story["id"], scene)
+            for name in mentioned:  # every mention carries the full description
+                assert scene.count(f"{name} ({named[name]})") == len(re.findall(rf"\b{name}\b", scene)), scene
+        assert all(any(name in scene for scene in story["scenes"]) for name in named), story["id"]
+        descriptions += list(named.values())
+        assert len(load_prompts(path, story["id"])) == 3  # what generate reads
+    assert len(descriptions) == len(set(descriptions))  # no two stories share a character

@@ -17,9 +17,9 @@ and matched in order with the prompt file's stories. Definitions (all cosines x 
 - inter-shot consistency (per backbone): as visual consistency, but over the pairs of scenes whose
   prompts name a common ActorK only (HoloCine's rule); the mean is over stories with such a pair.
 - intra-shot consistency (per backbone): the mean cosine of consecutive sampled frames of a scene.
-- FVD: Frechet distance between Gaussian fits of I3D features of the generated and the reference
-  clips: --fvd-frames frames per clip (uniformly sampled from a whole video), resized to 224x224,
-  scaled to [-1, 1]; the number of videos on each side is written next to the score.
+- FVD: Frechet distance between Gaussian fits of I3D logits of the generated and the reference
+  clips, by StyleGAN-V's protocol (FVD_PROTOCOLS; --fvd-protocol uniform keeps the earlier one);
+  the protocol and the number of videos on each side are written next to the score.
 """
 
 from __future__ import annotations
@@ -160,16 +160,41 @@ def evaluate(args) -> dict:
               "protocol": {"frames_per_scene": args.frames, "clip": str(args.clip), "dino": str(args.dino) if args.dino else None}}  # fmt: skip
     if args.i3d and args.reference:
         i3d = I3DFeatures.load(args.i3d)
-        generated = [np.concatenate(story_scene_frames(s, args.scenes, max(1, args.fvd_frames // args.scenes)))
-                     for s in stories]  # fmt: skip
-        references = [read_frames(p, args.fvd_frames) for p in sorted(args.reference.glob("*.mp4"))]
-        if len(references) < 2 or len(generated) < 2:
+        references = sorted(args.reference.glob("*.mp4"))
+        if args.fvd_protocol == "stylegan-v":  # each video's first 16 consecutive frames (a story: scenes in order)
+            generated = [first_frames(np.concatenate(story_scene_frames(s, args.scenes, None)), args.fvd_frames, s.name)
+                         for s in stories]  # fmt: skip
+            real = [first_frames(read_frames(p), args.fvd_frames, p) for p in references]
+        else:  # this project's earlier protocol: frames spread over the whole video, squashed to 224x224
+            generated = [np.concatenate(story_scene_frames(s, args.scenes, max(1, args.fvd_frames // args.scenes)))
+                         for s in stories]  # fmt: skip
+            real = [read_frames(p, args.fvd_frames) for p in references]
+        if len(real) < 2 or len(generated) < 2:
             raise ValueError("FVD needs at least 2 generated and 2 reference videos (hundreds for a stable score)")
-        summary["fvd"] = frechet_distance(i3d.features(np.stack(generated)), i3d.features(np.stack(references)))
-        result["protocol"] |= {"fvd_frames": args.fvd_frames, "fvd_resolution": "224x224, [-1, 1]",
-                               "fvd_generated_videos": len(generated), "fvd_reference_videos": len(references),
-                               "i3d": str(args.i3d)}  # fmt: skip
+        crop = args.fvd_protocol == "stylegan-v"
+        summary["fvd"] = frechet_distance(i3d.features(np.stack(generated), crop=crop),
+                                          i3d.features(np.stack(real), crop=crop))  # fmt: skip
+        result["protocol"] |= {"fvd_protocol": args.fvd_protocol, "fvd_definition": FVD_PROTOCOLS[args.fvd_protocol],
+                               "fvd_frames": args.fvd_frames, "fvd_generated_videos": len(generated),
+                               "fvd_reference_videos": len(real), "i3d": str(args.i3d)}  # fmt: skip
     return result
+
+
+FVD_PROTOCOLS = {
+    "stylegan-v": "StyleGAN-V's: the first 16 consecutive frames of each video (a generated story: its scenes in "
+    "order), short side resized to 224 and centre-cropped to 224x224, scaled to [-1, 1], the I3D logits (400 "
+    "values), Frechet distance with scipy.linalg.sqrtm",
+    "uniform": "this project's earlier protocol: 16 frames sampled uniformly over each whole video (a story: an "
+    "equal share per scene), resized to 224x224 without cropping, scaled to [-1, 1], the I3D logits, Frechet "
+    "distance with scipy.linalg.sqrtm",
+}
+
+
+def first_frames(frames: np.ndarray, count: int, name) -> np.ndarray:
+    if len(frames) < count:
+        raise ValueError(f"{name}: {len(frames)} frames, FVD's protocol needs {count} consecutive frames per video "
+                         "(generate longer scenes, or use --fvd-protocol uniform)")  # fmt: skip
+    return frames[:count]
 
 
 def shot_consistency(backbone: str, frames: list, scenes: list, prompts: list[str] | None) -> dict:
@@ -270,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=3, help="scenes per single-file video (default 3)")
     parser.add_argument("--frames", type=int, default=8, help="frames sampled per scene (default 8)")
     parser.add_argument("--fvd-frames", type=int, default=16, help="frames per clip for FVD (default 16)")
+    parser.add_argument("--fvd-protocol", choices=sorted(FVD_PROTOCOLS), default="stylegan-v",
+                        help="stylegan-v (default; the field's common protocol) or uniform (this project's earlier "
+                        "one, to compare with old scores); the protocol is written next to every score")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         result = evaluate(args)
