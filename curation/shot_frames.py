@@ -253,8 +253,5 @@ def _choose(start: int, end: int, spec: FrameSpec, available: list[int], limit: 
     """`pass_frames` when the kept frames hold the shot's grid (always, but for a cut later than the
     recent frames reach); else the nearest kept frames."""
     grid = grid_frames(start, end, limit)
-    return (
-        pass_frames(start, end, spec, limit)
-        if set(grid) <= set(available)
-        else nearest([start + o for o in spec.offsets(end - start)], available)
-    )
+    pool = grid if set(grid) <= set(available) else available
+    return nearest([start + o for o in spec.offsets(end - start)], pool)

@@ -267,7 +267,7 @@ def check_rows(table: pa.Table, name: str, where: str | os.PathLike) -> None:
     from manifests.schema import ROW_RULES
 
     for column, rule, broken in ROW_RULES.get(name, ()):
-        if len(table) == 0 or any(c not in table.column_names for c in (column,)):
+        if len(table) == 0 or column not in table.column_names:
             continue
         mask = broken(table)
         if mask is None or not pa.compute.any(mask).as_py():

@@ -145,16 +145,20 @@ class ShardView:
 
     @classmethod
     def of(cls, layout, shard: SequenceShard) -> ShardView:
-        def local_lengths(lengths):
-            start, end = shard.bounds(sum(lengths))
-            out, position = [], 0
-            for length in lengths:
-                out.append(max(0, min(end, position + length) - max(start, position)))
-                position += length
-            return tuple(out)
+        def mine(lengths):
+            return local_lengths(lengths, *shard.bounds(sum(lengths)))
 
         return cls(shard, chunk_sizes(layout.text_total, shard.size), chunk_sizes(layout.video_total, shard.size),
-                   local_lengths(layout.text_lengths), local_lengths(layout.video_lengths))  # fmt: skip
+                   mine(layout.text_lengths), mine(layout.video_lengths))  # fmt: skip
+
+
+def local_lengths(lengths, start: int, end: int) -> tuple[int, ...]:
+    """Per-scene token counts of the contiguous range [start, end) of a sequence of scenes (zeros allowed)."""
+    out, position = [], 0
+    for length in lengths:
+        out.append(max(0, min(end, position + length) - max(start, position)))
+        position += length
+    return tuple(out)
 
 
 def init_from_env():

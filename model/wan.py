@@ -38,6 +38,7 @@ from diffusers.utils import apply_lora_scale
 from model.attention import rectangle_attention
 from model.layout import WanSceneLayout, clean_mask
 from model.sequence_parallel import SequenceShard, chunk_sizes, gather_tokens, heads_to_tokens, tokens_to_heads
+from model.sequence_parallel import local_lengths as shard_lengths
 
 ROPE_SCHEMES = ("consecutive", "restart", "jump")
 SELF_ATTENTION = ("full", "sparse")
@@ -388,7 +389,7 @@ class Mask2DiTWanTransformer3DModel(WanTransformer3DModel):
         shard, local_lengths, counts = self._sequence_shard, layout.video_lengths, ()
         if shard is not None:  # this rank's video tokens; text stays whole (cross-attention keys)
             counts = tuple(chunk_sizes(layout.video_total, shard.size))
-            local_lengths = _local_lengths(layout.video_lengths, *shard.bounds(layout.video_total))
+            local_lengths = shard_lengths(layout.video_lengths, *shard.bounds(layout.video_total))
             tokens = shard.local(tokens)
             rotary_emb = tuple(shard.local(x) for x in rotary_emb)
             if seq_len is not None and not per_scene:
@@ -420,12 +421,3 @@ class Mask2DiTWanTransformer3DModel(WanTransformer3DModel):
         if not return_dict:
             return (output,)
         return Transformer2DModelOutput(sample=output)
-
-
-def _local_lengths(lengths: Sequence[int], start: int, end: int) -> tuple[int, ...]:
-    """Per-scene token counts of the contiguous range [start, end) of the sequence."""
-    out, position = [], 0
-    for length in lengths:
-        out.append(max(0, min(end, position + length) - max(start, position)))
-        position += length
-    return tuple(out)

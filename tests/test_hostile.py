@@ -183,27 +183,10 @@ def environ_of(pid: int) -> bytes:
         return b""
 
 
-def descendants(pid: int) -> set[int]:
-    children, found = {}, set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 def test_no_ray_process_of_the_job_sees_the_gemini_key(tmp_path, multi_shot_video):
+    from curation.local_ray import descendants
     from tests.fake_gemini import FakeGemini
 
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "GOOGLE_API_KEY")}
