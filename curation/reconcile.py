@@ -21,12 +21,20 @@ def shot_rows(
     probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult], config: CurationConfig
 ) -> list[dict]:
     cuts = [c for r in results for c in r.cuts]
-    spans = shots_from_cuts(cuts, probe.num_frames, config.shots.detector.min_scene_frames)
+    forced = {c for r in results for c in r.forced}
+    transitions = {t for r in results for t in r.transitions}
+    spans = shots_from_cuts(cuts, probe.num_frames, config.shots.detector.min_scene_frames, forced)
     clip_starts = [w.start_frame for w in windows]
     rows = []
     for index, (start, end) in enumerate(spans):
         start_s, end_s = probe.frame_seconds(start), probe.frame_seconds(end)
         too_short = is_too_short(probe, start, end, config)
+        transition = (start, end) in transitions
+        reason = None
+        if transition:
+            reason = f"a gradual transition's {end - start} frames (--transition-frames drop)"
+        elif too_short:
+            reason = f"shorter than --min-shot-seconds {config.shots.min_shot_seconds:g}"
         rows.append(
             {
                 "video_id": probe.video_id,
@@ -50,10 +58,8 @@ def shot_rows(
                 "rotation": probe.rotation,
                 "clip_index": max(i for i, s in enumerate(clip_starts) if s <= start),
                 "detector": config.shots.detector.name,
-                "status": STATUS_FILTERED if too_short else STATUS_OK,
-                "filter_reason": f"shorter than --min-shot-seconds {config.shots.min_shot_seconds:g}"
-                if too_short
-                else None,
+                "status": STATUS_FILTERED if reason else STATUS_OK,
+                "filter_reason": reason,
             }
         )
     return rows

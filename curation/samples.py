@@ -100,3 +100,82 @@ def write_sample_videos(folder: str | Path, count: int = 3, seed: int = 0) -> li
         lengths = [int(n) for n in rng.integers(48, 144, size=int(rng.integers(4, 8)))]
         videos.append(write_synthetic_video(Path(folder) / f"sample_{i:02d}.mp4", lengths, seed=seed + i))
     return videos
+
+
+@dataclass
+class TransitionVideo:
+    path: Path
+    cuts: list[int]  # ground truth: a hard cut's new first frame, a gradual transition's middle frame
+    kinds: list[str]  # the kind of each cut: cut | dissolve | fade
+    spans: list[tuple[int, int]]  # each transition's frames [start, end) (a hard cut: (cut, cut))
+    flashes: list[int]  # first frames of flashes (2 bright frames inside a shot: never a cut)
+    num_frames: int
+    fps: float
+
+
+def write_transition_video(
+    path: str | Path,
+    shot_lengths: list[int],
+    transitions: list[tuple[str, int]],
+    flashes: list[int] = (),
+    fps: float = 24.0,
+    size: tuple[int, int] = (160, 90),
+    seed: int = 0,
+) -> TransitionVideo:
+    """Shots joined by known transitions, for measuring shot detectors against ground truth.
+
+    transitions[i] joins shot i to shot i+1: ("cut", 0), ("dissolve", n) (the last n frames of
+    shot i blended into the first n of shot i+1) or ("fade", n) (shot i fades to black over n//2
+    frames, shot i+1 fades in from black over the rest). A gradual transition's ground-truth cut is
+    its middle frame, span.start + n // 2. `flashes` are frame numbers where two frames turn almost
+    white, inside a shot: a detector that fires there has found a cut that is not one.
+    """
+    if len(transitions) != len(shot_lengths) - 1:
+        raise ValueError("one transition between each two shots")
+    width, height = size
+    rng = np.random.default_rng(seed)
+    shots = [list(_shot_frames(i, n, width, height, rng)) for i, n in enumerate(shot_lengths)]
+    frames: list[np.ndarray] = list(shots[0])
+    cuts, kinds, spans = [], [], []
+    for (kind, n), shot in zip(transitions, shots[1:]):
+        shot = list(shot)
+        if kind == "cut":
+            cuts.append(len(frames))
+            spans.append((len(frames), len(frames)))
+        elif kind == "dissolve":
+            start = len(frames) - n
+            for k in range(n):
+                alpha = (k + 0.5) / n
+                frames[start + k] = ((1 - alpha) * frames[start + k] + alpha * shot[k]).astype(np.uint8)
+            shot = shot[n:]
+            cuts.append(start + n // 2)
+            spans.append((start, start + n))
+        elif kind == "fade":
+            out, into = n // 2, n - n // 2
+            start = len(frames) - out
+            for k in range(out):
+                frames[start + k] = (frames[start + k] * (1 - (k + 1) / (out + 1))).astype(np.uint8)
+            for k in range(into):
+                shot[k] = (shot[k] * ((k + 1) / (into + 1))).astype(np.uint8)
+            cuts.append(start + n // 2)
+            spans.append((start, start + n))
+        else:
+            raise ValueError(f"unknown transition {kind!r}: cut, dissolve or fade")
+        kinds.append(kind)
+        frames += shot
+    for flash in flashes:
+        for f in range(flash, min(flash + 2, len(frames))):
+            frames[f] = (0.25 * frames[f] + 0.75 * 255).astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "g": str(int(round(fps * 2))), "sc_threshold": "0", "crf": "18"}
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return TransitionVideo(path, cuts, kinds, spans, list(flashes), len(frames), fps)

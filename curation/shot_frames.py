@@ -20,6 +20,10 @@ at stride 1), as if its frames had been pushed from the cut on. A finished shot 
 neighbouring clip can still change (at a clip's start and end) convert their grid frames, and the
 driver picks once the video's shots are reconciled.
 
+A detector that confirms cuts much later (TransNetV2: up to ~250 frames, its windows) passes its
+lateness as `late`; the recent frames then span that many frames, each converted to the specs'
+small images when pushed (the same pixels as converting at the cut), not held at full size.
+
 Memory per clip task: 24 decoded frames of the open segment plus the `min_scene_frames + 9` most
 recent ones (the segment's newest candidates are among them: references, not copies), plus at most 3 x 24 converted frames per spec for the uncertain segments, plus `spec.count`
 converted frames per finished shot (8 frames of 320x180 RGB: 1.4 MB per shot with the colour embedder).
@@ -162,13 +166,16 @@ class FrameKeeper:
     """Keeps candidates while a clip decodes; see the module docstring for the rules."""
 
     def __init__(self, specs: dict[str, FrameSpec], start: int, end: int, num_frames: int, clip_index: int,
-                 min_scene_frames: int, rotation: int, capacity: int = CAPACITY):  # fmt: skip
+                 min_scene_frames: int, rotation: int, capacity: int = CAPACITY, late: int = 0):  # fmt: skip
         self.specs, self.start, self.end, self.num_frames = specs, start, end, num_frames
         self.clip_index, self.min_scene_frames, self.rotation = clip_index, min_scene_frames, rotation
         self.limit = capacity + LATE_CUTS
         self.open = Segment(start)
-        self.lag = min_scene_frames + LATE_CUTS  # how late a cut may be confirmed
-        self.recent: deque = deque(maxlen=self.lag + 1)  # (frame, av.VideoFrame), every frame
+        self.lag = max(min_scene_frames + LATE_CUTS, late)  # how late a cut may be confirmed
+        # A detector that confirms cuts much later (TransNetV2: its windows) would hold that many
+        # decoded full-size frames: each frame is converted to the specs' small images when pushed.
+        self.convert_early = late > min_scene_frames + LATE_CUTS
+        self.recent: deque = deque(maxlen=self.lag + 1)  # (frame, av.VideoFrame or images), every frame
         self.result = ClipFrames()
 
     def _final(self, boundary: int) -> bool:
@@ -181,6 +188,8 @@ class FrameKeeper:
 
     def push(self, index: int, frame) -> None:
         if self.start <= index < self.end:
+            if self.convert_early:
+                frame = {name: spec.image(frame, self.rotation) for name, spec in self.specs.items()}
             self.open.push(index, frame, self.limit, self.lag)
             self.recent.append((index, frame))
 
@@ -214,7 +223,7 @@ class FrameKeeper:
             for name, spec in self.specs.items():
                 chosen = _choose(segment.start, end, spec, available, self.limit)
                 cache: dict[int, np.ndarray] = {}
-                images = [cache.setdefault(f, spec.image(by_frame[f], self.rotation)) for f in chosen]
+                images = [cache.setdefault(f, self._image(by_frame[f], name, spec)) for f in chosen]
                 shot[name] = ShotFrames(chosen, np.stack(images))
             self.result.shots[segment.start] = shot
             self.result.ends[segment.start] = end
@@ -223,10 +232,13 @@ class FrameKeeper:
             if set(grid) <= set(available):
                 available = grid
             images = {
-                name: np.stack([spec.image(by_frame[f], self.rotation) for f in available])
+                name: np.stack([self._image(by_frame[f], name, spec) for f in available])
                 for name, spec in self.specs.items()
             }
             self.result.uncertain.append(Uncertain(segment.start, end, available, images))
+
+    def _image(self, kept, name: str, spec: FrameSpec) -> np.ndarray:
+        return kept[name] if self.convert_early else spec.image(kept, self.rotation)
 
 
 def frames_for_shot(start: int, end: int, clips: list[ClipFrames], spec_name: str, spec: FrameSpec):

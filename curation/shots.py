@@ -27,7 +27,7 @@ from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from curation.clips import ClipWindow
 from curation.config import DetectorConfig, ShotsConfig
-from curation.shot_frames import ClipFrames, FrameKeeper, FrameSpec
+from curation.shot_frames import LATE_CUTS, ClipFrames, FrameKeeper, FrameSpec
 from curation.stage import Resources, Stage
 from manifests.frames import iter_frames, open_video, upright
 from manifests.media import encode_jpeg
@@ -60,11 +60,204 @@ class FastContentDetector(_ExactFastScore, ContentDetector):
 
 
 def make_detector(config: DetectorConfig):
-    if config.kind == "adaptive":
+    """The PySceneDetect detector of the config (adaptive or content)."""
+    if config.scenedetect == "adaptive":
         return FastAdaptiveDetector(
             adaptive_threshold=config.effective_threshold, min_scene_len=config.min_scene_frames
         )
     return FastContentDetector(threshold=config.effective_threshold, min_scene_len=config.min_scene_frames)
+
+
+@dataclass(frozen=True)
+class Boundary:
+    frame: int  # the first frame of a new shot
+    forced: bool = False  # a gradual transition's edge (--transition-frames drop): kept whatever its distance
+
+
+class MinSceneChain:
+    """PySceneDetect's minimum scene length over a stream of cuts: a cut closer than
+    `min_scene_frames` to the previous boundary (or to the first frame seen) is dropped; a forced
+    boundary is always kept. The same rule `shots_from_cuts` applies to the merged cut list."""
+
+    def __init__(self, min_scene_frames: int, first: int):
+        self.min_scene_frames, self.last = min_scene_frames, first
+
+    def __call__(self, boundaries: list[Boundary]) -> list[Boundary]:
+        kept = []
+        for boundary in boundaries:
+            if boundary.forced or boundary.frame - self.last >= self.min_scene_frames:
+                kept.append(boundary)
+                self.last = boundary.frame
+        return kept
+
+
+class SceneDetectCuts:
+    """A PySceneDetect detector in the decode pass: its cuts, confirmed a few frames late."""
+
+    def __init__(self, config: DetectorConfig, fps: float):
+        self.detector, self.fps = make_detector(config), fps
+        self.timecode = None
+        self.late = config.min_scene_frames + LATE_CUTS  # the flash filter holds a cut up to min_scene_len
+        self.settled = 0
+
+    def feed(self, index: int, image: np.ndarray) -> list[Boundary]:
+        self.timecode = FrameTimecode(index, fps=self.fps)
+        self.settled = index + 1 - self.late
+        return [Boundary(cut.frame_num) for cut in self.detector.process_frame(self.timecode, image)]
+
+    def finish(self, at_end: bool) -> list[Boundary]:
+        self.settled = 1 << 62
+        if self.timecode is None or not at_end:
+            return []
+        return [Boundary(cut.frame_num) for cut in self.detector.post_process(self.timecode)]
+
+
+class TransNetCuts:
+    """TransNetV2 in the decode pass: 48x27 frames streamed through windows on the absolute frame
+    grid (`model.transnetv2.StreamingPredictor`), so a clip's predictions equal whole-video ones.
+
+    Each transition becomes a cut after the middle of its single-frame run; with `drop`, a gradual
+    one (3 frames or more, from the all-frames head) becomes two forced boundaries around its
+    frames, and the span is reported in `transitions`."""
+
+    def __init__(self, detector, config: DetectorConfig, first: int, num_frames: int):
+        from model.transnetv2 import StreamingPredictor, TransitionTracker
+
+        self.drop = config.transition_frames == "drop"
+        self.stream = StreamingPredictor(detector, first, num_frames)
+        self.tracker = TransitionTracker(config.transnet_threshold, first)
+        self.expected = first  # the next frame number the stream needs
+        self.last: np.ndarray | None = None
+        self.transitions: list[tuple[int, int]] = []
+        self.late = self.stream.lag + 2 * 64  # a cut comes once its transition (up to 64 frames) is over
+
+    @property
+    def settled(self) -> int:
+        return self.tracker.settled
+
+    def feed(self, index: int, image: np.ndarray) -> list[Boundary]:
+        found = []
+        while self.expected <= index:  # a frame the decoder dropped is its predecessor again
+            image_now = image if self.expected == index or self.last is None else self.last
+            found += self._boundaries(self.stream.push(image_now))
+            self.expected += 1
+        self.last = image
+        return found
+
+    def finish(self, at_end: bool) -> list[Boundary]:
+        found = self._boundaries(self.stream.finish())
+        return found + self._from(self.tracker.finish(at_end))
+
+    def _boundaries(self, predictions) -> list[Boundary]:
+        found = []
+        for start, probabilities in predictions:
+            found += self._from(self.tracker.feed(start, probabilities if self.drop else probabilities[:, 0]))
+        return found
+
+    def _from(self, transitions) -> list[Boundary]:
+        found = []
+        for t in transitions:
+            if self.drop and t.gradual and t.start > 0:
+                self.transitions.append((t.start, t.end))
+                found += [Boundary(t.start, forced=True), Boundary(t.end, forced=True)]
+            else:
+                found.append(Boundary(t.cut))
+        return found
+
+
+class EitherCuts:
+    """adaptive+transnetv2: a cut where either detector fires; where both fire within
+    --min-scene-frames, one cut. Which position wins was measured (benchmarks/shot_detection.py):
+    PySceneDetect's, since both find hard cuts on the same frame, PySceneDetect places fades through
+    black at their middle where TransNetV2 often does not, and TransNetV2 still adds the dissolves
+    PySceneDetect misses. With --transition-frames drop, TransNetV2's dropped transitions win (their
+    frames are cut out), and PySceneDetect's cuts inside or next to them are dropped."""
+
+    def __init__(self, scenedetect: SceneDetectCuts, transnet: TransNetCuts, min_scene_frames: int):
+        self.scenedetect, self.transnet, self.gap = scenedetect, transnet, min_scene_frames
+        self.transnet_wins = transnet.drop
+        self.primary: list[Boundary] = []  # the winning detector's boundaries, not passed on yet
+        self.secondary: list[Boundary] = []
+        self.released: list[int] = []  # the winning detector's boundaries already passed on, the recent ones
+        self.late = max(scenedetect.late, transnet.late) + min_scene_frames
+
+    @property
+    def transitions(self) -> list[tuple[int, int]]:
+        return self.transnet.transitions
+
+    def feed(self, index: int, scenedetect_image: np.ndarray, transnet_image: np.ndarray) -> list[Boundary]:
+        self._add(self.scenedetect.feed(index, scenedetect_image), self.transnet.feed(index, transnet_image))
+        return self._release(min(self.scenedetect.settled, self.transnet.settled) - self.gap)
+
+    def finish(self, at_end: bool) -> list[Boundary]:
+        self._add(self.scenedetect.finish(at_end), self.transnet.finish(at_end))
+        return self._release(1 << 62)
+
+    def _add(self, scenedetect: list[Boundary], transnet: list[Boundary]) -> None:
+        if self.transnet_wins:
+            scenedetect, transnet = transnet, scenedetect
+        self.primary += scenedetect
+        self.secondary += transnet
+
+    def _release(self, before: int) -> list[Boundary]:
+        """Boundaries before `before`, in order: no boundary of either detector can still come
+        within min_scene_frames of them."""
+        spans = self.transnet.transitions
+
+        near = self.released + [b.frame for b in self.primary]
+
+        def covered(frame: int) -> bool:
+            return any(abs(frame - b) < self.gap for b in near) or any(
+                a - self.gap < frame < b + self.gap for a, b in spans
+            )
+
+        ready = [b for b in self.primary if b.frame < before]
+        ready += [b for b in self.secondary if b.frame < before and not covered(b.frame)]
+        self.primary = [b for b in self.primary if b.frame >= before]
+        self.secondary = [b for b in self.secondary if b.frame >= before]
+        self.released = [f for f in near if f >= before - 2 * self.gap and f < before]
+        return sorted(ready, key=lambda b: b.frame)
+
+
+class ClipCutter:
+    """The configured detector(s) over one clip's frames, in decode order, with the minimum scene
+    length applied: `feed` returns the boundaries confirmed so far (in order, at most `late`
+    frames after their frame), `finish` the rest."""
+
+    def __init__(self, config: DetectorConfig, transnet, first: int, num_frames: int, fps: float):
+        self.scenedetect = SceneDetectCuts(config, fps) if config.scenedetect else None
+        self.transnet = TransNetCuts(transnet, config, first, num_frames) if config.transnet else None
+        if self.scenedetect and self.transnet:
+            self.source = EitherCuts(self.scenedetect, self.transnet, config.min_scene_frames)
+        else:
+            self.source = self.scenedetect or self.transnet
+        # PySceneDetect's detectors apply the minimum scene length themselves.
+        self.chain = MinSceneChain(config.min_scene_frames, first) if self.transnet else None
+        self.late = self.source.late
+        self._small = VideoReformatter()
+
+    @property
+    def transitions(self) -> list[tuple[int, int]]:
+        return self.transnet.transitions if self.transnet else []
+
+    def transnet_image(self, frame: av.VideoFrame) -> np.ndarray:
+        """The 48x27 RGB frame TransNetV2 reads, scaled as the package's FFmpeg path scales (bicubic)."""
+        height, width = 27, 48
+        return self._small.reformat(frame, width=width, height=height, format="rgb24",
+                                    interpolation="BICUBIC").to_ndarray()  # fmt: skip
+
+    def feed(self, index: int, frame: av.VideoFrame, detection_image: np.ndarray | None) -> list[Boundary]:
+        if self.scenedetect and self.transnet:
+            found = self.source.feed(index, detection_image, self.transnet_image(frame))
+        elif self.transnet:
+            found = self.transnet.feed(index, self.transnet_image(frame))
+        else:
+            found = self.scenedetect.feed(index, detection_image)
+        return self.chain(found) if self.chain else found
+
+    def finish(self, at_end: bool) -> list[Boundary]:
+        found = self.source.finish(at_end)
+        return self.chain(found) if self.chain else found
 
 
 def detection_size(width: int, height: int, target_width: int) -> tuple[int, int]:
@@ -130,6 +323,8 @@ class DetectionFrames:
 class ClipResult:
     window: ClipWindow
     cuts: list[int] = field(default_factory=list)  # first frames of new shots, owned by this clip
+    forced: list[int] = field(default_factory=list)  # of those, gradual transitions' edges (never merged away)
+    transitions: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of dropped transitions
     thumbnails: dict[int, bytes] = field(default_factory=dict)  # frame -> JPEG, sampled in the clip
     frames: ClipFrames | None = None  # frames later stages sample, kept in this decode pass
     frames_decoded: int = 0
@@ -150,34 +345,31 @@ def detect_clip(
     threads: int = 0,
     seekable: bool = True,
     frame_specs: dict[str, FrameSpec] | None = None,
+    transnet=None,
 ) -> ClipResult:
     """Run the detector over window.decode_start..decode_end; keep cuts in the owned range.
 
     Frame numbers come from each decoded frame's PTS looked up in the probe's index, so they are
     source-timeline frame numbers even after a seek and for variable frame rate. With
     `frame_specs`, the same pass keeps each shot's sampled frames for later stages (shot_frames).
+    `transnet` is the loaded `model.transnetv2.TransNetV2Detector` when the detector uses it.
     """
     began = time.perf_counter()
     result = ClipResult(window)
-    detector = make_detector(detector_config)
     num_frames = len(pts)
     start_pts = int(pts[window.decode_start]) if seekable and window.decode_start > 0 else None
     end_pts = int(pts[window.decode_end]) if seekable and window.decode_end < num_frames else None
     to_detector_image = DetectionFrames(detector_config.downscale_width)
-    keeper = (
-        FrameKeeper(
-            frame_specs,
-            window.start_frame,
-            window.end_frame,
-            num_frames,
-            window.clip_index,
-            detector_config.min_scene_frames,
-            rotation,
-        )  # fmt: skip
-        if frame_specs
-        else None
-    )
-    timecode = None
+    cutter: ClipCutter | None = None
+    keeper: FrameKeeper | None = None
+    boundaries: list[Boundary] = []
+
+    def record(found: list[Boundary]) -> None:
+        boundaries.extend(found)
+        if keeper is not None:
+            for boundary in found:
+                keeper.cut(boundary.frame)
+
     try:
         with open_video(path, threads=threads) as (container, stream):
             for decode_order, frame in enumerate(iter_frames(container, stream, start_pts, end_pts)):
@@ -189,29 +381,36 @@ def detect_clip(
                     index = decode_order
                     if index >= window.decode_end:
                         break
-                timecode = FrameTimecode(index, fps=fps)
-                image = to_detector_image(frame)
+                if cutter is None:
+                    cutter = ClipCutter(detector_config, transnet, index, num_frames, fps)
+                    if frame_specs:
+                        keeper = FrameKeeper(frame_specs, window.start_frame, window.end_frame, num_frames,
+                                             window.clip_index, detector_config.min_scene_frames, rotation,
+                                             late=cutter.late)  # fmt: skip
+                thumbnail = window.start_frame <= index < window.end_frame and (
+                    (index - window.start_frame) % thumbnail_every == 0
+                )
+                image = to_detector_image(frame) if cutter.scenedetect or thumbnail else None
                 if keeper is not None:
                     keeper.push(index, frame)
-                for cut in detector.process_frame(timecode, image):
-                    result.cuts.append(cut.frame_num)
-                    if keeper is not None:
-                        keeper.cut(cut.frame_num)
+                record(cutter.feed(index, frame, image))
                 result.frames_decoded += 1
-                if (
-                    window.start_frame <= index < window.end_frame
-                    and (index - window.start_frame) % thumbnail_every == 0
-                ):
+                if thumbnail:
                     result.thumbnails[index] = encode_thumbnail(image, rotation, thumbnail_max_side)
-            if timecode is not None and window.decode_end >= num_frames:
-                result.cuts += [cut.frame_num for cut in detector.post_process(timecode)]
+            if cutter is not None:
+                record(cutter.finish(at_end=window.decode_end >= num_frames))
+                result.transitions = sorted(
+                    {t for t in cutter.transitions if window.start_frame <= t[0] < window.end_frame}
+                )
             if keeper is not None:
-                for cut in sorted(set(result.cuts)):
-                    keeper.cut(cut)  # post-processed cuts; the rest were seen already
+                for cut in sorted({b.frame for b in boundaries}):
+                    keeper.cut(cut)  # cuts confirmed at the end; the rest were seen already
                 result.frames = keeper.finish()
     except av.error.FFmpegError as err:
         result.error = f"{path}: decoding failed in frames {window.decode_start}-{window.decode_end} ({err}); the file is truncated or corrupt"
-    result.cuts = sorted({c for c in result.cuts if window.start_frame <= c < window.end_frame and c > 0})
+    owned = [b for b in boundaries if window.start_frame <= b.frame < window.end_frame and b.frame > 0]
+    result.cuts = sorted({b.frame for b in owned})
+    result.forced = sorted({b.frame for b in owned if b.forced})
     result.seconds = time.perf_counter() - began
     return result
 
@@ -229,18 +428,33 @@ class DetectItem:
 
 class DetectStage(Stage):
     """Shot detection in one clip window per Ray task; the same decode pass keeps keyframes and the
-    frames later stages sample (`frame_specs`)."""
+    frames later stages sample (`frame_specs`). With TransNetV2, each worker process loads the
+    network once (`setup`), on its GPU when the task reserves one."""
 
     name = "detect"
 
-    def __init__(self, config: ShotsConfig, frame_specs: dict[str, FrameSpec] | None = None):
-        self.resources = Resources(cpus=config.cpus_per_task)
+    def __init__(self, config: ShotsConfig, frame_specs: dict[str, FrameSpec] | None = None, gpus: float = 0.0):
+        self.resources = Resources(cpus=config.cpus_per_task, gpus=gpus)
         self.detector = config.detector
         self.keyframe_interval_seconds, self.keyframe_max_side = (
             config.keyframe_interval_seconds,
             config.keyframe_max_side,
         )
         self.frame_specs = frame_specs
+        self.transnet = None  # loaded in the worker, never pickled
+
+    def setup(self) -> None:
+        if self.detector.transnet:
+            import torch
+
+            from model.transnetv2 import TransNetV2Detector
+
+            cuda = self.resources.gpus > 0 and torch.cuda.is_available()
+            batch = self.detector.transnet_batch or (16 if cuda else 1)
+            self.transnet = TransNetV2Detector.load("cuda" if cuda else "cpu", self.detector.transnet_weights, batch)
+
+    def __getstate__(self):
+        return self.__dict__ | {"transnet": None}
 
     def process(self, item: DetectItem) -> ClipResult:
         pts = item.pts
@@ -248,10 +462,12 @@ class DetectStage(Stage):
             import ray
 
             pts = ray.get(pts)
+        if self.detector.transnet and self.transnet is None:
+            self.setup()
         return detect_clip(item.path, item.window, pts, item.fps, item.rotation, self.detector,
                            thumbnail_every=max(1, round(self.keyframe_interval_seconds * item.fps)),
                            thumbnail_max_side=self.keyframe_max_side, threads=item.threads, seekable=item.seekable,
-                           frame_specs=self.frame_specs)  # fmt: skip
+                           frame_specs=self.frame_specs, transnet=self.transnet)  # fmt: skip
 
 
 def encode_thumbnail(image: np.ndarray, rotation: int, max_side: int) -> bytes:
@@ -263,15 +479,17 @@ def encode_thumbnail(image: np.ndarray, rotation: int, max_side: int) -> bytes:
     return encode_jpeg(upright(image, rotation), bgr=True)
 
 
-def shots_from_cuts(cuts: list[int], num_frames: int, min_scene_frames: int) -> list[tuple[int, int]]:
+def shots_from_cuts(
+    cuts: list[int], num_frames: int, min_scene_frames: int, forced: set[int] | frozenset = frozenset()
+) -> list[tuple[int, int]]:
     """[start, end) spans covering every frame once, from the merged cuts of all clips.
 
     Re-applies the detector's minimum scene length across clip boundaries, where two clips'
-    detectors never saw each other's cuts.
+    detectors never saw each other's cuts; `forced` cuts (a dropped transition's edges) always stay.
     """
     boundaries = [0]
-    for cut in sorted(set(cuts)):
-        if 0 < cut < num_frames and cut - boundaries[-1] >= min_scene_frames:
+    for cut in sorted(set(cuts) | set(forced)):
+        if 0 < cut < num_frames and (cut in forced or cut - boundaries[-1] >= min_scene_frames):
             boundaries.append(cut)
     boundaries.append(num_frames)
     return [(a, b) for a, b in zip(boundaries[:-1], boundaries[1:]) if b > a]

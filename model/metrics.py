@@ -10,6 +10,8 @@
 - `inter_shot_consistency`: the mean cosine between scenes that share a character (an `ActorK` of
   their prompts), HoloCine's inter-shot rule; None when no two scenes share one.
 - `intra_shot_consistency`: the mean cosine of consecutive frame embeddings within each scene.
+- `boundary_matches` / `BoundaryScore`: precision, recall and F1 of detected shot boundaries within
+  +-k frames of the true ones (one to one), the shot detection literature's score.
 """
 
 from __future__ import annotations
@@ -73,6 +75,41 @@ def shot_cut_accuracy(
             j -= 1
     nsd = best[len(found)][len(wanted)] / total_frames
     return CutScore(math.exp(-nsd), nsd, counts["match"], counts["missing"], counts["extra"], error, cost)
+
+
+@dataclass(frozen=True)
+class BoundaryScore:
+    """Shot-boundary detection against ground truth: a detected cut within `tolerance` frames of a
+    true one matches it, one to one."""
+
+    precision: float
+    recall: float
+    f1: float
+    matched: int
+    extra: int  # detected, no true cut near it
+    missed: int  # true, no detected cut near it
+
+    @staticmethod
+    def of(matched: int, extra: int, missed: int) -> BoundaryScore:
+        precision = matched / (matched + extra) if matched + extra else 1.0
+        recall = matched / (matched + missed) if matched + missed else 1.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return BoundaryScore(precision, recall, f1, matched, extra, missed)
+
+
+def boundary_matches(detected: Sequence[int], expected: Sequence[int], tolerance: int = 2) -> tuple[int, int, int]:
+    """(matched, extra, missed): the most one-to-one pairs with |detected - expected| <= tolerance.
+    On sorted lists, pairing each true cut with the earliest unpaired detection in its window is
+    optimal (windows are intervals of equal width)."""
+    found, wanted = sorted(int(c) for c in detected), sorted(int(c) for c in expected)
+    matched, i = 0, 0
+    for cut in wanted:
+        while i < len(found) and found[i] < cut - tolerance:
+            i += 1
+        if i < len(found) and found[i] <= cut + tolerance:
+            matched += 1
+            i += 1
+    return matched, len(found) - matched, len(wanted) - matched
 
 
 def scene_boundaries(scene_frames: Sequence[int]) -> list[int]:

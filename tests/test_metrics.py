@@ -118,3 +118,17 @@ def test_the_evaluation_set_has_50_stories_in_the_papers_structure():
         descriptions += list(named.values())
         assert len(load_prompts(path, story["id"])) == 3  # what generate reads
     assert len(descriptions) == len(set(descriptions))  # no two stories share a character
+
+
+def test_boundary_matches_pair_one_to_one_within_the_tolerance():
+    from model.metrics import BoundaryScore, boundary_matches
+
+    assert boundary_matches([10, 52, 99], [10, 50, 100], tolerance=2) == (3, 0, 0)
+    assert boundary_matches([10, 53], [10, 50], tolerance=2) == (1, 1, 1)
+    # Two detections next to one true cut: one matches, the other is extra.
+    assert boundary_matches([49, 51], [50], tolerance=2) == (1, 1, 0)
+    # The earliest-first pairing keeps both matches where a careless one would pair 50 with 49.
+    assert boundary_matches([49, 52], [50, 54], tolerance=2) == (2, 0, 0)
+    score = BoundaryScore.of(*boundary_matches([10, 30, 70], [10, 50, 70, 90]))
+    assert (score.precision, score.recall) == (2 / 3, 2 / 4) and score.f1 == pytest.approx(4 / 7)
+    assert BoundaryScore.of(0, 0, 0).f1 == 1.0
