@@ -32,7 +32,7 @@ from curation.reconcile import commit_failure, commit_video, is_too_short, shot_
 from curation.shot_frames import frames_for_shot
 from curation.shots import ClipResult, DetectItem, DetectStage
 from curation.stage import Executor, Failure
-from manifests.io import OUTPUT_FULL, read_table, table_path
+from manifests.io import OUTPUT_FULL, read_table, table_path, table_video_ids
 from manifests.probe import VideoProbe
 from manifests.schema import STATUS_OK
 
@@ -83,9 +83,12 @@ def completed_video_ids(config: CurationConfig) -> frozenset[str]:
     if config.retry_failed:
         videos = videos[videos["status"] == STATUS_OK]
 
-    def intact(video_id: str, status: str) -> bool:
+    with_rows = {table: table_video_ids(config.output, table) for table in ("shots", "clips")}
+
+    def intact(video_id: str, status: str) -> bool:  # rows, or an empty part (a video of no shots)
         return status != STATUS_OK or all(
-            (table_path(config.output, table) / f"part-{video_id}.parquet").is_file() for table in ("shots", "clips")
+            video_id in ids or (table_path(config.output, table) / f"part-{video_id}.parquet").is_file()
+            for table, ids in with_rows.items()
         )
 
     return frozenset(v for v, status in zip(videos["video_id"], videos["status"]) if intact(v, status))

@@ -226,7 +226,7 @@ def run_combine(config: CurationConfig) -> dict:
     """The combine stage: mine combinations over the whole manifest (cheap: per clip, on the driver)."""
     from curation.combinations import mine
     from curation.embed import expected_identity
-    from manifests.io import remove_part, table_path, write_part
+    from manifests.io import remove_part, table_video_ids, write_part
 
     began = time.perf_counter()
     name, checkpoint_hash = expected_identity(config.embed)
@@ -236,8 +236,7 @@ def run_combine(config: CurationConfig) -> dict:
         same &= embeddings["embedder"] == name
     shots = read_table(config.output, "shots", missing_ok=True)
     combos, stats = mine(shots, embeddings[same], config.combine)
-    folder = table_path(config.output, "combinations")
-    stale = {p.name.removeprefix("part-").removesuffix(".parquet") for p in folder.glob("part-*.parquet")}
+    stale = table_video_ids(config.output, "combinations")
     for video_id, rows in combos.groupby("video_id") if len(combos) else []:
         write_part(config.output, "combinations", video_id, rows)
         stale.discard(video_id)

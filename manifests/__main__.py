@@ -1,5 +1,6 @@
 """`python -m manifests inspect DIR [--html [PATH]]`: what a curation run produced.
-`python -m manifests import FILE --output DIR [--root DIR] [--scenes N]`: official datasets to manifests."""
+`python -m manifests import FILE --output DIR [--root DIR] [--scenes N]`: official datasets to manifests.
+`python -m manifests compact DIR`: merge the many small part files into one large file per table."""
 
 from __future__ import annotations
 
@@ -30,7 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     importer.add_argument("--scenes", type=int, default=3, help="shots per SFT combination (default: %(default)s)")
     importer.add_argument("--allow-outside-root", action="store_true",
                           help="import files the source names outside --root (../ or absolute paths)")  # fmt: skip
+    compact = commands.add_parser("compact", help="merge a manifest's small part files into one large file per table "
+                                  "(atomic, idempotent, safe while others read)")  # fmt: skip
+    compact.add_argument("manifest_dir")
     args = parser.parse_args(argv)
+    if args.command == "compact":
+        from manifests.compact import compact as run_compact
+        from manifests.lock import OutputLocked
+
+        try:
+            print("\n".join(run_compact(args.manifest_dir).lines()))
+        except (ManifestError, OutputLocked) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "import":
         from manifests.importer import ImportFormatError, import_dataset
 

@@ -1,0 +1,105 @@
+"""Manifest reads and writes as a corpus grows: synthetic manifests through the job's own writer.
+
+    python benchmarks/manifests.py                      # 1k and 10k videos, 40 shots each
+    python benchmarks/manifests.py --videos 1000 10000 100000
+
+For each size it writes the tables the curation driver writes per video (`shots`, `clips`,
+`videos` parts through `manifests.io.write_part`, one part per video as the job does today) and
+times: the commit per video; a validated `read_table` of shots beside a plain `pd.read_parquet`
+(the floor); resume planning (`curation.pipeline.completed_video_ids`); and training's manifest
+check (`read_table` + `check_finite`); then `python -m manifests compact` and the same reads on
+the compacted manifest. It prints each step's growth from one size to the next as a ratio to the
+growth in videos (1.00 = linear).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd
+
+SHOTS = 40
+
+
+def write_manifest(root: Path, videos: int) -> float:
+    """Seconds per video to commit `videos` videos the way the driver does (shots, clips, then videos)."""
+    from manifests.io import write_part
+
+    began = time.perf_counter()
+    for v in range(videos):
+        video_id = f"{v:016x}"
+        shots = [
+            {"video_id": video_id, "shot_id": f"{video_id}_{s * 100:07d}", "shot_index": s,
+             "source_path": f"/data/{video_id}.mp4", "start_frame": s * 100, "end_frame": s * 100 + 100,
+             "num_frames": 100, "start_s": s * 4.0, "end_s": s * 4.0 + 4.0, "duration_s": 4.0, "start_pts": s * 100,
+             "end_pts": s * 100 + 100, "time_base": "1/25", "fps": 25.0, "width": 1280, "height": 720, "rotation": 0,
+             "clip_index": 0, "detector": "adaptive(threshold=3,min_scene_frames=15)", "status": "ok"}
+            for s in range(SHOTS)
+        ]  # fmt: skip
+        clips = [{"clip_id": f"{video_id}_c000", "video_id": video_id, "clip_index": 0, "start_frame": 0,
+                  "end_frame": SHOTS * 100, "decode_start_frame": 0, "decode_end_frame": SHOTS * 100, "start_s": 0.0,
+                  "end_s": SHOTS * 4.0, "num_cuts": SHOTS - 1, "frames_decoded": SHOTS * 100, "status": "ok",
+                  "processing_s": 1.0}]  # fmt: skip
+        video = {"video_id": video_id, "source_path": f"/data/{video_id}.mp4", "status": "ok", "num_shots": SHOTS,
+                 "num_frames": SHOTS * 100, "fps": 25.0, "duration_s": SHOTS * 4.0, "width": 1280, "height": 720}  # fmt: skip
+        write_part(root, "shots", video_id, shots)
+        write_part(root, "clips", video_id, clips)
+        write_part(root, "videos", video_id, [video])
+    return (time.perf_counter() - began) / videos
+
+
+def timed(step) -> float:
+    began = time.perf_counter()
+    step()
+    return time.perf_counter() - began
+
+
+def measure(root: Path) -> dict[str, float]:
+    from curation.config import CurationConfig
+    from curation.pipeline import completed_video_ids
+    from manifests.io import check_finite, read_table
+
+    config = CurationConfig(output=root)
+    return {
+        "validated read_table(shots)": timed(lambda: read_table(root, "shots")),
+        "plain pd.read_parquet(shots)": timed(lambda: pd.read_parquet(root / "shots.parquet")),
+        "resume planning": timed(lambda: completed_video_ids(config)),
+        "training manifest check": timed(
+            lambda: check_finite(read_table(root, "shots"), "shots", ["start_s", "end_s", "fps"], root)
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, nargs="+", default=[1000, 10000], help="manifest sizes in videos")
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in args.videos:
+            root = Path(tmp) / f"m{count}"
+            commit = write_manifest(root, count)
+            results[count] = {"commit per video": commit} | measure(root)
+            from manifests.compact import compact
+
+            results[count]["compact"] = timed(lambda root=root: compact(root))
+            results[count] |= {f"{k} (compacted)": v for k, v in measure(root).items() if "plain" not in k}
+            print(f"{count} videos ({count * SHOTS} shots): "
+                  + ", ".join(f"{k} {v * 1000:.2f} ms" if k == "commit per video" else f"{k} {v:.2f} s"
+                              for k, v in results[count].items()), flush=True)  # fmt: skip
+    sizes = sorted(results)
+    for small, large in zip(sizes, sizes[1:]):
+        growth = large / small
+        print(f"growth {small} -> {large} videos ({growth:g}x), as a ratio to linear: "
+              + ", ".join(f"{k} {results[large][k] / results[small][k] / (1 if k == 'commit per video' else growth):.2f}"
+                          for k in results[small]))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""`python -m manifests compact DIR`: merge a manifest's many small part files into a few large ones.
+
+The curation job writes one part file per video and table; at hundreds of thousands of videos,
+opening the files dominates every read. Compaction writes, per table, one `part-compact-<id>.parquet`
+holding every row a reader sees now (row groups of about 128 MB), whose Parquet metadata lists the
+tokens of the files it replaces, and then deletes those files.
+
+- Atomic: the compacted file appears complete (renamed into place) or not at all.
+- Safe while readers read: a reader that lists the folder between the rename and the deletes skips
+  the files the compacted one replaces (`manifests.io.live_files`), so it never sees a row twice.
+- Idempotent: a table already in one compacted file and nothing else is left as it is.
+- The commit rule stays: rows of uncommitted videos are kept (a reader still filters them by the
+  `videos` table), and a video redone or removed later writes its own part, which wins over its
+  compacted rows.
+- One writer: it takes the output folder's lock, so it never runs beside a curation job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+
+import pyarrow.parquet as pq
+
+from manifests.io import (
+    COMPACTED,
+    REPLACES,
+    TOKEN,
+    _read_live,
+    _token,
+    live_files,
+    table_path,
+    write_atomic,
+)
+from manifests.lock import OutputLock
+from manifests.schema import TABLES
+
+ROW_GROUP_BYTES = 128 << 20
+
+
+@dataclass
+class CompactReport:
+    tables: dict[str, tuple[int, int]] = field(default_factory=dict)  # table -> (files before, rows)
+
+    def lines(self) -> list[str]:
+        if not self.tables:
+            return ["nothing to compact: every table is one file already"]
+        return [f"{name}: {files} files -> 1 ({rows} rows)" for name, (files, rows) in sorted(self.tables.items())]
+
+
+def compact(manifest_dir: str | os.PathLike) -> CompactReport:
+    report = CompactReport()
+    with OutputLock(manifest_dir, "compaction"):
+        for name, schema in TABLES.items():
+            folder = table_path(manifest_dir, name)
+            if not folder.is_dir():
+                continue
+            live = live_files(folder)
+            files = live.parts + live.compacted
+            if not files or (len(files) == 1 and live.compacted):  # nothing, or compacted already
+                for leftover in live.replaced:  # an earlier compaction stopped before its deletes
+                    leftover.unlink(missing_ok=True)
+                continue
+            table = _read_live(folder, schema)  # validated, by the reader's own rule
+            tokens = sorted(_token(f, pq.read_metadata(f).metadata or {}) for f in files + live.replaced)
+            table = table.replace_schema_metadata(
+                (schema.metadata or {}) | {TOKEN: uuid.uuid4().hex.encode(), REPLACES: json.dumps(tokens).encode()}
+            )
+            rows_per_group = max(1, ROW_GROUP_BYTES // max(1, table.nbytes // max(1, len(table))))
+            target = folder / f"{COMPACTED}{uuid.uuid4().hex[:12]}.parquet"
+            write_atomic(target, lambda tmp, table=table, size=rows_per_group: pq.write_table(
+                table, tmp, compression="zstd", row_group_size=size))  # fmt: skip
+            for old in files + live.replaced:
+                old.unlink(missing_ok=True)
+            report.tables[name] = (len(files), len(table))
+    return report
