@@ -254,3 +254,32 @@ def test_a_run_without_any_backbone_still_reports_shot_cut_accuracy(tmp_path):
     assert rows["missing"]["missing_cuts"] == 1 and rows["missing"]["shot_cut_accuracy"] < 0.8
     assert result["summary"]["missing_cuts"] == 1 and result["protocol"]["cut_detector"] == "transnetv2"
     assert "SCA" in (out / "metrics.md").read_text() and "<svg" in (out / "consistency.svg").read_text()
+
+
+def test_viclip_is_a_consistency_backbone_of_its_own(tmp_path):
+    """A tiny random ViCLIP saved in the official layout: scenes compared as clips, without CLIP."""
+    from model.viclip import ViCLIP, ViCLIPConfig
+
+    torch.manual_seed(0)
+    config = ViCLIPConfig(image_size=32, patch_size=8, num_frames=8, vision_width=64, vision_layers=2,
+                          vision_heads=1, embed_dim=32, text_width=64, text_layers=2, text_heads=1,
+                          context_length=8, vocab_size=525)  # fmt: skip
+    ViCLIP(config).save_checkpoint(tmp_path / "viclip.pth")
+    videos = tmp_path / "videos"
+    same, cast = clip_frames(1), clip_frames(5)
+    story(videos / "same", [same, same, same], ["a man walks", "a man walks", "a man walks"])
+    story(videos / "cast", [cast, clip_frames(6), cast], ["Actor1 (a man) walks", "a red car", "Actor1 (a man) sits"])
+    out = tmp_path / "eval"
+    assert main(["--videos", str(videos), "--out", str(out), "--viclip", str(tmp_path / "viclip.pth"),
+                 "--cut-detector", "none", "--frames", "16"]) == 0  # fmt: skip
+    result = json.loads((out / "metrics.json").read_text())
+    rows = {r["video"]: r for r in result["per_video"]}
+    assert rows["same"]["visual_consistency_viclip"] == pytest.approx(100.0, abs=1e-3)
+    assert rows["cast"]["inter_shot_consistency_viclip"] == pytest.approx(100.0, abs=1e-3)
+    assert rows["cast"]["visual_consistency_viclip"] < 100.0
+    assert all(-100 <= r["intra_shot_consistency_viclip"] <= 100 + 1e-6 for r in rows.values())
+    assert {"visual_consistency_viclip", "intra_shot_consistency_viclip", "inter_shot_consistency_viclip"} <= set(
+        result["summary"]
+    )
+    assert result["protocol"]["viclip"].endswith("viclip.pth")
+    assert "Visual (ViCLIP)" in (out / "metrics.md").read_text()

