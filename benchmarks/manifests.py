@@ -3,9 +3,10 @@
     python benchmarks/manifests.py                      # 1k and 10k videos, 40 shots each
     python benchmarks/manifests.py --videos 1000 10000 100000
 
-For each size it writes the tables the curation driver writes per video (`shots`, `clips`,
-`videos` parts through `manifests.io.write_part`, one part per video as the job does today) and
-times: the commit per video; a validated `read_table` of shots beside a plain `pd.read_parquet`
+For each size it writes the tables the curation driver writes (`shots`, `clips`, `videos`), once
+as before batching (three parts per video, `manifests.io.write_part`) and once through the job's
+batched writer (`curation.reconcile.CommitBatch`, 64 videos per part), and times: the commit per
+video; a validated `read_table` of shots beside a plain `pd.read_parquet`
 (the floor); resume planning (`curation.pipeline.completed_video_ids`); and training's manifest
 check (`read_table` + `check_finite`); then `python -m manifests compact` and the same reads on
 the compacted manifest. It prints each step's growth from one size to the next as a ratio to the
@@ -27,10 +28,13 @@ import pandas as pd
 SHOTS = 40
 
 
-def write_manifest(root: Path, videos: int) -> float:
-    """Seconds per video to commit `videos` videos the way the driver does (shots, clips, then videos)."""
+def write_manifest(root: Path, videos: int, batched: bool = True) -> float:
+    """Seconds per video to commit `videos` videos the way the driver does: in batches of 64
+    (`curation.reconcile.CommitBatch`), or, as before batching, three parts per video."""
+    from curation.reconcile import CommitBatch
     from manifests.io import write_part
 
+    batch = CommitBatch(root, 64, 30.0)
     began = time.perf_counter()
     for v in range(videos):
         video_id = f"{v:016x}"
@@ -48,9 +52,13 @@ def write_manifest(root: Path, videos: int) -> float:
                   "processing_s": 1.0}]  # fmt: skip
         video = {"video_id": video_id, "source_path": f"/data/{video_id}.mp4", "status": "ok", "num_shots": SHOTS,
                  "num_frames": SHOTS * 100, "fps": 25.0, "duration_s": SHOTS * 4.0, "width": 1280, "height": 720}  # fmt: skip
+        if batched:
+            batch.add(video_id, {"shots": shots, "clips": clips, "videos": [video]})
+            continue
         write_part(root, "shots", video_id, shots)
         write_part(root, "clips", video_id, clips)
         write_part(root, "videos", video_id, [video])
+    batch.flush()
     return (time.perf_counter() - began) / videos
 
 
@@ -79,26 +87,33 @@ def measure(root: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, nargs="+", default=[1000, 10000], help="manifest sizes in videos")
+    parser.add_argument("--parts-up-to", type=int, default=10000,
+                        help="measure the one-part-per-video layout only up to this many videos (it is slow)")  # fmt: skip
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.videos:
             root = Path(tmp) / f"m{count}"
+            results[count] = {}
+            if count <= args.parts_up_to:
+                unbatched = write_manifest(Path(tmp) / f"p{count}", count, batched=False)
+                parts = {"commit per video, one part each (before)": unbatched} | measure(Path(tmp) / f"p{count}")
+                results[count] = {f"{k} (parts)" if not k.startswith("commit") else k: v for k, v in parts.items()}
             commit = write_manifest(root, count)
-            results[count] = {"commit per video": commit} | measure(root)
+            results[count] |= {"commit per video": commit} | measure(root)
             from manifests.compact import compact
 
             results[count]["compact"] = timed(lambda root=root: compact(root))
             results[count] |= {f"{k} (compacted)": v for k, v in measure(root).items() if "plain" not in k}
             print(f"{count} videos ({count * SHOTS} shots): "
-                  + ", ".join(f"{k} {v * 1000:.2f} ms" if k == "commit per video" else f"{k} {v:.2f} s"
+                  + ", ".join(f"{k} {v * 1000:.2f} ms" if k.startswith("commit per video") else f"{k} {v:.2f} s"
                               for k, v in results[count].items()), flush=True)  # fmt: skip
     sizes = sorted(results)
     for small, large in zip(sizes, sizes[1:]):
         growth = large / small
         print(f"growth {small} -> {large} videos ({growth:g}x), as a ratio to linear: "
-              + ", ".join(f"{k} {results[large][k] / results[small][k] / (1 if k == 'commit per video' else growth):.2f}"
-                          for k in results[small]))  # fmt: skip
+              + ", ".join(f"{k} {results[large][k] / results[small][k] / (1 if k.startswith('commit per video') else growth):.2f}"
+                          for k in results[small] if k in results[large]))  # fmt: skip
 
 
 if __name__ == "__main__":

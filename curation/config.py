@@ -227,6 +227,9 @@ class CurationConfig(BaseModel):
                                description="on resume, skip videos that failed before")  # fmt: skip
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (ignored with RAY_ADDRESS)")
     max_in_flight: int | None = Field(None, ge=1, description="task items in flight at once (default: 2 per CPU)")
+    commit_videos: int = Field(64, ge=1, description="finished videos committed together, one part per table "
+                               "(a kill loses at most these)")  # fmt: skip
+    commit_seconds: float = Field(30.0, gt=0, description="commit the finished videos at least this often")
     shots: ShotsConfig = ShotsConfig()
     embed: EmbedConfig = EmbedConfig()
     combine: CombineConfig = CombineConfig()

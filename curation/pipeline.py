@@ -28,11 +28,11 @@ from curation.embed import (
 )
 from curation.probe import ProbeStage, Skipped
 from curation.progress import Progress, StageProgress
-from curation.reconcile import commit_failure, commit_video, is_too_short, shot_id
+from curation.reconcile import CommitBatch, commit_failure, commit_video, is_too_short, shot_id
 from curation.shot_frames import frames_for_shot
 from curation.shots import ClipResult, DetectItem, DetectStage
 from curation.stage import Executor, Failure
-from manifests.io import OUTPUT_FULL, read_table, table_path, table_video_ids
+from manifests.io import OUTPUT_FULL, read_table, table_path, table_video_ids, tidy_batches
 from manifests.probe import VideoProbe
 from manifests.schema import STATUS_OK
 
@@ -118,6 +118,7 @@ class VideoFlow:
         self.embed_report = None  # curation.embed.EmbedSummary, filled as videos are embedded
         self.embedded: set[str] = set()  # videos embedded (or failed) from this run's detection pass
         self.embeddings: dict[str, VideoEmbedding] = {}
+        self.batch = CommitBatch(config.output, config.commit_videos, config.commit_seconds)
 
     # -- probe ---------------------------------------------------------------------------------
     def on_probe(self, path: str):
@@ -172,7 +173,8 @@ class VideoFlow:
         path = job.probe.source_path
         embedding = self.embeddings.setdefault(job.probe.video_id, VideoEmbedding())
         try:
-            row, shots = commit_video(job.probe, job.windows, results, self.config, time.perf_counter() - job.started)
+            row, shots = commit_video(job.probe, job.windows, results, self.config, time.perf_counter() - job.started,
+                                      self.batch)  # fmt: skip
         except OSError as err:
             if err.errno in OUTPUT_FULL:  # the output cannot take a failure row either: stop cleanly
                 raise
@@ -283,7 +285,12 @@ class VideoFlow:
             self.executor.submit("probe", path, self.on_probe(path))
         # Detection workers start while the first videos are probed (each start costs a second or two).
         self.executor.prestart("detect", min(self.cpus - 1, 2 * len(paths)))
-        self.executor.run()
+        tidy_batches(self.config.output)  # a killed run's uncommitted batch parts go
+        try:
+            self.executor.run()
+        finally:  # finished videos are committed also when the run is interrupted
+            self.batch.flush()
+            tidy_batches(self.config.output)  # videos redone here leave no older rows behind
         self.progress.close()
         self.summary.wall_seconds = time.perf_counter() - began
         return self.summary

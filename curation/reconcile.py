@@ -5,13 +5,14 @@ cut list re-applies the minimum scene length across clip boundaries (shots_from_
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from curation.clips import ClipWindow
 from curation.config import CurationConfig
 from curation.shots import ClipResult, shots_from_cuts
 from manifests.frames import read_shot_frames
-from manifests.io import remove_part, write_bytes_atomic, write_part
+from manifests.io import remove_part, write_batch, write_bytes_atomic, write_part
 from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
 from manifests.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK
@@ -122,9 +123,16 @@ def clip_rows(probe: VideoProbe, windows: list[ClipWindow], results: list[ClipRe
 
 
 def commit_video(
-    probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult], config: CurationConfig, seconds: float
+    probe: VideoProbe,
+    windows: list[ClipWindow],
+    results: list[ClipResult],
+    config: CurationConfig,
+    seconds: float,
+    batch: CommitBatch | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Write shots, clips and finally the video row (the commit marker a resumed run checks).
+    """A video's shots, clips and finally its row (the commit marker a resumed run checks): added
+    to `batch` (committed with other videos, `manifests.io.write_batch`), or without one written
+    now as the video's own parts.
 
     A video with any failed clip is recorded as failed with no shots, so a re-run retries it
     instead of keeping a partial cut list.
@@ -135,16 +143,52 @@ def commit_video(
     rows: list[dict] = []
     if errors:
         video |= {"status": STATUS_FAILED, "error": "; ".join(errors), "error_stage": "detect", "num_shots": 0}
-        remove_part(output, "shots", probe.video_id)
     else:
         rows = shot_rows(probe, windows, results, config)
         save_keyframes(rows, results, output, config.shots.keyframe_max_side)
-        write_part(output, "shots", probe.video_id, rows)
         video |= {"status": STATUS_OK, "num_shots": len(rows)}
-    write_part(output, "clips", probe.video_id, clip_rows(probe, windows, results))
+    clips = clip_rows(probe, windows, results)
+    earlier_failure = path_id(probe.source_path)  # an earlier failure of this path
+    if batch is not None:
+        batch.add(probe.video_id, {"shots": rows, "clips": clips, "videos": [video]}, [earlier_failure])
+        return video, rows
+    if errors:
+        remove_part(output, "shots", probe.video_id)
+    else:
+        write_part(output, "shots", probe.video_id, rows)
+    write_part(output, "clips", probe.video_id, clips)
     write_part(output, "videos", probe.video_id, [video])
-    remove_part(output, "videos", path_id(probe.source_path))  # an earlier failure of this path
+    remove_part(output, "videos", earlier_failure)
     return video, rows
+
+
+class CommitBatch:
+    """Finished videos committed together: one part per table when `videos` videos are waiting or
+    the oldest has waited `seconds` (checked as videos finish), and at the end of a run. A kill
+    loses at most the videos waiting here; they are redone on resume."""
+
+    def __init__(self, output: Path, videos: int, seconds: float):
+        self.output, self.max_videos, self.max_seconds = output, videos, seconds
+        self.rows: dict[str, list[dict]] = {"shots": [], "clips": [], "videos": []}
+        self.covers: list[str] = []
+        self.since: float | None = None
+        self.batches = 0
+
+    def add(self, video_id: str, rows: dict[str, list[dict]], replaces: list[str] = ()) -> None:
+        for name, table_rows in rows.items():
+            self.rows[name] += table_rows
+        self.covers += [video_id, *replaces]
+        self.since = self.since or time.monotonic()
+        if len(self.rows["videos"]) >= self.max_videos or time.monotonic() - self.since >= self.max_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.covers:
+            return
+        write_batch(self.output, self.rows, self.covers)
+        self.rows = {name: [] for name in self.rows}
+        self.covers, self.since = [], None
+        self.batches += 1
 
 
 def commit_failure(path: str, error: str, stage: str, config: CurationConfig) -> dict:

@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from manifests.io import (
     COMPACTED,
     REPLACES,
+    SEQ,
     TOKEN,
+    _committed_batches,
     _read_live,
     _token,
     live_files,
@@ -53,26 +57,29 @@ class CompactReport:
 def compact(manifest_dir: str | os.PathLike) -> CompactReport:
     report = CompactReport()
     with OutputLock(manifest_dir, "compaction"):
-        for name, schema in TABLES.items():
+        # `videos` last: its batch parts are the other tables' commit markers until those are compacted.
+        for name in sorted(TABLES, key=lambda n: n == "videos"):
+            schema = TABLES[name]
             folder = table_path(manifest_dir, name)
             if not folder.is_dir():
                 continue
-            live = live_files(folder)
-            files = live.parts + live.compacted
+            live = live_files(folder, None if name == "videos" else _committed_batches(Path(manifest_dir)))
+            files = live.parts + live.compacted + live.batches
             if not files or (len(files) == 1 and live.compacted):  # nothing, or compacted already
                 for leftover in live.replaced:  # an earlier compaction stopped before its deletes
                     leftover.unlink(missing_ok=True)
                 continue
             table = _read_live(folder, schema)  # validated, by the reader's own rule
-            tokens = sorted(_token(f, pq.read_metadata(f).metadata or {}) for f in files + live.replaced)
-            table = table.replace_schema_metadata(
-                (schema.metadata or {}) | {TOKEN: uuid.uuid4().hex.encode(), REPLACES: json.dumps(tokens).encode()}
-            )
+            every = files + live.replaced
+            tokens = sorted(_token(f, pq.read_metadata(f).metadata or {}) for f in every)
+            table = table.replace_schema_metadata((schema.metadata or {}) | {
+                TOKEN: uuid.uuid4().hex.encode(), REPLACES: json.dumps(tokens).encode(),
+                SEQ: str(time.time_ns()).encode()})  # fmt: skip
             rows_per_group = max(1, ROW_GROUP_BYTES // max(1, table.nbytes // max(1, len(table))))
             target = folder / f"{COMPACTED}{uuid.uuid4().hex[:12]}.parquet"
             write_atomic(target, lambda tmp, table=table, size=rows_per_group: pq.write_table(
                 table, tmp, compression="zstd", row_group_size=size))  # fmt: skip
-            for old in files + live.replaced:
+            for old in every:
                 old.unlink(missing_ok=True)
             report.tables[name] = (len(files), len(table))
     return report

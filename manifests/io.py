@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from manifests.schema import SCHEMA_VERSION, TABLE_STATUSES, TABLES
@@ -25,6 +26,9 @@ OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # errors after which no
 TOKEN = b"part_token"  # every part file's own id, in its Parquet metadata
 REPLACES = b"replaces"  # a compacted file's metadata: the tokens of the files it holds the rows of
 COMPACTED = "part-compact-"  # file name prefix of compacted files (python -m manifests compact)
+BATCH = "part-batch-"  # file name prefix of commit batches (many videos, written by write_batch)
+SEQ = b"seq"  # a batch's or compacted file's write time (ns): the newest one holding a video wins
+COVERS = b"covers"  # a batch's metadata: every video it commits
 
 
 class ManifestError(ValueError):
@@ -231,38 +235,60 @@ def table_video_ids(manifest_dir: str | os.PathLike, name: str) -> set[str]:
 
 @dataclass
 class LiveFiles:
-    """The files of a table folder a reader uses, by the compaction rule: a file whose rows a present
-    compacted file holds (its token is in that file's `replaces`) is skipped, and a video's own part
-    file wins over its rows in compacted files (a video redone or removed after compaction)."""
+    """The files of a table folder a reader uses.
+
+    Three kinds of part file: a video's own part (`part-<video_id>`), a commit batch
+    (`part-batch-<seq>`, many videos, written by `write_batch`) and a compacted file
+    (`part-compact-<id>`, `python -m manifests compact`). The rules:
+    - a file whose rows a present compacted file holds (its token is in that file's `replaces`) is
+      skipped;
+    - a batch counts once it is committed: its `videos` file exists (written last);
+    - per video, a video's own part wins; else the newest batch or compacted file that holds (or
+      covers, for a batch: every video it committed, rows or not) the video wins.
+    """
 
     parts: list[Path]
     compacted: list[Path]
     replaced: list[Path]  # present, but their rows are in a compacted file
+    batches: list[Path] = dataclasses.field(default_factory=list)
+    seq: dict[Path, int] = dataclasses.field(default_factory=dict)  # batches and compacted files: when written
+    covers: dict[Path, list[str]] = dataclasses.field(default_factory=dict)  # batches: the videos they commit
 
     @property
     def part_ids(self) -> list[str]:
         return [f.name.removeprefix("part-").removesuffix(".parquet") for f in self.parts]
 
 
-def live_files(folder: Path) -> LiveFiles:
+def batch_id(file: Path) -> str:
+    return file.name.removeprefix(BATCH).removesuffix(".parquet")
+
+
+def live_files(folder: Path, committed_batches: set[str] | None = None) -> LiveFiles:
+    """`committed_batches`: the batch ids whose `videos` file exists (None: every batch counts)."""
     files = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else [folder]
-    compacted = [f for f in files if f.name.startswith(COMPACTED)]
-    if not compacted:
+    special = [f for f in files if f.name.startswith((COMPACTED, BATCH))]
+    if not special:
         return LiveFiles(files, [], [])
     replaced_tokens: set[str] = set()
-    tokens = {}
+    tokens, metas = {}, {}
     for file in files:
         try:
             meta = pq.read_metadata(file).metadata or {}
         except (pa.ArrowException, OSError) as err:
             raise ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job") from err
-        tokens[file] = _token(file, meta)
-        if file in compacted:
+        tokens[file], metas[file] = _token(file, meta), meta
+        if file.name.startswith(COMPACTED):
             replaced_tokens |= set(json.loads(meta.get(REPLACES, b"[]")))
     live = [f for f in files if tokens[f] not in replaced_tokens]
+    batches = [f for f in live if f.name.startswith(BATCH)]
+    if committed_batches is not None:
+        batches = [f for f in batches if batch_id(f) in committed_batches]
+    compacted = [f for f in live if f.name.startswith(COMPACTED)]
+    seq = {f: int(metas[f].get(SEQ, b"0")) for f in batches + compacted}
+    covers = {f: json.loads(metas[f].get(COVERS, b"[]")) for f in batches}
     return LiveFiles(
-        [f for f in live if f not in compacted], [f for f in live if f in compacted],
-        [f for f in files if tokens[f] in replaced_tokens],
+        [f for f in live if not f.name.startswith((COMPACTED, BATCH))], compacted,
+        [f for f in files if tokens[f] in replaced_tokens], batches, seq, covers,
     )  # fmt: skip
 
 
@@ -275,17 +301,93 @@ def _token(file: Path, meta: dict) -> str:
 
 
 def _read_live(path: Path, expected: pa.Schema, columns: list[str] | None = None) -> pa.Table:
-    live = live_files(path)
+    name = expected.metadata[b"table"].decode()
+    committed = None if name == "videos" else _committed_batches(path.parent)
+    live = live_files(path, committed)
     table = _read_files(live.parts, expected, columns)
-    if not live.compacted:
+    many = sorted(live.batches + live.compacted, key=lambda f: live.seq[f])
+    if not many:
         return table
     need = columns if columns is None or "video_id" in columns else [*columns, "video_id"]
-    held = _read_files(live.compacted, expected, need)
-    if live.parts:  # a video's own part wins over its compacted rows
-        own = pa.array(live.part_ids, pa.string())
-        held = held.filter(pa.compute.invert(pa.compute.is_in(held["video_id"], value_set=own)))
-    held = _select(held, columns)
-    return pa.concat_tables([table, held]) if len(table) else held
+    pieces = [_read_files([f], expected, need) for f in many]
+    newest: dict[str, int] = {}  # video -> the newest batch or compacted file holding or covering it
+    for i, (file, piece) in enumerate(zip(many, pieces)):
+        for video in set(piece.column("video_id").to_pylist()) | set(live.covers.get(file, ())):
+            newest[video] = i
+    own = set(live.part_ids)  # a video's own part wins
+    kept = []
+    for i, piece in enumerate(pieces):
+        videos = piece.column("video_id").to_pylist()
+        mask = pa.array([newest[v] == i and v not in own for v in videos], pa.bool_())
+        kept.append(_select(piece.filter(mask), columns))
+    return pa.concat_tables([table, *kept]) if len(table) else pa.concat_tables(kept)
+
+
+def _committed_batches(manifest_dir: Path) -> set[str] | None:
+    """The ids of the commit batches whose `videos` file exists; None where there is no videos table."""
+    videos = manifest_dir / "videos.parquet"
+    if not videos.is_dir():
+        return None
+    return {batch_id(f) for f in videos.glob(f"{BATCH}*.parquet")}
+
+
+def tidy_batches(manifest_dir: str | os.PathLike) -> int:
+    """Make the folders say what readers read, so a plain `pd.read_parquet` agrees with `read_table`:
+    delete the batch parts of uncommitted batches (a killed run's, redone on resume) and drop from
+    older batches the rows of videos a newer batch committed again. Run by the job, which holds the
+    output's lock. Returns the files changed."""
+    root = Path(manifest_dir)
+    committed = _committed_batches(root)
+    if committed is None:
+        return 0
+    changed = 0
+    for name in TABLES:
+        folder = table_path(root, name)
+        if not folder.is_dir():
+            continue
+        live = live_files(folder, None)
+        batches = sorted(live.batches, key=lambda f: live.seq[f])
+        for file in [f for f in batches if name != "videos" and batch_id(f) not in committed]:
+            file.unlink(missing_ok=True)
+            changed += 1
+        batches = [f for f in batches if name == "videos" or batch_id(f) in committed]
+        newest = {video: file for file in batches for video in live.covers.get(file, ())}
+        for file in batches:
+            stale = {video for video in live.covers.get(file, ()) if newest[video] != file}
+            if not stale:
+                continue
+            table = pq.read_table(file)
+            table = table.filter(pa.compute.invert(pa.compute.is_in(table["video_id"], value_set=pa.array(
+                sorted(stale), pa.string()))))  # fmt: skip
+            covers = sorted(set(live.covers[file]) - stale)
+            meta = (table.schema.metadata or {}) | {COVERS: json.dumps(covers).encode()}
+            table = table.replace_schema_metadata(meta)
+            write_atomic(file, lambda tmp, table=table: pq.write_table(table, tmp, compression="zstd"))
+            changed += 1
+    return changed
+
+
+def write_batch(manifest_dir: str | os.PathLike, rows: dict[str, list[dict]], covers: list[str]) -> str:
+    """Commit many videos at once: one part per table (`part-batch-<seq>`), the `videos` part last.
+
+    `covers` names every video the batch commits (a video with no rows in a table, e.g. a failed
+    one's shots, still replaces its older rows there). Before writing, the videos' own parts in these
+    tables are deleted: a kill in between leaves those videos uncommitted (redone on resume), never
+    with rows from two writes. Returns the batch id."""
+    seq = time.time_ns()
+    ident = f"{seq:020d}-{uuid.uuid4().hex[:8]}"
+    extra = {SEQ: str(seq).encode(), COVERS: json.dumps(sorted(set(covers))).encode()}
+    for name in rows:
+        for video in covers:
+            (table_path(manifest_dir, name) / f"part-{video}.parquet").unlink(missing_ok=True)
+    for name in sorted(rows, key=lambda n: n == "videos"):  # the videos part last: the commit
+        schema = TABLES[name]
+        table = to_arrow(rows[name], schema)
+        check_statuses(table, name)
+        table = table.replace_schema_metadata(schema.metadata | extra | {TOKEN: uuid.uuid4().hex.encode()})
+        final = table_path(manifest_dir, name) / f"{BATCH}{ident}.parquet"
+        write_atomic(final, lambda tmp, table=table: pq.write_table(table, tmp, compression="zstd"))
+    return ident
 
 
 def _read_files(files: list[Path], expected: pa.Schema, columns: list[str] | None = None) -> pa.Table:
@@ -299,6 +401,8 @@ def _read_files(files: list[Path], expected: pa.Schema, columns: list[str] | Non
         return _select(expected.empty_table(), columns)
     if len(files) == 1:
         return _read_each(files, expected, columns)
+    import pyarrow.dataset as ds  # here: importing it maps ~1 GiB of address space (matters under ulimit -v)
+
     try:
         footers = _footers(files)
         schemas = [footer.schema.to_arrow_schema() for footer in footers]

@@ -142,3 +142,59 @@ def test_a_reader_between_the_compacted_write_and_the_deletes_sees_every_row_onc
     assert len(read_table(manifest, "shots", committed_only=False)) == len(before)
     assert compact_cli(manifest) == 0 and len(list(folder.glob("part-*.parquet"))) == 1
     assert len(read_table(manifest, "shots", committed_only=False)) == len(before)
+
+
+# -- batched commits --------------------------------------------------------------------------------
+
+
+def video_rows(video_id: str, shots: int) -> dict:
+    return {"shots": [shot(video_id, s) for s in range(shots)],
+            "videos": [{"video_id": video_id, "source_path": f"/data/{video_id}.mp4", "status": "ok"}]}  # fmt: skip
+
+
+def test_a_batch_commits_many_videos_with_one_part_per_table_and_a_kill_loses_only_the_batch(tmp_path):
+    from curation.config import CurationConfig
+    from curation.pipeline import completed_video_ids
+    from curation.reconcile import CommitBatch
+    from manifests.io import tidy_batches
+
+    batch = CommitBatch(tmp_path, videos=3, seconds=3600)
+    for v in range(5):
+        rows = video_rows(f"b{v}", 2)
+        rows["clips"] = [{"clip_id": f"b{v}_c000", "video_id": f"b{v}", "clip_index": 0, "start_frame": 0,
+                          "end_frame": 100, "status": "ok"}]  # fmt: skip
+        batch.add(f"b{v}", rows)
+    assert batch.batches == 1  # b0-b2 committed; b3, b4 wait in memory: a kill now loses only them
+    assert [len(list(table_path(tmp_path, t).glob("part-batch-*"))) for t in ("shots", "clips", "videos")] == [1, 1, 1]
+    assert sorted(read_table(tmp_path, "videos")["video_id"]) == ["b0", "b1", "b2"]
+    assert completed_video_ids(CurationConfig(output=tmp_path)) == {"b0", "b1", "b2"}
+    # A kill between a batch's shots part and its videos part: those rows are never read, and the
+    # next run deletes them before it starts.
+    from manifests.io import write_batch
+
+    write_batch(tmp_path, {"shots": video_rows("b3", 4)["shots"]}, ["b3"])
+    assert "b3" not in set(read_table(tmp_path, "shots", committed_only=False)["video_id"])
+    assert tidy_batches(tmp_path) == 1 and len(pd.read_parquet(tmp_path / "shots.parquet")) == 6
+
+
+def test_a_video_committed_again_replaces_its_rows_never_duplicates_them(manifest):
+    """The newest commit wins, per video: over its own legacy part (deleted when a batch commits it),
+    over an older batch, and over compacted rows; a plain pandas read agrees once the job tidies."""
+    from manifests.io import tidy_batches, write_batch
+
+    legacy = read_table(manifest, "shots")
+    first = video_rows("v001", 3) | {"clips": []}
+    write_batch(manifest, first, ["v001"])  # v001 had a per-video part: the batch replaces it
+    assert not (table_path(manifest, "shots") / "part-v001.parquet").exists()
+    five, one = video_rows("v001", 5), video_rows("v009", 1)
+    write_batch(manifest, {name: five[name] + one[name] for name in five}, ["v001", "v009"])
+    shots = read_table(manifest, "shots")
+    assert (shots["video_id"] == "v001").sum() == 5 and (shots["video_id"] == "v009").sum() == 1
+    assert len(shots) == len(legacy) - 2 - 2 + 5 + 1  # v001 had 2 shots, v009 had 2
+    assert shots["shot_id"].is_unique and read_table(manifest, "videos")["video_id"].is_unique
+    assert tidy_batches(manifest) >= 1
+    assert len(pd.read_parquet(manifest / "shots.parquet")) == len(shots)
+    assert compact_cli(manifest) == 0
+    write_batch(manifest, {"shots": [], "videos": video_rows("v001", 0)["videos"]}, ["v001"])  # failed now: no shots
+    after = read_table(manifest, "shots")
+    assert "v001" not in set(after["video_id"]) and len(after) == len(shots) - 5
