@@ -32,7 +32,7 @@ from curation.reconcile import CommitBatch, commit_failure, commit_video, is_too
 from curation.shot_frames import frames_for_shot
 from curation.shots import ClipResult, DetectItem, DetectStage
 from curation.stage import Executor, Failure
-from manifests.io import OUTPUT_FULL, read_table, table_path, table_video_ids, tidy_batches
+from manifests.io import OUTPUT_FULL, read_table, table_video_ids, tidy_batches
 from manifests.probe import VideoProbe
 from manifests.schema import STATUS_OK
 
@@ -85,11 +85,8 @@ def completed_video_ids(config: CurationConfig) -> frozenset[str]:
 
     with_rows = {table: table_video_ids(config.output, table) for table in ("shots", "clips")}
 
-    def intact(video_id: str, status: str) -> bool:  # rows, or an empty part (a video of no shots)
-        return status != STATUS_OK or all(
-            video_id in ids or (table_path(config.output, table) / f"part-{video_id}.parquet").is_file()
-            for table, ids in with_rows.items()
-        )
+    def intact(video_id: str, status: str) -> bool:  # an ok video has at least one shot and one clip
+        return status != STATUS_OK or all(video_id in ids for ids in with_rows.values())
 
     return frozenset(v for v, status in zip(videos["video_id"], videos["status"]) if intact(v, status))
 

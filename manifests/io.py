@@ -102,10 +102,10 @@ def ensure_tables(manifest_dir: str | os.PathLike) -> list[str]:
 
 
 def remove_part(manifest_dir: str | os.PathLike, name: str, part: str) -> None:
-    """Drop a video's rows from a table: its part file goes; where compacted files may still hold
-    the video's rows, an empty part takes its place (a part always wins over compacted rows)."""
+    """Drop a video's rows from a table: its part file goes; where batch or compacted files may hold
+    the video's rows, an empty part takes its place (a video's own part wins over its rows there)."""
     folder = table_path(manifest_dir, name)
-    if folder.is_dir() and any(folder.glob(f"{COMPACTED}*.parquet")):
+    if folder.is_dir() and any(f.name.startswith((COMPACTED, BATCH)) for f in folder.glob("part-*.parquet")):
         write_part(manifest_dir, name, part, [])
     else:
         (folder / f"part-{part}.parquet").unlink(missing_ok=True)
@@ -304,23 +304,30 @@ def _read_live(path: Path, expected: pa.Schema, columns: list[str] | None = None
     name = expected.metadata[b"table"].decode()
     committed = None if name == "videos" else _committed_batches(path.parent)
     live = live_files(path, committed)
-    table = _read_files(live.parts, expected, columns)
     many = sorted(live.batches + live.compacted, key=lambda f: live.seq[f])
     if not many:
-        return table
+        return _read_files(live.parts, expected, columns)
     need = columns if columns is None or "video_id" in columns else [*columns, "video_id"]
+    table = _read_files(live.parts, expected, need)
     pieces = [_read_files([f], expected, need) for f in many]
-    newest: dict[str, int] = {}  # video -> the newest batch or compacted file holding or covering it
-    for i, (file, piece) in enumerate(zip(many, pieces)):
-        for video in set(piece.column("video_id").to_pylist()) | set(live.covers.get(file, ())):
-            newest[video] = i
+    held = [set(pa.compute.unique(p.column("video_id")).to_pylist()) | set(live.covers.get(f, ())) for f, p in
+            zip(many, pieces)]  # fmt: skip
+    newest = {video: i for i, videos in enumerate(held) for video in videos}  # the newest file holding it
     own = set(live.part_ids)  # a video's own part wins
     kept = []
     for i, piece in enumerate(pieces):
-        videos = piece.column("video_id").to_pylist()
-        mask = pa.array([newest[v] == i and v not in own for v in videos], pa.bool_())
-        kept.append(_select(piece.filter(mask), columns))
-    return pa.concat_tables([table, *kept]) if len(table) else pa.concat_tables(kept)
+        winners = pa.array(sorted(v for v in held[i] if newest[v] == i and v not in own), pa.string())
+        kept.append(piece.filter(pa.compute.is_in(piece["video_id"], value_set=winners)))
+    table = pa.concat_tables([table, *kept])
+    # In video order, each video's rows as written: the order that one part per video gave (a batch
+    # holds its videos in the order they finished). Arrow's sort is stable.
+    return _select(_in_video_order(table), columns)
+
+
+def _in_video_order(table: pa.Table) -> pa.Table:
+    if "video_id" not in table.column_names or len(table) < 2:
+        return table
+    return table.take(pa.compute.sort_indices(table, sort_keys=[("video_id", "ascending")]))
 
 
 def _committed_batches(manifest_dir: Path) -> set[str] | None:
