@@ -79,7 +79,7 @@ class RunSummary:
 def completed_video_ids(config: CurationConfig) -> frozenset[str]:
     """Videos a resumed run skips: those committed ok whose shot and clip parts are all still there
     (a deleted table or part makes its videos redo), and failed ones too with retry_failed off."""
-    videos = read_table(config.output, "videos", missing_ok=True)
+    videos = read_table(config.output, "videos", missing_ok=True, columns=["video_id", "status"])
     if config.retry_failed:
         videos = videos[videos["status"] == STATUS_OK]
 

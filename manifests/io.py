@@ -189,7 +189,12 @@ def _check_schema(found: pa.Schema, expected: pa.Schema, where: Path) -> None:
 
 
 def read_table(
-    manifest_dir: str | os.PathLike, name: str, *, missing_ok: bool = False, committed_only: bool = True
+    manifest_dir: str | os.PathLike,
+    name: str,
+    *,
+    missing_ok: bool = False,
+    committed_only: bool = True,
+    columns: list[str] | None = None,
 ) -> pd.DataFrame:
     """Read and validate table `name` of a manifest directory as a pandas DataFrame.
 
@@ -197,21 +202,27 @@ def read_table(
     video's other parts). By default rows of uncommitted videos (a run stopped between the two
     writes) are left out of every other table; `committed_only=False` shows them. Manifests without
     a `videos` table (assembled by hand) are read whole.
+    `columns` reads only those columns (each file's schema is still checked).
     The plain pandas equivalent, without validation, is `pd.read_parquet("DIR/shots.parquet")`.
     """
     path = table_path(manifest_dir, name)
     expected = TABLES[name]
+    unknown = sorted(set(columns or ()) - set(expected.names))
+    if unknown:
+        raise ManifestError(f"table {name!r} has no column {', '.join(map(repr, unknown))}")
     if not path.exists():
         if missing_ok:
-            return expected.empty_table().to_pandas()
+            return _select(expected.empty_table(), columns).to_pandas()
         raise ManifestError(f"{path} does not exist; run `python curation/run.py --output {manifest_dir}` first")
-    table = _read_live(path, expected)
-    if committed_only and name != "videos" and "video_id" in expected.names:
+    filtered = committed_only and name != "videos" and "video_id" in expected.names
+    need = columns if columns is None or not filtered or "video_id" in columns else [*columns, "video_id"]
+    table = _read_live(path, expected, need)
+    if filtered:
         videos = table_path(manifest_dir, "videos")
         if videos.exists():  # only the ids are read: the commit markers
             committed = _read_live(videos, TABLES["videos"], columns=["video_id"]).column("video_id")
             table = table.filter(pa.compute.is_in(table["video_id"], value_set=committed.combine_chunks()))
-    return table.to_pandas()
+    return _select(table, columns).to_pandas()
 
 
 def read_part(manifest_dir: str | os.PathLike, name: str, part: str) -> pd.DataFrame:

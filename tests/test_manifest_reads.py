@@ -198,3 +198,13 @@ def test_a_video_committed_again_replaces_its_rows_never_duplicates_them(manifes
     write_batch(manifest, {"shots": [], "videos": video_rows("v001", 0)["videos"]}, ["v001"])  # failed now: no shots
     after = read_table(manifest, "shots")
     assert "v001" not in set(after["video_id"]) and len(after) == len(shots) - 5
+
+
+def test_a_read_of_some_columns_is_validated_and_filtered_like_a_full_one(manifest):
+    (table_path(manifest, "videos") / "part-v004.parquet").unlink()
+    full = read_table(manifest, "shots")
+    some = read_table(manifest, "shots", columns=["shot_id", "num_frames"])
+    assert list(some.columns) == ["shot_id", "num_frames"] and some["shot_id"].tolist() == full["shot_id"].tolist()
+    assert list(read_table(manifest, "clips", missing_ok=True, columns=["clip_id"]).columns) == ["clip_id"]
+    with pytest.raises(ManifestError, match="no column 'nope'"):
+        read_table(manifest, "shots", columns=["nope"])
