@@ -264,6 +264,7 @@ class LiveFiles:
     batches: list[Path] = dataclasses.field(default_factory=list)
     seq: dict[Path, int] = dataclasses.field(default_factory=dict)  # batches and compacted files: when written
     covers: dict[Path, list[str]] = dataclasses.field(default_factory=dict)  # batches: the videos they commit
+    rows: dict[Path, int] = dataclasses.field(default_factory=dict)  # every file's row count (its footer)
 
     @property
     def part_ids(self) -> list[str]:
@@ -281,13 +282,14 @@ def live_files(folder: Path, committed_batches: set[str] | None = None) -> LiveF
     if not special:
         return LiveFiles(files, [], [])
     replaced_tokens: set[str] = set()
-    tokens, metas = {}, {}
+    tokens, metas, rows = {}, {}, {}
     for file in files:
         try:
-            meta = pq.read_metadata(file).metadata or {}
+            footer = pq.read_metadata(file)
         except (pa.ArrowException, OSError) as err:
             raise ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job") from err
-        tokens[file], metas[file] = _token(file, meta), meta
+        meta = footer.metadata or {}
+        tokens[file], metas[file], rows[file] = _token(file, meta), meta, footer.num_rows
         if file.name.startswith(COMPACTED):
             replaced_tokens |= set(json.loads(meta.get(REPLACES, b"[]")))
     live = [f for f in files if tokens[f] not in replaced_tokens]
@@ -299,7 +301,7 @@ def live_files(folder: Path, committed_batches: set[str] | None = None) -> LiveF
     covers = {f: json.loads(metas[f].get(COVERS, b"[]")) for f in batches}
     return LiveFiles(
         [f for f in live if not f.name.startswith((COMPACTED, BATCH))], compacted,
-        [f for f in files if tokens[f] in replaced_tokens], batches, seq, covers,
+        [f for f in files if tokens[f] in replaced_tokens], batches, seq, covers, rows,
     )  # fmt: skip
 
 
@@ -320,16 +322,24 @@ def _read_live(path: Path, expected: pa.Schema, columns: list[str] | None = None
         return _read_files(live.parts, expected, columns)
     need = columns if columns is None or "video_id" in columns else [*columns, "video_id"]
     table = _read_files(live.parts, expected, need)
-    pieces = [_read_files([f], expected, need) for f in many]
-    held = [set(pa.compute.unique(p.column("video_id")).to_pylist()) | set(live.covers.get(f, ())) for f, p in
-            zip(many, pieces)]  # fmt: skip
-    newest = {video: i for i, videos in enumerate(held) for video in videos}  # the newest file holding it
-    own = set(live.part_ids)  # a video's own part wins
-    kept = []
-    for i, piece in enumerate(pieces):
-        winners = pa.array(sorted(v for v in held[i] if newest[v] == i and v not in own), pa.string())
-        kept.append(piece.filter(pa.compute.is_in(piece["video_id"], value_set=winners)))
-    table = pa.concat_tables([table, *kept])
+    held_rows = _read_files(many, expected, need)  # in file order, in one read
+    source = np.repeat(np.arange(len(many)), [live.rows[f] for f in many])
+    if len(source) != len(held_rows):  # a file changed since its footer was read: one by one
+        pieces = [_read_files([f], expected, need) for f in many]
+        source = np.repeat(np.arange(len(many)), [len(p) for p in pieces])
+        held_rows = pa.concat_tables(pieces)
+    videos = held_rows.column("video_id")
+    newest: dict[str, int] = {}  # the newest file holding or covering each video
+    for i, file in enumerate(many):
+        first, stop = int(np.searchsorted(source, i)), int(np.searchsorted(source, i, side="right"))
+        for video in set(pa.compute.unique(videos[first:stop]).to_pylist()) | set(live.covers.get(file, ())):
+            newest[video] = i
+    for video in live.part_ids:  # a video's own part wins
+        newest[video] = -1
+    keys = sorted(newest)
+    where = pa.compute.index_in(videos, value_set=pa.array(keys, pa.string())).to_numpy(zero_copy_only=False)
+    held_rows = held_rows.filter(pa.array(np.array([newest[k] for k in keys])[where] == source))
+    table = pa.concat_tables([table, held_rows])
     # In video order, each video's rows as written: the order that one part per video gave (a batch
     # holds its videos in the order they finished). Arrow's sort is stable.
     return _select(_in_video_order(table), columns)
@@ -337,6 +347,9 @@ def _read_live(path: Path, expected: pa.Schema, columns: list[str] | None = None
 
 def _in_video_order(table: pa.Table) -> pa.Table:
     if "video_id" not in table.column_names or len(table) < 2:
+        return table
+    ids = table.column("video_id")
+    if not pa.compute.any(pa.compute.less(ids[1:], ids[:-1])).as_py():  # in order already (compacted)
         return table
     return table.take(pa.compute.sort_indices(table, sort_keys=[("video_id", "ascending")]))
 
