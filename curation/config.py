@@ -79,7 +79,9 @@ class DetectorConfig(Section):
         """Frames a clip must decode beyond its own range for its cuts to equal whole-video ones."""
         if not self.transnet:
             return 2 * self.min_scene_frames
-        return 75 + 2 * 64 + self.min_scene_frames  # TransNetV2's window context, transitions up to 64 frames
+        from model.transnetv2 import CLIP_CONTEXT  # its windows' context, and whole transitions
+
+        return CLIP_CONTEXT + self.min_scene_frames
 
     @property
     def name(self) -> str:

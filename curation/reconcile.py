@@ -12,7 +12,7 @@ from curation.clips import ClipWindow
 from curation.config import CurationConfig
 from curation.shots import ClipResult, shots_from_cuts
 from manifests.frames import read_shot_frames
-from manifests.io import remove_part, write_batch, write_bytes_atomic, write_part
+from manifests.io import write_batch, write_bytes_atomic, write_part
 from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
 from manifests.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK
@@ -128,16 +128,14 @@ def commit_video(
     results: list[ClipResult],
     config: CurationConfig,
     seconds: float,
-    batch: CommitBatch | None = None,
+    batch: CommitBatch,
 ) -> tuple[dict, list[dict]]:
-    """A video's shots, clips and finally its row (the commit marker a resumed run checks): added
-    to `batch` (committed with other videos, `manifests.io.write_batch`), or without one written
-    now as the video's own parts.
+    """A video's shots, clips and its row (the commit marker a resumed run checks), added to
+    `batch`, which commits them with other videos (`manifests.io.write_batch`).
 
     A video with any failed clip is recorded as failed with no shots, so a re-run retries it
     instead of keeping a partial cut list.
     """
-    output = config.output
     errors = [r.error for r in results if r.error]
     video = probe.row() | {"num_clips": len(windows), "processing_s": seconds}
     rows: list[dict] = []
@@ -145,20 +143,11 @@ def commit_video(
         video |= {"status": STATUS_FAILED, "error": "; ".join(errors), "error_stage": "detect", "num_shots": 0}
     else:
         rows = shot_rows(probe, windows, results, config)
-        save_keyframes(rows, results, output, config.shots.keyframe_max_side)
+        save_keyframes(rows, results, config.output, config.shots.keyframe_max_side)
         video |= {"status": STATUS_OK, "num_shots": len(rows)}
     clips = clip_rows(probe, windows, results)
-    earlier_failure = path_id(probe.source_path)  # an earlier failure of this path
-    if batch is not None:
-        batch.add(probe.video_id, {"shots": rows, "clips": clips, "videos": [video]}, [earlier_failure])
-        return video, rows
-    if errors:
-        remove_part(output, "shots", probe.video_id)
-    else:
-        write_part(output, "shots", probe.video_id, rows)
-    write_part(output, "clips", probe.video_id, clips)
-    write_part(output, "videos", probe.video_id, [video])
-    remove_part(output, "videos", earlier_failure)
+    # The batch also replaces an earlier failure row of this path (keyed by the path's id).
+    batch.add(probe.video_id, {"shots": rows, "clips": clips, "videos": [video]}, [path_id(probe.source_path)])
     return video, rows
 
 

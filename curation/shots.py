@@ -121,7 +121,7 @@ class TransNetCuts:
     frames, and the span is reported in `transitions`."""
 
     def __init__(self, detector, config: DetectorConfig, first: int, num_frames: int):
-        from model.transnetv2 import StreamingPredictor, TransitionTracker
+        from model.transnetv2 import MAX_TRANSITION_FRAMES, StreamingPredictor, TransitionTracker
 
         self.drop = config.transition_frames == "drop"
         self.stream = StreamingPredictor(detector, first, num_frames)
@@ -129,7 +129,7 @@ class TransNetCuts:
         self.expected = first  # the next frame number the stream needs
         self.last: np.ndarray | None = None
         self.transitions: list[tuple[int, int]] = []
-        self.late = self.stream.lag + 2 * 64  # a cut comes once its transition (up to 64 frames) is over
+        self.late = self.stream.lag + 2 * MAX_TRANSITION_FRAMES  # a cut comes once its transition is over
 
     @property
     def settled(self) -> int:
@@ -485,11 +485,9 @@ def shots_from_cuts(
     """[start, end) spans covering every frame once, from the merged cuts of all clips.
 
     Re-applies the detector's minimum scene length across clip boundaries, where two clips'
-    detectors never saw each other's cuts; `forced` cuts (a dropped transition's edges) always stay.
+    detectors never saw each other's cuts (`MinSceneChain`, the rule the decode pass applies);
+    `forced` cuts (a dropped transition's edges) always stay.
     """
-    boundaries = [0]
-    for cut in sorted(set(cuts) | set(forced)):
-        if 0 < cut < num_frames and (cut in forced or cut - boundaries[-1] >= min_scene_frames):
-            boundaries.append(cut)
-    boundaries.append(num_frames)
+    candidates = [Boundary(c, c in forced) for c in sorted(set(cuts) | set(forced)) if 0 < c < num_frames]
+    boundaries = [0, *(b.frame for b in MinSceneChain(min_scene_frames, 0)(candidates)), num_frames]
     return [(a, b) for a, b in zip(boundaries[:-1], boundaries[1:]) if b > a]

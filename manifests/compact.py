@@ -30,13 +30,12 @@ from manifests.io import (
     COMPACTED,
     REPLACES,
     SEQ,
-    TOKEN,
     _committed_batches,
     _read_live,
     _token,
     live_files,
     table_path,
-    write_atomic,
+    write_parquet,
 )
 from manifests.lock import OutputLock
 from manifests.schema import TABLES
@@ -72,13 +71,10 @@ def compact(manifest_dir: str | os.PathLike) -> CompactReport:
             table = _read_live(folder, schema)  # validated, by the reader's own rule
             every = files + live.replaced
             tokens = sorted(_token(f, pq.read_metadata(f).metadata or {}) for f in every)
-            table = table.replace_schema_metadata((schema.metadata or {}) | {
-                TOKEN: uuid.uuid4().hex.encode(), REPLACES: json.dumps(tokens).encode(),
-                SEQ: str(time.time_ns()).encode()})  # fmt: skip
             rows_per_group = max(1, ROW_GROUP_BYTES // max(1, table.nbytes // max(1, len(table))))
-            target = folder / f"{COMPACTED}{uuid.uuid4().hex[:12]}.parquet"
-            write_atomic(target, lambda tmp, table=table, size=rows_per_group: pq.write_table(
-                table, tmp, compression="zstd", row_group_size=size))  # fmt: skip
+            write_parquet(folder / f"{COMPACTED}{uuid.uuid4().hex[:12]}.parquet", table,
+                          {REPLACES: json.dumps(tokens).encode(), SEQ: str(time.time_ns()).encode()},
+                          row_group_size=rows_per_group)  # fmt: skip
             for old in every:
                 old.unlink(missing_ok=True)
             report.tables[name] = (len(files), len(table))

@@ -71,9 +71,15 @@ def write_part(manifest_dir: str | os.PathLike, name: str, part: str, rows) -> P
     schema = TABLES[name]
     table = rows if isinstance(rows, pa.Table) else to_arrow(rows, schema)
     check_statuses(table, name)
-    table = table.replace_schema_metadata((table.schema.metadata or {}) | {TOKEN: uuid.uuid4().hex.encode()})
-    final = table_path(manifest_dir, name) / f"part-{part}.parquet"
-    return write_atomic(final, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return write_parquet(table_path(manifest_dir, name) / f"part-{part}.parquet", table)
+
+
+def write_parquet(path: Path, table: pa.Table, metadata: Mapping[bytes, bytes] | None = None, **options) -> Path:
+    """The one way a table file is written: atomically, zstd, with `metadata` and a token (fresh
+    unless `metadata` gives one) in its Parquet metadata, so compaction can say which files it replaced."""
+    extra = {TOKEN: uuid.uuid4().hex.encode()} | dict(metadata or {})
+    table = table.replace_schema_metadata((table.schema.metadata or {}) | extra)
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", **options))
 
 
 def check_statuses(table: pa.Table, name: str) -> None:
@@ -232,8 +238,7 @@ def read_part(manifest_dir: str | os.PathLike, name: str, part: str) -> pd.DataF
     file = folder / f"part-{part}.parquet"
     if file.is_file() or not folder.is_dir():
         return _read_files([file] if file.is_file() else [], TABLES[name]).to_pandas()
-    table = _read_live(folder, TABLES[name])
-    return table.filter(pa.compute.equal(table["video_id"], part)).to_pandas()
+    return _read_live(folder, TABLES[name], video=part).to_pandas()  # its rows in batch or compacted files
 
 
 def table_video_ids(manifest_dir: str | os.PathLike, name: str) -> set[str]:
@@ -275,12 +280,15 @@ def batch_id(file: Path) -> str:
     return file.name.removeprefix(BATCH).removesuffix(".parquet")
 
 
-def live_files(folder: Path, committed_batches: set[str] | None = None) -> LiveFiles:
-    """`committed_batches`: the batch ids whose `videos` file exists (None: every batch counts)."""
+def live_files(folder: Path, committed_batches: set[str] | None = None, parts: bool = True) -> LiveFiles:
+    """`committed_batches`: the batch ids whose `videos` file exists (None: every batch counts).
+    `parts=False`: only the batch and compacted files (their footers only are read)."""
     files = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else [folder]
     special = [f for f in files if f.name.startswith((COMPACTED, BATCH))]
     if not special:
-        return LiveFiles(files, [], [])
+        return LiveFiles(files if parts else [], [], [])
+    if not parts:
+        files = special
     replaced_tokens: set[str] = set()
     tokens, metas, rows = {}, {}, {}
     for file in files:
@@ -313,19 +321,21 @@ def _token(file: Path, meta: dict) -> str:
     return f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _read_live(path: Path, expected: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+def _read_live(path: Path, expected: pa.Schema, columns: list[str] | None = None, video: str | None = None) -> pa.Table:
+    """A table folder's rows by the `LiveFiles` rules; `video`: only that video's rows in batch and
+    compacted files (read with a pushed-down filter; its own part is the caller's)."""
     name = expected.metadata[b"table"].decode()
     committed = None if name == "videos" else _committed_batches(path.parent)
-    live = live_files(path, committed)
+    live = live_files(path, committed, parts=video is None)
     many = sorted(live.batches + live.compacted, key=lambda f: live.seq[f])
     if not many:
         return _read_files(live.parts, expected, columns)
     need = columns if columns is None or "video_id" in columns else [*columns, "video_id"]
     table = _read_files(live.parts, expected, need)
-    held_rows = _read_files(many, expected, need)  # in file order, in one read
+    held_rows = _read_files(many, expected, need) if video is None else None  # in file order, in one read
     source = np.repeat(np.arange(len(many)), [live.rows[f] for f in many])
-    if len(source) != len(held_rows):  # a file changed since its footer was read: one by one
-        pieces = [_read_files([f], expected, need) for f in many]
+    if held_rows is None or len(source) != len(held_rows):  # one by one (or a file changed since its footer)
+        pieces = [_read_each([f], expected, need, video) for f in many]
         source = np.repeat(np.arange(len(many)), [len(p) for p in pieces])
         held_rows = pa.concat_tables(pieces)
     videos = held_rows.column("video_id")
@@ -390,10 +400,8 @@ def tidy_batches(manifest_dir: str | os.PathLike) -> int:
             table = pq.read_table(file)
             table = table.filter(pa.compute.invert(pa.compute.is_in(table["video_id"], value_set=pa.array(
                 sorted(stale), pa.string()))))  # fmt: skip
-            covers = sorted(set(live.covers[file]) - stale)
-            meta = (table.schema.metadata or {}) | {COVERS: json.dumps(covers).encode()}
-            table = table.replace_schema_metadata(meta)
-            write_atomic(file, lambda tmp, table=table: pq.write_table(table, tmp, compression="zstd"))
+            covers = json.dumps(sorted(set(live.covers[file]) - stale)).encode()
+            write_parquet(file, table, {COVERS: covers, TOKEN: (table.schema.metadata or {})[TOKEN]})
             changed += 1
     return changed
 
@@ -412,12 +420,9 @@ def write_batch(manifest_dir: str | os.PathLike, rows: dict[str, list[dict]], co
         for video in covers:
             (table_path(manifest_dir, name) / f"part-{video}.parquet").unlink(missing_ok=True)
     for name in sorted(rows, key=lambda n: n == "videos"):  # the videos part last: the commit
-        schema = TABLES[name]
-        table = to_arrow(rows[name], schema)
+        table = to_arrow(rows[name], TABLES[name])
         check_statuses(table, name)
-        table = table.replace_schema_metadata(schema.metadata | extra | {TOKEN: uuid.uuid4().hex.encode()})
-        final = table_path(manifest_dir, name) / f"{BATCH}{ident}.parquet"
-        write_atomic(final, lambda tmp, table=table: pq.write_table(table, tmp, compression="zstd"))
+        write_parquet(table_path(manifest_dir, name) / f"{BATCH}{ident}.parquet", table, extra)
     return ident
 
 
@@ -487,8 +492,11 @@ def _select(table: pa.Table, columns: list[str] | None) -> pa.Table:
     return table if columns is None else table.select(columns)
 
 
-def _read_each(files: list[Path], expected: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+def _read_each(
+    files: list[Path], expected: pa.Schema, columns: list[str] | None = None, video: str | None = None
+) -> pa.Table:
     tables = []
+    only = [("video_id", "==", video)] if video is not None else None
     for file in files:
         try:
             schema = pq.read_schema(file)
@@ -497,7 +505,7 @@ def _read_each(files: list[Path], expected: pa.Schema, columns: list[str] | None
         _check_schema(schema, expected, file)
         present = [column for column in expected.names if schema.get_field_index(column) >= 0]
         try:
-            table = pq.read_table(file, columns=present)
+            table = pq.read_table(file, columns=present, filters=only)
         except (pa.ArrowException, OSError) as err:  # a damaged data page (e.g. ZSTD), a truncated file
             raise ManifestError(f"{file} is damaged and cannot be read ({err}); restore it, or delete it and "
                                 "re-run the job that wrote it") from err  # fmt: skip

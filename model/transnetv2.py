@@ -26,6 +26,8 @@ from model.weights import CheckpointError
 
 WINDOW, STEP, CONTEXT = 100, 50, 25
 GRADUAL_FRAMES = 3  # a transition this long or longer is gradual (a hard cut marks 1-2 frames)
+MAX_TRANSITION_FRAMES = 64  # transitions up to this long are cut alike wherever a clip boundary falls
+CLIP_CONTEXT = CONTEXT + STEP + 2 * MAX_TRANSITION_FRAMES  # frames a clip decodes beyond its range (+ min scene)
 INPUT_SIZE = (27, 48)  # height, width of the frames the network reads
 
 
