@@ -7,7 +7,8 @@ For each size it writes the tables the curation driver writes (`shots`, `clips`,
 as before batching (three parts per video, `manifests.io.write_part`) and once through the job's
 batched writer (`curation.reconcile.CommitBatch`, 64 videos per part), and times: the commit per
 video; a validated `read_table` of shots beside a plain `pd.read_parquet`
-(the floor); resume planning (`curation.pipeline.completed_video_ids`); and training's manifest
+(the floor); resume planning (`curation.pipeline.completed_video_ids`); the miner (the combine
+stage, `curation.combinations.mine`, over 32-d embeddings of every shot); and training's manifest
 check (`read_table` + `check_finite`); then `python -m manifests compact` and the same reads on
 the compacted manifest. It prints each step's growth from one size to the next as a ratio to the
 growth in videos (1.00 = linear).
@@ -68,16 +69,37 @@ def timed(step) -> float:
     return time.perf_counter() - began
 
 
-def measure(root: Path) -> dict[str, float]:
-    from curation.config import CurationConfig
+def embeddings_for(shots: pd.DataFrame, dim: int = 32) -> pd.DataFrame:
+    """A shot_embeddings table for the miner: each video's shots near one direction, with noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    codes, videos = pd.factorize(shots["video_id"])
+    centres = rng.normal(size=(len(videos), dim))
+    vectors = (centres[codes] + 0.5 * rng.normal(size=(len(shots), dim))).astype(np.float16)
+    return pd.DataFrame({"shot_id": shots["shot_id"], "video_id": shots["video_id"], "clip_index": 0,
+                         "embedder": "synthetic", "checkpoint_hash": None, "embedding": list(vectors),
+                         "status": "ok"})  # fmt: skip
+
+
+def measure(root: Path, miner: bool = True) -> dict[str, float]:
+    from curation.combinations import mine
+    from curation.config import CombineConfig, CurationConfig
     from curation.pipeline import completed_video_ids
     from manifests.io import check_finite, read_table
 
     config = CurationConfig(output=root)
+    shots = read_table(root, "shots")
+    embeddings = embeddings_for(shots) if miner else None
     return {
         "validated read_table(shots)": timed(lambda: read_table(root, "shots")),
         "plain pd.read_parquet(shots)": timed(lambda: pd.read_parquet(root / "shots.parquet")),
         "resume planning": timed(lambda: completed_video_ids(config)),
+        **(
+            {"miner": timed(lambda: mine(shots, embeddings, CombineConfig(within="video", min_relevance=0.5)))}
+            if miner
+            else {}
+        ),  # fmt: skip
         "training manifest check": timed(
             lambda: check_finite(read_table(root, "shots"), "shots", ["start_s", "end_s", "fps"], root)
         ),
@@ -97,14 +119,15 @@ def main() -> None:
             results[count] = {}
             if count <= args.parts_up_to:
                 unbatched = write_manifest(Path(tmp) / f"p{count}", count, batched=False)
-                parts = {"commit per video, one part each (before)": unbatched} | measure(Path(tmp) / f"p{count}")
+                parts = {"commit per video, one part each (before)": unbatched} | measure(Path(tmp) / f"p{count}",
+                                                                                          miner=False)  # fmt: skip
                 results[count] = {f"{k} (parts)" if not k.startswith("commit") else k: v for k, v in parts.items()}
             commit = write_manifest(root, count)
             results[count] |= {"commit per video": commit} | measure(root)
             from manifests.compact import compact
 
             results[count]["compact"] = timed(lambda root=root: compact(root))
-            results[count] |= {f"{k} (compacted)": v for k, v in measure(root).items() if "plain" not in k}
+            results[count] |= {f"{k} (compacted)": v for k, v in measure(root, miner=False).items() if "plain" not in k}
             print(f"{count} videos ({count * SHOTS} shots): "
                   + ", ".join(f"{k} {v * 1000:.2f} ms" if k.startswith("commit per video") else f"{k} {v:.2f} s"
                               for k, v in results[count].items()), flush=True)  # fmt: skip

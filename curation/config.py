@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from manifests.store import Location, ObjectPath
+
 # PySceneDetect's own defaults, so `--detector X` alone finds what `scenedetect detect-X` finds.
 DEFAULT_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
 
@@ -220,9 +222,11 @@ class CurationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[Path] = Field(default_factory=list, json_schema_extra=flag("--input"),
-                               description="video files, folders (recursive) or .txt lists of paths")  # fmt: skip
-    output: Path = Field(description="manifest directory (created; re-running resumes)")
+    inputs: list[Location] = Field(default_factory=list, json_schema_extra=flag("--input"),
+                               description="video files, folders (recursive) or .txt lists of paths; local "
+                               "or object-store URLs (s3://bucket/prefix)")  # fmt: skip
+    output: Location = Field(description="manifest directory, local or s3://bucket/prefix (created; re-running "
+                             "resumes)")  # fmt: skip
     sample_videos: int = Field(3, ge=1, json_schema_extra=flag("--samples"),
                                description="sample videos generated when no --input is given")  # fmt: skip
     retry_failed: bool = Field(True, json_schema_extra=flag("--no-retry-failed", negate=True),
@@ -239,7 +243,7 @@ class CurationConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> CurationConfig:
-        if self.output.exists() and not self.output.is_dir():
+        if isinstance(self.output, Path) and self.output.exists() and not self.output.is_dir():
             raise ValueError(f"--output {self.output} exists and is not a directory")
         kind = self.embed.kind
         checkpoint = {"viclip": self.embed.viclip_checkpoint, "clip": self.embed.clip_checkpoint}.get(kind)
@@ -271,11 +275,11 @@ def flags() -> dict[str, str]:
 
 def _argument(field, field_name: str) -> dict:
     extra = field.json_schema_extra or {}
-    annotation = field.annotation
-    args = typing.get_args(annotation)
+    annotation = _plain(field.annotation)
+    args = tuple(_plain(a) for a in typing.get_args(annotation))
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # X | None
         annotation = next(a for a in args if a is not type(None))
-        args = typing.get_args(annotation)
+        args = tuple(_plain(a) for a in typing.get_args(annotation))
     default = field.default
     shown = "" if default is None or field.is_required() or field.default_factory else f" (default {default})"
     kwargs: dict[str, Any] = {"help": (field.description or "") + shown, "default": argparse.SUPPRESS,
@@ -294,6 +298,14 @@ def _argument(field, field_name: str) -> dict:
     else:
         kwargs["type"] = annotation
     return kwargs
+
+
+def _plain(annotation):
+    """A Location (a path or an object-store URL; pydantic keeps its `Path | ObjectPath`) is given
+    on the command line as text: `Path` would fold `s3://` into `s3:/`."""
+    if annotation is Location or ObjectPath in typing.get_args(annotation):
+        return str
+    return annotation
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

@@ -26,11 +26,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from manifests.io import write_json_atomic
+from manifests.store import location
 
 log = logging.getLogger("curation")
 
@@ -438,10 +438,11 @@ def excerpt(text: str, limit: int) -> str:
 
 
 class ReplyCache:
-    """Final replies on disk, keyed by (item, model, prompt version, input mode): re-runs don't pay twice."""
+    """Final replies on disk (or in the output's object store), keyed by (item, model, prompt version,
+    input mode): re-runs don't pay twice."""
 
     def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
+        self.folder = location(folder)
 
     @staticmethod
     def key(item_id: str, settings: GeminiSettings, input_mode: str) -> str:
@@ -449,11 +450,12 @@ class ReplyCache:
         return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
     def get(self, key: str) -> Annotation | None:
-        path = self.folder / f"{key}.json"
-        if not path.is_file():
+        try:
+            text = (self.folder / f"{key}.json").read_text()
+        except (FileNotFoundError, IsADirectoryError):
             return None
         try:
-            return Annotation(**json.loads(path.read_text()))
+            return Annotation(**json.loads(text))
         except (ValueError, TypeError):
             return None  # a damaged entry is simply asked again
 

@@ -95,7 +95,7 @@ def record_processes(output: Path) -> None:
                if (start := _start_time(pid)) is not None]  # fmt: skip
     known = _read(output)
     merged = {(e["pid"], e["start"]): e for e in known + entries}
-    (output / RECORD).write_text(json.dumps(list(merged.values())))
+    _record(output).write_text(json.dumps(list(merged.values())))
 
 
 def clear_orphans(output: Path) -> int:
@@ -110,17 +110,31 @@ def clear_orphans(output: Path) -> int:
             stopped += 1
         except (ProcessLookupError, PermissionError):
             pass
-    (output / RECORD).unlink(missing_ok=True)
+    _record(output).unlink(missing_ok=True)
     return stopped
 
 
 def forget(output: Path) -> None:
-    (output / RECORD).unlink(missing_ok=True)
+    _record(output).unlink(missing_ok=True)
+
+
+def _record(output) -> Path:
+    """Where the process record lives: in the output folder, or for an object-store output (these
+    are this machine's pids) in a local folder named after it."""
+    if isinstance(output, Path):
+        return output / RECORD
+    import hashlib
+
+    folder = (
+        Path.home() / ".cache" / "mask2dit" / "ray" / hashlib.blake2b(str(output).encode(), digest_size=8).hexdigest()
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / RECORD
 
 
 def _read(output: Path) -> list[dict]:
     try:
-        data = json.loads((output / RECORD).read_text())
+        data = json.loads(_record(output).read_text())
     except (OSError, ValueError):
         return []
     return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []

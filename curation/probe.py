@@ -6,11 +6,11 @@ probed again. Reading the facts themselves is `manifests.probe`, shared with the
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from curation.stage import Resources, Stage
 from manifests.probe import ProbeError, VideoProbe, fingerprint, probe
+from manifests.store import location
 
 
 @dataclass
@@ -26,9 +26,9 @@ class ProbeStage(Stage):
         self.done_ids, self.resources = done_ids, Resources(cpus=cpus)
 
     def process(self, path: str) -> VideoProbe | Skipped:
-        if not os.path.isfile(path):
-            raise ProbeError(f"{path}: file not found; check the --input path")
         try:
+            if not location(path).is_file():
+                raise ProbeError(f"{path}: file not found; check the --input path")
             video_id = fingerprint(path)
         except OSError as err:
             raise ProbeError(

@@ -4,7 +4,6 @@ cut list re-applies the minimum scene length across clip boundaries (shots_from_
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from manifests.io import write_batch, write_bytes_atomic, write_part
 from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
 from manifests.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK
+from manifests.store import absolute
 
 
 def shot_rows(
@@ -183,7 +183,7 @@ class CommitBatch:
 def commit_failure(path: str, error: str, stage: str, config: CurationConfig) -> dict:
     row = {
         "video_id": path_id(path),
-        "source_path": os.path.abspath(path),
+        "source_path": absolute(path),
         "status": STATUS_FAILED,
         "error": error,
         "error_stage": stage,

@@ -30,6 +30,7 @@ from curation.config import CurationConfig, add_flags, flags, from_flags
 from curation.inputs import resolve_inputs
 from curation.samples import write_sample_videos
 from manifests.io import OUTPUT_FULL, ensure_tables, read_table, write_json_atomic
+from manifests.store import ObjectPath, is_url, location
 
 log = logging.getLogger("curation")
 
@@ -88,7 +89,7 @@ def relative_paths_in_a_job(config: CurationConfig, config_file: Path | None) ->
     return [f"{flag} {path} is relative, and this job runs in Ray's temporary copy of --working-dir ({os.getcwd()}), "
             f"so it would point in there (an output written there vanishes with the job); give the absolute path "
             f"on storage every node sees, e.g. {flag} /shared/{Path(path).name}"
-            for flag, path in named if path is not None and not Path(path).is_absolute()]  # fmt: skip
+            for flag, path in named if path is not None and not location(path).is_absolute()]  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> CurationConfig:
@@ -248,6 +249,25 @@ def run_combine(config: CurationConfig) -> dict:
     return stats.as_dict() | {"seconds": time.perf_counter() - began}
 
 
+def unreachable_store(config: CurationConfig) -> str | None:
+    """Said at the door: an object-store --output or --input the store will not serve (no credentials,
+    no such bucket, no endpoint), with what to set. Credentials are never printed."""
+    for flag, where in [("--output", config.output), *(("--input", p) for p in config.inputs)]:
+        if not isinstance(where, ObjectPath):
+            continue
+        bucket = ObjectPath(where.url.split("://", 1)[0] + "://" + where.key.split("/", 1)[0])
+        try:
+            if not bucket.exists():
+                return f"{flag} {where}: bucket {bucket} does not exist (or these credentials cannot see it); create it"
+        except Exception as err:  # botocore's NoCredentialsError, an endpoint that refuses, a missing library
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            return (f"{flag} {where}: the store cannot be reached ({type(err).__name__}: {err}); set credentials "
+                    "the standard way (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role) "
+                    "and, for a server other than AWS (MinIO, R2, ...), AWS_ENDPOINT_URL"
+                    + (f" (now {endpoint})" if endpoint else ""))  # fmt: skip
+    return None
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -280,6 +300,10 @@ def run(argv: list[str] | None = None) -> int:
 
     began = time.perf_counter()
     config = parse_args(argv)
+    problem = unreachable_store(config)
+    if problem:
+        print(f"{USAGE}\nerror: {problem}", file=sys.stderr)
+        return 2
     try:
         config.output.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError, PermissionError) as err:
@@ -311,7 +335,7 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
     if not paths:
         print(f"error: no video files found in {', '.join(map(str, config.inputs))}", file=sys.stderr)
         return 2
-    missing = [p for p in paths if not os.path.exists(p)]
+    missing = [p for p in paths if not is_url(p) and not os.path.exists(p)]  # stored ones: checked by the probe
     for path in missing:  # said at once, before Ray starts; each still becomes a failed row
         print(f"warning: --input {path}: file not found", file=sys.stderr)
     if len(missing) == len(paths):

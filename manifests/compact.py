@@ -5,7 +5,8 @@ opening the files dominates every read. Compaction writes, per table, one `part-
 holding every row a reader sees now (row groups of about 128 MB), whose Parquet metadata lists the
 tokens of the files it replaces, and then deletes those files.
 
-- Atomic: the compacted file appears complete (renamed into place) or not at all.
+- Atomic: the compacted file appears complete (renamed into place, or one finished upload on an
+  object store) or not at all.
 - Safe while readers read: a reader that lists the folder between the rename and the deletes skips
   the files the compacted one replaces (`manifests.io.live_files`), so it never sees a row twice.
 - Idempotent: a table already in one compacted file and nothing else is left as it is.
@@ -22,15 +23,13 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from manifests.io import (
     COMPACTED,
     REPLACES,
     SEQ,
     _committed_batches,
+    _metadata,
     _read_live,
     _token,
     live_files,
@@ -39,6 +38,7 @@ from manifests.io import (
 )
 from manifests.lock import OutputLock
 from manifests.schema import TABLES
+from manifests.store import location
 
 ROW_GROUP_BYTES = 128 << 20
 
@@ -62,7 +62,7 @@ def compact(manifest_dir: str | os.PathLike) -> CompactReport:
             folder = table_path(manifest_dir, name)
             if not folder.is_dir():
                 continue
-            live = live_files(folder, None if name == "videos" else _committed_batches(Path(manifest_dir)))
+            live = live_files(folder, None if name == "videos" else _committed_batches(location(manifest_dir)))
             files = live.parts + live.compacted + live.batches
             if not files or (len(files) == 1 and live.compacted):  # nothing, or compacted already
                 for leftover in live.replaced:  # an earlier compaction stopped before its deletes
@@ -70,7 +70,7 @@ def compact(manifest_dir: str | os.PathLike) -> CompactReport:
                 continue
             table = _read_live(folder, schema)  # validated, by the reader's own rule
             every = files + live.replaced
-            tokens = sorted(_token(f, pq.read_metadata(f).metadata or {}) for f in every)
+            tokens = sorted(_token(f, _metadata(f).metadata or {}) for f in every)
             rows_per_group = max(1, ROW_GROUP_BYTES // max(1, table.nbytes // max(1, len(table))))
             write_parquet(folder / f"{COMPACTED}{uuid.uuid4().hex[:12]}.parquet", table,
                           {REPLACES: json.dumps(tokens).encode(), SEQ: str(time.time_ns()).encode()},

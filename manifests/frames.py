@@ -12,6 +12,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from manifests.store import is_url, open_input
+
 
 class VideoReadError(RuntimeError):
     """The source video of a manifest row cannot be opened or decoded as the row says."""
@@ -40,10 +42,18 @@ def open_video(path: str | os.PathLike, threads: int = 0):
     """Open `path` and yield (container, video stream) with threaded decoding.
 
     threads=0 lets FFmpeg pick; frame threading is what makes H.264/HEVC decode scale on cores.
+    `path` may be an object-store URL (s3://...): PyAV then reads through a buffered file object.
     """
+    handle = None
     try:
-        container = av.open(str(path))
+        if is_url(path):
+            handle = open_input(path)
+            container = av.open(handle)
+        else:
+            container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as err:
+        if handle is not None:
+            handle.close()
         reason = getattr(err, "strerror", None) or str(err)
         raise VideoReadError(f"{path}: cannot open ({reason}): not a video, or truncated or corrupt") from err
     try:
@@ -56,6 +66,8 @@ def open_video(path: str | os.PathLike, threads: int = 0):
         yield container, stream
     finally:
         container.close()
+        if handle is not None:
+            handle.close()
 
 
 def iter_frames(container, stream, start_pts: int | None = None, end_pts: int | None = None) -> Iterator[av.VideoFrame]:
@@ -122,6 +134,7 @@ def upright(image: np.ndarray, rotation: int) -> np.ndarray:
 
 
 _RGB = threading.local()  # a reused swscale context per thread: creating one costs more than converting
+_FORKED_AWAY: list = []  # contexts inherited through fork(): kept, never freed (see to_rgb)
 
 
 def to_rgb(frame: av.VideoFrame, rotation: int, max_side: int | None = None) -> np.ndarray:
@@ -132,8 +145,14 @@ def to_rgb(frame: av.VideoFrame, rotation: int, max_side: int | None = None) -> 
         scale = max_side / max(width, height)
         width, height = max(2, round(width * scale)), max(2, round(height * scale))
     reformatter = getattr(_RGB, "reformatter", None)
-    if reformatter is None:
-        reformatter = _RGB.reformatter = VideoReformatter()
+    if reformatter is None or _RGB.pid != os.getpid():
+        # In a forked child (a data-loader worker) the parent's context is unusable: its swscale
+        # threads did not survive the fork, and using or even freeing it waits for them forever. So
+        # it is set aside, never freed, and the child makes its own.
+        if reformatter is not None:
+            _FORKED_AWAY.append(reformatter)
+        reformatter, _RGB.pid = VideoReformatter(), os.getpid()
+        _RGB.reformatter = reformatter
     image = reformatter.reformat(frame, width=width, height=height, format="rgb24").to_ndarray()
     return upright(image, rotation)
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from manifests.io import write_json_atomic, write_part
 from manifests.probe import ProbeError, VideoProbe, path_id, probe
 from manifests.schema import STATUS_FAILED, STATUS_OK, TABLES
+from manifests.store import ObjectPath, is_url, location
 
 PRETRAIN_COLUMNS = ("fps", "width", "height", "caption", "path", "num_frame")
 PLAIN_COLUMNS = ("path", "caption")
@@ -75,7 +76,7 @@ class ImportResult:
         return lines + [f"  note: {note}" for note in self.notes]
 
 
-def read_entries(source: Path, root: Path | None) -> tuple[str, list[Entry], list[list[int]]]:
+def read_entries(source: Path | ObjectPath, root: Path | ObjectPath | None) -> tuple[str, list[Entry], list[list[int]]]:
     """(format, entries, stories): stories are lists of entry indices in order (SFT JSON only)."""
     if not source.is_file():
         raise ImportFormatError(f"{source}: file not found")
@@ -83,10 +84,12 @@ def read_entries(source: Path, root: Path | None) -> tuple[str, list[Entry], lis
 
     def resolve(value) -> str:
         text = str(value).strip() if value is not None else ""
-        return os.path.normpath(base / text) if text and not os.path.isabs(text) else text
+        if not text or absolute(text):
+            return text
+        return str(base / text) if isinstance(base, ObjectPath) else os.path.normpath(base / text)
 
     def absolute(value) -> bool:
-        return value is not None and os.path.isabs(str(value).strip())
+        return value is not None and (os.path.isabs(str(value).strip()) or is_url(str(value).strip()))
 
     if source.suffix.lower() == ".json":
         try:
@@ -116,7 +119,7 @@ def read_entries(source: Path, root: Path | None) -> tuple[str, list[Entry], lis
 
     csv.field_size_limit(64 * 2**20)  # a huge field is a row to refuse, not a crash of the whole import
     try:
-        with open(source, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not a column name
+        with source.open("r", newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not a column name
             reader = csv.DictReader(f)
             columns = [c.strip() for c in reader.fieldnames or []]
             if set(PRETRAIN_COLUMNS) <= set(columns):
@@ -141,8 +144,10 @@ def read_entries(source: Path, root: Path | None) -> tuple[str, list[Entry], lis
     return kind, entries, []
 
 
-def outside(path: str, base: Path) -> bool:
+def outside(path: str, base: Path | ObjectPath) -> bool:
     """Whether `path` (already joined and normalised) lies outside the folder `base`."""
+    if is_url(path) or isinstance(base, ObjectPath):
+        return not str(location(path)).startswith(str(base).rstrip("/") + "/")
     resolved, folder = os.path.realpath(path), os.path.realpath(base)
     return os.path.commonpath([resolved, folder]) != folder
 
@@ -170,9 +175,9 @@ def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: s
     """Import `source` into the manifest directory `output`. Raises ImportFormatError for a wrong file."""
     if scenes < 1:
         raise ImportFormatError(f"--scenes must be at least 1, got {scenes}")
-    source, output = Path(source), Path(output)
-    base = Path(root) if root is not None else source.parent
-    kind, entries, stories = read_entries(source, Path(root) if root is not None else None)
+    source, output = location(source), location(output)
+    base = location(root) if root is not None else source.parent
+    kind, entries, stories = read_entries(source, location(root) if root is not None else None)
     result = ImportResult(kind)
     first_row: dict[str, Entry] = {}
     absolute = 0

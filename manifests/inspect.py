@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import os
+import posixpath
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 
 from manifests.io import ManifestError, read_table, table_path
 from manifests.schema import TABLES
+from manifests.store import ObjectPath, location
 
 _BINS = [0, 1, 2, 4, 8, 16, 32, 64, float("inf")]
 
@@ -21,9 +23,10 @@ def length_histogram(durations: pd.Series) -> list[tuple[str, int]]:
     return list(zip(labels, counts.tolist()))
 
 
-def check_manifest_dir(manifest_dir: str | os.PathLike) -> Path:
-    """The manifest folder, or ManifestError when the path is not one (missing, a file, no tables)."""
-    path = Path(manifest_dir)
+def check_manifest_dir(manifest_dir: str | os.PathLike) -> Path | ObjectPath:
+    """The manifest folder (a local path or an object-store URL), or ManifestError when the path is
+    not one (missing, a file, no tables)."""
+    path = location(manifest_dir)
     if not path.exists():
         raise ManifestError(f"{path}: no such folder; give the --output folder of a curation run")
     if not path.is_dir():
@@ -134,7 +137,7 @@ def annotation_line(counts: dict) -> str:
 def text_report(manifest_dir: str | os.PathLike) -> str:
     s = summary(manifest_dir)
     lines = [
-        f"manifest: {Path(manifest_dir).resolve()}",
+        f"manifest: {location(manifest_dir).resolve()}",
         f"videos:   {s['videos']} ({s['videos_ok']} ok, {s['videos_failed']} failed), {s['hours']:.2f} h of video",
         f"shots:    {s['shots']} ({s['shots_ok']} ok, {s['shots_filtered']} filtered)",
     ]
@@ -177,14 +180,14 @@ table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #ddd;padd
 def html_report(
     manifest_dir: str | os.PathLike, out: str | os.PathLike | None = None, max_shots_per_video: int = 500,
     with_previews: bool = True, max_previews: int = 2000,
-) -> Path:  # fmt: skip
+) -> Path | ObjectPath:  # fmt: skip
     """Write a self-contained page (images referenced relative to the manifest directory)."""
     manifest_dir = check_manifest_dir(manifest_dir)
-    out = Path(out) if out else manifest_dir / "index.html"
+    out = location(out) if out else manifest_dir / "index.html"
     s = summary(manifest_dir)
     videos = read_table(manifest_dir, "videos", missing_ok=True)
     shots = read_table(manifest_dir, "shots", missing_ok=True)
-    rel = os.path.relpath(manifest_dir, out.parent)
+    rel = _relative(manifest_dir, out.parent)
     e = html.escape
     parts = [
         f"<!doctype html><meta charset=utf-8><title>Manifest {e(manifest_dir.name)}</title><style>{_STYLE}</style>"
@@ -234,6 +237,16 @@ def html_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(parts))
     return out
+
+
+def _relative(target, start) -> str:
+    """How a page in `start` refers to `target`: a relative path where both are in one store (or both
+    local), else `target`'s own address."""
+    if isinstance(target, ObjectPath) and isinstance(start, ObjectPath) and target.url[:5] == start.url[:5]:
+        return posixpath.relpath(target.key, start.key)
+    if isinstance(target, ObjectPath) or isinstance(start, ObjectPath):
+        return str(target)
+    return os.path.relpath(target, start)
 
 
 BADGE_COLOURS = {"ok": "#2e7d32", "unannotated": "#777", "failed": "#b00020", "error": "#b00020",

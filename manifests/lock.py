@@ -9,6 +9,13 @@ no guessing from pids. The file is never deleted (deleting it would let two runs
 files); it holds the holder's host, pid and start time for the message a refused run prints.
 flock works on local disks and on most shared filesystems (NFSv4, Lustre, GPFS with their lock
 managers); on a filesystem without locks, acquiring fails loudly rather than silently sharing.
+
+An object store (s3://, gs://) has no locks, so there the lock is a lease: the object `OUTPUT/.lock`
+names its holder and an expiry that the holder renews every LEASE_S/4 seconds from a thread. A run
+is refused while a lease it does not own is unexpired; a lease whose holder died (killed, crashed)
+expires after LEASE_S seconds (env MASK2DIT_LEASE_S, default 120) and is then taken over. Two runs
+starting within the same second can both write a lease; each reads it back and only the one whose
+lease is there goes on.
 """
 
 from __future__ import annotations
@@ -17,10 +24,17 @@ import errno
 import json
 import os
 import socket
+import threading
 import time
-from pathlib import Path
+import uuid
+
+from manifests.store import ObjectPath, location
 
 LOCK_NAME = ".lock"
+
+
+def lease_seconds() -> float:
+    return float(os.environ.get("MASK2DIT_LEASE_S", "120"))
 
 
 class OutputLocked(RuntimeError):
@@ -29,7 +43,8 @@ class OutputLocked(RuntimeError):
 
 class OutputLock:
     def __init__(self, folder: str | os.PathLike, what: str = "run"):
-        self.path, self.what, self.fd = Path(folder) / LOCK_NAME, what, None
+        self.path, self.what, self.fd = location(folder) / LOCK_NAME, what, None
+        self._lease: _Lease | None = None
 
     def holder(self) -> dict:
         try:
@@ -39,6 +54,9 @@ class OutputLock:
         return data if isinstance(data, dict) else {}
 
     def acquire(self) -> OutputLock:
+        if isinstance(self.path, ObjectPath):
+            self._lease = _Lease(self.path, self.what, self.holder).acquire()
+            return self
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,21 +68,17 @@ class OutputLock:
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise OutputLocked(f"{self.path}: cannot lock ({err.strerror}); this filesystem may not support "
                                    "locks: give an --output on one that does") from err  # fmt: skip
-            who = self.holder()
-            since = f", started {who['started']}" if who.get("started") else ""
-            raise OutputLocked(
-                f"{self.path.parent} is in use by another {who.get('what', self.what)} (host "
-                f"{who.get('host', '?')}, pid {who.get('pid', '?')}{since}); wait for it to finish or stop it, "
-                "or give another output folder. A lock whose process has ended is taken over automatically."
-            ) from None
-        record = {"what": self.what, "host": socket.gethostname(), "pid": os.getpid(),
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+            raise _locked(self.path, self.holder(), self.what, "A lock whose process has ended is taken over "
+                          "automatically.") from None  # fmt: skip
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
+        os.pwrite(fd, json.dumps(_record(self.what)).encode(), 0)
         self.fd = fd
         return self
 
     def release(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
         if self.fd is None:
             return
         import fcntl
@@ -78,3 +92,59 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _record(what: str) -> dict:
+    return {"what": what, "host": socket.gethostname(), "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+
+
+def _locked(path, who: dict, what: str, takeover: str) -> OutputLocked:
+    since = f", started {who['started']}" if who.get("started") else ""
+    return OutputLocked(
+        f"{path.parent} is in use by another {who.get('what', what)} (host {who.get('host', '?')}, pid "
+        f"{who.get('pid', '?')}{since}); wait for it to finish or stop it, or give another output folder. {takeover}"
+    )
+
+
+class _Lease:
+    """The lock on an object store: a renewed lease object (see the module docstring)."""
+
+    def __init__(self, path: ObjectPath, what: str, holder):
+        self.path, self.what, self.holder = path, what, holder
+        self.token = uuid.uuid4().hex
+        self.record = _record(what) | {"token": self.token}
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def _write(self) -> None:
+        self.path.write_bytes(json.dumps(self.record | {"expires": time.time() + lease_seconds()}).encode())
+
+    def acquire(self) -> _Lease:
+        who = self.holder()
+        if who and who.get("token") != self.token and float(who.get("expires", 0)) > time.time():
+            raise _locked(self.path, who, self.what, f"Its lease (on an object store) expires by itself "
+                          f"{lease_seconds():.0f} s after its holder stops; or delete {self.path} if no run is "
+                          "using this output.")  # fmt: skip
+        self._write()
+        time.sleep(min(1.0, lease_seconds() / 20))  # a rival that wrote at the same moment shows now
+        who = self.holder()
+        if who.get("token") != self.token:
+            raise _locked(self.path, who, self.what, "It took the lease at the same moment as this run.")
+        self.thread = threading.Thread(target=self._renew, name="output-lease", daemon=True)
+        self.thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self.stop.wait(lease_seconds() / 4):
+            try:
+                self._write()
+            except OSError:  # a passing store error: the next renewal tries again, well within the lease
+                continue
+
+    def release(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.holder().get("token") == self.token:
+            self.path.unlink(missing_ok=True)

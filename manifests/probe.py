@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -11,6 +10,7 @@ import av
 import numpy as np
 
 from manifests.frames import VideoReadError, open_video
+from manifests.store import absolute, location, open_input
 
 _SAMPLE_BYTES = 1 << 20
 
@@ -26,9 +26,9 @@ def fingerprint(path: str) -> str:
     multi-GB files. Two different videos would need identical size and identical sampled bytes
     to collide.
     """
-    size = os.path.getsize(path)
+    size = location(path).stat().st_size
     digest = hashlib.blake2b(str(size).encode(), digest_size=8)
-    with open(path, "rb") as f:
+    with open_input(path, block_size=_SAMPLE_BYTES) as f:
         for offset in sorted({0, max(0, size // 2 - _SAMPLE_BYTES // 2), max(0, size - _SAMPLE_BYTES)}):
             f.seek(offset)
             digest.update(f.read(_SAMPLE_BYTES))
@@ -37,7 +37,7 @@ def fingerprint(path: str) -> str:
 
 def path_id(path: str) -> str:
     """Id for a row about a file that could not be read (so its content has no fingerprint)."""
-    return "path-" + hashlib.blake2b(os.path.abspath(path).encode(), digest_size=8).hexdigest()
+    return "path-" + hashlib.blake2b(absolute(path).encode(), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -111,11 +111,16 @@ def probe(path: str, video_id: str | None = None) -> VideoProbe:
     Raises ProbeError for a missing file, a file that is not a video, a video without frames or
     one whose first frame cannot be decoded.
     """
-    if not os.path.exists(path):
+    where = location(path)
+    try:
+        found, regular = where.exists(), where.is_file()
+    except OSError as err:  # a store that refuses (no such bucket, no permission)
+        raise ProbeError(f"{path}: cannot be read ({err})") from err
+    if not found:
         raise ProbeError(f"{path}: file not found (moved, deleted, or a typo in the path)")
-    if not os.path.isfile(path):
+    if not regular:
         raise ProbeError(f"{path}: not a regular file")
-    size = os.path.getsize(path)
+    size = where.stat().st_size
     if size == 0:
         raise ProbeError(f"{path}: file is empty (0 bytes)")
     video_id = video_id or fingerprint(path)
@@ -175,7 +180,7 @@ def probe(path: str, video_id: str | None = None) -> VideoProbe:
             width, height = (coded_h, coded_w) if rotation in (90, 270) else (coded_w, coded_h)
             return VideoProbe(
                 video_id=video_id,
-                source_path=os.path.abspath(path),
+                source_path=absolute(path),
                 size_bytes=size,
                 container=container.format.name,
                 codec=ctx.name,

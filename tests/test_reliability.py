@@ -133,3 +133,31 @@ def test_ctrl_c_prints_how_to_resume(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(job, "run", interrupted)
     assert job.main(["--output", str(tmp_path)]) == 130
     assert "interrupted; re-run the same command to resume" in capsys.readouterr().err
+
+
+def _convert_in_child(path, queue):
+    from manifests.frames import iter_frames, open_video, to_rgb
+
+    with open_video(path) as (container, stream):
+        frame = next(iter(iter_frames(container, stream)))
+    queue.put(to_rgb(frame, 0, 160).shape)
+
+
+def test_a_forked_data_loader_worker_converts_frames_after_its_parent_did(tmp_path):
+    """A parent that converted frames (its swscale context has threads) forks a data-loader worker:
+    the worker's conversion finishes instead of waiting forever for threads the fork did not copy."""
+    import multiprocessing
+
+    from manifests.frames import iter_frames, open_video, to_rgb
+
+    video = write_synthetic_video(tmp_path / "v.mp4", [12], size=(640, 480))
+    with open_video(video.path) as (container, stream):
+        to_rgb(next(iter(iter_frames(container, stream))), 0, 160)  # the parent's context now exists
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_convert_in_child, args=(str(video.path), queue))
+    child.start()
+    child.join(60)
+    hung = child.is_alive()
+    child.kill()
+    assert not hung and queue.get(timeout=5) == (120, 160, 3)

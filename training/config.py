@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from manifests.store import Location
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -33,7 +35,7 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
-    manifest: Path  # curation output directory
+    manifest: Location  # curation output directory, local or s3://bucket/prefix (manifests.store)
     stage: Literal["pretrain", "sft"] = "pretrain"  # pretrain: concatenated single shots; sft: curated combinations
     scenes: int = Field(default=3, ge=1)  # scenes per sample (pretrain: shots concatenated)
     num_frames: int = Field(default=49, ge=1)  # frames per scene (4k+1)
@@ -51,7 +53,7 @@ class DataConfig(_Section):
     width: int = Field(default=720, ge=8)  # pixels of every scene (720 for CogVideoX, 832 for Wan)
     caption_dropout: float = Field(default=0.0, ge=0, le=1)  # per scene; the official recipe uses none
     allow_uncaptioned: bool = False  # smoke runs without Gemini: train on empty captions, never invented ones
-    precomputed: Path | None = None  # latents/text embeddings from training/precompute.py
+    precomputed: Location | None = None  # latents/text embeddings from training/precompute.py (local or s3://)
     num_workers: int = Field(default=2, ge=0)  # data-loader processes decoding frames (0: in the training process)
     # Samples whose source video cannot be read are replaced (deterministically) and counted; past
     # this share of the samples drawn (after the first 20 skips) training stops with the reasons.

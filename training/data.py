@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from manifests.frames import VideoReadError, max_stride_window, read_shot_frames
 from manifests.io import ManifestError, check_finite, read_table
+from manifests.store import location
 from training.config import DataConfig
 
 
@@ -131,7 +131,7 @@ def _caption_ok(status: str, config: DataConfig) -> bool:
 def _scene(shot: dict, caption, config: DataConfig, report: ManifestReport, exists: dict) -> Scene | None:
     path = shot["source_path"]
     if path not in exists:
-        exists[path] = Path(path).is_file()
+        exists[path] = location(path).is_file()
     if not exists[path]:
         report.dropped["source video missing"] += 1
         return None
@@ -149,7 +149,7 @@ def load_samples(config: DataConfig) -> tuple[list[list[Scene]], ManifestReport]
     """Usable samples (pretrain: one scene each, combined later; sft: one combination each)."""
     stage = stage_of(config)
     report = ManifestReport(config.stage)
-    if not (Path(config.manifest) / f"{stage.caption_table}.parquet").exists() and not config.allow_uncaptioned:
+    if not (location(config.manifest) / f"{stage.caption_table}.parquet").exists() and not config.allow_uncaptioned:
         raise DataError(f"manifest {config.manifest} has no {stage.caption_table}.parquet: run the curation job "
                         f"{stage.curation_hint}with GEMINI_API_KEY set (or set data.allow_uncaptioned for a smoke run)")  # fmt: skip
     try:

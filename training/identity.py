@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from manifests.io import write_json_atomic
+from manifests.store import location
 from training.config import TrainConfig
 
 IDENTITY = "run_identity.json"
@@ -41,7 +42,7 @@ def run_identity(config: TrainConfig, samples, family: str) -> dict:
     model = config.model.model_dump(mode="json", exclude=NEUTRAL["model"] | {"path", "transformer"})
     return {
         "stage": config.data.stage,
-        "manifest": str(Path(config.data.manifest).resolve()),
+        "manifest": str(location(config.data.manifest).resolve()),
         "manifest_fingerprint": fingerprint(samples),
         "model": str(Path(config.model.path).resolve()),
         "start_weights": str(Path(config.model.transformer).resolve()) if config.model.transformer else None,

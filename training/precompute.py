@@ -25,7 +25,7 @@ from training.config import load_config
 from training.data import DataError, load_samples, resize_crop
 
 
-def precompute(config, out: Path, batch_size: int = 4) -> dict:
+def precompute(config, out: str | os.PathLike, batch_size: int = 4) -> dict:
     from manifests.frames import read_shot_frames
     from model.families import family_of
     from training.encoding import LatentStore, scene_key, stable_seed, text_key
@@ -58,7 +58,7 @@ def precompute(config, out: Path, batch_size: int = 4) -> dict:
         keys = mine_texts[start : start + batch_size]
         embeddings = encoders.encode_text([captions[k] for k in keys])
         tensors.update({k: e.cpu() for k, e in zip(keys, embeddings)})
-    store.write(tensors, writer=f"rank{rank:03d}-{len(list(out.glob(f'index-rank{rank:03d}*')))}")
+    store.write(tensors, writer=f"rank{rank:03d}-{len(list(store.folder.glob(f'index-rank{rank:03d}*')))}")
     if rank == 0:
         store.write_identity(encoders.identity, config.data.model_dump(mode="json"))
     return {"scenes": len(scenes), "captions": len(captions), "written": len(tensors), "usable_samples": report.usable}
@@ -67,7 +67,7 @@ def precompute(config, out: Path, batch_size: int = 4) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", required=True, help="store folder, local or s3://bucket/prefix")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
