@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -47,7 +48,8 @@ def viclip_throughput(batch: int = 8, batches: int = 2) -> None:
 
 
 def miner_time(shots: int) -> float:
-    from curation.combinations import MinerConfig, mine
+    from curation.combinations import mine
+    from curation.config import CombineConfig
 
     rng = np.random.default_rng(0)
     per_clip = 100
@@ -62,16 +64,24 @@ def miner_time(shots: int) -> float:
     shots_df = pd.DataFrame(rows)
     emb_df = pd.DataFrame({"shot_id": shots_df["shot_id"], "embedding": embeddings, "embedder": "bench"})
     began = time.perf_counter()
-    combos, _ = mine(shots_df, emb_df, MinerConfig())
+    combos, _ = mine(shots_df, emb_df, CombineConfig())
     seconds = time.perf_counter() - began
     print(f"miner: {shots} shots in {shots // per_clip} clips -> {len(combos)} combinations in {seconds:.2f} s")
     return seconds
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shots", type=int, nargs=2, default=[10_000, 20_000], metavar=("SMALL", "LARGE"),
+                        help="corpus sizes the miner is timed on (default: %(default)s)")  # fmt: skip
+    args = parser.parse_args()
     viclip_throughput()
-    small, large = miner_time(10_000), miner_time(20_000)
-    print(f"miner scaling 10k -> 20k shots: {large / small:.2f}x time for 2x shots (quadratic would be 4x)")
+    small, large = miner_time(args.shots[0]), miner_time(args.shots[1])
+    growth = args.shots[1] / args.shots[0]
+    print(
+        f"miner scaling {args.shots[0]} -> {args.shots[1]} shots: {large / small:.2f}x time for {growth:g}x shots "
+        f"(quadratic would be {growth**2:g}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ memory of forward+backward is printed as well.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import sys
@@ -70,12 +71,15 @@ def measure(world: int) -> int:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="world sizes (default: %(default)s)")
+    args = parser.parse_args()
     tokens = SCENES * (FRAMES * (LATENT // 2) ** 2 + 32)
     print(f"model: {MODEL['num_layers']} layers, {MODEL['num_attention_heads']} heads x {MODEL['attention_head_dim']}; "
           f"sequence {tokens} tokens ({SCENES} scenes)")  # fmt: skip
     base = measure(1)
     print(f"{'ranks':>5} | {'activation MiB per rank':>24} | {'ratio to 1 rank':>15} | {'ideal 1/P':>9}")
-    for world in (1, 2, 4):
+    for world in args.ranks:
         value = base if world == 1 else measure(world)
         print(f"{world:>5} | {value / 2**20:>24.2f} | {value / base:>15.2f} | {1 / world:>9.2f}")
 

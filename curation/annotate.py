@@ -24,7 +24,6 @@ from curation.gemini import (
     PROMPT_VERSION,
     Annotation,
     GeminiAnnotator,
-    GeminiSettings,
     ReplyCache,
     api_key_from_env,
     estimated_cost,
@@ -41,19 +40,10 @@ log = logging.getLogger("curation")
 ENABLE_HINT = "set GEMINI_API_KEY (or GOOGLE_API_KEY) and re-run the same command to annotate; nothing was sent"
 
 
-@dataclass(frozen=True)
-class MediaSettings:
-    mode: str = AnnotateConfig.model_fields["input"].default  # frames | video
-    frames_per_shot: int = AnnotateConfig.model_fields["frames_per_shot"].default
-    max_side: int = 384
-    video_fps: float = 4.0
-    video_max_seconds: float = 12.0
-
-
-def shot_media(shot: dict, settings: MediaSettings) -> list[tuple[bytes, str]]:
+def shot_media(shot: dict, settings: AnnotateConfig) -> list[tuple[bytes, str]]:
     """One shot as (bytes, mime type) parts: JPEG frames, or one short H.264 excerpt without audio."""
     num_frames, fps = int(shot["num_frames"]), float(shot["fps"])
-    if settings.mode == "frames":
+    if settings.input == "frames":
         frames = read_shot_frames(
             shot, indices=sample_indices(num_frames, settings.frames_per_shot), max_side=settings.max_side
         )
@@ -70,7 +60,7 @@ class MediaStage(Stage):
 
     name = "media"
 
-    def __init__(self, settings: MediaSettings):
+    def __init__(self, settings: AnnotateConfig):
         self.settings = settings
 
     def process(self, shots: list[dict]) -> list[list[tuple[bytes, str]]]:
@@ -133,8 +123,7 @@ class AnnotateSummary:
 
 def annotate_items(
     items: list[tuple[str, list[dict]]],
-    gemini: GeminiSettings,
-    media: MediaSettings,
+    settings: AnnotateConfig,
     cache: ReplyCache,
     annotator: GeminiAnnotator | None,
     media_stage: Stage | None = None,
@@ -148,7 +137,7 @@ def annotate_items(
     results: dict[str, Annotation] = {}
     todo = []
     for item_id, shots in items:
-        cached = cache.get(ReplyCache.key(item_id, gemini, media.mode))
+        cached = cache.get(ReplyCache.key(item_id, settings, settings.input))
         if cached is not None:
             results[item_id] = replace(cached, requests=0, from_cache=True)  # paid in an earlier run
             summary.cache_hits += 1
@@ -166,12 +155,12 @@ def annotate_items(
             except Exception as err:  # a malformed reply must not stop the run
                 return Annotation(status="error", error=f"{type(err).__name__}: {err}", error_stage="request")
             if annotation.paid:  # on disk the moment it arrives: a killed run loses nothing it paid for
-                cache.put(ReplyCache.key(item_id, gemini, media.mode), annotation)
+                cache.put(ReplyCache.key(item_id, settings, settings.input), annotation)
             return annotation
 
         executor = Executor(max_in_flight=2 * max(1, int(ray.cluster_resources().get("CPU", 1))))
-        executor.add(media_stage or MediaStage(media))
-        pool = ThreadPoolExecutor(max_workers=gemini.concurrency)
+        executor.add(media_stage or MediaStage(settings))
+        pool = ThreadPoolExecutor(max_workers=settings.concurrency)
         futures = {}
 
         def prepared(item_id: str, shots: list[dict]):
@@ -207,17 +196,17 @@ def annotate_items(
     for item_id, annotation in results.items():
         summary.add(item_id, annotation)
     summary.estimated_cost_usd = estimated_cost(
-        gemini.model, summary.prompt_tokens, summary.output_tokens + summary.thinking_tokens, gemini.price
+        settings.model, summary.prompt_tokens, summary.output_tokens + summary.thinking_tokens, settings.price
     )
     summary.seconds = time.perf_counter() - began
     return results, summary
 
 
-def _common(annotation: Annotation, gemini: GeminiSettings, media: MediaSettings) -> dict:
+def _common(annotation: Annotation, settings: AnnotateConfig) -> dict:
     return {
-        "characters": annotation.characters, "background": annotation.background, "model": gemini.model,
+        "characters": annotation.characters, "background": annotation.background, "model": settings.model,
         "prompt_version": PROMPT_VERSION,
-        "input_mode": media.mode, "status": annotation.status, "error": annotation.error,
+        "input_mode": settings.input, "status": annotation.status, "error": annotation.error,
         "error_stage": annotation.error_stage,
         "requests": annotation.requests, "prompt_tokens": annotation.prompt_tokens, "output_tokens": annotation.output_tokens,
         "thinking_tokens": annotation.thinking_tokens, "from_cache": annotation.from_cache,
@@ -225,14 +214,14 @@ def _common(annotation: Annotation, gemini: GeminiSettings, media: MediaSettings
 
 
 def run_annotation(
-    output, gemini: GeminiSettings, media: MediaSettings, caption_shots: bool, media_stage: Stage | None = None,
-    api_key: str | None = None,
-) -> dict:  # fmt: skip
-    """Annotate ok combinations (annotations.parquet) and optionally single shots (shot_captions.parquet).
+    output, settings: AnnotateConfig, media_stage: Stage | None = None, api_key: str | None = None
+) -> dict:
+    """Annotate ok combinations (annotations.parquet) and, with settings.caption_shots, single shots
+    (shot_captions.parquet).
     api_key: the Gemini key (the job takes it out of the environment first); default: from the environment."""
     cache = ReplyCache(output / "annotation_cache")
     api_key = api_key or api_key_from_env()
-    annotator = GeminiAnnotator(gemini, api_key) if api_key else None  # one budget for every table
+    annotator = GeminiAnnotator(settings, api_key) if api_key else None  # one budget for every table
     shots = read_table(output, "shots", missing_ok=True)
     by_id = {row["shot_id"]: row for row in shots.to_dict("records")}
     combos = read_table(output, "combinations", missing_ok=True)
@@ -243,7 +232,7 @@ def run_annotation(
                 if any(s not in by_id for s in row.shot_ids)}  # fmt: skip
     items = [(row.combination_id, [by_id[s] for s in row.shot_ids]) for row in combos.itertuples()
              if row.combination_id not in dangling]  # fmt: skip
-    results, summary = annotate_items(items, gemini, media, cache, annotator, media_stage)
+    results, summary = annotate_items(items, settings, cache, annotator, media_stage)
     for combination_id, shot_id in dangling.items():
         results[combination_id] = Annotation(
             "failed", error=f"shot {shot_id} is not in shots.parquet (its video's shots are gone); re-run curation "
@@ -252,41 +241,41 @@ def run_annotation(
         summary.add(combination_id, results[combination_id])
     rows = [
         {"combination_id": row.combination_id, "video_id": row.video_id, "shot_ids": list(row.shot_ids),
-         "captions": results[row.combination_id].captions} | _common(results[row.combination_id], gemini, media)
+         "captions": results[row.combination_id].captions} | _common(results[row.combination_id], settings)
         for row in combos.itertuples()
     ]  # fmt: skip
     _write_by_video(output, "annotations", rows)
     if summary.interrupted:
         raise KeyboardInterrupt  # what is done is written; the job says how to resume
     report = {"combinations": summary.as_dict()}
-    if caption_shots:
+    if settings.caption_shots:
         singles = shots[shots["status"] == "ok"]
         items = [(f"shot:{row['shot_id']}", [row]) for row in singles.to_dict("records")]
-        results, shot_summary = annotate_items(items, gemini, media, cache, annotator, media_stage)
+        results, shot_summary = annotate_items(items, settings, cache, annotator, media_stage)
         rows = [
             {"shot_id": row["shot_id"], "video_id": row["video_id"],
              "caption": (results[f"shot:{row['shot_id']}"].captions or [None])[0]}
-            | _common(results[f"shot:{row['shot_id']}"], gemini, media)
+            | _common(results[f"shot:{row['shot_id']}"], settings)
             for row in singles.to_dict("records")
         ]  # fmt: skip
         _write_by_video(output, "shot_captions", rows)
         if shot_summary.interrupted:
             raise KeyboardInterrupt
         report["shots"] = shot_summary.as_dict()
-    report["total"] = run_totals(list(report.values()), gemini)
+    report["total"] = run_totals(list(report.values()), settings)
     return report
 
 
-def run_totals(tables: list[dict], gemini: GeminiSettings) -> dict:
+def run_totals(tables: list[dict], settings: AnnotateConfig) -> dict:
     """The run's spend over every annotated table: what the server received and billed this run."""
     keys = ("requests", "prompt_tokens", "output_tokens", "thinking_tokens", "cached_prompt_tokens",
             "cached_output_tokens", "cache_hits", "items")  # fmt: skip
     total = {key: sum(t[key] for t in tables) for key in keys}
     total["estimated_cost_usd"] = estimated_cost(
-        gemini.model, total["prompt_tokens"], total["output_tokens"] + total["thinking_tokens"], gemini.price
+        settings.model, total["prompt_tokens"], total["output_tokens"] + total["thinking_tokens"], settings.price
     )
-    total["price_per_million_tokens"] = gemini.price or PRICES_PER_MILLION.get(gemini.model)
-    total["max_requests"] = gemini.max_requests
+    total["price_per_million_tokens"] = settings.price or PRICES_PER_MILLION.get(settings.model)
+    total["max_requests"] = settings.max_requests
     return total
 
 

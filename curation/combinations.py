@@ -25,8 +25,6 @@ import pandas as pd
 from curation.config import CombineConfig
 from manifests.schema import STATUS_FILTERED, STATUS_OK
 
-MinerConfig = CombineConfig  # the combine section of the job's config: the miner's settings
-
 
 @dataclass
 class MinerStats:
@@ -58,7 +56,7 @@ def calibrate(similarity: np.ndarray) -> np.ndarray:
 
 
 def mine_group(
-    shot_ids: list[str], frames: list[int], embeddings: np.ndarray, config: MinerConfig
+    shot_ids: list[str], frames: list[int], embeddings: np.ndarray, config: CombineConfig
 ) -> tuple[list[dict], str | None]:
     """Combinations from one group's shots (already in time order). Returns (rows, reason if none)."""
     n, size = len(shot_ids), config.scenes
@@ -78,22 +76,7 @@ def mine_group(
         for group in itertools.combinations(partners[: config.neighbors], size - 1):
             candidates.add(tuple(sorted((anchor, *group))))
 
-    rows = []
-    for members in candidates:
-        pairs = list(itertools.combinations(members, 2))
-        pair_raw = [float(raw[i, j]) for i, j in pairs]
-        pair_cal = [float(calibrated[i, j]) for i, j in pairs]
-        reason = None
-        if any(duplicate[i, j] for i, j in pairs):
-            reason = f"near-duplicate shots (cosine >= {config.duplicate_threshold:g})"
-        elif min(pair_cal) < config.min_relevance:
-            reason = f"a pair below min relevance {config.min_relevance:g}"
-        rows.append({
-            "shot_ids": [shot_ids[i] for i in members], "pair_scores": pair_raw, "pair_calibrated": pair_cal,
-            "min_relevance": min(pair_cal), "mean_relevance": float(np.mean(pair_cal)), "min_raw": min(pair_raw),
-            "mean_raw": float(np.mean(pair_raw)), "total_frames": int(sum(frames[i] for i in members)),
-            "status": STATUS_OK if reason is None else STATUS_FILTERED, "filter_reason": reason,
-        })  # fmt: skip
+    rows = score_candidates(sorted(candidates), shot_ids, frames, raw, calibrated, duplicate, config)
 
     # Greedy choice by weakest pair, capping how often one shot is used.
     uses: Counter = Counter()
@@ -112,7 +95,54 @@ def mine_group(
     return (rows if config.keep_all else [r for r in rows if r["status"] == STATUS_OK]), None
 
 
-def mine(shots: pd.DataFrame, embeddings: pd.DataFrame, config: MinerConfig) -> tuple[pd.DataFrame, MinerStats]:
+def score_candidates(candidates: list[tuple[int, ...]], shot_ids: list[str], frames: list[int], raw: np.ndarray,
+                     calibrated: np.ndarray, duplicate: np.ndarray, config: CombineConfig) -> list[dict]:  # fmt: skip
+    """A row per candidate with its pair scores and status; scored as arrays (a group has hundreds of
+    candidates), with each number exactly what scoring one candidate at a time in Python gives.
+    Without keep_all, candidates that fail the filters are not returned (nothing would keep them)."""
+    if not candidates:
+        return []
+    members = np.asarray(candidates, dtype=np.intp)  # (candidates, scenes)
+    first, second = (
+        np.asarray(side, dtype=np.intp) for side in zip(*itertools.combinations(range(members.shape[1]), 2))
+    )
+    left, right = members[:, first], members[:, second]  # (candidates, pairs), pairs in combinations() order
+    pair_raw = raw[left, right].astype(np.float64)
+    pair_cal = calibrated[left, right].astype(np.float64)
+    near_duplicate = duplicate[left, right].any(axis=1)
+    weakest = pair_cal.min(axis=1)
+    passed = ~near_duplicate & (weakest >= config.min_relevance)
+    mean_cal, mean_raw = _row_means(pair_cal), _row_means(pair_raw)
+    least_raw, total_frames = pair_raw.min(axis=1), np.asarray(frames, dtype=np.int64)[members].sum(axis=1)
+    rows = []
+    for k in range(len(members)) if config.keep_all else np.flatnonzero(passed):
+        reason = None
+        if near_duplicate[k]:
+            reason = f"near-duplicate shots (cosine >= {config.duplicate_threshold:g})"
+        elif not passed[k]:
+            reason = f"a pair below min relevance {config.min_relevance:g}"
+        chosen = members[k].tolist()
+        rows.append({
+            "shot_ids": [shot_ids[i] for i in chosen], "pair_scores": pair_raw[k].tolist(),
+            "pair_calibrated": pair_cal[k].tolist(), "min_relevance": float(weakest[k]),
+            "mean_relevance": float(mean_cal[k]), "min_raw": float(least_raw[k]), "mean_raw": float(mean_raw[k]),
+            "total_frames": int(total_frames[k]),
+            "status": STATUS_OK if reason is None else STATUS_FILTERED, "filter_reason": reason,
+        })  # fmt: skip
+    return rows
+
+
+def _row_means(values: np.ndarray) -> np.ndarray:
+    """Each row's mean, summed left to right as np.mean sums fewer than 8 numbers (pairwise beyond)."""
+    if values.shape[1] >= 8:
+        return np.array([np.mean(row.tolist()) for row in values])
+    total = values[:, 0].copy()
+    for column in range(1, values.shape[1]):
+        total += values[:, column]
+    return total / values.shape[1]
+
+
+def mine(shots: pd.DataFrame, embeddings: pd.DataFrame, config: CombineConfig) -> tuple[pd.DataFrame, MinerStats]:
     """Combinations for every group of the manifest: shots.parquet rows joined to their embeddings."""
     stats = MinerStats()
     usable = shots[shots["status"] == STATUS_OK]

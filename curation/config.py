@@ -112,6 +112,9 @@ class ShotsConfig(Section):
     overlap_seconds: float = Field(2.0, ge=0, description="extra decode on each side of a clip")
     detector: DetectorConfig = DetectorConfig()
     min_shot_seconds: float = Field(2.0, ge=0, description="shots shorter than this are kept but flagged 'filtered'")
+    min_mean_luma: float = Field(0.0, ge=0, le=255, description="shots darker than this mean luma (0-255, BT.601, of "
+                                 "the frames sampled every keyframe interval) are kept but flagged 'filtered'; "
+                                 "0: off")  # fmt: skip
     keyframe_max_side: int = Field(384, ge=32, description="long side of each shot's keyframe JPEG")
     keyframe_interval_seconds: float = Field(0.5, gt=0, description="keyframe candidates are sampled this often")
     decode_threads: int | None = Field(None, ge=1, description="FFmpeg threads per clip task (default: the cores "
@@ -147,10 +150,6 @@ class EmbedConfig(Section):
     def checkpoint(self) -> str | None:
         path = {"viclip": self.viclip_checkpoint, "clip": self.clip_checkpoint}.get(self.kind)
         return str(path) if path else None
-
-    @property
-    def batch_size(self) -> int:
-        return self.batch
 
 
 class CombineConfig(Section):
@@ -188,11 +187,16 @@ class AnnotateConfig(Section):
     concurrency: int = Field(4, ge=1, description="requests in flight at once")
     timeout: float = Field(120.0, gt=0, description="seconds per request")
     max_retries: int = Field(5, ge=0, description="retries on 429/5xx/timeouts")
-    backoff: float = Field(2.0, ge=0, description="first retry delay in seconds")
+    backoff: float = Field(2.0, ge=0, description="first retry delay in seconds (doubles each retry, with jitter)")
+    max_backoff: float = Field(60.0, gt=0, description="longest retry delay in seconds")
     base_url: str | None = Field(None, description="API endpoint override (a proxy, or a test server)")
     max_reasks: int = Field(2, ge=0, description="re-asks after a reply breaks a caption rule")
     temperature: float = Field(0.2, ge=0, le=2, description="sampling temperature")
+    max_output_tokens: int = Field(2048, ge=16, description="reply length limit (a longer reply is 'truncated')")
     frames_per_shot: int = Field(4, ge=1, description="JPEG frames sent per shot with --gemini-input frames")
+    max_side: int = Field(384, ge=32, description="long side of the frames or clip sent per shot")
+    video_fps: float = Field(4.0, gt=0, description="frame rate of the clip sent per shot with --gemini-input video")
+    video_max_seconds: float = Field(12.0, gt=0, description="longest clip sent per shot with --gemini-input video")
     price: tuple[float, float] | None = Field(
         None, json_schema_extra=flag("--gemini-price", parse=_price, metavar="PROMPT,OUTPUT"),
         description="USD per million prompt and output tokens for run.json's cost estimate (default: the "
@@ -202,19 +206,6 @@ class AnnotateConfig(Section):
                                      "rest stays unannotated, a re-run goes on")  # fmt: skip
     caption_shots: bool = Field(False, json_schema_extra=flag("--caption-shots"),
                                 description="also caption single shots (for pretraining)")  # fmt: skip
-
-    def gemini_settings(self):
-        from curation.gemini import GeminiSettings
-
-        return GeminiSettings(model=self.model, base_url=self.base_url, timeout_s=self.timeout,
-                              max_retries=self.max_retries, backoff_s=self.backoff, rpm=self.rpm,
-                              concurrency=self.concurrency, max_requests=self.max_requests,
-                              max_reasks=self.max_reasks, price=self.price, temperature=self.temperature)  # fmt: skip
-
-    def media_settings(self):
-        from curation.annotate import MediaSettings
-
-        return MediaSettings(mode=self.input, frames_per_shot=self.frames_per_shot)
 
 
 class CurationConfig(BaseModel):

@@ -37,9 +37,6 @@ FIDELITY = {
 }
 
 
-EmbedderConfig = EmbedConfig  # the embed section of the job's config
-
-
 class ColorLayoutEmbedder:
     """A deterministic, weight-free shot descriptor for machines without model weights."""
 
@@ -103,7 +100,7 @@ class ClipEmbedder:
         return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-8)
 
 
-def make_embedder(config: EmbedderConfig, device: str = "cpu"):
+def make_embedder(config: EmbedConfig, device: str = "cpu"):
     if config.kind == "color":
         return ColorLayoutEmbedder()
     if not config.checkpoint:
@@ -114,7 +111,7 @@ def make_embedder(config: EmbedderConfig, device: str = "cpu"):
 class EmbedWorker:
     """Loads the embedder once, then embeds whole videos' shots in batches."""
 
-    def __init__(self, config: EmbedderConfig):
+    def __init__(self, config: EmbedConfig):
         device = "cpu"
         if config.kind != "color":  # the weight-free embedder never needs torch (a second of start-up)
             import torch
@@ -153,7 +150,7 @@ class EmbedWorker:
                 continue
             batch.append(images)
             batch_rows.append(row | {"frames": [int(f) for f in used]})
-            if len(batch) == self.config.batch_size:
+            if len(batch) == self.config.batch:
                 flush()
         flush()
         return {"rows": rows, "seconds": time.perf_counter() - began}
@@ -172,7 +169,7 @@ def read_frames(shot: dict, spec: FrameSpec, frames_from: str = "detection") -> 
     return ShotFrames([start + o for o in offsets], images)
 
 
-def frame_spec_for(config: EmbedderConfig) -> FrameSpec:
+def frame_spec_for(config: EmbedConfig) -> FrameSpec:
     """The frames an embedder samples, known without loading it (ViCLIP: its 8 frames at 224x224)."""
     if config.kind == "viclip":
         return FrameSpec(count=8, rule="viclip", max_side=None, square=224)
@@ -192,7 +189,7 @@ class EmbedStage(Stage):
 
     name, actors = "embed", True
 
-    def __init__(self, config: EmbedderConfig, resources: Resources):
+    def __init__(self, config: EmbedConfig, resources: Resources):
         self.config, self.resources = config, resources
         self.frame_spec = frame_spec_for(config)
         self.worker: EmbedWorker | None = None
@@ -205,7 +202,7 @@ class EmbedStage(Stage):
         return self.worker.embed_video(item.shots, frames)
 
 
-def embed_resources(config: EmbedderConfig) -> Resources:
+def embed_resources(config: EmbedConfig) -> Resources:
     """A GPU per actor when the cluster has GPUs, and never a CPU slot: actors live for the whole run,
     and one that held a CPU would take it from the detection tasks for good (with as many actors as
     CPUs, detection could never be scheduled again). On CPU-only clusters they share the cores."""
@@ -249,7 +246,7 @@ class EmbedSummary:
     shots_per_second: float = 0.0
 
 
-def expected_identity(config: EmbedderConfig) -> tuple[str | None, str | None]:
+def expected_identity(config: EmbedConfig) -> tuple[str | None, str | None]:
     """(embedder name or None, checkpoint hash) of the embedder `config` builds, without building it."""
     from pathlib import Path
 
@@ -264,7 +261,7 @@ def expected_identity(config: EmbedderConfig) -> tuple[str | None, str | None]:
     return None, file_hash(path)
 
 
-def embedding_todo(output, config: EmbedderConfig) -> tuple[list[EmbedItem], int]:
+def embedding_todo(output, config: EmbedConfig) -> tuple[list[EmbedItem], int]:
     """Items for ok videos without embeddings from this embedder, or with failed shots (only those
     are embedded again), read from the source; and how many ok videos need nothing."""
     videos = read_table(output, "videos", missing_ok=True)

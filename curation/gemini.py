@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 from pydantic import BaseModel, Field
 
+from curation.config import AnnotateConfig
 from manifests.io import write_json_atomic
 from manifests.store import location
 
@@ -167,31 +168,6 @@ def api_key_held_apart():
         os.environ.update(saved)
 
 
-def _default(name: str):
-    from curation.config import AnnotateConfig
-
-    return AnnotateConfig.model_fields[name].default
-
-
-@dataclass
-class GeminiSettings:
-    """What the annotator needs; the knobs' defaults are the config's (curation.config.AnnotateConfig)."""
-
-    model: str = _default("model")
-    base_url: str | None = None  # the API endpoint; tests point it at a local fake server
-    timeout_s: float = _default("timeout")
-    max_retries: int = _default("max_retries")  # on 429, 5xx and timeouts
-    backoff_s: float = _default("backoff")  # first retry delay; doubles each time, with jitter
-    max_backoff_s: float = 60.0
-    max_reasks: int = _default("max_reasks")  # re-asks after a reply fails validation
-    temperature: float = _default("temperature")
-    max_output_tokens: int = 2048
-    rpm: float = _default("rpm")  # requests per minute, for the whole cluster (one gateway)
-    concurrency: int = _default("concurrency")  # requests in flight at once
-    max_requests: int | None = None  # budget for this run, shared by every table it annotates
-    price: tuple[float, float] | None = None  # USD per million (prompt, output) tokens; None: PRICES_PER_MILLION
-
-
 @dataclass
 class Annotation:
     status: str  # ok | invalid | blocked | truncated | error | unannotated | failed (its media could not be cut)
@@ -264,14 +240,14 @@ def _retry_delay(error) -> float | None:
 class GeminiAnnotator:
     """Sends requests with retries, re-asks, a rate limit and a request budget. Thread-safe."""
 
-    def __init__(self, settings: GeminiSettings, api_key: str):
+    def __init__(self, settings: AnnotateConfig, api_key: str):
         from google import genai
         from google.genai import types
 
         self.settings = settings
         self.types = types
         http = types.HttpOptions(
-            base_url=settings.base_url, timeout=int(settings.timeout_s * 1000),
+            base_url=settings.base_url, timeout=int(settings.timeout * 1000),
             retry_options=types.HttpRetryOptions(attempts=1),  # retries are ours: they honour RetryInfo
         )  # fmt: skip
         self.client = genai.Client(api_key=api_key, http_options=http)
@@ -340,9 +316,7 @@ class GeminiAnnotator:
                 raise Stopped(self.stop_reason)
             if not retryable or attempt >= self.settings.max_retries:
                 raise RuntimeError(reason + (f" (after {attempt + 1} attempts)" if retryable else ""))
-            backoff = min(self.settings.max_backoff_s, self.settings.backoff_s * 2**attempt) * (
-                1 + 0.25 * random.random()
-            )
+            backoff = min(self.settings.max_backoff, self.settings.backoff * 2**attempt) * (1 + 0.25 * random.random())
             delay = max(server_delay, backoff) if server_delay is not None else backoff
             log.info("gemini: %s; retrying in %.1f s", reason, delay)
             if self._stop_event_wait(delay):
@@ -445,7 +419,7 @@ class ReplyCache:
         self.folder = location(folder)
 
     @staticmethod
-    def key(item_id: str, settings: GeminiSettings, input_mode: str) -> str:
+    def key(item_id: str, settings: AnnotateConfig, input_mode: str) -> str:
         raw = "|".join([item_id, settings.model, PROMPT_VERSION, input_mode])
         return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 

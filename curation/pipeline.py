@@ -28,7 +28,8 @@ from curation.embed import (
 )
 from curation.probe import ProbeStage, Skipped
 from curation.progress import Progress, StageProgress
-from curation.reconcile import CommitBatch, commit_failure, commit_video, is_too_short, shot_id
+from curation.reconcile import CommitBatch, commit_failure, commit_video, evidence, shot_id
+from curation.shot_filters import filter_reason
 from curation.shot_frames import frames_for_shot
 from curation.shots import ClipResult, DetectItem, DetectStage
 from curation.stage import Executor, Failure
@@ -204,8 +205,8 @@ class VideoFlow:
         transitions = set(result.transitions)
         for start, kept in sorted(result.frames.shots.items()):
             end = result.frames.ends[start]
-            if "embed" not in kept or is_too_short(probe, start, end, self.config) or (start, end) in transitions:
-                continue
+            if "embed" not in kept or filter_reason(evidence(probe, start, end, transitions, result.luma), self.config):
+                continue  # a filtered shot is never embedded (the same rules as the shot's row)
             shots.append({"shot_id": shot_id(probe.video_id, start), "video_id": probe.video_id,
                           "clip_index": window.clip_index, "source_path": probe.source_path, "start_frame": start,
                           "end_frame": end, "num_frames": end - start})  # fmt: skip

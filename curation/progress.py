@@ -1,4 +1,4 @@
-"""A one-line progress display: videos done/total, hours of video processed, throughput."""
+"""One-line progress displays: videos done/total with hours and throughput, and a counter per later stage."""
 
 from __future__ import annotations
 
@@ -6,15 +6,33 @@ import sys
 import time
 
 
-class Progress:
-    def __init__(self, total: int, stream=None, min_interval: float = 1.0):
+class _Line:
+    """A line rewritten in place on a terminal (one line per update elsewhere), at most once per
+    `min_interval` seconds except for the last update."""
+
+    def __init__(self, stream=None, min_interval: float = 1.0):
         # Resolved per run, not at import: sys.stderr may be replaced (redirected, captured) meanwhile.
-        self.total, self.stream, self.min_interval = total, stream or sys.stderr, min_interval
+        self.stream, self.min_interval = stream or sys.stderr, min_interval
+        self.began, self._last_print = time.perf_counter(), 0.0
+        self._tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def _emit(self, line: str, last: bool) -> None:
+        now = time.perf_counter()
+        if not last and now - self._last_print < self.min_interval:
+            return
+        self._last_print = now
+        self.stream.write(line + ("\r" if self._tty and not last else "\n"))
+        self.stream.flush()
+
+
+class Progress(_Line):
+    """`videos 3/10 (0 failed, 1 already done) | 0.20 h of video | 35.2x real time | 120 shots | 20s`."""
+
+    def __init__(self, total: int, stream=None, min_interval: float = 1.0):
+        super().__init__(stream, min_interval)
+        self.total = total
         self.done = self.failed = self.skipped = self.shots = 0
         self.video_seconds = 0.0
-        self.began = time.perf_counter()
-        self._last_print = 0.0
-        self._tty = getattr(self.stream, "isatty", lambda: False)()
 
     def video_done(
         self, video_seconds: float = 0.0, shots: int = 0, failed: bool = False, skipped: bool = False
@@ -24,7 +42,7 @@ class Progress:
         self.skipped += skipped
         self.shots += shots
         self.video_seconds += video_seconds
-        self._print(force=self.done == self.total)
+        self._emit(self.line(), last=self.done == self.total)
 
     def line(self) -> str:
         elapsed = max(time.perf_counter() - self.began, 1e-9)
@@ -34,36 +52,19 @@ class Progress:
             f"{self.shots} shots | {elapsed:.0f}s"
         )
 
-    def _print(self, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self._last_print < self.min_interval:
-            return
-        self._last_print = now
-        end = "\r" if self._tty and not force else "\n"
-        self.stream.write(self.line() + end)
-        self.stream.flush()
-
     def close(self) -> None:
         if self._tty:
             self.stream.write("\n")
 
 
-class StageProgress:
+class StageProgress(_Line):
     """A one-line counter for the stages after shot detection: `embed 3/10 videos | 12s`."""
 
     def __init__(self, stage: str, total: int, unit: str, stream=None, min_interval: float = 1.0):
-        self.stage, self.total, self.unit, self.min_interval = stage, total, unit, min_interval
-        self.stream = stream or sys.stderr
-        self.done, self.began, self._last_print = 0, time.perf_counter(), 0.0
-        self._tty = getattr(self.stream, "isatty", lambda: False)()
+        super().__init__(stream, min_interval)
+        self.stage, self.total, self.unit, self.done = stage, total, unit, 0
 
     def step(self, count: int = 1) -> None:
         self.done += count
-        now = time.perf_counter()
-        last = self.done >= self.total
-        if not last and now - self._last_print < self.min_interval:
-            return
-        self._last_print = now
-        line = f"{self.stage} {self.done}/{self.total} {self.unit} | {now - self.began:.0f}s"
-        self.stream.write(line + ("\r" if self._tty and not last else "\n"))
-        self.stream.flush()
+        elapsed = time.perf_counter() - self.began
+        self._emit(f"{self.stage} {self.done}/{self.total} {self.unit} | {elapsed:.0f}s", last=self.done >= self.total)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from curation.clips import ClipWindow
 from curation.config import CurationConfig
+from curation.shot_filters import ShotEvidence, filter_reason, samples_in
 from curation.shots import ClipResult, shots_from_cuts
 from manifests.frames import read_shot_frames
 from manifests.io import write_batch, write_bytes_atomic, write_part
@@ -26,16 +27,11 @@ def shot_rows(
     transitions = {t for r in results for t in r.transitions}
     spans = shots_from_cuts(cuts, probe.num_frames, config.shots.detector.min_scene_frames, forced)
     clip_starts = [w.start_frame for w in windows]
+    luma = {frame: value for r in results for frame, value in r.luma.items()}
     rows = []
     for index, (start, end) in enumerate(spans):
         start_s, end_s = probe.frame_seconds(start), probe.frame_seconds(end)
-        too_short = is_too_short(probe, start, end, config)
-        transition = (start, end) in transitions
-        reason = None
-        if transition:
-            reason = f"a gradual transition's {end - start} frames (--transition-frames drop)"
-        elif too_short:
-            reason = f"shorter than --min-shot-seconds {config.shots.min_shot_seconds:g}"
+        reason = filter_reason(evidence(probe, start, end, transitions, luma), config)
         rows.append(
             {
                 "video_id": probe.video_id,
@@ -70,9 +66,10 @@ def shot_id(video_id: str, start_frame: int) -> str:
     return f"{video_id}_{start_frame:07d}"
 
 
-def is_too_short(probe: VideoProbe, start: int, end: int, config: CurationConfig) -> bool:
-    """Shorter than --min-shot-seconds: kept, but `filtered` (and so never embedded)."""
-    return probe.frame_seconds(end) - probe.frame_seconds(start) < config.shots.min_shot_seconds
+def evidence(probe: VideoProbe, start: int, end: int, transitions: set, luma: dict[int, float]) -> ShotEvidence:
+    """What the shot filters (curation.shot_filters) judge the shot [start, end) by."""
+    seconds = probe.frame_seconds(end) - probe.frame_seconds(start)
+    return ShotEvidence(start, end, seconds, (start, end) in transitions, samples_in(luma, start, end))
 
 
 def save_keyframes(rows: list[dict], results: list[ClipResult], output: Path, max_side: int) -> None:

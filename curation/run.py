@@ -354,13 +354,7 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
     if started:
         record_processes(config.output)  # Ray's agents and workers started since
     combinations = run_combine(config)
-    annotation = run_annotation(
-        config.output,
-        config.annotate.gemini_settings(),
-        config.annotate.media_settings(),
-        config.annotate.caption_shots,
-        api_key=api_key,
-    )
+    annotation = run_annotation(config.output, config.annotate, api_key=api_key)
     relevance = {"embedding": asdict(embedding), "combinations": combinations, "annotation": annotation}
     ensure_tables(config.output)  # every table exists with its schema, empty when nothing qualified
     record = write_run_json(config, summary, paths, relevance, time.perf_counter() - began)

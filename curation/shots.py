@@ -27,6 +27,7 @@ from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from curation.clips import ClipWindow
 from curation.config import DetectorConfig, ShotsConfig
+from curation.shot_filters import mean_luma
 from curation.shot_frames import LATE_CUTS, ClipFrames, FrameKeeper, FrameSpec
 from curation.stage import Resources, Stage
 from manifests.frames import iter_frames, open_video, upright
@@ -326,10 +327,20 @@ class ClipResult:
     forced: list[int] = field(default_factory=list)  # of those, gradual transitions' edges (never merged away)
     transitions: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of dropped transitions
     thumbnails: dict[int, bytes] = field(default_factory=dict)  # frame -> JPEG, sampled in the clip
+    luma: dict[int, float] = field(default_factory=dict)  # frame -> mean luma, at the same samples (shot_filters)
     frames: ClipFrames | None = None  # frames later stages sample, kept in this decode pass
     frames_decoded: int = 0
     seconds: float = 0.0
     error: str | None = None
+
+
+def frame_index(pts: np.ndarray, frame_pts: int) -> int:
+    """A decoded frame's number on the source timeline: its PTS in the probe's index (the nearest
+    one if the decoder retimed the frame)."""
+    index = int(np.searchsorted(pts, frame_pts))
+    if index >= len(pts) or pts[index] != frame_pts:
+        index = int(np.argmin(np.abs(pts - frame_pts)))
+    return index
 
 
 def detect_clip(
@@ -373,14 +384,9 @@ def detect_clip(
     try:
         with open_video(path, threads=threads) as (container, stream):
             for decode_order, frame in enumerate(iter_frames(container, stream, start_pts, end_pts)):
-                if seekable:
-                    index = int(np.searchsorted(pts, frame.pts))
-                    if index >= num_frames or pts[index] != frame.pts:  # decoder retimed a frame
-                        index = int(np.argmin(np.abs(pts - frame.pts)))
-                else:
-                    index = decode_order
-                    if index >= window.decode_end:
-                        break
+                index = frame_index(pts, frame.pts) if seekable else decode_order
+                if not seekable and index >= window.decode_end:
+                    break
                 if cutter is None:
                     cutter = ClipCutter(detector_config, transnet, index, num_frames, fps)
                     if frame_specs:
@@ -397,6 +403,7 @@ def detect_clip(
                 result.frames_decoded += 1
                 if thumbnail:
                     result.thumbnails[index] = encode_thumbnail(image, rotation, thumbnail_max_side)
+                    result.luma[index] = mean_luma(image)
             if cutter is not None:
                 record(cutter.finish(at_end=window.decode_end >= num_frames))
                 result.transitions = sorted(

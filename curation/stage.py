@@ -55,10 +55,7 @@ class Failure:
 
     stage: str
     error: str
-
-    @property
-    def crashed(self) -> bool:
-        return self.error.startswith("worker crashed")
+    crashed: bool = False  # the worker or actor died (OOM kill, segfault), as opposed to the item raising
 
 
 _SET_UP: dict[str, Stage] = {}  # per worker process: stages whose setup already ran, by token
@@ -106,19 +103,21 @@ def _complete_errors() -> tuple[type, ...]:
     return ProbeError, VideoReadError, ManifestError, CheckpointError
 
 
-def describe(err: BaseException) -> str:
-    """One line for an error raised while getting a result from Ray."""
+def failure(stage: str, err: BaseException) -> Failure:
+    """The Failure of an item whose result Ray could not give: the item's own error (raised in
+    `process`), or a crash of the worker or actor that held it (any other Ray error)."""
     import ray
 
     if isinstance(err, ray.exceptions.RayTaskError):
         cause = err.cause if getattr(err, "cause", None) is not None else err
         if isinstance(cause, _complete_errors()):
-            return str(cause)  # our own errors name the file and what to do already
+            return Failure(stage, str(cause))  # our own errors name the file and what to do already
         if not isinstance(cause, ray.exceptions.RayError):
-            return f"{type(cause).__name__}: {cause}"
+            return Failure(stage, f"{type(cause).__name__}: {cause}")
     kind = type(err).__name__
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"worker crashed ({kind}){': ' + first if first else ''}; the item is retried on the next run"
+    return Failure(stage, f"worker crashed ({kind}){': ' + first if first else ''}; the item is retried on the next run",
+                   crashed=True)  # fmt: skip
 
 
 @dataclass
@@ -187,7 +186,8 @@ class Executor:
             return
         self._stage_ref(pool)
         warm = ray.remote(_set_up).options(num_cpus=pool.stage.resources.cpus, num_gpus=pool.stage.resources.gpus)
-        self._warming = [warm.remote(pool.stage_ref) for _ in range(count)]  # not awaited
+        for _ in range(count):
+            warm.remote(pool.stage_ref)  # not awaited: the worker stays, set up, for the stage's tasks
 
     def _stage_ref(self, pool: _Pool):
         import ray
@@ -240,9 +240,6 @@ class Executor:
                     self._in_flight[pool.remote.remote(pool.stage_ref, pending.item)] = pending
                     task_slots -= 1
 
-    def pending(self) -> bool:
-        return bool(self._in_flight) or any(self._queues.values())
-
     def run(self) -> None:
         import ray
 
@@ -257,7 +254,7 @@ class Executor:
                 self.task_seconds[name] = self.task_seconds.get(name, 0.0) + seconds
                 self.items[name] = self.items.get(name, 0) + 1
             except ray.exceptions.RayError as err:
-                result = Failure(pool.stage.name, describe(err))
+                result = failure(pool.stage.name, err)
                 self.failures[pool.stage.name] = self.failures.get(pool.stage.name, 0) + 1
                 if pending.actor is not None and not isinstance(err, ray.exceptions.RayTaskError):
                     log.warning("%s: an actor died (%s); starting a new one", pool.stage.name, result.error)

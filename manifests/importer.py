@@ -31,6 +31,7 @@ import csv
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +171,52 @@ def _combination_id(shot_ids: list[str]) -> str:
     return hashlib.blake2b("|".join(shot_ids).encode(), digest_size=8).hexdigest()
 
 
+def story_windows(stories: list[list[int]], entries: list[Entry], shots: dict, shot_of_entry: dict[int, str],
+                  scenes: int, result: ImportResult) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """Each story's windows of `scenes` consecutive imported shots as combinations with their captions
+    (SFT JSON); stories too short, and windows with a failed or repeated shot, are reported in `result`."""
+    combinations, annotations = [], []
+    for story_index, story in enumerate(stories):
+        if len(story) < scenes:
+            if story:
+                result.failures.append({"where": f"entry {story_index}", "path": "",
+                                        "error": f"{len(story)} shots, fewer than --scenes {scenes}"})  # fmt: skip
+            elif not any(f["where"] == f"entry {story_index}" for f in result.failures):
+                result.failures.append({"where": f"entry {story_index}", "path": "", "error": "no 'values' list"})
+            continue
+        for start in range(len(story) - scenes + 1):
+            window = story[start : start + scenes]
+            if any(i not in shot_of_entry for i in window):
+                continue  # a failed shot: its windows are skipped (the failure is already reported)
+            shot_ids = [shot_of_entry[i] for i in window]
+            if len(set(shot_ids)) < len(shot_ids):  # one file twice in a window: not a multi-shot sample
+                result.notes.append(f"entry {story_index}: shots {start}-{start + scenes - 1} repeat one file; "
+                                    "that window is skipped")  # fmt: skip
+                continue
+            combination_id = _combination_id(shot_ids)
+            video_id = shots[shot_ids[0]]["video_id"]
+            combinations.append({
+                "combination_id": combination_id, "video_id": video_id, "group": f"import-entry-{story_index}",
+                "shot_ids": shot_ids, "total_frames": sum(shots[s]["num_frames"] for s in shot_ids),
+                "embedder": "imported", "status": STATUS_OK,
+            })  # fmt: skip
+            annotations.append({
+                "combination_id": combination_id, "video_id": video_id, "shot_ids": shot_ids,
+                "captions": [entries[i].caption for i in window], "characters": [], "background": None,
+                "model": IMPORT_MODEL, "status": STATUS_OK, "requests": 0,
+            })  # fmt: skip
+    return combinations, annotations
+
+
+def write_tables(output, tables: dict[str, Iterable[dict]]) -> None:
+    """The import's one part per table (replacing an earlier import's); other tables lose theirs."""
+    output.mkdir(parents=True, exist_ok=True)
+    for name, rows in tables.items():
+        write_part(output, name, PART, sorted(rows, key=lambda r: next(iter(r.values()))))
+    for name in set(TABLES) - set(tables):
+        (output / f"{name}.parquet" / f"part-{PART}.parquet").unlink(missing_ok=True)
+
+
 def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: str | os.PathLike | None = None,
                    scenes: int = 3, allow_outside_root: bool = False) -> ImportResult:  # fmt: skip
     """Import `source` into the manifest directory `output`. Raises ImportFormatError for a wrong file."""
@@ -237,43 +284,10 @@ def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: s
     if absolute:
         result.notes.append(f"{absolute} rows name absolute paths (imported as named; give --root to keep "
                             "every path inside one folder)")  # fmt: skip
-    combinations, annotations = [], []
-    for story_index, story in enumerate(stories):
-        if len(story) < scenes:
-            if story:
-                result.failures.append({"where": f"entry {story_index}", "path": "",
-                                        "error": f"{len(story)} shots, fewer than --scenes {scenes}"})  # fmt: skip
-            elif not any(f["where"] == f"entry {story_index}" for f in result.failures):
-                result.failures.append({"where": f"entry {story_index}", "path": "", "error": "no 'values' list"})
-            continue
-        for start in range(len(story) - scenes + 1):
-            window = story[start : start + scenes]
-            if any(i not in shot_of_entry for i in window):
-                continue  # a failed shot: its windows are skipped (the failure is already reported)
-            shot_ids = [shot_of_entry[i] for i in window]
-            if len(set(shot_ids)) < len(shot_ids):  # one file twice in a window: not a multi-shot sample
-                result.notes.append(f"entry {story_index}: shots {start}-{start + scenes - 1} repeat one file; "
-                                    "that window is skipped")  # fmt: skip
-                continue
-            combination_id = _combination_id(shot_ids)
-            video_id = shots[shot_ids[0]]["video_id"]
-            combinations.append({
-                "combination_id": combination_id, "video_id": video_id, "group": f"import-entry-{story_index}",
-                "shot_ids": shot_ids, "total_frames": sum(shots[s]["num_frames"] for s in shot_ids),
-                "embedder": "imported", "status": STATUS_OK,
-            })  # fmt: skip
-            annotations.append({
-                "combination_id": combination_id, "video_id": video_id, "shot_ids": shot_ids,
-                "captions": [entries[i].caption for i in window], "characters": [], "background": None,
-                "model": IMPORT_MODEL, "status": STATUS_OK, "requests": 0,
-            })  # fmt: skip
+    combinations, annotations = story_windows(stories, entries, shots, shot_of_entry, scenes, result)
 
-    output.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("videos", videos.values()), ("shots", shots.values()), ("shot_captions", captions.values()),
-                       ("combinations", combinations), ("annotations", annotations)):  # fmt: skip
-        write_part(output, name, PART, sorted(rows, key=lambda r: next(iter(r.values()))))
-    for name in set(TABLES) - {"videos", "shots", "shot_captions", "combinations", "annotations"}:
-        (output / f"{name}.parquet" / f"part-{PART}.parquet").unlink(missing_ok=True)
+    write_tables(output, {"videos": videos.values(), "shots": shots.values(), "shot_captions": captions.values(),
+                          "combinations": combinations, "annotations": annotations})  # fmt: skip
     result.shots, result.combinations = len(shots), len(combinations)
     write_json_atomic(output / "import.json", {"source": str(source.resolve()), "format": kind, "scenes": scenes,
                                                "shots": result.shots, "combinations": result.combinations,

@@ -105,12 +105,8 @@ def _is_variable(deltas: np.ndarray, time_base: Fraction) -> bool:
     return bool(np.abs(deltas - median).max() > tolerance)
 
 
-def probe(path: str, video_id: str | None = None) -> VideoProbe:
-    """Read every packet header of the first video stream (no decoding except one frame).
-
-    Raises ProbeError for a missing file, a file that is not a video, a video without frames or
-    one whose first frame cannot be decoded.
-    """
+def _file_size(path: str) -> int:
+    """The size of a file that exists, is a file and is not empty; else ProbeError saying which."""
     where = location(path)
     try:
         found, regular = where.exists(), where.is_file()
@@ -123,18 +119,34 @@ def probe(path: str, video_id: str | None = None) -> VideoProbe:
     size = where.stat().st_size
     if size == 0:
         raise ProbeError(f"{path}: file is empty (0 bytes)")
+    return size
+
+
+def _first_frame(path: str) -> av.VideoFrame:
+    """The first decodable frame (its rotation is the video's); ProbeError when there is none."""
+    with open_video(path, threads=1) as (container, stream):
+        try:
+            first = next(iter(container.decode(stream)), None)
+        except av.error.FFmpegError as err:
+            raise ProbeError(
+                f"{path}: cannot decode the first frame ({err}); the file is corrupt or truncated"
+            ) from err
+        if first is None:
+            raise ProbeError(f"{path}: the video stream has zero decodable frames (empty, corrupt or truncated)")
+        return first
+
+
+def probe(path: str, video_id: str | None = None) -> VideoProbe:
+    """Read every packet header of the first video stream (no decoding except one frame).
+
+    Raises ProbeError for a missing file, a file that is not a video, a video without frames or
+    one whose first frame cannot be decoded.
+    """
+    size = _file_size(path)
     video_id = video_id or fingerprint(path)
     try:
-        with open_video(path, threads=1) as (container, stream):
-            try:
-                first = next(iter(container.decode(stream)), None)
-            except av.error.FFmpegError as err:
-                raise ProbeError(
-                    f"{path}: cannot decode the first frame ({err}); the file is corrupt or truncated"
-                ) from err
-            if first is None:
-                raise ProbeError(f"{path}: the video stream has zero decodable frames (empty, corrupt or truncated)")
-            rotation = int(round((first.rotation or 0) / 90.0)) * 90 % 360
+        first = _first_frame(path)
+        rotation = int(round((first.rotation or 0) / 90.0)) * 90 % 360
         with open_video(path, threads=1) as (container, stream):
             ctx = stream.codec_context
             time_base = stream.time_base or Fraction(1, 90000)

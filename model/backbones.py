@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from model.viclip import MEAN as IMAGENET_MEAN
+from model.viclip import STD as IMAGENET_STD
 
 
 def resize_center_crop(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:

@@ -30,10 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from manifests.frames import sample_indices  # noqa: F401  (re-exported: it was defined here)
-from model.weights import CheckpointError, file_hash  # noqa: F401
+from model.weights import CheckpointError, file_hash
 
-MEAN = (0.485, 0.456, 0.406)
+MEAN = (0.485, 0.456, 0.406)  # ImageNet's, as ViCLIP's training used; the one copy (model.backbones uses it)
 STD = (0.229, 0.224, 0.225)
 
 

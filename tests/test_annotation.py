@@ -9,7 +9,8 @@ import time
 import pytest
 from google.genai import types
 
-from curation.gemini import GeminiAnnotator, GeminiSettings
+from curation.config import AnnotateConfig
+from curation.gemini import GeminiAnnotator
 from manifests import read_table
 from tests.conftest import CLIP_MINUTES
 from tests.fake_gemini import ACTOR1, FakeGemini, error, reply, shots_in, valid_reply
@@ -19,8 +20,8 @@ JPEG = b"\xff\xd8\xff\xe0fake-jpeg"
 
 
 def annotator(server, **overrides) -> GeminiAnnotator:
-    settings = GeminiSettings(**({"base_url": server.url, "timeout_s": 5.0, "max_retries": 2, "backoff_s": 0.01,
-                                  "max_backoff_s": 0.05, "max_reasks": 1, "rpm": 6000.0, "concurrency": 4} | overrides))  # fmt: skip
+    settings = AnnotateConfig(**({"base_url": server.url, "timeout": 5.0, "max_retries": 2, "backoff": 0.01,
+                                  "max_backoff": 0.05, "max_reasks": 1, "rpm": 6000.0, "concurrency": 4} | overrides))  # fmt: skip
     return GeminiAnnotator(settings, SECRET)
 
 
@@ -140,7 +141,7 @@ def test_truncated_reply_is_recorded_as_truncated():
 def test_slow_reply_past_the_timeout_is_retried_then_an_error():
     with FakeGemini(lambda i, body: (*reply(valid_reply(2)), 3.0)) as server:
         began = time.monotonic()
-        result = annotator(server, timeout_s=0.5, max_retries=1).annotate(parts(2), 2)
+        result = annotator(server, timeout=0.5, max_retries=1).annotate(parts(2), 2)
     assert result.status == "error" and len(server.requests) == 2
     assert time.monotonic() - began < 2.5
 
@@ -364,8 +365,8 @@ def test_breaker_stops_when_every_request_fails_the_same_way(capsys):
     with socket.socket() as s:  # a port nothing listens on: no network
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    gemini = GeminiAnnotator(GeminiSettings(base_url=dead, timeout_s=1.0, max_retries=5, backoff_s=0.01,
-                                            max_backoff_s=0.02, rpm=60000.0, concurrency=2), SECRET)  # fmt: skip
+    gemini = GeminiAnnotator(AnnotateConfig(base_url=dead, timeout=1.0, max_retries=5, backoff=0.01,
+                                            max_backoff=0.02, rpm=60000.0, concurrency=2), SECRET)  # fmt: skip
     began = time.monotonic()
     results = [gemini.annotate(parts(1), 1) for _ in range(6)]
     assert time.monotonic() - began < 10
@@ -381,7 +382,7 @@ def test_ctrl_c_during_annotation_sends_nothing_more_and_keeps_what_is_done(
 ):
     import _thread
 
-    from curation.annotate import MediaSettings, annotate_items
+    from curation.annotate import annotate_items
     from curation.gemini import ReplyCache
     from curation.run import main
 
@@ -393,7 +394,7 @@ def test_ctrl_c_during_annotation_sends_nothing_more_and_keeps_what_is_done(
     shot = shots[shots["status"] == "ok"].iloc[0].to_dict()
     items = [(f"item-{k}", [shot]) for k in range(20)]
     with FakeGemini(lambda i, body: (*reply(valid_reply(1)), 0.3)) as server:
-        settings = GeminiSettings(base_url=server.url, timeout_s=5.0, rpm=60000.0, concurrency=2)
+        settings = AnnotateConfig(base_url=server.url, timeout=5.0, rpm=60000.0, concurrency=2)
         gemini = GeminiAnnotator(settings, SECRET)
         cache = ReplyCache(tmp_path / "cache")
 
@@ -403,7 +404,7 @@ def test_ctrl_c_during_annotation_sends_nothing_more_and_keeps_what_is_done(
             _thread.interrupt_main()  # what Ctrl-C does to the driver
 
         threading.Thread(target=interrupt_after_four, daemon=True).start()
-        results, summary = annotate_items(items, settings, MediaSettings(), cache, gemini)
+        results, summary = annotate_items(items, settings, cache, gemini)
         time.sleep(0.5)  # in-flight requests finish; nothing queued may start
         sent = len(server.requests)
     assert summary.interrupted and sent <= 6  # 4 sent, at most the 2 in flight finish; 14 never go

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from manifests.media import write_mp4
 from model.backbones import I3DFeatures
-from model.generate import write_mp4
 from training.evaluate import frechet_distance, main, scene_embedding, semantic_consistency, visual_consistency
 
 

@@ -172,9 +172,8 @@ def test_every_knob_is_a_flag_that_reaches_its_stage(tmp_path):
     config = parse_args(["--output", str(tmp_path), "--neighbors", "5", "--gemini-temperature", "0.7",
                          "--gemini-frames-per-shot", "6", "--embed-frames-per-shot", "12", "--gemini-max-reasks", "1"])  # fmt: skip
     assert config.combine.neighbors == 5
-    gemini = config.annotate.gemini_settings()
-    assert gemini.temperature == 0.7 and gemini.max_reasks == 1
-    assert config.annotate.media_settings().frames_per_shot == 6
+    assert config.annotate.temperature == 0.7 and config.annotate.max_reasks == 1  # what the annotator reads
+    assert config.annotate.frames_per_shot == 6
     assert config.embed.frames_per_shot == 12
     dumped = config.model_dump(mode="json")  # what run.json records
     assert dumped["combine"]["neighbors"] == 5 and dumped["annotate"]["temperature"] == 0.7
@@ -214,15 +213,15 @@ def test_a_yaml_config_file_with_flags_over_it(tmp_path, capsys):
 
 
 def test_the_readme_config_example_is_a_valid_config(tmp_path):
-    """The YAML in the README's curation section parses into the config the job would run with."""
+    """The YAML in the curation manual's configuration section parses into the config the job would run with."""
     import re
 
     import yaml
 
     from curation.config import CurationConfig
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = re.search(r"\*\*Configuration\.\*\*.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    manual = (Path(__file__).resolve().parent.parent / "docs" / "curation.md").read_text()
+    block = re.search(r"## Configuration\n.*?```yaml\n(.*?)```", manual, re.S).group(1)
     tree = yaml.safe_load(block)
     weights = tmp_path / "viclip.pth"
     weights.write_bytes(b"")  # the example's checkpoint path, made to exist

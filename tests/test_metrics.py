@@ -96,7 +96,7 @@ def test_the_evaluation_set_has_50_stories_in_the_papers_structure():
     import re
     from pathlib import Path
 
-    from model.generate import load_prompts
+    from model.prompts import load_prompts
 
     path = Path(__file__).resolve().parent.parent / "training" / "eval_prompts.json"
     stories = json.loads(path.read_text())

@@ -151,8 +151,8 @@ def test_import_names_its_own_arguments_and_what_url_means(tmp_path, capsys):
     assert main(["import", str(source), "--output", str(tmp_path / "m")]) == 1
     printed = capsys.readouterr().out
     assert "--input" not in printed and "file not found" in printed
-    readme = (REPO / "README.md").read_text()
-    assert "`url` in `sft.json`: the clip file's path" in readme
+    manual = (REPO / "docs" / "training.md").read_text()
+    assert "`url` in `sft.json`: the clip file's path" in manual
 
 
 # --- 4. say what happened --------------------------------------------------------------------------

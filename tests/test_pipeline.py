@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.generate import PromptFileError, load_prompts, main
+from model.generate import main
 from model.pipeline import Mask2DiTPipeline, ModelFolderError
+from model.prompts import PromptFileError, load_prompts
 from model.tiny import TINY_SIZE, build_tiny_model
 
 STEPS = ["--steps", "2", "--height", "32", "--width", "32", "--num-frames", "9", "--dtype", "fp32", "--fps", "8"]

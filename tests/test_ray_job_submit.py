@@ -1,4 +1,4 @@
-"""The documented cluster path, exactly as the README writes it for a local head on a current Ray:
+"""The documented cluster path, exactly as docs/curation.md writes it for a local head on a current Ray:
 `RAY_AUTH_MODE=token` with a token file, `ray start --head` on its own ports, then `ray job submit
 --working-dir . -- python curation/run.py ...` with absolute paths."""
 
@@ -31,14 +31,14 @@ def free_port() -> int:
 def test_ray_job_submit_against_a_started_head(tmp_path, multi_shot_video):
     ray_bin = Path(sys.executable).with_name("ray")
     ray_cmd = [str(ray_bin)] if ray_bin.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
-    # The head as the README starts it: token auth on explicitly (a Ray build's default differs),
+    # The head as docs/curation.md starts it: token auth on explicitly (a Ray build's default differs),
     # the token in a file (here a private one instead of ~/.ray/auth_token). Other tests run an
     # in-process Ray with auth disabled.
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    submit_env = env  # the README's submit command
+    submit_env = env  # the manual's submit command
     gcs_port, dashboard_port = free_port(), free_port()
     # Every agent gets its own port: Ray's defaults (e.g. 52365) are taken when another Ray (the
     # in-process one other tests use, or a user's) runs on the same machine, and the job agent

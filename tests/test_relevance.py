@@ -10,22 +10,23 @@ import pandas as pd
 import pytest
 import torch
 
-from curation.combinations import MinerConfig, calibrate, mine, mine_group
+from curation.combinations import calibrate, mine, mine_group
+from curation.config import CombineConfig
 from manifests import read_table
+from manifests.frames import sample_indices
 from model.clip_tokenizer import ClipBPETokenizer
 from model.viclip import (
     MEAN,
     STD,
     VICLIP_B16,
     VICLIP_L14,
-    CheckpointError,
     ViCLIP,
     ViCLIPConfig,
     _key_mismatch,
     config_from_state_dict,
     preprocess_frames,
-    sample_indices,
 )
+from model.weights import CheckpointError
 from tests.conftest import CLIP_MINUTES
 
 TINY = ViCLIPConfig(image_size=32, patch_size=8, num_frames=8, vision_width=64, vision_layers=2, vision_heads=64 // 64,
@@ -155,7 +156,7 @@ def clustered_embeddings(seed=0):
 
 def test_miner_finds_the_known_combinations_and_rejects_duplicates():
     ids = [f"s{i}" for i in range(9)]
-    rows, reason = mine_group(ids, [60] * 9, clustered_embeddings(), MinerConfig(max_uses=1))
+    rows, reason = mine_group(ids, [60] * 9, clustered_embeddings(), CombineConfig(max_uses=1))
     assert reason is None
     found = sorted(tuple(r["shot_ids"]) for r in rows)
     # Shot 6 duplicates shot 0, so no combination holds both; each shot is used at most once.
@@ -169,7 +170,7 @@ def test_miner_finds_the_known_combinations_and_rejects_duplicates():
 
 def test_miner_overlap_limit_and_keep_all_mode():
     ids = [f"s{i}" for i in range(9)]
-    rows, _ = mine_group(ids, [60] * 9, clustered_embeddings(), MinerConfig(max_uses=2, keep_all=True))
+    rows, _ = mine_group(ids, [60] * 9, clustered_embeddings(), CombineConfig(max_uses=2, keep_all=True))
     ok = [r for r in rows if r["status"] == "ok"]
     counts = pd.Series([s for r in ok for s in r["shot_ids"]]).value_counts()
     assert counts.max() <= 2
@@ -191,7 +192,7 @@ def test_videos_with_too_few_usable_shots_yield_none_and_are_counted():
     })  # fmt: skip
     vectors = clustered_embeddings()[:5]
     embeddings = pd.DataFrame({"shot_id": shots["shot_id"], "embedding": list(vectors), "embedder": "test"})
-    combos, stats = mine(shots, embeddings, MinerConfig())
+    combos, stats = mine(shots, embeddings, CombineConfig())
     assert len(combos) == 0 and stats.shots_too_short == 1
     assert stats.groups_without_combinations == {"fewer than 3 usable shots": 2}
 
@@ -246,3 +247,47 @@ def test_job_runs_with_checkpoint_embedders(ray_local, tmp_path, multi_shot_vide
     assert len(embeddings) == 3 and {len(e) for e in embeddings["embedding"]} == {dim}
     assert embeddings["checkpoint_hash"].notna().all() and embeddings["embedder"].iloc[0].startswith(embedder)
     assert len(read_table(out, "combinations")) == 1
+
+
+def one_at_a_time(members, shot_ids, frames, raw, calibrated, duplicate, config):
+    """The scoring of one candidate, written plainly: the oracle of the array version."""
+    import itertools
+
+    pairs = list(itertools.combinations(members, 2))
+    pair_raw = [float(raw[i, j]) for i, j in pairs]
+    pair_cal = [float(calibrated[i, j]) for i, j in pairs]
+    reason = None
+    if any(duplicate[i, j] for i, j in pairs):
+        reason = f"near-duplicate shots (cosine >= {config.duplicate_threshold:g})"
+    elif min(pair_cal) < config.min_relevance:
+        reason = f"a pair below min relevance {config.min_relevance:g}"
+    return {"shot_ids": [shot_ids[i] for i in members], "pair_scores": pair_raw, "pair_calibrated": pair_cal,
+            "min_relevance": min(pair_cal), "mean_relevance": float(np.mean(pair_cal)), "min_raw": min(pair_raw),
+            "mean_raw": float(np.mean(pair_raw)), "total_frames": int(sum(frames[i] for i in members)),
+            "status": "ok" if reason is None else "filtered", "filter_reason": reason}  # fmt: skip
+
+
+@pytest.mark.parametrize("scenes", [2, 3, 5])
+def test_candidates_scored_as_arrays_equal_scoring_each_in_python(scenes):
+    import itertools
+
+    from curation.combinations import calibrate, score_candidates
+    from curation.config import CombineConfig
+
+    rng = np.random.default_rng(scenes)
+    n = 14
+    vectors = rng.normal(size=(3, 16))[rng.integers(0, 3, n)] + 0.6 * rng.normal(size=(n, 16))
+    vectors[1] = vectors[0]  # a near-duplicate pair
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    raw = vectors @ vectors.T
+    calibrated, duplicate = calibrate(raw), raw >= 0.95
+    ids, frames = [f"s{i:02d}" for i in range(n)], rng.integers(49, 300, n).tolist()
+    candidates = sorted(itertools.combinations(range(n), scenes))[:400]
+    for keep_all in (True, False):
+        config = CombineConfig(scenes=scenes, keep_all=keep_all, min_relevance=0.2)
+        expected = [one_at_a_time(c, ids, frames, raw, calibrated, duplicate, config) for c in candidates]
+        if not keep_all:
+            expected = [row for row in expected if row["status"] == "ok"]
+        found = score_candidates(candidates, ids, frames, raw, calibrated, duplicate, config)
+        assert found == expected  # every number bit for bit, every reason word for word
+        assert keep_all or 0 < len(found) < len(candidates)

@@ -286,8 +286,7 @@ def test_a_crashed_media_task_fails_only_its_combination(ray_local, tmp_path, cr
     with FakeGemini() as server:
         monkeypatch.setenv("GEMINI_API_KEY", "test-key")
         section = config.annotate.model_copy(update={"base_url": server.url, "rpm": 6000.0})
-        gemini, media = section.gemini_settings(), section.media_settings()
-        run_annotation(out, gemini, media, False, media_stage=crash_stages.CrashingMedia(media))
+        run_annotation(out, section, media_stage=crash_stages.CrashingMedia(section))
         annotations = read_table(out, "annotations")
         shots = read_table(out, "shots")
         crashed_video = shots.loc[shots["source_path"].str.endswith("crash.mp4"), "video_id"].iloc[0]
@@ -295,7 +294,7 @@ def test_a_crashed_media_task_fails_only_its_combination(ray_local, tmp_path, cr
         assert set(failed["video_id"]) == {crashed_video} and set(failed["error_stage"]) == {"media"}
         assert failed["error"].str.contains("worker crashed").all()
         assert set(annotations.loc[annotations["video_id"] != crashed_video, "status"]) == {"ok"}
-        run_annotation(out, gemini, media, False)  # the re-run retries them
+        run_annotation(out, section)  # the re-run retries them
         assert set(read_table(out, "annotations")["status"]) == {"ok"}
 
 

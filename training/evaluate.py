@@ -91,7 +91,7 @@ def read_frames(path: Path, count: int | None = None, span: tuple[float, float] 
 
 
 def find_stories(videos: Path, prompt_file: Path | None, scenes: int) -> list[Story]:
-    from model.generate import load_prompts, scene_prompts
+    from model.prompts import load_prompts, scene_prompts
 
     specs = []  # (story id, prompts), in file order
     if prompt_file:
