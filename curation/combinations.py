@@ -76,60 +76,77 @@ def mine_group(
         for group in itertools.combinations(partners[: config.neighbors], size - 1):
             candidates.add(tuple(sorted((anchor, *group))))
 
-    rows = score_candidates(sorted(candidates), shot_ids, frames, raw, calibrated, duplicate, config)
-
-    # Greedy choice by weakest pair, capping how often one shot is used.
-    uses: Counter = Counter()
-    rows.sort(key=lambda r: (r["status"] != STATUS_OK, -r["min_relevance"], -r["mean_relevance"], r["shot_ids"]))
-    for row in rows:
-        if row["status"] != STATUS_OK:
-            continue
-        busy = [s for s in row["shot_ids"] if uses[s] >= config.max_uses]
-        if busy:
-            row["status"] = STATUS_FILTERED
-            row["filter_reason"] = f"overlap: {busy[0]} already in {config.max_uses} combinations"
-        else:
-            uses.update(row["shot_ids"])
-    if not any(r["status"] == STATUS_OK for r in rows):
-        return (rows if config.keep_all else []), "no combination passed the relevance filters"
-    return (rows if config.keep_all else [r for r in rows if r["status"] == STATUS_OK]), None
-
-
-def score_candidates(candidates: list[tuple[int, ...]], shot_ids: list[str], frames: list[int], raw: np.ndarray,
-                     calibrated: np.ndarray, duplicate: np.ndarray, config: CombineConfig) -> list[dict]:  # fmt: skip
-    """A row per candidate with its pair scores and status; scored as arrays (a group has hundreds of
-    candidates), with each number exactly what scoring one candidate at a time in Python gives.
-    Without keep_all, candidates that fail the filters are not returned (nothing would keep them)."""
     if not candidates:
-        return []
-    members = np.asarray(candidates, dtype=np.intp)  # (candidates, scenes)
+        return [], "no combination passed the relevance filters"
+    members = np.asarray(sorted(candidates), dtype=np.intp)  # (candidates, scenes), each in time order
+    scores = score_candidates(members, raw, calibrated, duplicate, config)
+    # Greedy choice by weakest pair (then mean, then shot ids), capping how often one shot is used.
+    rank = np.argsort(np.argsort(np.asarray(shot_ids)))  # comparing ranks compares the ids' lists
+    order = np.lexsort((*(rank[members[:, c]] for c in reversed(range(size))), -scores.mean_cal, -scores.weakest,
+                        ~scores.passed))  # fmt: skip
+    uses, overlap, kept = [0] * n, {}, []
+    for k in order.tolist():
+        if not scores.passed[k]:
+            continue
+        chosen = members[k].tolist()
+        busy = [i for i in chosen if uses[i] >= config.max_uses]
+        if busy:
+            overlap[k] = f"overlap: {shot_ids[busy[0]]} already in {config.max_uses} combinations"
+            continue
+        for i in chosen:
+            uses[i] += 1
+        kept.append(k)
+    shown = order.tolist() if config.keep_all else kept
+    rows = [scores.row(k, shot_ids, frames, overlap.get(k), config) for k in shown]
+    if not kept:
+        return (rows if config.keep_all else []), "no combination passed the relevance filters"
+    return rows, None
+
+
+@dataclass
+class CandidateScores:
+    """Every candidate's pair scores as arrays (a group has hundreds of candidates); each number is
+    exactly what scoring one candidate at a time in Python gives."""
+
+    members: np.ndarray  # (candidates, scenes) shot indices
+    pair_raw: np.ndarray  # (candidates, pairs) cosines, pairs in itertools.combinations order
+    pair_cal: np.ndarray  # the same pairs' calibrated scores
+    near_duplicate: np.ndarray  # (candidates,) some pair at or above the duplicate threshold
+    weakest: np.ndarray  # the lowest calibrated pair
+    mean_cal: np.ndarray
+    mean_raw: np.ndarray
+    least_raw: np.ndarray
+    passed: np.ndarray  # no near-duplicate, weakest pair at or above min relevance
+
+    def row(self, k: int, shot_ids: list[str], frames: list[int], overlap: str | None, config: CombineConfig) -> dict:
+        reason = overlap
+        if self.near_duplicate[k]:
+            reason = f"near-duplicate shots (cosine >= {config.duplicate_threshold:g})"
+        elif not self.passed[k]:
+            reason = f"a pair below min relevance {config.min_relevance:g}"
+        chosen = self.members[k].tolist()
+        return {
+            "shot_ids": [shot_ids[i] for i in chosen], "pair_scores": self.pair_raw[k].tolist(),
+            "pair_calibrated": self.pair_cal[k].tolist(), "min_relevance": float(self.weakest[k]),
+            "mean_relevance": float(self.mean_cal[k]), "min_raw": float(self.least_raw[k]),
+            "mean_raw": float(self.mean_raw[k]), "total_frames": int(sum(frames[i] for i in chosen)),
+            "status": STATUS_OK if reason is None else STATUS_FILTERED, "filter_reason": reason,
+        }  # fmt: skip
+
+
+def score_candidates(members: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, duplicate: np.ndarray,
+                     config: CombineConfig) -> CandidateScores:  # fmt: skip
     first, second = (
         np.asarray(side, dtype=np.intp) for side in zip(*itertools.combinations(range(members.shape[1]), 2))
     )
-    left, right = members[:, first], members[:, second]  # (candidates, pairs), pairs in combinations() order
+    left, right = members[:, first], members[:, second]
     pair_raw = raw[left, right].astype(np.float64)
     pair_cal = calibrated[left, right].astype(np.float64)
     near_duplicate = duplicate[left, right].any(axis=1)
     weakest = pair_cal.min(axis=1)
     passed = ~near_duplicate & (weakest >= config.min_relevance)
-    mean_cal, mean_raw = _row_means(pair_cal), _row_means(pair_raw)
-    least_raw, total_frames = pair_raw.min(axis=1), np.asarray(frames, dtype=np.int64)[members].sum(axis=1)
-    rows = []
-    for k in range(len(members)) if config.keep_all else np.flatnonzero(passed):
-        reason = None
-        if near_duplicate[k]:
-            reason = f"near-duplicate shots (cosine >= {config.duplicate_threshold:g})"
-        elif not passed[k]:
-            reason = f"a pair below min relevance {config.min_relevance:g}"
-        chosen = members[k].tolist()
-        rows.append({
-            "shot_ids": [shot_ids[i] for i in chosen], "pair_scores": pair_raw[k].tolist(),
-            "pair_calibrated": pair_cal[k].tolist(), "min_relevance": float(weakest[k]),
-            "mean_relevance": float(mean_cal[k]), "min_raw": float(least_raw[k]), "mean_raw": float(mean_raw[k]),
-            "total_frames": int(total_frames[k]),
-            "status": STATUS_OK if reason is None else STATUS_FILTERED, "filter_reason": reason,
-        })  # fmt: skip
-    return rows
+    return CandidateScores(members, pair_raw, pair_cal, near_duplicate, weakest, _row_means(pair_cal),
+                           _row_means(pair_raw), pair_raw.min(axis=1), passed)  # fmt: skip
 
 
 def _row_means(values: np.ndarray) -> np.ndarray:

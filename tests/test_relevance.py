@@ -249,45 +249,66 @@ def test_job_runs_with_checkpoint_embedders(ray_local, tmp_path, multi_shot_vide
     assert len(read_table(out, "combinations")) == 1
 
 
-def one_at_a_time(members, shot_ids, frames, raw, calibrated, duplicate, config):
-    """The scoring of one candidate, written plainly: the oracle of the array version."""
+def plain_mine_group(shot_ids, frames, embeddings, config):
+    """The miner of one group written plainly, one candidate at a time: the oracle of the array version."""
     import itertools
+    from collections import Counter
 
-    pairs = list(itertools.combinations(members, 2))
-    pair_raw = [float(raw[i, j]) for i, j in pairs]
-    pair_cal = [float(calibrated[i, j]) for i, j in pairs]
-    reason = None
-    if any(duplicate[i, j] for i, j in pairs):
-        reason = f"near-duplicate shots (cosine >= {config.duplicate_threshold:g})"
-    elif min(pair_cal) < config.min_relevance:
-        reason = f"a pair below min relevance {config.min_relevance:g}"
-    return {"shot_ids": [shot_ids[i] for i in members], "pair_scores": pair_raw, "pair_calibrated": pair_cal,
-            "min_relevance": min(pair_cal), "mean_relevance": float(np.mean(pair_cal)), "min_raw": min(pair_raw),
-            "mean_raw": float(np.mean(pair_raw)), "total_frames": int(sum(frames[i] for i in members)),
-            "status": "ok" if reason is None else "filtered", "filter_reason": reason}  # fmt: skip
+    raw = embeddings @ embeddings.T
+    calibrated, duplicate = calibrate(raw), raw >= config.duplicate_threshold
+    relevant = (calibrated >= config.min_relevance) & ~duplicate
+    np.fill_diagonal(relevant, False)
+    candidates = set()
+    for anchor in range(len(shot_ids)):
+        partners = [
+            j for j in np.argsort(-calibrated[anchor]) if j != anchor and (config.keep_all or relevant[anchor, j])
+        ]
+        for group in itertools.combinations(partners[: config.neighbors], config.scenes - 1):
+            candidates.add(tuple(sorted((anchor, *group))))
+    rows = []
+    for members in candidates:
+        pairs = list(itertools.combinations(members, 2))
+        pair_raw = [float(raw[i, j]) for i, j in pairs]
+        pair_cal = [float(calibrated[i, j]) for i, j in pairs]
+        reason = None
+        if any(duplicate[i, j] for i, j in pairs):
+            reason = f"near-duplicate shots (cosine >= {config.duplicate_threshold:g})"
+        elif min(pair_cal) < config.min_relevance:
+            reason = f"a pair below min relevance {config.min_relevance:g}"
+        rows.append({"shot_ids": [shot_ids[i] for i in members], "pair_scores": pair_raw, "pair_calibrated": pair_cal,
+                     "min_relevance": min(pair_cal), "mean_relevance": float(np.mean(pair_cal)), "min_raw": min(pair_raw),
+                     "mean_raw": float(np.mean(pair_raw)), "total_frames": int(sum(frames[i] for i in members)),
+                     "status": "ok" if reason is None else "filtered", "filter_reason": reason})  # fmt: skip
+    uses = Counter()
+    rows.sort(key=lambda r: (r["status"] != "ok", -r["min_relevance"], -r["mean_relevance"], r["shot_ids"]))
+    for row in rows:
+        if row["status"] == "ok":
+            busy = [s for s in row["shot_ids"] if uses[s] >= config.max_uses]
+            if busy:
+                row["status"], row["filter_reason"] = (
+                    "filtered",
+                    f"overlap: {busy[0]} already in {config.max_uses} combinations",
+                )
+            else:
+                uses.update(row["shot_ids"])
+    if not any(r["status"] == "ok" for r in rows):
+        return (rows if config.keep_all else []), "no combination passed the relevance filters"
+    return (rows if config.keep_all else [r for r in rows if r["status"] == "ok"]), None
 
 
 @pytest.mark.parametrize("scenes", [2, 3, 5])
-def test_candidates_scored_as_arrays_equal_scoring_each_in_python(scenes):
-    import itertools
-
-    from curation.combinations import calibrate, score_candidates
-    from curation.config import CombineConfig
-
+def test_the_array_miner_equals_the_miner_written_one_candidate_at_a_time(scenes):
     rng = np.random.default_rng(scenes)
-    n = 14
-    vectors = rng.normal(size=(3, 16))[rng.integers(0, 3, n)] + 0.6 * rng.normal(size=(n, 16))
-    vectors[1] = vectors[0]  # a near-duplicate pair
-    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-    raw = vectors @ vectors.T
-    calibrated, duplicate = calibrate(raw), raw >= 0.95
-    ids, frames = [f"s{i:02d}" for i in range(n)], rng.integers(49, 300, n).tolist()
-    candidates = sorted(itertools.combinations(range(n), scenes))[:400]
-    for keep_all in (True, False):
-        config = CombineConfig(scenes=scenes, keep_all=keep_all, min_relevance=0.2)
-        expected = [one_at_a_time(c, ids, frames, raw, calibrated, duplicate, config) for c in candidates]
-        if not keep_all:
-            expected = [row for row in expected if row["status"] == "ok"]
-        found = score_candidates(candidates, ids, frames, raw, calibrated, duplicate, config)
-        assert found == expected  # every number bit for bit, every reason word for word
-        assert keep_all or 0 < len(found) < len(candidates)
+    for _ in range(6):
+        n = int(rng.integers(scenes, 24))
+        vectors = rng.normal(size=(3, 16))[rng.integers(0, 3, n)] + rng.uniform(0.1, 1.0) * rng.normal(size=(n, 16))
+        if n > 2:
+            vectors[1] = vectors[0]  # a near-duplicate pair
+        vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+        ids = [f"v_{int(k):07d}" for k in sorted(rng.choice(10**6, n, replace=False))]
+        frames = rng.integers(49, 300, n).tolist()
+        for keep_all in (False, True):
+            config = CombineConfig(scenes=scenes, keep_all=keep_all, min_relevance=float(rng.uniform(-0.5, 1.5)),
+                                   neighbors=int(rng.integers(3, 9)), max_uses=int(rng.integers(1, 4)))  # fmt: skip
+            # every number bit for bit, every status and reason word for word, in the same order
+            assert mine_group(ids, frames, vectors, config) == plain_mine_group(ids, frames, vectors, config)
