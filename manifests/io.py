@@ -235,8 +235,10 @@ def read_table(
     if filtered:
         videos = table_path(manifest_dir, "videos")
         if videos.exists():  # only the ids are read: the commit markers
-            committed = _read_live(videos, TABLES["videos"], columns=["video_id"]).column("video_id")
-            table = table.filter(pa.compute.is_in(table["video_id"], value_set=committed.combine_chunks()))
+            committed = _read_live(videos, TABLES["videos"], columns=["video_id"]).column("video_id").combine_chunks()
+            present = pa.compute.unique(table["video_id"])
+            if not pa.compute.all(pa.compute.is_in(present, value_set=committed)).as_py():  # else nothing to drop
+                table = table.filter(pa.compute.is_in(table["video_id"], value_set=committed))
     return _select(table, columns).to_pandas()
 
 
@@ -279,6 +281,7 @@ class LiveFiles:
     seq: dict[Path, int] = dataclasses.field(default_factory=dict)  # batches and compacted files: when written
     covers: dict[Path, list[str]] = dataclasses.field(default_factory=dict)  # batches: the videos they commit
     rows: dict[Path, int] = dataclasses.field(default_factory=dict)  # every file's row count (its footer)
+    footers: dict[Path, pq.FileMetaData] = dataclasses.field(default_factory=dict)  # read once, reused by the read
 
     @property
     def part_ids(self) -> list[str]:
@@ -299,14 +302,14 @@ def live_files(folder: Path, committed_batches: set[str] | None = None, parts: b
     if not parts:
         files = special
     replaced_tokens: set[str] = set()
-    tokens, metas, rows = {}, {}, {}
+    tokens, metas, rows, footers = {}, {}, {}, {}
     for file in files:
         try:
             footer = _metadata(file)
         except (pa.ArrowException, OSError) as err:
             raise ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job") from err
         meta = footer.metadata or {}
-        tokens[file], metas[file], rows[file] = _token(file, meta), meta, footer.num_rows
+        tokens[file], metas[file], rows[file], footers[file] = _token(file, meta), meta, footer.num_rows, footer
         if file.name.startswith(COMPACTED):
             replaced_tokens |= set(json.loads(meta.get(REPLACES, b"[]")))
     live = [f for f in files if tokens[f] not in replaced_tokens]
@@ -318,7 +321,7 @@ def live_files(folder: Path, committed_batches: set[str] | None = None, parts: b
     covers = {f: json.loads(metas[f].get(COVERS, b"[]")) for f in batches}
     return LiveFiles(
         [f for f in live if not f.name.startswith((COMPACTED, BATCH))], compacted,
-        [f for f in files if tokens[f] in replaced_tokens], batches, seq, covers, rows,
+        [f for f in files if tokens[f] in replaced_tokens], batches, seq, covers, rows, footers,
     )  # fmt: skip
 
 
@@ -338,10 +341,10 @@ def _read_live(path: Path, expected: pa.Schema, columns: list[str] | None = None
     live = live_files(path, committed, parts=video is None)
     many = sorted(live.batches + live.compacted, key=lambda f: live.seq[f])
     if not many:
-        return _read_files(live.parts, expected, columns)
+        return _read_files(live.parts, expected, columns, live.footers)
     need = columns if columns is None or "video_id" in columns else [*columns, "video_id"]
-    table = _read_files(live.parts, expected, need)
-    held_rows = _read_files(many, expected, need) if video is None else None  # in file order, in one read
+    table = _read_files(live.parts, expected, need, live.footers)
+    held_rows = _read_files(many, expected, need, live.footers) if video is None else None  # in file order, one read
     source = np.repeat(np.arange(len(many)), [live.rows[f] for f in many])
     if held_rows is None or len(source) != len(held_rows):  # one by one (or a file changed since its footer)
         pieces = [_read_each([f], expected, need, video) for f in many]
@@ -349,16 +352,19 @@ def _read_live(path: Path, expected: pa.Schema, columns: list[str] | None = None
         held_rows = pa.concat_tables(pieces)
     videos = held_rows.column("video_id")
     newest: dict[str, int] = {}  # the newest file holding or covering each video
+    holding = []  # per file, the videos it has rows of
     for i, file in enumerate(many):
         first, stop = int(np.searchsorted(source, i)), int(np.searchsorted(source, i, side="right"))
-        for video in set(pa.compute.unique(videos[first:stop]).to_pylist()) | set(live.covers.get(file, ())):
+        holding.append(set(pa.compute.unique(videos[first:stop]).to_pylist()))
+        for video in holding[-1] | set(live.covers.get(file, ())):
             newest[video] = i
     for video in live.part_ids:  # a video's own part wins
         newest[video] = -1
-    keys = sorted(newest)
-    where = pa.compute.index_in(videos, value_set=pa.array(keys, pa.string())).to_numpy(zero_copy_only=False)
-    held_rows = held_rows.filter(pa.array(np.array([newest[k] for k in keys])[where] == source))
-    table = pa.concat_tables([table, held_rows])
+    if any(newest[video] != i for i, held in enumerate(holding) for video in held):  # else every row stays
+        keys = sorted(newest)
+        where = pa.compute.index_in(videos, value_set=pa.array(keys, pa.string())).to_numpy(zero_copy_only=False)
+        held_rows = held_rows.filter(pa.array(np.array([newest[k] for k in keys])[where] == source))
+    table = pa.concat_tables([table, held_rows]) if len(table) else held_rows
     # In video order, each video's rows as written: the order that one part per video gave (a batch
     # holds its videos in the order they finished). Arrow's sort is stable.
     return _select(_in_video_order(table), columns)
@@ -436,7 +442,9 @@ def write_batch(manifest_dir: str | os.PathLike, rows: dict[str, list[dict]], co
     return ident
 
 
-def _read_files(files: list[Path], expected: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+def _read_files(
+    files: list[Path], expected: pa.Schema, columns: list[str] | None = None, known: dict | None = None
+) -> pa.Table:
     """The files of one table as one validated table (of `columns` only, when given).
 
     Fast path: the footers are read first, each distinct file schema is checked once, the
@@ -450,7 +458,7 @@ def _read_files(files: list[Path], expected: pa.Schema, columns: list[str] | Non
     import pyarrow.dataset as ds  # here: importing it maps ~1 GiB of address space (matters under ulimit -v)
 
     try:
-        footers = _footers(files)
+        footers = [known[f] for f in files] if known and all(f in known for f in files) else _footers(files)
         schemas = [footer.schema.to_arrow_schema() for footer in footers]
     except (pa.ArrowException, OSError):
         return _read_each(files, expected, columns)

@@ -69,9 +69,9 @@ def test_only_committed_videos_are_read_and_only_their_ids_are_read_for_it(manif
     seen = []
     original = _read_files
 
-    def spy(files, expected, columns=None):
+    def spy(files, expected, columns=None, known=None):
         seen.append((expected.metadata[b"table"].decode(), columns))
-        return original(files, expected, columns)
+        return original(files, expected, columns, known)
 
     monkeypatch.setattr("manifests.io._read_files", spy)
     shots = read_table(manifest, "shots")
