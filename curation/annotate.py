@@ -33,7 +33,7 @@ from curation.stage import Executor, Failure, Stage
 from manifests.frames import read_shot_frames, sample_indices
 from manifests.io import read_table, write_part
 from manifests.media import encode_jpeg, encode_mp4
-from manifests.schema import STATUS_FAILED
+from manifests.schema import STATUS_FAILED, Status
 
 log = logging.getLogger("curation")
 
@@ -108,7 +108,7 @@ class AnnotateSummary:
             self.prompt_tokens += annotation.prompt_tokens
             self.output_tokens += annotation.output_tokens
             self.thinking_tokens += annotation.thinking_tokens
-        if annotation.status not in ("ok", "unannotated") or not annotation.final:
+        if annotation.status not in (Status.OK, Status.UNANNOTATED) or not annotation.final:
             self.failures.append(f"{item_id}: {annotation.status}: {annotation.error}")
 
     def as_dict(self) -> dict:
@@ -145,7 +145,7 @@ def annotate_items(
             todo.append((item_id, shots))
     if todo and annotator is None:
         for item_id, _ in todo:
-            results[item_id] = Annotation(status="unannotated", error=ENABLE_HINT)
+            results[item_id] = Annotation(status=Status.UNANNOTATED, error=ENABLE_HINT)
         summary.note = f"{len(todo)} items unannotated: {ENABLE_HINT}"
     elif todo:
 
@@ -153,7 +153,7 @@ def annotate_items(
             try:
                 annotation = annotator.annotate(parts, num_shots)
             except Exception as err:  # a malformed reply must not stop the run
-                return Annotation(status="error", error=f"{type(err).__name__}: {err}", error_stage="request")
+                return Annotation(status=Status.ERROR, error=f"{type(err).__name__}: {err}", error_stage="request")
             if annotation.paid:  # on disk the moment it arrives: a killed run loses nothing it paid for
                 cache.put(ReplyCache.key(item_id, settings, settings.input), annotation)
             return annotation
@@ -189,7 +189,7 @@ def annotate_items(
                 if future.done() and not future.cancelled():
                     results[item_id] = future.result()
             for item_id, _ in todo:
-                results.setdefault(item_id, Annotation(status="unannotated", final=False,
+                results.setdefault(item_id, Annotation(status=Status.UNANNOTATED, final=False,
                                                        error="the run was interrupted; re-run to annotate it"))  # fmt: skip
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # queued requests are dropped, not sent
@@ -225,7 +225,7 @@ def run_annotation(
     shots = read_table(output, "shots", missing_ok=True)
     by_id = {row["shot_id"]: row for row in shots.to_dict("records")}
     combos = read_table(output, "combinations", missing_ok=True)
-    combos = combos[combos["status"] == "ok"]
+    combos = combos[combos["status"] == Status.OK]
     # A combination whose shots are gone (its video's shots part deleted, say) cannot be cut into
     # media: it becomes a failed row naming the shot, and the others go on.
     dangling = {row.combination_id: next(s for s in row.shot_ids if s not in by_id) for row in combos.itertuples()
@@ -235,7 +235,7 @@ def run_annotation(
     results, summary = annotate_items(items, settings, cache, annotator, media_stage)
     for combination_id, shot_id in dangling.items():
         results[combination_id] = Annotation(
-            "failed", error=f"shot {shot_id} is not in shots.parquet (its video's shots are gone); re-run curation "
+            Status.FAILED, error=f"shot {shot_id} is not in shots.parquet (its video's shots are gone); re-run curation "
             "on that video to rebuild its shots and combinations", error_stage="media",
         )  # fmt: skip
         summary.add(combination_id, results[combination_id])
@@ -249,7 +249,7 @@ def run_annotation(
         raise KeyboardInterrupt  # what is done is written; the job says how to resume
     report = {"combinations": summary.as_dict()}
     if settings.caption_shots:
-        singles = shots[shots["status"] == "ok"]
+        singles = shots[shots["status"] == Status.OK]
         items = [(f"shot:{row['shot_id']}", [row]) for row in singles.to_dict("records")]
         results, shot_summary = annotate_items(items, settings, cache, annotator, media_stage)
         rows = [

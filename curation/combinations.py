@@ -14,7 +14,6 @@ weakest pair, with each shot used at most `max_uses` times so no shot dominates 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from curation.config import CombineConfig
-from manifests.schema import STATUS_FILTERED, STATUS_OK
+from manifests.schema import STATUS_FILTERED, STATUS_OK, combination_id
 
 
 @dataclass
@@ -42,10 +41,6 @@ class MinerStats:
             "groups_without_combinations": dict(self.groups_without_combinations),
             "shots_too_short": self.shots_too_short,
         }
-
-
-def combination_id(shot_ids: list[str]) -> str:
-    return hashlib.blake2b("|".join(shot_ids).encode(), digest_size=10).hexdigest()
 
 
 def calibrate(similarity: np.ndarray) -> np.ndarray:

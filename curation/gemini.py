@@ -1,136 +1,48 @@
-"""Gemini captions for shot combinations: prompt, reply schema, validation, retries and a paid-reply cache.
+"""The Gemini client for captions: requests, rate limit, retries, budget, and a paid-reply cache.
+What is asked and what a valid reply is lives in `curation.captions`.
 
 Uses the maintained `google-genai` SDK. The API key is read from GEMINI_API_KEY or GOOGLE_API_KEY
 by `api_key_from_env` and handed straight to the client: it is never logged, never put in an
 error message, a cache entry, a table or run.json.
 
 One request per combination: its shots in order (JPEG frames or short low-resolution MP4 excerpts)
-and a prompt asking for the characters (Actor1, Actor2, ... with one short appearance description
-each), the shared background and one description per shot, every mention written as
-"ActorK (description)" with the description repeated verbatim. Every reply is validated; a reply
-that breaks a rule is re-asked with the reasons (bounded), then recorded as `invalid`.
+and the caption prompt; every reply is validated by `curation.captions.validate_reply`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
 import os
 import random
-import re
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
-from pydantic import BaseModel, Field
-
+from curation.captions import (
+    PROMPT_VERSION,
+    REASK_EXCERPT,
+    SYSTEM_PROMPT,
+    CaptionReply,
+    excerpt,
+    validate_reply,
+)
 from curation.config import AnnotateConfig
 from manifests.io import write_json_atomic
+from manifests.schema import Status
 from manifests.store import location
 
 log = logging.getLogger("curation")
 
-PROMPT_VERSION = "v1"
 BREAKER_WINDOW = 8  # this many requests in a row failing the same way stop the run's requests
 
-SYSTEM_PROMPT = """You write training captions for a multi-shot video generation model.
-You are shown {n} shot(s) from one film, in order. Describe them as one consistent scene:
-1. characters: every person (or animal) that appears, named Actor1, Actor2, ... in order of first
-   appearance, each with ONE short appearance description (age, gender, clothing, hair, build)
-   that identifies them across shots. Use no proper names.
-2. background: one sentence describing the shared place and lighting.
-3. shots: exactly {n} description(s), one per shot, in order, each 1-3 sentences of what is
-   visible and happening. Every time a character is mentioned write "ActorK (description)" with
-   the description copied word for word from the characters list. Never refer to characters as
-   "they", "them", "we" or "us"; name them. Write in English."""
-
-PLACEHOLDERS = re.compile(r"\b(they|them|their|we|us|our)\b", re.IGNORECASE)
-ACTOR = re.compile(r"\bActor(\d+)\b")
 BLOCK_REASONS = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY", "OTHER"}
 
 
-class Character(BaseModel):
-    name: str = Field(description="Actor1, Actor2, ... in order of first appearance")
-    description: str = Field(description="short appearance description, repeated verbatim in every shot")
-
-
-class CaptionReply(BaseModel):
-    """The response_schema Gemini fills in."""
-
-    characters: list[Character]
-    background: str
-    shots: list[str] = Field(description="one description per shot, in order")
-
-
-def validate_reply(reply: CaptionReply, num_shots: int) -> list[str]:
-    """Every rule the reply breaks, as sentences that can be sent back to the model."""
-    problems = []
-    if len(reply.shots) != num_shots:
-        problems.append(
-            f"there are {num_shots} shots but {len(reply.shots)} shot descriptions; give exactly {num_shots}"
-        )
-    if not reply.background.strip():
-        problems.append("the background is empty")
-    described = {}
-    for character in reply.characters:
-        if not re.fullmatch(r"Actor\d+", character.name):
-            problems.append(f"character name {character.name!r} must be Actor1, Actor2, ...")
-        elif character.name in described:
-            problems.append(f"{character.name} is defined twice")
-        elif not character.description.strip():
-            problems.append(f"{character.name} has no description")
-        described[character.name] = character.description.strip()
-    for index, text in enumerate(reply.shots, start=1):
-        for match in ACTOR.finditer(text):
-            name = match.group(0)
-            if name not in described:
-                problems.append(f"shot {index} mentions {name}, who is not in the characters list")
-                continue
-            after = text[match.end() :].lstrip()
-            if not after.startswith(f"({described[name]})"):
-                problems.append(
-                    f"shot {index}: {name} must be followed by its exact description in parentheses: "
-                    f"'{name} ({described[name]})'"
-                )
-        if found := PLACEHOLDERS.findall(text):
-            problems.append(f"shot {index} uses {sorted({w.lower() for w in found})}; name the characters instead")
-        if not is_english(text):
-            problems.append(f"shot {index} is not in English")
-    if not is_english(" ".join([reply.background, *(c.description for c in reply.characters), *reply.shots])):
-        problems.append("the reply is not in English")
-    return list(dict.fromkeys(problems))
-
-
-@functools.cache
-def _language_identifier():
-    # py3langid ships its model in the wheel: nothing is downloaded. Loading takes ~0.7 s, once.
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-
-
-def is_english(text: str, confidence: float = 0.5) -> bool:
-    """False only when a language identifier is confident the text is another language.
-
-    Character names (Actor1, ...) are removed first. Short captions give the identifier little to
-    go on, so an unsure verdict counts as English: the rule must reject French or Russian replies,
-    never a terse English one. Text in non-Latin scripts is judged by the identifier the same way.
-    """
-    text = ACTOR.sub(" ", text).strip()
-    if not any(c.isalpha() for c in text):
-        return True
-    ranked = dict(_language_identifier().rank(text))
-    top = max(ranked, key=ranked.get)
-    return top == "en" or ranked[top] < confidence or ranked.get("en", 0.0) >= 0.05
-
-
-# USD per million tokens (prompt, output including thinking), paid tier, prompts up to 200k tokens,
-# as Google published them; image and video input bill as prompt tokens. `--gemini-price` overrides.
 PRICES_PER_MILLION = {
     "gemini-2.5-pro": (1.25, 10.0),
     "gemini-2.5-flash": (0.30, 2.50),
@@ -186,7 +98,7 @@ class Annotation:
     @property
     def paid(self) -> bool:
         """Final for this (combination, model, prompt): cached so a re-run never pays for it again."""
-        return self.final and self.status in ("ok", "invalid", "blocked", "truncated")
+        return self.final and self.status in (Status.OK, Status.INVALID, Status.BLOCKED, Status.TRUNCATED)
 
 
 class RateLimiter:
@@ -336,24 +248,24 @@ class GeminiAnnotator:
         """One combination: parts are the prompt's media and labels, shots in order."""
         types = self.types
         contents = [types.Content(role="user", parts=parts)]
-        result = Annotation(status="error")
+        result = Annotation(status=Status.ERROR)
         for ask in range(self.settings.max_reasks + 1):
             try:
                 response = self._request(contents, num_shots, result)
             except Stopped as err:
-                result.status, result.error, result.final = "unannotated", f"not finished: {err}", False
+                result.status, result.error, result.final = Status.UNANNOTATED, f"not finished: {err}", False
                 return result
             except BudgetExhausted as err:
                 if ask == 0:
-                    result.status, result.error = "unannotated", f"{err}; re-run to annotate it"
+                    result.status, result.error = Status.UNANNOTATED, f"{err}; re-run to annotate it"
                 else:  # what was paid so far stays counted; the item is asked again next run
-                    result.status = "unannotated"
+                    result.status = Status.UNANNOTATED
                     result.error = (f"{err} during re-ask {ask} of {self.settings.max_reasks} (last reply: "
                                     f"{result.error}); not cached, a re-run asks again")  # fmt: skip
                 result.final = False
                 return result
             except RuntimeError as err:
-                result.status, result.error = "error", str(err)
+                result.status, result.error = Status.ERROR, str(err)
                 return result
             usage = response.usage_metadata
             if usage:
@@ -362,18 +274,18 @@ class GeminiAnnotator:
                 result.thinking_tokens += usage.thoughts_token_count or 0
             feedback = response.prompt_feedback
             if feedback is not None and feedback.block_reason:
-                result.status, result.error = "blocked", f"prompt blocked: {_enum_name(feedback.block_reason)}"
+                result.status, result.error = Status.BLOCKED, f"prompt blocked: {_enum_name(feedback.block_reason)}"
                 return result
             if not response.candidates:
-                result.status, result.error = "error", "reply has no candidates"
+                result.status, result.error = Status.ERROR, "reply has no candidates"
                 return result
             finish = _enum_name(response.candidates[0].finish_reason)
             if finish in BLOCK_REASONS:
-                result.status, result.error = "blocked", f"reply blocked: {finish}"
+                result.status, result.error = Status.BLOCKED, f"reply blocked: {finish}"
                 return result
             if finish == "MAX_TOKENS":
                 result.status, result.error = (
-                    "truncated",
+                    Status.TRUNCATED,
                     f"reply cut at max_output_tokens ({self.settings.max_output_tokens})",
                 )
                 return result
@@ -384,12 +296,12 @@ class GeminiAnnotator:
             except ValueError as err:
                 reply, problems = None, [f"the reply is not JSON of the requested schema ({str(err).splitlines()[0]})"]
             if not problems:
-                result.status, result.error = "ok", None
+                result.status, result.error = Status.OK, None
                 result.captions, result.background = list(reply.shots), reply.background.strip()
                 result.characters = [c.model_dump() for c in reply.characters]
                 return result
             reasons = excerpt("; ".join(problems), REASK_EXCERPT)
-            result.status, result.error = "invalid", reasons
+            result.status, result.error = Status.INVALID, reasons
             # The re-ask quotes only the latest reply, cut to a bounded excerpt: a huge invalid reply
             # (a broken or hostile endpoint) must not grow every following request.
             contents = contents[:1] + [
@@ -398,17 +310,6 @@ class GeminiAnnotator:
                     text="Your reply broke these rules: " + reasons + ". Answer again, fixing them.")]),
             ]  # fmt: skip
         return result
-
-
-REASK_EXCERPT = 4000  # characters of a bad reply (and of its problems) quoted back in a re-ask
-
-
-def excerpt(text: str, limit: int) -> str:
-    """text, or its head and tail around a note of what was cut when it is longer than `limit`."""
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return f"{text[:half]} [... {len(text) - 2 * half} characters cut ...] {text[-half:]}"
 
 
 class ReplyCache:

@@ -28,14 +28,14 @@ from curation.embed import (
 )
 from curation.probe import ProbeStage, Skipped
 from curation.progress import Progress, StageProgress
-from curation.reconcile import CommitBatch, commit_failure, commit_video, evidence, shot_id
+from curation.reconcile import CommitBatch, commit_failure, commit_video, evidence
 from curation.shot_filters import filter_reason
 from curation.shot_frames import frames_for_shot
 from curation.shots import ClipResult, DetectItem, DetectStage
 from curation.stage import Executor, Failure
 from manifests.io import OUTPUT_FULL, read_table, table_video_ids, tidy_batches
 from manifests.probe import VideoProbe
-from manifests.schema import STATUS_OK
+from manifests.schema import STATUS_OK, shot_id
 
 log = logging.getLogger("curation")
 

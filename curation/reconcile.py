@@ -15,7 +15,7 @@ from manifests.frames import read_shot_frames
 from manifests.io import write_batch, write_bytes_atomic, write_part
 from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
-from manifests.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK
+from manifests.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, shot_id
 from manifests.store import absolute
 
 
@@ -48,7 +48,7 @@ def shot_rows(
                 "end_pts": (int(probe.pts[end]) if end < probe.num_frames else probe.end_pts())
                 if probe.pts_reliable
                 else None,
-                "time_base": f"{probe.time_base.numerator}/{probe.time_base.denominator}",
+                "time_base": probe.time_base_text,
                 "fps": probe.fps,
                 "width": probe.width,
                 "height": probe.height,
@@ -60,10 +60,6 @@ def shot_rows(
             }
         )
     return rows
-
-
-def shot_id(video_id: str, start_frame: int) -> str:
-    return f"{video_id}_{start_frame:07d}"
 
 
 def evidence(probe: VideoProbe, start: int, end: int, transitions: set, luma: dict[int, float]) -> ShotEvidence:

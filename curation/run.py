@@ -30,6 +30,7 @@ from curation.config import CurationConfig, add_flags, flags, from_flags
 from curation.inputs import resolve_inputs
 from curation.samples import write_sample_videos
 from manifests.io import OUTPUT_FULL, ensure_tables, read_table, write_json_atomic
+from manifests.schema import Status
 from manifests.store import ObjectPath, is_url, location
 
 log = logging.getLogger("curation")
@@ -157,7 +158,7 @@ def versions() -> dict[str, str]:
 def write_run_json(config: CurationConfig, summary, paths: list[str], relevance: dict, total_s: float = 0.0) -> dict:
     videos = read_table(config.output, "videos", missing_ok=True)
     shots = read_table(config.output, "shots", missing_ok=True)
-    ok_videos = videos[videos["status"] == "ok"]
+    ok_videos = videos[videos["status"] == Status.OK]
     record = {
         "config": config.model_dump(mode="json"),
         "versions": versions(),
@@ -180,11 +181,11 @@ def write_run_json(config: CurationConfig, summary, paths: list[str], relevance:
         "manifest": {
             "videos": int(len(videos)),
             "videos_ok": int(len(ok_videos)),
-            "videos_failed": int((videos["status"] == "failed").sum()),
+            "videos_failed": int((videos["status"] == Status.FAILED).sum()),
             "hours": float(ok_videos["duration_s"].sum() / 3600),
             "shots": int(len(shots)),
-            "shots_ok": int((shots["status"] == "ok").sum()),
-            "shots_filtered": int((shots["status"] == "filtered").sum()),
+            "shots_ok": int((shots["status"] == Status.OK).sum()),
+            "shots_filtered": int((shots["status"] == Status.FILTERED).sum()),
         },
         "relevance": relevance,
         "seconds": {

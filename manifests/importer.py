@@ -37,7 +37,8 @@ from pathlib import Path
 
 from manifests.io import write_json_atomic, write_part
 from manifests.probe import ProbeError, VideoProbe, path_id, probe
-from manifests.schema import STATUS_FAILED, STATUS_OK, TABLES
+from manifests.schema import STATUS_FAILED, STATUS_OK, TABLES, shot_id
+from manifests.schema import combination_id as make_combination_id
 from manifests.store import ObjectPath, is_url, location
 
 PRETRAIN_COLUMNS = ("fps", "width", "height", "caption", "path", "num_frame")
@@ -157,18 +158,14 @@ def whole_file_shot(facts: VideoProbe) -> dict:
     """The one shot of a clip file: all its frames."""
     end_pts = facts.end_pts() if facts.pts_reliable else None
     return {
-        "video_id": facts.video_id, "shot_id": f"{facts.video_id}_0000000", "shot_index": 0,
+        "video_id": facts.video_id, "shot_id": shot_id(facts.video_id, 0), "shot_index": 0,
         "source_path": facts.source_path, "start_frame": 0, "end_frame": facts.num_frames,
         "num_frames": facts.num_frames, "start_s": 0.0, "end_s": facts.duration_s, "duration_s": facts.duration_s,
         "start_pts": int(facts.pts[0]) if facts.pts_reliable else None, "end_pts": end_pts,
-        "time_base": f"{facts.time_base.numerator}/{facts.time_base.denominator}", "fps": facts.fps,
+        "time_base": facts.time_base_text, "fps": facts.fps,
         "width": facts.width, "height": facts.height, "rotation": facts.rotation, "clip_index": 0,
         "detector": "imported", "status": STATUS_OK,
     }  # fmt: skip
-
-
-def _combination_id(shot_ids: list[str]) -> str:
-    return hashlib.blake2b("|".join(shot_ids).encode(), digest_size=8).hexdigest()
 
 
 def story_windows(stories: list[list[int]], entries: list[Entry], shots: dict, shot_of_entry: dict[int, str],
@@ -193,7 +190,7 @@ def story_windows(stories: list[list[int]], entries: list[Entry], shots: dict, s
                 result.notes.append(f"entry {story_index}: shots {start}-{start + scenes - 1} repeat one file; "
                                     "that window is skipped")  # fmt: skip
                 continue
-            combination_id = _combination_id(shot_ids)
+            combination_id = make_combination_id(shot_ids)
             video_id = shots[shot_ids[0]]["video_id"]
             combinations.append({
                 "combination_id": combination_id, "video_id": video_id, "group": f"import-entry-{story_index}",

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from manifests.io import ManifestError, read_table, table_path
-from manifests.schema import TABLES
+from manifests.schema import TABLES, Status
 from manifests.store import ObjectPath, location
 
 _BINS = [0, 1, 2, 4, 8, 16, 32, 64, float("inf")]
@@ -47,7 +47,7 @@ def inconsistencies(manifest_dir: str | os.PathLike) -> list[str]:
     if orphans:
         problems.append(f"shots of {len(orphans)} video(s) without a committed videos row (a run stopped midway; "
                         "re-run curation): " + ", ".join(orphans[:5]))  # fmt: skip
-    with_shots = videos[(videos["status"] == "ok") & (videos["num_shots"].fillna(0) > 0)]
+    with_shots = videos[(videos["status"] == Status.OK) & (videos["num_shots"].fillna(0) > 0)]
     missing = sorted(set(with_shots["video_id"]) - set(all_shots["video_id"]))
     if missing:
         where = (
@@ -71,21 +71,23 @@ def inconsistencies(manifest_dir: str | os.PathLike) -> list[str]:
 def summary(manifest_dir: str | os.PathLike) -> dict:
     videos = read_table(manifest_dir, "videos", missing_ok=True)
     shots = read_table(manifest_dir, "shots", missing_ok=True)
-    ok = videos[videos["status"] == "ok"]
+    ok = videos[videos["status"] == Status.OK]
     durations = shots["duration_s"].astype(float)
     return {
         "videos": len(videos),
         "videos_ok": len(ok),
-        "videos_failed": int((videos["status"] == "failed").sum()),
+        "videos_failed": int((videos["status"] == Status.FAILED).sum()),
         "hours": float(ok["duration_s"].sum() / 3600) if len(ok) else 0.0,
         "shots": len(shots),
-        "shots_ok": int((shots["status"] == "ok").sum()),
-        "shots_filtered": int((shots["status"] == "filtered").sum()),
+        "shots_ok": int((shots["status"] == Status.OK).sum()),
+        "shots_filtered": int((shots["status"] == Status.FILTERED).sum()),
         "shot_seconds_percentiles": {f"p{q}": float(np.percentile(durations, q)) for q in (5, 25, 50, 75, 95)}
         if len(shots)
         else {},
         "shot_length_histogram": length_histogram(durations) if len(shots) else [],
-        "failures": videos.loc[videos["status"] == "failed", ["source_path", "error_stage", "error"]].to_dict("records")
+        "failures": videos.loc[videos["status"] == Status.FAILED, ["source_path", "error_stage", "error"]].to_dict(
+            "records"
+        )
         + item_failures(manifest_dir, videos),
         "combinations": combination_counts(manifest_dir),
     }
@@ -97,7 +99,7 @@ def item_failures(manifest_dir, videos: pd.DataFrame) -> list[dict]:
     found = []
     for table, what in (("shot_embeddings", "shots"), ("annotations", "combinations"), ("shot_captions", "shots")):
         rows = read_table(manifest_dir, table, missing_ok=True)
-        failed = rows[rows["status"] == "failed"]
+        failed = rows[rows["status"] == Status.FAILED]
         for (video_id, stage, error), group in failed.groupby(["video_id", "error_stage", "error"], dropna=False):
             found.append({"source_path": paths.get(video_id, video_id), "error_stage": stage,
                           "error": f"{len(group)} {what} of {paths.get(video_id, video_id)} ({table}): {error}"})  # fmt: skip
@@ -106,12 +108,12 @@ def item_failures(manifest_dir, videos: pd.DataFrame) -> list[dict]:
 
 def combination_counts(manifest_dir) -> dict:
     combos = read_table(manifest_dir, "combinations", missing_ok=True)
-    ok = combos[combos["status"] == "ok"]
+    ok = combos[combos["status"] == Status.OK]
     notes = read_table(manifest_dir, "annotations", missing_ok=True)
     statuses = notes[notes["combination_id"].isin(ok["combination_id"])]["status"].value_counts().to_dict()
     missing = len(ok) - sum(statuses.values())
     if missing > 0:
-        statuses["unannotated"] = statuses.get("unannotated", 0) + missing
+        statuses[Status.UNANNOTATED] = statuses.get(Status.UNANNOTATED, 0) + missing
     return {
         "total": len(combos),
         "ok": len(ok),
@@ -130,7 +132,7 @@ def annotation_line(counts: dict) -> str:
     """'captions: 2 ok, 1 unannotated (...)' for the ok combinations."""
     statuses = counts.get("annotations") or {}
     text = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "none"
-    hint = f"; {ANNOTATE_HINT}" if statuses.get("unannotated") else ""
+    hint = f"; {ANNOTATE_HINT}" if statuses.get(Status.UNANNOTATED) else ""
     return f"captions of the ok combinations: {text}{hint}"
 
 
@@ -214,10 +216,10 @@ def html_report(
                 f"<tr><td>{e(str(f['source_path']))}</td><td>{e(str(f['error_stage']))}</td><td class=err>{e(str(f['error']))}</td></tr>"
             )
         parts.append("</table>")
-    ok_shots = shots[shots["status"] == "ok"].sort_values(["video_id", "start_frame"]).head(max_previews)
+    ok_shots = shots[shots["status"] == Status.OK].sort_values(["video_id", "start_frame"]).head(max_previews)
     previews = write_previews(manifest_dir, ok_shots) if with_previews else {}
     parts += combinations_html(manifest_dir, shots, rel, previews=previews)
-    for video in videos[videos["status"] == "ok"].sort_values("source_path").itertuples():
+    for video in videos[videos["status"] == Status.OK].sort_values("source_path").itertuples():
         vshots = shots[shots["video_id"] == video.video_id].sort_values("start_frame")
         parts.append(
             f"<h2>{e(Path(video.source_path).name)} <small>({video.width}x{video.height}, {video.fps:.2f} fps, "
@@ -225,7 +227,7 @@ def html_report(
         )
         for shot in vshots.head(max_shots_per_video).itertuples():
             image = f"<img loading=lazy src='{e(f'{rel}/{shot.keyframe_path}')}' alt=''>" if shot.keyframe_path else ""
-            cls = "shot filtered" if shot.status != "ok" else "shot"
+            cls = "shot filtered" if shot.status != Status.OK else "shot"
             reason = shot.filter_reason if isinstance(shot.filter_reason, str) else ""
             title = f" title='{e(reason)}'" if reason else ""
             parts.append(
@@ -321,14 +323,14 @@ def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 
              f"<p class=note>Relevance: {e(RELEVANCE_UNIT)}. {e(annotation_line(combination_counts(manifest_dir)))}."
              " Hover a badge for its detail; hover or tap a shot to play it.</p>"]  # fmt: skip
     for combo in ordered.itertuples():
-        cls = "combo" if combo.status == "ok" else "combo filtered"
+        cls = "combo" if combo.status == Status.OK else "combo filtered"
         numbers = [f"#{int(by_id.loc[s, 'shot_index'])}" if s in by_id.index else "?" for s in combo.shot_ids]
         n = len(combo.shot_ids)
         pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]  # the order pair_scores are stored in
         scores = ", ".join(f"{i + 1}–{j + 1}: {raw:.2f} (z {z:.2f})"
                            for (i, j), raw, z in zip(pairs, combo.pair_scores, combo.pair_calibrated))  # fmt: skip
         note = annotation.get(combo.combination_id)
-        status = "unannotated" if note is None else str(note.status)
+        status = Status.UNANNOTATED if note is None else str(note.status)
         detail = note.error if note is not None and isinstance(note.error, str) else ""
         reason = combo.filter_reason if isinstance(combo.filter_reason, str) else ""
         parts.append(
@@ -336,7 +338,7 @@ def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 
             f"{e(' → '.join(numbers))} · weakest pair {combo.min_relevance:.2f} (z) · pairs {e(scores)} · "
             f"{combo.total_frames} frames · captions {badge(status, detail)} {e(reason)}</div><div class=grid>"
         )
-        captions = list(note.captions) if note is not None and note.status == "ok" else []
+        captions = list(note.captions) if note is not None and note.status == Status.OK else []
         for i, shot_id in enumerate(combo.shot_ids):
             path = by_id.loc[shot_id, "keyframe_path"] if shot_id in by_id.index else None
             image = f"<img loading=lazy src='{e(f'{rel}/{path}')}' alt=''>" if isinstance(path, str) else ""

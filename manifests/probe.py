@@ -69,6 +69,11 @@ class VideoProbe:
             return self.duration_s
         return float((int(self.pts[frame]) - int(self.pts[0])) * self.time_base)
 
+    @property
+    def time_base_text(self) -> str:
+        """The time base as manifests store it ("1/24000")."""
+        return f"{self.time_base.numerator}/{self.time_base.denominator}"
+
     def end_pts(self) -> int:
         """PTS just after the last frame."""
         return int(self.pts[0]) + round(self.duration_s / self.time_base)
@@ -90,7 +95,7 @@ class VideoProbe:
             "variable_fps": self.variable_fps,
             "num_frames": self.num_frames,
             "duration_s": self.duration_s,
-            "time_base": f"{self.time_base.numerator}/{self.time_base.denominator}",
+            "time_base": self.time_base_text,
             "has_audio": self.has_audio,
             "video_stream": self.video_stream,
         }

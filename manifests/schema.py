@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 
 import pyarrow as pa
@@ -292,3 +293,16 @@ class _LazyRules(dict):
 
 
 ROW_RULES = _LazyRules()
+
+
+# -- ids: one function per id, used by every writer (the job, the importer) ------------------------
+
+
+def shot_id(video_id: str, start_frame: int) -> str:
+    """A shot's id: its video and first frame (stable across re-runs, sortable in time order)."""
+    return f"{video_id}_{start_frame:07d}"
+
+
+def combination_id(shot_ids: list[str]) -> str:
+    """A combination's id: a hash of its shots, in order."""
+    return hashlib.blake2b("|".join(shot_ids).encode(), digest_size=10).hexdigest()

@@ -290,7 +290,7 @@ def test_max_reasks_is_a_setting():
      "Actor1 (a nun in a black habit) prays.", "Actor1 (a chef) cuts onions."],
 )  # fmt: skip
 def test_short_english_captions_with_actor_names_pass_the_language_check(caption):
-    from curation.gemini import is_english
+    from curation.captions import is_english
 
     assert is_english(caption)
 
@@ -302,7 +302,7 @@ def test_short_english_captions_with_actor_names_pass_the_language_check(caption
      "Actor1 (ein großer Mann im grauen Mantel) geht langsam in den dunklen Raum."],
 )  # fmt: skip
 def test_other_languages_fail_the_language_check(caption):
-    from curation.gemini import is_english
+    from curation.captions import is_english
 
     assert not is_english(caption)
 

@@ -24,6 +24,7 @@ import torch
 
 from manifests.frames import VideoReadError, max_stride_window, read_shot_frames
 from manifests.io import ManifestError, check_finite, read_table
+from manifests.schema import Status
 from manifests.store import location
 from training.config import DataConfig
 
@@ -125,7 +126,7 @@ class ManifestReport:
 
 
 def _caption_ok(status: str, config: DataConfig) -> bool:
-    return status == "ok" or (config.allow_uncaptioned and status in ("unannotated", "missing"))
+    return status == Status.OK or (config.allow_uncaptioned and status in (Status.UNANNOTATED, "missing"))
 
 
 def _scene(shot: dict, caption, config: DataConfig, report: ManifestReport, exists: dict) -> Scene | None:
@@ -191,7 +192,7 @@ class PretrainData:
 
     @staticmethod
     def samples(shots, captions, combos, config: DataConfig, report: ManifestReport, exists: dict) -> list[list[Scene]]:
-        table = shots[shots["status"] == "ok"].merge(captions[["shot_id", "caption", "status"]], on="shot_id",
+        table = shots[shots["status"] == Status.OK].merge(captions[["shot_id", "caption", "status"]], on="shot_id",
                                                      how="left", suffixes=("", "_caption"))  # fmt: skip
         report.candidates = len(table)
         samples = []
@@ -229,7 +230,7 @@ class SFTData:
     def samples(shots, captions, combos, config: DataConfig, report: ManifestReport, exists: dict) -> list[list[Scene]]:
         by_shot = {row["shot_id"]: row for row in shots.to_dict("records")}
         notes = {row["combination_id"]: row for row in captions.to_dict("records")}
-        ok = combos[combos["status"] == "ok"]
+        ok = combos[combos["status"] == Status.OK]
         report.candidates = len(ok)
         samples = []
         for combo in ok.itertuples():
