@@ -15,7 +15,7 @@ from manifests.frames import read_shot_frames
 from manifests.io import write_batch, write_bytes_atomic, write_part
 from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
-from manifests.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, shot_id
+from manifests.schema import STATUS_FAILED, STATUS_OK
 from manifests.store import absolute
 
 
@@ -30,35 +30,9 @@ def shot_rows(
     luma = {frame: value for r in results for frame, value in r.luma.items()}
     rows = []
     for index, (start, end) in enumerate(spans):
-        start_s, end_s = probe.frame_seconds(start), probe.frame_seconds(end)
         reason = filter_reason(evidence(probe, start, end, transitions, luma), config)
-        rows.append(
-            {
-                "video_id": probe.video_id,
-                "shot_id": shot_id(probe.video_id, start),
-                "shot_index": index,
-                "source_path": probe.source_path,
-                "start_frame": start,
-                "end_frame": end,
-                "num_frames": end - start,
-                "start_s": start_s,
-                "end_s": end_s,
-                "duration_s": end_s - start_s,
-                "start_pts": int(probe.pts[start]) if probe.pts_reliable else None,
-                "end_pts": (int(probe.pts[end]) if end < probe.num_frames else probe.end_pts())
-                if probe.pts_reliable
-                else None,
-                "time_base": probe.time_base_text,
-                "fps": probe.fps,
-                "width": probe.width,
-                "height": probe.height,
-                "rotation": probe.rotation,
-                "clip_index": max(i for i, s in enumerate(clip_starts) if s <= start),
-                "detector": config.shots.detector.name,
-                "status": STATUS_FILTERED if reason else STATUS_OK,
-                "filter_reason": reason,
-            }
-        )
+        clip_index = max(i for i, s in enumerate(clip_starts) if s <= start)
+        rows.append(probe.shot_row(start, end, index, clip_index, config.shots.detector.name, reason))
     return rows
 
 

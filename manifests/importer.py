@@ -37,7 +37,7 @@ from pathlib import Path
 
 from manifests.io import write_json_atomic, write_part
 from manifests.probe import ProbeError, VideoProbe, path_id, probe
-from manifests.schema import STATUS_FAILED, STATUS_OK, TABLES, shot_id
+from manifests.schema import STATUS_FAILED, STATUS_OK, TABLES
 from manifests.schema import combination_id as make_combination_id
 from manifests.store import ObjectPath, is_url, location
 
@@ -156,16 +156,7 @@ def outside(path: str, base: Path | ObjectPath) -> bool:
 
 def whole_file_shot(facts: VideoProbe) -> dict:
     """The one shot of a clip file: all its frames."""
-    end_pts = facts.end_pts() if facts.pts_reliable else None
-    return {
-        "video_id": facts.video_id, "shot_id": shot_id(facts.video_id, 0), "shot_index": 0,
-        "source_path": facts.source_path, "start_frame": 0, "end_frame": facts.num_frames,
-        "num_frames": facts.num_frames, "start_s": 0.0, "end_s": facts.duration_s, "duration_s": facts.duration_s,
-        "start_pts": int(facts.pts[0]) if facts.pts_reliable else None, "end_pts": end_pts,
-        "time_base": facts.time_base_text, "fps": facts.fps,
-        "width": facts.width, "height": facts.height, "rotation": facts.rotation, "clip_index": 0,
-        "detector": "imported", "status": STATUS_OK,
-    }  # fmt: skip
+    return facts.shot_row(0, facts.num_frames, index=0, clip_index=0, detector="imported")
 
 
 def story_windows(stories: list[list[int]], entries: list[Entry], shots: dict, shot_of_entry: dict[int, str],

@@ -10,6 +10,7 @@ import av
 import numpy as np
 
 from manifests.frames import VideoReadError, open_video
+from manifests.schema import Status, shot_id
 from manifests.store import absolute, location, open_input
 
 _SAMPLE_BYTES = 1 << 20
@@ -73,6 +74,22 @@ class VideoProbe:
     def time_base_text(self) -> str:
         """The time base as manifests store it ("1/24000")."""
         return f"{self.time_base.numerator}/{self.time_base.denominator}"
+
+    def shot_row(self, start: int, end: int, index: int, clip_index: int, detector: str,
+                 reason: str | None = None) -> dict:  # fmt: skip
+        """The shots.parquet row of frames [start, end) of this video: the one builder of a shot row
+        (the job's reconcile stage and the importer). A `reason` flags it filtered."""
+        start_s, end_s = self.frame_seconds(start), self.frame_seconds(end)
+        end_pts = int(self.pts[end]) if end < self.num_frames else self.end_pts()
+        return {
+            "video_id": self.video_id, "shot_id": shot_id(self.video_id, start), "shot_index": index,
+            "source_path": self.source_path, "start_frame": start, "end_frame": end, "num_frames": end - start,
+            "start_s": start_s, "end_s": end_s, "duration_s": end_s - start_s,
+            "start_pts": int(self.pts[start]) if self.pts_reliable else None,
+            "end_pts": end_pts if self.pts_reliable else None, "time_base": self.time_base_text, "fps": self.fps,
+            "width": self.width, "height": self.height, "rotation": self.rotation, "clip_index": clip_index,
+            "detector": detector, "status": Status.FILTERED if reason else Status.OK, "filter_reason": reason,
+        }  # fmt: skip
 
     def end_pts(self) -> int:
         """PTS just after the last frame."""
