@@ -94,9 +94,9 @@ def detectors_on(path: Path, seconds: float) -> dict[str, float]:
     """Frames per second over the video's first `seconds`: decoding alone, and the job's decode pass
     (`detect_clip`) with each detector; and the package's own `predict_frames` on the same 48x27
     frames (run in its own process: its class changes process-wide torch state)."""
-    from curation.clips import ClipWindow
     from curation.config import DetectorConfig
-    from curation.shots import detect_clip
+    from curation.detect import detect_clip
+    from curation.split import ClipWindow
     from manifests.probe import probe
     from model.transnetv2 import TransNetV2Detector
 

@@ -8,7 +8,7 @@ as before batching (three parts per video, `manifests.io.write_part`) and once t
 batched writer (`curation.reconcile.CommitBatch`, 64 videos per part), and times: the commit per
 video; a validated `read_table` of shots beside a plain `pd.read_parquet`
 (the floor); resume planning (`curation.pipeline.completed_video_ids`); the miner (the combine
-stage, `curation.combinations.mine`, over 32-d embeddings of every shot); and training's manifest
+stage, `curation.combine.mine`, over 32-d embeddings of every shot); and training's manifest
 check (`read_table` + `check_finite`); then `python -m manifests compact` and the same reads on
 the compacted manifest. It prints each step's growth from one size to the next as a ratio to the
 growth in videos (1.00 = linear).
@@ -83,7 +83,7 @@ def embeddings_for(shots: pd.DataFrame, dim: int = 32) -> pd.DataFrame:
 
 
 def measure(root: Path, miner: bool = True) -> dict[str, float]:
-    from curation.combinations import mine
+    from curation.combine import mine
     from curation.config import CombineConfig, CurationConfig
     from curation.pipeline import completed_video_ids
     from manifests.io import check_finite, read_table

@@ -48,7 +48,7 @@ def viclip_throughput(batch: int = 8, batches: int = 2) -> None:
 
 
 def miner_time(shots: int) -> float:
-    from curation.combinations import mine
+    from curation.combine import mine
     from curation.config import CombineConfig
 
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ gradient, `curation.samples.write_transition_video`), each with known transition
 - dissolve: cross-dissolves of 8-32 frames (the true cut is the middle frame);
 - fade: fades through black of 8-32 frames (the true cut is the middle frame);
 - flash: hard cuts plus two-frame white flashes inside shots (a cut there is a false positive).
-Every detector runs through the job's own decode pass (`curation.shots.detect_clip`, one clip) with
+Every detector runs through the job's own decode pass (`curation.detect.detect_clip`, one clip) with
 its defaults and --min-scene-frames 15; a detected cut within +-tolerance frames of a true one matches
 it one to one (`model.metrics.boundary_matches`). Printed as a Markdown table, with the frames per
 second of each detector and its ratio to PySceneDetect's adaptive detector in the same run.
@@ -52,9 +52,9 @@ def family_video(folder: Path, family: str, seed: int):
 
 
 def detect(video, kind: str, transnet):
-    from curation.clips import plan_clips
     from curation.config import DetectorConfig
-    from curation.shots import detect_clip
+    from curation.detect import detect_clip
+    from curation.split import plan_clips
     from manifests.probe import probe
 
     p = probe(str(video.path))

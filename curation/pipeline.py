@@ -14,8 +14,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from curation.clips import ClipWindow, plan_clips
 from curation.config import CurationConfig
+from curation.detect import ClipResult, DetectItem, DetectStage
 from curation.embed import (
     FIDELITY,
     EmbedItem,
@@ -31,7 +31,7 @@ from curation.progress import Progress, StageProgress
 from curation.reconcile import CommitBatch, commit_failure, commit_video, evidence
 from curation.shot_filters import filter_reason
 from curation.shot_frames import frames_for_shot
-from curation.shots import ClipResult, DetectItem, DetectStage
+from curation.split import ClipWindow, plan_clips
 from curation.stage import Executor, Failure
 from manifests.io import OUTPUT_FULL, read_table, table_video_ids, tidy_batches
 from manifests.probe import VideoProbe

@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from curation.clips import ClipWindow
 from curation.config import CurationConfig
+from curation.detect import ClipResult, shots_from_cuts
 from curation.shot_filters import ShotEvidence, filter_reason, samples_in
-from curation.shots import ClipResult, shots_from_cuts
+from curation.split import ClipWindow
 from manifests.frames import read_shot_frames
 from manifests.io import write_batch, write_bytes_atomic, write_part
 from manifests.media import encode_jpeg

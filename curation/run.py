@@ -40,13 +40,13 @@ log = logging.getLogger("curation")
 # the whole manifest.
 STAGES = (
     "probe: content fingerprint, stream facts, PTS of every frame (curation/probe.py; Ray task per video)",
-    "split: 10-minute clip windows with overlap (curation/clips.py; driver)",
+    "split: 10-minute clip windows with overlap (curation/split.py; driver)",
     "detect: PySceneDetect cuts per clip window; the same decode pass keeps keyframes and each shot's "
-    "embedding frames (curation/shots.py, shot_frames.py; Ray task per clip)",
+    "embedding frames (curation/detect.py, shot_frames.py; Ray task per clip)",
     "reconcile: merge cuts on the source timeline, shots.parquet, keyframes (curation/reconcile.py; driver)",
     "embed: shot embeddings from the kept frames (curation/embed.py; Ray actors, model loaded once, GPU when present)",
     "combine: relevance-filtered ordered shot combinations per clip, combinations.parquet "
-    "(curation/combinations.py; driver)",
+    "(curation/combine.py; driver)",
     "annotate: Gemini captions per combination (curation/annotate.py; media cut in Ray tasks, requests "
     "rate-limited from the driver)",
 )
@@ -226,7 +226,7 @@ def annotation_line(report: dict) -> str:
 
 def run_combine(config: CurationConfig) -> dict:
     """The combine stage: mine combinations over the whole manifest (cheap: per clip, on the driver)."""
-    from curation.combinations import mine
+    from curation.combine import mine
     from curation.embed import expected_identity
     from manifests.io import remove_part, table_video_ids, write_part
 

@@ -4,7 +4,7 @@ shots.parquet (so the video's spans still tile it) but is never embedded, combin
 A filter is a function of the shot's evidence and the config that returns a reason or None;
 `FILTERS` is the list every caller applies in order, and the first reason wins. Adding one (motion,
 burnt-in text, ...) is a function here and an entry in `FILTERS`, plus, if it needs a measurement
-from the decode pass, a field of `ShotEvidence` filled by `curation.shots.detect_clip`.
+from the decode pass, a field of `ShotEvidence` filled by `curation.detect.detect_clip`.
 """
 
 from __future__ import annotations

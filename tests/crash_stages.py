@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 from curation.annotate import MediaStage
+from curation.detect import DetectStage
 from curation.embed import EmbedStage
 from curation.probe import ProbeStage
-from curation.shots import DetectStage
 
 TRIGGER = "crash"  # in a file name: the item that takes its worker down
 

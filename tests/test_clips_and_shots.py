@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from curation.clips import plan_clips
 from curation.config import DetectorConfig
+from curation.detect import detect_clip, shots_from_cuts
 from curation.samples import write_synthetic_video
-from curation.shots import detect_clip, shots_from_cuts
+from curation.split import plan_clips
 from manifests.probe import probe
 from tests.conftest import CLIP_FRAMES, CLIP_MINUTES
 
@@ -99,7 +99,7 @@ def test_constant_rate_is_not_reported_as_variable(multi_shot_video):
 def test_fast_frame_score_is_bit_identical_to_pyscenedetects(kind):
     from scenedetect import AdaptiveDetector, ContentDetector
 
-    from curation.shots import make_detector
+    from curation.detect import make_detector
 
     rng = np.random.default_rng(0)
     ours = make_detector(DetectorConfig(kind=kind))
@@ -118,7 +118,7 @@ def test_other_pixel_formats_take_pyscenedetects_exact_path(tmp_path, pix_fmt):
     import cv2
     from scenedetect import AdaptiveDetector, detect
 
-    from curation.shots import DetectionFrames, detection_size
+    from curation.detect import DetectionFrames, detection_size
 
     source = write_synthetic_video(tmp_path / "src.mp4", [40, 55, 30, 45], fps=24.0, size=(640, 360), seed=7)
     path = tmp_path / f"{pix_fmt}.mkv"

@@ -69,7 +69,7 @@ def test_every_file_and_manual_the_readme_names_exists():
     for link in re.findall(r"\]\((docs/[^)#]+)", readme):
         assert (REPO / link).is_file(), link
     named = set()
-    for line in readme.splitlines():  # `curation/probe.py`, `clips.py`: a bare name is in the folder before it
+    for line in readme.splitlines():  # `curation/probe.py`, `split.py`: a bare name is in the folder before it
         folder = None
         for token in re.findall(r"`([\w/.]+\.py)`", line):
             if "/" in token:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from curation.combinations import calibrate, mine, mine_group
+from curation.combine import calibrate, mine, mine_group
 from curation.config import CombineConfig
 from manifests import read_table
 from manifests.frames import sample_indices

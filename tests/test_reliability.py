@@ -11,11 +11,11 @@ import av
 import numpy as np
 import pytest
 
-from curation.clips import plan_clips
 from curation.config import DetectorConfig
+from curation.detect import detect_clip, shots_from_cuts
 from curation.inputs import resolve_inputs
 from curation.samples import write_synthetic_video
-from curation.shots import detect_clip, shots_from_cuts
+from curation.split import plan_clips
 from manifests import read_table, write_part
 from manifests.frames import open_video, read_shot_frames
 from manifests.probe import ProbeError, probe

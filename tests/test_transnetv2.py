@@ -132,8 +132,8 @@ def transition_video(tmp_path_factory):
 
 
 def detect(video, config, windows=None, detector=None, specs=None):
-    from curation.clips import plan_clips
-    from curation.shots import detect_clip
+    from curation.detect import detect_clip
+    from curation.split import plan_clips
     from manifests.probe import probe
 
     p = probe(str(video.path))
@@ -175,9 +175,9 @@ def test_clip_boundaries_anywhere_give_the_whole_videos_cuts(transition_video):
     """Windows sit on the absolute frame grid, so a clip predicts what whole-video inference does:
     the clips' owned cuts, forced edges and transitions together are the single pass's, wherever
     the boundaries fall (here inside both dissolves), for TransNetV2 and for the combination."""
-    from curation.clips import ClipWindow
     from curation.config import DetectorConfig
-    from curation.shots import shots_from_cuts
+    from curation.detect import shots_from_cuts
+    from curation.split import ClipWindow
 
     n = transition_video.num_frames
     for kind, drop, bounds in [("transnetv2", "drop", [0, 140, 252, n]), ("adaptive+transnetv2", "keep", [0, 140, n])]:
@@ -267,7 +267,7 @@ def test_the_combination_keeps_one_cut_where_both_fire_and_every_cut_only_one_fi
     """Streamed in decode order with each detector's own lateness, the merged boundaries equal the
     offline rule: PySceneDetect's frame where both fire within min_scene_frames (keep mode), and
     TransNetV2's dropped transitions where --transition-frames drop (its span wins)."""
-    from curation.shots import Boundary, EitherCuts
+    from curation.detect import Boundary, EitherCuts
 
     class Source:
         def __init__(self, cuts, late, drop=False, spans=()):

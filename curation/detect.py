@@ -25,10 +25,10 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
-from curation.clips import ClipWindow
 from curation.config import DetectorConfig, ShotsConfig
 from curation.shot_filters import mean_luma
 from curation.shot_frames import LATE_CUTS, ClipFrames, FrameKeeper, FrameSpec
+from curation.split import ClipWindow
 from curation.stage import Resources, Stage
 from manifests.frames import iter_frames, open_video, upright
 from manifests.media import encode_jpeg
