@@ -60,8 +60,8 @@ def open_input(path: str | os.PathLike, block_size: int = 8 << 20) -> IO[bytes]:
 
 
 def arrow(path: Path | ObjectPath) -> dict[str, Any]:
-    """Keyword arguments for pyarrow readers and writers: `{"source"...}` is the caller's; this gives
-    the path string pyarrow wants and the filesystem (None: local)."""
+    """What pyarrow's readers need for `path`: {"path": the string to pass, "filesystem": the store's
+    filesystem, or None for a local file}."""
     where = location(path)
     if isinstance(where, ObjectPath):
         return {"path": where.key, "filesystem": where.fs}

@@ -52,18 +52,18 @@ def s3_server():
             server.kill()
 
 
-def make_bucket(env: dict, name: str) -> None:
+def client(env: dict):
+    """A boto3 S3 client for the server: what the tests use to set up buckets and look at objects."""
     import boto3
 
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                 region_name=env["AWS_DEFAULT_REGION"]).create_bucket(Bucket=name)  # fmt: skip
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])  # fmt: skip
+
+
+def make_bucket(env: dict, name: str) -> None:
+    client(env).create_bucket(Bucket=name)
 
 
 def upload(env: dict, local: str | os.PathLike, url: str) -> None:
-    import boto3
-
     bucket, key = url.removeprefix("s3://").split("/", 1)
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                 region_name=env["AWS_DEFAULT_REGION"]).upload_file(str(local), bucket, key)  # fmt: skip
+    client(env).upload_file(str(local), bucket, key)

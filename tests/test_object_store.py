@@ -21,7 +21,7 @@ from manifests import read_table
 from manifests.io import BATCH, tidy_batches, to_arrow, write_batch, write_parquet
 from manifests.schema import TABLES
 from manifests.store import ObjectPath, location
-from tests.s3_server import SECRET_KEY, make_bucket, s3_server, upload
+from tests.s3_server import SECRET_KEY, client, make_bucket, s3_server, upload
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,11 +134,7 @@ def curation_command(*extra: str) -> list[str]:
 
 
 def committed_batches(env: dict) -> list[str]:
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
-    listed = client.list_objects_v2(Bucket="job", Prefix="out/videos.parquet/")
+    listed = client(env).list_objects_v2(Bucket="job", Prefix="out/videos.parquet/")
     return [o["Key"] for o in listed.get("Contents", []) if BATCH in o["Key"]]
 
 
