@@ -7,7 +7,7 @@ For each size it writes the tables the curation driver writes (`shots`, `clips`,
 as before batching (three parts per video, `manifests.io.write_part`) and once through the job's
 batched writer (`curation.reconcile.CommitBatch`, 64 videos per part), and times: the commit per
 video; a validated `read_table` of shots beside a plain `pd.read_parquet`
-(the floor); resume planning (`curation.pipeline.completed_video_ids`); the miner (the combine
+(the floor); resume planning (`curation.probe.completed_video_ids`); the miner (the combine
 stage, `curation.combine.mine`, over 32-d embeddings of every shot); and training's manifest
 check (`read_table` + `check_finite`); then `python -m manifests compact` and the same reads on
 the compacted manifest. It prints each step's growth from one size to the next as a ratio to the
@@ -85,7 +85,7 @@ def embeddings_for(shots: pd.DataFrame, dim: int = 32) -> pd.DataFrame:
 def measure(root: Path, miner: bool = True) -> dict[str, float]:
     from curation.combine import mine
     from curation.config import CombineConfig, CurationConfig
-    from curation.pipeline import completed_video_ids
+    from curation.probe import completed_video_ids
     from manifests.io import check_finite, read_table
 
     config = CurationConfig(output=root)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 
 from curation.config import AnnotateConfig
+from curation.driver import Driver, Step
 from curation.gemini import (
     PRICES_PER_MILLION,
     PROMPT_VERSION,
@@ -29,7 +30,7 @@ from curation.gemini import (
     estimated_cost,
 )
 from curation.progress import StageProgress
-from curation.stage import Executor, Failure, Stage
+from curation.stage import Failure, Stage
 from manifests.frames import read_shot_frames, sample_indices
 from manifests.io import read_table, write_part
 from manifests.media import encode_jpeg, encode_mp4
@@ -121,18 +122,34 @@ class AnnotateSummary:
         }  # fmt: skip
 
 
-def annotate_items(
-    items: list[tuple[str, list[dict]]],
-    settings: AnnotateConfig,
-    cache: ReplyCache,
-    annotator: GeminiAnnotator | None,
-    media_stage: Stage | None = None,
-) -> tuple[dict[str, Annotation], AnnotateSummary]:
-    """Annotate (item_id, shots) pairs; cached replies are reused, the rest are asked through
-    `annotator` (None: no key, nothing is sent). One annotator serves a whole run: one budget."""
-    import ray
+class Annotate(Step):
+    """Captions for the whole manifest once combinations are mined: each item's media is cut by the
+    Ray side (`MediaStage`), its request sent from the driver (`annotate_items`)."""
 
+    name = "annotate"
+    about = "Gemini captions per combination (media cut in Ray tasks, requests rate-limited from the driver)"
+
+    def __init__(self, settings: AnnotateConfig, output, api_key: str | None = None, media: Stage | None = None):
+        self.settings, self.output = settings, output
+        self.worker = media or MediaStage(settings)
+        self.cache = ReplyCache(output / "annotation_cache")
+        self.annotator = GeminiAnnotator(settings, api_key) if api_key else None  # one budget for every table
+        self.report: dict = {}
+
+    def enter(self, task, driver: Driver) -> None:
+        driver.forward(self, task)  # its work is on the whole manifest, in `finish`
+
+    def finish(self, driver: Driver) -> None:
+        self.report = annotate_manifest(self, driver)
+
+
+def annotate_items(
+    items: list[tuple[str, list[dict]]], step: Annotate, driver: Driver
+) -> tuple[dict[str, Annotation], AnnotateSummary]:
+    """Annotate (item_id, shots) pairs; cached replies are reused, the rest are asked through the
+    step's annotator (None: no key, nothing is sent). One annotator serves a whole run: one budget."""
     began = time.perf_counter()
+    settings, cache, annotator = step.settings, step.cache, step.annotator
     summary = AnnotateSummary(items=len(items), key_present=annotator is not None)
     results: dict[str, Annotation] = {}
     todo = []
@@ -148,51 +165,7 @@ def annotate_items(
             results[item_id] = Annotation(status=Status.UNANNOTATED, error=ENABLE_HINT)
         summary.note = f"{len(todo)} items unannotated: {ENABLE_HINT}"
     elif todo:
-
-        def ask(item_id: str, parts: list, num_shots: int) -> Annotation:
-            try:
-                annotation = annotator.annotate(parts, num_shots)
-            except Exception as err:  # a malformed reply must not stop the run
-                return Annotation(status=Status.ERROR, error=f"{type(err).__name__}: {err}", error_stage="request")
-            if annotation.paid:  # on disk the moment it arrives: a killed run loses nothing it paid for
-                cache.put(ReplyCache.key(item_id, settings, settings.input), annotation)
-            return annotation
-
-        executor = Executor(max_in_flight=2 * max(1, int(ray.cluster_resources().get("CPU", 1))))
-        executor.add(media_stage or MediaStage(settings))
-        pool = ThreadPoolExecutor(max_workers=settings.concurrency)
-        futures = {}
-
-        def prepared(item_id: str, shots: list[dict]):
-            def done(result) -> None:
-                if isinstance(result, Failure):  # unreadable frames, or the task's worker died
-                    results[item_id] = Annotation(status=STATUS_FAILED, error=f"cannot cut the shots' media: "
-                                                  f"{result.error}", error_stage=result.stage)  # fmt: skip
-                else:
-                    futures[pool.submit(ask, item_id, request_parts(shots, result), len(shots))] = item_id
-
-            return done
-
-        try:
-            for item_id, shots in todo:
-                executor.submit("media", shots, prepared(item_id, shots))
-            executor.run()
-            progress = StageProgress("annotate", len(futures), "items")
-            for future, item_id in futures.items():
-                results[item_id] = future.result()
-                progress.step()
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: send nothing more, keep what is done
-            annotator.stop("the run was interrupted")
-            summary.interrupted = True
-            executor.cancel()
-            for future, item_id in futures.items():
-                if future.done() and not future.cancelled():
-                    results[item_id] = future.result()
-            for item_id, _ in todo:
-                results.setdefault(item_id, Annotation(status=Status.UNANNOTATED, final=False,
-                                                       error="the run was interrupted; re-run to annotate it"))  # fmt: skip
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)  # queued requests are dropped, not sent
+        summary.interrupted = _ask_all(todo, step, driver, results)
     for item_id, annotation in results.items():
         summary.add(item_id, annotation)
     summary.estimated_cost_usd = estimated_cost(
@@ -200,6 +173,55 @@ def annotate_items(
     )
     summary.seconds = time.perf_counter() - began
     return results, summary
+
+
+def _ask_all(todo: list[tuple[str, list[dict]]], step: Annotate, driver: Driver, results: dict) -> bool:
+    """Media cut on the Ray side, requests from a thread pool here; returns whether it was interrupted."""
+    settings, cache, annotator = step.settings, step.cache, step.annotator
+
+    def ask(item_id: str, parts: list, num_shots: int) -> Annotation:
+        try:
+            annotation = annotator.annotate(parts, num_shots)
+        except Exception as err:  # a malformed reply must not stop the run
+            return Annotation(status=Status.ERROR, error=f"{type(err).__name__}: {err}", error_stage="request")
+        if annotation.paid:  # on disk the moment it arrives: a killed run loses nothing it paid for
+            cache.put(ReplyCache.key(item_id, settings, settings.input), annotation)
+        return annotation
+
+    pool = ThreadPoolExecutor(max_workers=settings.concurrency)
+    futures = {}
+
+    def prepared(item_id: str, shots: list[dict]):
+        def done(result) -> None:
+            if isinstance(result, Failure):  # unreadable frames, or the task's worker died
+                results[item_id] = Annotation(status=STATUS_FAILED, error=f"cannot cut the shots' media: "
+                                              f"{result.error}", error_stage=result.stage)  # fmt: skip
+            else:
+                futures[pool.submit(ask, item_id, request_parts(shots, result), len(shots))] = item_id
+
+        return done
+
+    try:
+        for item_id, shots in todo:
+            driver.work(step, shots, prepared(item_id, shots))
+        driver.drain()
+        progress = StageProgress("annotate", len(futures), "items")
+        for future, item_id in futures.items():
+            results[item_id] = future.result()
+            progress.step()
+        return False
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: send nothing more, keep what is done
+        annotator.stop("the run was interrupted")
+        driver.executor.cancel()
+        for future, item_id in futures.items():
+            if future.done() and not future.cancelled():
+                results[item_id] = future.result()
+        for item_id, _ in todo:
+            results.setdefault(item_id, Annotation(status=Status.UNANNOTATED, final=False,
+                                                   error="the run was interrupted; re-run to annotate it"))  # fmt: skip
+        return True
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # queued requests are dropped, not sent
 
 
 def _common(annotation: Annotation, settings: AnnotateConfig) -> dict:
@@ -216,12 +238,19 @@ def _common(annotation: Annotation, settings: AnnotateConfig) -> dict:
 def run_annotation(
     output, settings: AnnotateConfig, media_stage: Stage | None = None, api_key: str | None = None
 ) -> dict:
-    """Annotate ok combinations (annotations.parquet) and, with settings.caption_shots, single shots
-    (shot_captions.parquet).
-    api_key: the Gemini key (the job takes it out of the environment first); default: from the environment."""
-    cache = ReplyCache(output / "annotation_cache")
-    api_key = api_key or api_key_from_env()
-    annotator = GeminiAnnotator(settings, api_key) if api_key else None  # one budget for every table
+    """The annotate stage alone, on an output curated before (annotations.parquet and, with
+    settings.caption_shots, shot_captions.parquet). api_key: the Gemini key; default: from the
+    environment (the job takes it out of the environment before Ray starts)."""
+    import ray
+
+    step = Annotate(settings, output, api_key or api_key_from_env(), media_stage)
+    Driver([step], max_in_flight=2 * max(1, int(ray.cluster_resources().get("CPU", 1)))).run([])
+    return step.report
+
+
+def annotate_manifest(step: Annotate, driver: Driver) -> dict:
+    """Annotate ok combinations and, with settings.caption_shots, single ok shots."""
+    output, settings = step.output, step.settings
     shots = read_table(output, "shots", missing_ok=True)
     by_id = {row["shot_id"]: row for row in shots.to_dict("records")}
     combos = read_table(output, "combinations", missing_ok=True)
@@ -232,7 +261,7 @@ def run_annotation(
                 if any(s not in by_id for s in row.shot_ids)}  # fmt: skip
     items = [(row.combination_id, [by_id[s] for s in row.shot_ids]) for row in combos.itertuples()
              if row.combination_id not in dangling]  # fmt: skip
-    results, summary = annotate_items(items, settings, cache, annotator, media_stage)
+    results, summary = annotate_items(items, step, driver)
     for combination_id, shot_id in dangling.items():
         results[combination_id] = Annotation(
             Status.FAILED, error=f"shot {shot_id} is not in shots.parquet (its video's shots are gone); re-run curation "
@@ -251,7 +280,7 @@ def run_annotation(
     if settings.caption_shots:
         singles = shots[shots["status"] == Status.OK]
         items = [(f"shot:{row['shot_id']}", [row]) for row in singles.to_dict("records")]
-        results, shot_summary = annotate_items(items, settings, cache, annotator, media_stage)
+        results, shot_summary = annotate_items(items, step, driver)
         rows = [
             {"shot_id": row["shot_id"], "video_id": row["video_id"],
              "caption": (results[f"shot:{row['shot_id']}"].captions or [None])[0]}

@@ -15,13 +15,17 @@ weakest pair, with each shot used at most `max_uses` times so no shot dominates 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from curation.config import CombineConfig
+from curation.config import CombineConfig, CurationConfig
+from curation.driver import Driver, Step, VideoTask
+from curation.embed import expected_identity
+from manifests.io import read_table, remove_part, table_video_ids, write_part
 from manifests.schema import STATUS_FILTERED, STATUS_OK, combination_id
 
 
@@ -181,3 +185,43 @@ def mine(shots: pd.DataFrame, embeddings: pd.DataFrame, config: CombineConfig) -
     stats.combinations_ok = int((result["status"] == STATUS_OK).sum()) if len(result) else 0
     stats.candidates_filtered = len(result) - stats.combinations_ok
     return result, stats
+
+
+class Combine(Step):
+    """Mine combinations over the whole manifest once every video is embedded (cheap: per clip, on
+    the driver), so videos of earlier runs combine with the same thresholds as this run's."""
+
+    name = "combine"
+    about = "relevance-filtered ordered shot combinations per clip, combinations.parquet (driver)"
+
+    def __init__(self, config: CurationConfig):
+        self.config = config
+        self.report: dict = {}
+
+    def enter(self, task: VideoTask, driver: Driver) -> None:
+        driver.forward(self, task)  # its work is on the whole manifest, in `finish`
+
+    def finish(self, driver: Driver) -> None:
+        self.report = combine_manifest(self.config)
+
+
+def combine_manifest(config: CurationConfig) -> dict:
+    """combinations.parquet from shots.parquet and this embedder's shot_embeddings.parquet."""
+    began = time.perf_counter()
+    name, checkpoint_hash = expected_identity(config.embed)
+    embeddings = read_table(config.output, "shot_embeddings", missing_ok=True)
+    same = embeddings["checkpoint_hash"].fillna("") == (checkpoint_hash or "")
+    if name is not None:
+        same &= embeddings["embedder"] == name
+    shots = read_table(config.output, "shots", missing_ok=True)
+    combos, stats = mine(shots, embeddings[same], config.combine)
+    stale = table_video_ids(config.output, "combinations")
+    for video_id, rows in combos.groupby("video_id") if len(combos) else []:
+        write_part(config.output, "combinations", video_id, rows)
+        stale.discard(video_id)
+    # Only videos that were mined again and now yield nothing lose their combinations (stricter
+    # thresholds); a video whose shots are missing keeps everything derived from it.
+    for video_id in stale & set(shots["video_id"]):
+        remove_part(config.output, "combinations", video_id)
+        remove_part(config.output, "annotations", video_id)  # their captions would dangle
+    return stats.as_dict() | {"seconds": time.perf_counter() - began}

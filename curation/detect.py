@@ -26,10 +26,11 @@ from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from curation.config import DetectorConfig, ShotsConfig
+from curation.driver import Driver, Step, VideoTask
 from curation.shot_filters import mean_luma
 from curation.shot_frames import LATE_CUTS, ClipFrames, FrameKeeper, FrameSpec
 from curation.split import ClipWindow
-from curation.stage import Resources, Stage
+from curation.stage import Failure, Resources, Stage
 from manifests.frames import iter_frames, open_video, upright
 from manifests.media import encode_jpeg
 
@@ -475,6 +476,63 @@ class DetectStage(Stage):
                            thumbnail_every=max(1, round(self.keyframe_interval_seconds * item.fps)),
                            thumbnail_max_side=self.keyframe_max_side, threads=item.threads, seekable=item.seekable,
                            frame_specs=self.frame_specs, transnet=self.transnet)  # fmt: skip
+
+
+class Detect(Step):
+    """Each clip window of a video in its own task; the video moves on when all are back. Each clip's
+    result is offered to the later steps as it arrives (embedding starts on its shots)."""
+
+    name = "detect"
+    about = ("PySceneDetect cuts per clip window; the same decode pass keeps keyframes and each shot's "
+             "embedding frames (Ray task per clip)")  # fmt: skip
+
+    def __init__(self, worker: DetectStage, config: ShotsConfig):
+        self.worker, self.config = worker, config
+        self.pts: dict[str, object] = {}  # video id -> its PTS index in Ray's object store
+        self.cpus = 1
+
+    def start(self, driver: Driver) -> None:
+        import ray
+
+        self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # Workers start while the first videos are probed (each start costs a second or two).
+        driver.executor.prestart(self.worker.name, min(self.cpus - 1, 2 * driver.summary.videos_total))
+
+    def enter(self, task: VideoTask, driver: Driver) -> None:
+        import ray
+
+        driver.partial(self, task, None)  # a video is coming: later steps may set up now
+        probe = task.probe
+        self.pts[probe.video_id] = ray.put(probe.pts)
+        threads = self.config.decode_threads or max(1, min(4, self.cpus // len(task.clips)))
+        for window in task.clips:
+            item = DetectItem(probe.source_path, window, self.pts[probe.video_id], probe.fps, probe.rotation,
+                              probe.pts_reliable, threads)  # fmt: skip
+            driver.work(self, item, self._on_clip(task, window, driver))
+
+    def _on_clip(self, task: VideoTask, window: ClipWindow, driver: Driver):
+        def done(result) -> None:
+            if isinstance(result, Failure):
+                result = ClipResult(window, error=f"{task.probe.source_path}: {result.error}")
+            task.detected[window.clip_index] = result
+            driver.summary.frames_decoded += result.frames_decoded
+            driver.summary.detect_task_seconds += result.seconds
+            if result.frames is not None and not result.error:
+                driver.partial(self, task, result)
+            if len(task.detected) == len(task.clips):
+                del self.pts[task.probe.video_id]
+                driver.forward(self, task)
+
+        return done
+
+
+def detect_gpus(config: ShotsConfig) -> float:
+    """GPUs per clip task: TransNetV2 runs there when the cluster has GPUs (a quarter each by default)."""
+    import ray
+
+    if config.gpus_per_task is not None:
+        return config.gpus_per_task
+    return 0.25 if config.detector.transnet and ray.cluster_resources().get("GPU", 0) else 0.0
 
 
 def encode_thumbnail(image: np.ndarray, rotation: int, max_side: int) -> bytes:

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-from curation.config import EmbedConfig
-from curation.shot_frames import FrameSpec, ShotFrames, pass_frames
+from curation.config import CurationConfig, EmbedConfig
+from curation.driver import Driver, Step, VideoTask
+from curation.progress import StageProgress
+from curation.shot_filters import evidence, filter_reason
+from curation.shot_frames import FrameSpec, ShotFrames, frames_for_shot, pass_frames
 from curation.stage import Failure, Resources, Stage
 from manifests.frames import read_shot_frames
 from manifests.io import read_part, read_table, write_part
-from manifests.schema import SHOT_EMBEDDINGS, STATUS_FAILED, STATUS_OK
+from manifests.schema import SHOT_EMBEDDINGS, STATUS_FAILED, STATUS_OK, shot_id
 
 log = logging.getLogger("curation")
 
@@ -318,3 +321,138 @@ def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, obje
     summary.shot_errors += len(failed)
     if failed:
         log.warning("embedding: %d shots of video %s failed: %s", len(failed), video_id, failed[0]["error"])
+
+
+@dataclass
+class VideoEmbedding:
+    """One video's embedding items in this run: shots of a finished clip go as soon as the clip is
+    back, the rest once the video is reconciled; the video's part is written when all are done."""
+
+    results: list = field(default_factory=list)  # (EmbedItem, result or Failure)
+    pending: int = 0
+    early: set = field(default_factory=set)  # shot ids sent before the video was reconciled
+    ok_ids: set | None = None  # the reconciled ok shots; None until then
+    dropped: bool = False  # the video failed: nothing is written
+
+
+class Embed(Step):
+    """Shot embeddings from the frames the detection pass kept, video by video; then, in `finish`,
+    the shots earlier runs left without embeddings (another embedder, failed shots), read from the
+    source."""
+
+    name = "embed"
+    about = "shot embeddings from the kept frames (Ray actors, model loaded once, GPU when present)"
+
+    def __init__(self, worker: EmbedStage, config: CurationConfig, workers: int):
+        self.worker, self.workers, self.config = worker, workers, config
+        self.embedded: set[str] = set()  # videos embedded (or failed) from this run's detection pass
+        self.videos: dict[str, VideoEmbedding] = {}
+        name, checkpoint_hash = expected_identity(config.embed)
+        self.report = EmbedSummary(embedder=name or config.embed.kind, checkpoint_hash=checkpoint_hash,
+                                   fidelity=FIDELITY[config.embed.kind])  # fmt: skip
+
+    def partial(self, source: str, task: VideoTask, payload, driver: Driver) -> None:
+        if source != "detect":
+            return
+        if payload is None:  # a video enters detection: the actors' set-up overlaps it
+            driver.executor.warm(self.worker.name)
+            return
+        self._finished_clip(task, payload, driver)
+
+    def _finished_clip(self, task: VideoTask, result, driver: Driver) -> None:
+        """A clip is back: embed its shots that are certainly final, while other clips still decode."""
+        probe, spec = task.probe, self.worker.frame_spec
+        shots, frames = [], []
+        transitions = set(result.transitions)
+        for start, kept in sorted(result.frames.shots.items()):
+            end = result.frames.ends[start]
+            if "embed" not in kept or filter_reason(evidence(probe, start, end, transitions, result.luma), self.config):
+                continue  # a filtered shot is never embedded (the same rules as the shot's row)
+            shots.append({"shot_id": shot_id(probe.video_id, start), "video_id": probe.video_id,
+                          "clip_index": result.window.clip_index, "source_path": probe.source_path,
+                          "start_frame": start, "end_frame": end, "num_frames": end - start})  # fmt: skip
+            frames.append(kept["embed"])
+        if shots:
+            state = self.videos.setdefault(probe.video_id, VideoEmbedding())
+            state.early |= {s["shot_id"] for s in shots}
+            self._send(EmbedItem(probe.video_id, shots, spec, frames), state, driver)
+        result.frames.shots.clear()  # sent (or filtered): the driver keeps only the clip's edge segments
+
+    def enter(self, task: VideoTask, driver: Driver) -> None:
+        """A video is committed: embed its ok shots not sent yet, from the frames its detection kept."""
+        video_id, spec = task.video_id, self.worker.frame_spec
+        clip_frames = [r.frames for r in (task.detected[i] for i in range(len(task.clips))) if r.frames]
+        state = self.videos.setdefault(video_id, VideoEmbedding())
+        ok = [s for s in task.shots if s["status"] == STATUS_OK]
+        state.ok_ids = {s["shot_id"] for s in ok}
+        todo = [s for s in ok if s["shot_id"] not in state.early]
+        if todo:
+            frames = [frames_for_shot(s["start_frame"], s["end_frame"], clip_frames, "embed", spec) for s in todo]
+            self._send(EmbedItem(video_id, todo, spec, frames), state, driver)
+        self.embedded.add(video_id)
+        self._commit_when_done(video_id, state)
+        driver.forward(self, task)
+
+    def dropped(self, task: VideoTask, driver: Driver) -> None:
+        state = self.videos.get(task.video_id)
+        if state is not None:  # a failed video's early embeddings are not written
+            state.dropped = True
+            self._commit_when_done(task.video_id, state)
+
+    def _send(self, item: EmbedItem, state: VideoEmbedding, driver: Driver) -> None:
+        state.pending += 1
+
+        def done(result) -> None:
+            state.pending -= 1
+            state.results.append((item, result))
+            self._commit_when_done(item.video_id, state)
+
+        driver.work(self, item, done)
+
+    def _commit_when_done(self, video_id: str, state: VideoEmbedding) -> None:
+        if state.pending or (state.ok_ids is None and not state.dropped):
+            return
+        if state.dropped:
+            self.videos.pop(video_id, None)
+            return
+        results = []
+        for item, result in state.results:  # only the reconciled ok shots (a clip's view could differ)
+            keep = [i for i, s in enumerate(item.shots) if s["shot_id"] in state.ok_ids]
+            if len(keep) < len(item.shots):
+                item = EmbedItem(item.video_id, [item.shots[i] for i in keep], item.spec)
+                if not isinstance(result, Failure):
+                    result = result | {"rows": [r for r in result["rows"] if r["shot_id"] in state.ok_ids]}
+            results.append((item, result))
+        del self.videos[video_id]
+        if results:
+            commit_embeddings(self.config.output, video_id, results, self.report)
+
+    def finish(self, driver: Driver) -> None:
+        """Catch up: ok videos of earlier runs whose shots this embedder has not embedded."""
+        began = time.perf_counter()
+        report = self.report
+        catch_up, nothing_to_do = embedding_todo(self.config.output, self.config.embed)
+        catch_up = [item for item in catch_up if item.video_id not in self.embedded]  # failures now: next run
+        report.videos_skipped = max(0, nothing_to_do - report.videos_embedded)  # done by earlier runs
+        if catch_up:
+            progress = StageProgress("embed", len(catch_up), "videos")
+            for item in catch_up:
+
+                def done(result, item=item) -> None:
+                    commit_embeddings(self.config.output, item.video_id, [(item, result)], report)
+                    progress.step()
+
+                driver.work(self, item, done)
+            driver.drain()
+        report.seconds = report.task_seconds + (time.perf_counter() - began if catch_up else 0.0)
+        report.shots_per_second = report.shots_embedded / report.task_seconds if report.task_seconds else 0.0
+
+
+def embed_workers(config: EmbedConfig) -> int:
+    """One actor per GPU; on CPU one for the light colour embedder, else up to two."""
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus:
+        return gpus
+    return 1 if config.kind == "color" else min(2, max(1, int(ray.cluster_resources().get("CPU", 1))))

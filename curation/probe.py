@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from curation.stage import Resources, Stage
+from curation.config import CurationConfig
+from curation.driver import Driver, Step, VideoTask
+from curation.stage import Failure, Resources, Stage
+from manifests.io import read_table, table_video_ids
 from manifests.probe import ProbeError, VideoProbe, fingerprint, probe
+from manifests.schema import STATUS_OK
 from manifests.store import location
 
 
@@ -42,3 +46,43 @@ class ProbeStage(Stage):
             raise
         except Exception as err:  # an unexpected decoder or container bug: this video's row says so
             raise ProbeError(f"{path}: unexpected error while probing: {type(err).__name__}: {err}") from None
+
+
+class Probe(Step):
+    """Probe each video once per content: an input done by an earlier run, or the same content as an
+    earlier input of this run, ends here."""
+
+    name = "probe"
+    about = "content fingerprint, stream facts, PTS of every frame (Ray task per video)"
+
+    def __init__(self, worker: ProbeStage):
+        self.worker = worker
+        self.seen: set[str] = set()
+
+    def enter(self, task: VideoTask, driver: Driver) -> None:
+        def done(result) -> None:
+            if isinstance(result, Failure):
+                driver.fail(self, task, result)
+            elif isinstance(result, Skipped) or result.video_id in self.seen:
+                driver.skip(task, duplicate=not isinstance(result, Skipped))
+            else:
+                self.seen.add(result.video_id)
+                task.probe = result
+                driver.forward(self, task)
+
+        driver.work(self, task.path, done)
+
+
+def completed_video_ids(config: CurationConfig) -> frozenset[str]:
+    """Videos a resumed run skips: those committed ok whose shot and clip parts are all still there
+    (a deleted table or part makes its videos redo), and failed ones too with retry_failed off."""
+    videos = read_table(config.output, "videos", missing_ok=True, columns=["video_id", "status"])
+    if config.retry_failed:
+        videos = videos[videos["status"] == STATUS_OK]
+
+    with_rows = {table: table_video_ids(config.output, table) for table in ("shots", "clips")}
+
+    def intact(video_id: str, status: str) -> bool:  # an ok video has at least one shot and one clip
+        return status != STATUS_OK or all(video_id in ids for ids in with_rows.values())
+
+    return frozenset(v for v, status in zip(videos["video_id"], videos["status"]) if intact(v, status))

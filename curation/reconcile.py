@@ -9,14 +9,15 @@ from pathlib import Path
 
 from curation.config import CurationConfig
 from curation.detect import ClipResult, shots_from_cuts
-from curation.shot_filters import ShotEvidence, filter_reason, samples_in
+from curation.driver import Driver, Step, VideoTask
+from curation.shot_filters import evidence, filter_reason
 from curation.split import ClipWindow
+from curation.stage import Failure
 from manifests.frames import read_shot_frames
-from manifests.io import write_batch, write_bytes_atomic, write_part
+from manifests.io import OUTPUT_FULL, tidy_batches, write_batch, write_bytes_atomic
 from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
 from manifests.schema import STATUS_FAILED, STATUS_OK
-from manifests.store import absolute
 
 
 def shot_rows(
@@ -34,12 +35,6 @@ def shot_rows(
         clip_index = max(i for i, s in enumerate(clip_starts) if s <= start)
         rows.append(probe.shot_row(start, end, index, clip_index, config.shots.detector.name, reason))
     return rows
-
-
-def evidence(probe: VideoProbe, start: int, end: int, transitions: set, luma: dict[int, float]) -> ShotEvidence:
-    """What the shot filters (curation.shot_filters) judge the shot [start, end) by."""
-    seconds = probe.frame_seconds(end) - probe.frame_seconds(start)
-    return ShotEvidence(start, end, seconds, (start, end) in transitions, samples_in(luma, start, end))
 
 
 def save_keyframes(rows: list[dict], results: list[ClipResult], output: Path, max_side: int) -> None:
@@ -147,13 +142,42 @@ class CommitBatch:
         self.batches += 1
 
 
-def commit_failure(path: str, error: str, stage: str, config: CurationConfig) -> dict:
-    row = {
-        "video_id": path_id(path),
-        "source_path": absolute(path),
-        "status": STATUS_FAILED,
-        "error": error,
-        "error_stage": stage,
-    }
-    write_part(config.output, "videos", row["video_id"], [row])
-    return row
+class Reconcile(Step):
+    """A video whose clips are all back: its shots on the source timeline, keyframes and table rows,
+    committed in batches of videos (`CommitBatch`)."""
+
+    name = "reconcile"
+    about = "merge cuts on the source timeline, shots.parquet, keyframes (driver)"
+
+    def __init__(self, config: CurationConfig):
+        self.config = config
+        self.batch = CommitBatch(config.output, config.commit_videos, config.commit_seconds)
+
+    def start(self, driver: Driver) -> None:
+        tidy_batches(self.config.output)  # a killed run's uncommitted batch parts go
+
+    def enter(self, task: VideoTask, driver: Driver) -> None:
+        results = [task.detected[i] for i in range(len(task.clips))]
+        path = task.probe.source_path
+        try:
+            row, task.shots = commit_video(task.probe, task.clips, results, self.config,
+                                           time.perf_counter() - task.started, self.batch)  # fmt: skip
+        except OSError as err:
+            if err.errno in OUTPUT_FULL:  # the output cannot take a failure row either: stop cleanly
+                raise
+            return driver.fail(self, task, Failure(self.name, f"{path}: could not write results: {err}"))
+        except Exception as err:  # e.g. a keyframe read failing on a file that changed mid-run
+            return driver.fail(self, task, Failure(self.name, f"{path}: could not write results: {err}"))
+        driver.summary.clips += len(task.clips)
+        if row["status"] != STATUS_OK:  # a clip failed: the video's row says so already
+            return driver.fail(self, task, Failure(row["error_stage"], row["error"]), recorded=True)
+        driver.ok(task, row["num_shots"])
+        driver.forward(self, task)
+
+    def finish(self, driver: Driver) -> None:
+        self.stop(driver)
+
+    def stop(self, driver: Driver) -> None:
+        """Finished videos are committed also when the run is interrupted."""
+        self.batch.flush()
+        tidy_batches(self.config.output)  # videos redone here leave no older rows behind

@@ -27,6 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from curation.config import CurationConfig, add_flags, flags, from_flags
+from curation.driver import Driver, Step, VideoTask, record_failure
 from curation.inputs import resolve_inputs
 from curation.samples import write_sample_videos
 from manifests.io import OUTPUT_FULL, ensure_tables, read_table, write_json_atomic
@@ -34,23 +35,6 @@ from manifests.schema import Status
 from manifests.store import ObjectPath, is_url, location
 
 log = logging.getLogger("curation")
-
-# The job's stages, in the order of the paper's data pipeline (Figure 4). The first five stream
-# video by video on one executor (curation/stage.py, curation/pipeline.py); the last two work on
-# the whole manifest.
-STAGES = (
-    "probe: content fingerprint, stream facts, PTS of every frame (curation/probe.py; Ray task per video)",
-    "split: 10-minute clip windows with overlap (curation/split.py; driver)",
-    "detect: PySceneDetect cuts per clip window; the same decode pass keeps keyframes and each shot's "
-    "embedding frames (curation/detect.py, shot_frames.py; Ray task per clip)",
-    "reconcile: merge cuts on the source timeline, shots.parquet, keyframes (curation/reconcile.py; driver)",
-    "embed: shot embeddings from the kept frames (curation/embed.py; Ray actors, model loaded once, GPU when present)",
-    "combine: relevance-filtered ordered shot combinations per clip, combinations.parquet "
-    "(curation/combine.py; driver)",
-    "annotate: Gemini captions per combination (curation/annotate.py; media cut in Ray tasks, requests "
-    "rate-limited from the driver)",
-)
-
 
 USAGE = "usage: python curation/run.py --input VIDEOS... --output DIR [options]   (--help lists every option)"
 
@@ -155,14 +139,17 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_run_json(config: CurationConfig, summary, paths: list[str], relevance: dict, total_s: float = 0.0) -> dict:
+def write_run_json(
+    config: CurationConfig, driver: Driver, paths: list[str], relevance: dict, total_s: float = 0.0
+) -> dict:
     videos = read_table(config.output, "videos", missing_ok=True)
     shots = read_table(config.output, "shots", missing_ok=True)
     ok_videos = videos[videos["status"] == Status.OK]
+    summary = driver.summary
     record = {
         "config": config.model_dump(mode="json"),
         "versions": versions(),
-        "stages": list(STAGES),
+        "stages": [f"{step.name}: {step.about} ({step.__module__.replace('.', '/')}.py)" for step in driver.steps],
         "this_run": {
             "inputs": len(paths),
             "videos_ok": summary.videos_ok,
@@ -224,30 +211,53 @@ def annotation_line(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run_combine(config: CurationConfig) -> dict:
-    """The combine stage: mine combinations over the whole manifest (cheap: per clip, on the driver)."""
-    from curation.combine import mine
-    from curation.embed import expected_identity
-    from manifests.io import remove_part, table_video_ids, write_part
+def pipeline(config: CurationConfig, api_key: str | None = None, swap: dict[str, type] | None = None) -> list[Step]:
+    """The job's stages, in the order of the paper's data pipeline (Figure 4). Each is a `Step` in
+    the module of its name; the driver (curation/driver.py) moves every video through them.
 
-    began = time.perf_counter()
-    name, checkpoint_hash = expected_identity(config.embed)
-    embeddings = read_table(config.output, "shot_embeddings", missing_ok=True)
-    same = embeddings["checkpoint_hash"].fillna("") == (checkpoint_hash or "")
-    if name is not None:
-        same &= embeddings["embedder"] == name
-    shots = read_table(config.output, "shots", missing_ok=True)
-    combos, stats = mine(shots, embeddings[same], config.combine)
-    stale = table_video_ids(config.output, "combinations")
-    for video_id, rows in combos.groupby("video_id") if len(combos) else []:
-        write_part(config.output, "combinations", video_id, rows)
-        stale.discard(video_id)
-    # Only videos that were mined again and now yield nothing lose their combinations (stricter
-    # thresholds); a video whose shots are missing keeps everything derived from it.
-    for video_id in stale & set(shots["video_id"]):
-        remove_part(config.output, "combinations", video_id)
-        remove_part(config.output, "annotations", video_id)  # their captions would dangle
-    return stats.as_dict() | {"seconds": time.perf_counter() - began}
+    A shot filter (darkness, motion, ...) is a function and an entry of `FILTERS` in
+    curation/shot_filters.py; reconcile and embed both apply that list. `swap` replaces a stage's
+    Ray side by name ("probe", "detect", "embed", "media"): tests use it to crash workers.
+    """
+    from curation.annotate import Annotate, MediaStage
+    from curation.combine import Combine
+    from curation.detect import Detect, DetectStage, detect_gpus
+    from curation.embed import Embed, EmbedStage, embed_resources, embed_workers
+    from curation.probe import Probe, ProbeStage, completed_video_ids
+    from curation.reconcile import Reconcile
+    from curation.split import Split
+
+    ray_side = {"probe": ProbeStage, "detect": DetectStage, "embed": EmbedStage, "media": MediaStage} | (swap or {})
+    embed = ray_side["embed"](config.embed, embed_resources(config.embed))
+    keep = {"embed": embed.frame_spec} if config.embed.frames_from == "detection" else None
+    return [
+        Probe(ray_side["probe"](completed_video_ids(config), cpus=min(1.0, config.shots.cpus_per_task))),
+        Split(config),
+        Detect(ray_side["detect"](config.shots, keep, gpus=detect_gpus(config.shots)), config.shots),
+        Reconcile(config),
+        Embed(embed, config, workers=embed_workers(config.embed)),
+        Combine(config),
+        Annotate(config.annotate, config.output, api_key, media=ray_side["media"](config.annotate)),
+    ]
+
+
+def run_stages(
+    paths: list[str],
+    config: CurationConfig,
+    api_key: str | None = None,
+    swap: dict[str, type] | None = None,
+    after_finish=None,
+) -> Driver:
+    """Every input through the whole pipeline; the driver keeps each stage's numbers (`driver.step(name)`).
+    after_finish(name): called as each stage finishes."""
+    import ray
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    driver = Driver(pipeline(config, api_key, swap), config.max_in_flight or 2 * cpus, config.output)
+    driver.after_finish = after_finish
+    driver.run([VideoTask(path) for path in paths])
+    driver.summary.wall_seconds = driver.finished_at["reconcile"]  # the streamed stages
+    return driver
 
 
 def unreachable_store(config: CurationConfig) -> str | None:
@@ -328,10 +338,8 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
     input_problems: list[tuple[str, str]] = []
     paths = resolve_inputs(config.inputs, input_problems)
     if input_problems:
-        from curation.reconcile import commit_failure
-
         for path, reason in input_problems:
-            commit_failure(path, reason, "inputs", config)
+            record_failure(config.output, path, reason, "inputs")
             print(f"warning: {reason}", file=sys.stderr)
     if not paths:
         print(f"error: no video files found in {', '.join(map(str, config.inputs))}", file=sys.stderr)
@@ -348,17 +356,16 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops the job like Ctrl-C
     from dataclasses import asdict
 
-    from curation.annotate import run_annotation
-    from curation.pipeline import run_pipeline
+    def started_processes(stage: str) -> None:  # Ray's agents and workers started since (the long stages are done)
+        if started and stage == "embed":
+            record_processes(config.output)
 
-    summary, embedding = run_pipeline(paths, config)  # probe → split → detect → reconcile → embed
-    if started:
-        record_processes(config.output)  # Ray's agents and workers started since
-    combinations = run_combine(config)
-    annotation = run_annotation(config.output, config.annotate, api_key=api_key)
-    relevance = {"embedding": asdict(embedding), "combinations": combinations, "annotation": annotation}
+    driver = run_stages(paths, config, api_key, after_finish=started_processes)  # probe → … → annotate
+    summary = driver.summary
+    relevance = {"embedding": asdict(driver.step("embed").report), "combinations": driver.step("combine").report,
+                 "annotation": driver.step("annotate").report}  # fmt: skip
     ensure_tables(config.output)  # every table exists with its schema, empty when nothing qualified
-    record = write_run_json(config, summary, paths, relevance, time.perf_counter() - began)
+    record = write_run_json(config, driver, paths, relevance, time.perf_counter() - began)
     manifest = record["manifest"]
     print(
         f"done: {summary.videos_ok} videos curated, {summary.videos_skipped} already done, "

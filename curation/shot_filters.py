@@ -57,6 +57,12 @@ def filter_reason(shot: ShotEvidence, config: CurationConfig) -> str | None:
     return next((reason for rule in FILTERS if (reason := rule(shot, config))), None)
 
 
+def evidence(probe, start: int, end: int, transitions: set, luma: dict[int, float]) -> ShotEvidence:
+    """What the filters judge the shot [start, end) of a `manifests.probe.VideoProbe` by."""
+    seconds = probe.frame_seconds(end) - probe.frame_seconds(start)
+    return ShotEvidence(start, end, seconds, (start, end) in transitions, samples_in(luma, start, end))
+
+
 def mean_luma(bgr: np.ndarray) -> float:
     """Mean BT.601 luma (0-255) of a BGR uint8 image (the detection pass's small frame)."""
     weights = np.array([0.114, 0.587, 0.299], dtype=np.float32)

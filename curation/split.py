@@ -14,7 +14,12 @@ merged cut list of the whole video, so a shot that crosses a clip boundary stays
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+
+from curation.config import CurationConfig
+from curation.driver import Driver, Step, VideoTask
+from manifests.probe import VideoProbe
 
 
 @dataclass(frozen=True)
@@ -49,3 +54,23 @@ def plan_clips(num_frames: int, fps: float, clip_minutes: float, overlap_frames:
         )
         for i, (a, b) in enumerate(zip(starts, ends))
     ]
+
+
+def clip_windows(probe: VideoProbe, config: CurationConfig) -> list[ClipWindow]:
+    """Windows of --clip-minutes with overlap (one window for a video without reliable timestamps)."""
+    overlap = max(round(config.shots.overlap_seconds * probe.fps), config.shots.detector.context_frames)
+    if probe.pts_reliable:
+        return plan_clips(probe.num_frames, probe.fps, config.shots.clip_minutes, overlap)
+    return [ClipWindow(0, 0, probe.num_frames, 0, probe.num_frames)]
+
+
+class Split(Step):
+    name = "split"
+    about = "10-minute clip windows with overlap (driver)"
+
+    def __init__(self, config: CurationConfig):
+        self.config = config
+
+    def enter(self, task: VideoTask, driver: Driver) -> None:
+        task.clips, task.started = clip_windows(task.probe, self.config), time.perf_counter()
+        driver.forward(self, task)

@@ -382,7 +382,8 @@ def test_ctrl_c_during_annotation_sends_nothing_more_and_keeps_what_is_done(
 ):
     import _thread
 
-    from curation.annotate import annotate_items
+    from curation.annotate import Annotate, annotate_items
+    from curation.driver import Driver
     from curation.gemini import ReplyCache
     from curation.run import main
 
@@ -395,8 +396,8 @@ def test_ctrl_c_during_annotation_sends_nothing_more_and_keeps_what_is_done(
     items = [(f"item-{k}", [shot]) for k in range(20)]
     with FakeGemini(lambda i, body: (*reply(valid_reply(1)), 0.3)) as server:
         settings = AnnotateConfig(base_url=server.url, timeout=5.0, rpm=60000.0, concurrency=2)
-        gemini = GeminiAnnotator(settings, SECRET)
-        cache = ReplyCache(tmp_path / "cache")
+        step = Annotate(settings, tmp_path, api_key=SECRET)  # the job's annotate stage, on its own driver
+        driver, cache = Driver([step], max_in_flight=4), step.cache
 
         def interrupt_after_four():
             while len(server.requests) < 4:
@@ -404,7 +405,10 @@ def test_ctrl_c_during_annotation_sends_nothing_more_and_keeps_what_is_done(
             _thread.interrupt_main()  # what Ctrl-C does to the driver
 
         threading.Thread(target=interrupt_after_four, daemon=True).start()
-        results, summary = annotate_items(items, settings, cache, gemini)
+        try:
+            results, summary = annotate_items(items, step, driver)
+        finally:
+            driver.executor.shutdown()
         time.sleep(0.5)  # in-flight requests finish; nothing queued may start
         sent = len(server.requests)
     assert summary.interrupted and sent <= 6  # 4 sent, at most the 2 in flight finish; 14 never go

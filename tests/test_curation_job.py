@@ -53,6 +53,10 @@ def test_job_writes_validated_manifests_on_the_source_timeline(ray_local, tmp_pa
     assert len(pd.read_parquet(out / "shots.parquet")) == len(shots)
     record = json.loads((out / "run.json").read_text())
     assert record["manifest"]["shots"] == len(shots) and record["versions"]["scenedetect"]
+    # The stages run.json names are the declared list, in Figure 4's order, each in its module.
+    names = ["probe", "split", "detect", "reconcile", "embed", "combine", "annotate"]
+    assert [line.split(":")[0] for line in record["stages"]] == names
+    assert all(line.endswith(f"(curation/{name}.py)") for name, line in zip(names, record["stages"]))
     # A shot's frames read back frame-exactly: the first frame of shot 2 differs from the last of shot 1.
     first = read_shot_frames(long_shots.iloc[2].to_dict(), indices=[0])
     assert first.shape == (1, 240, 320, 3)

@@ -110,7 +110,7 @@ def test_compaction_keeps_every_read_and_is_idempotent(manifest, capsys):
 
 def test_after_compaction_a_redone_or_removed_video_wins_over_its_compacted_rows(manifest):
     from curation.config import CurationConfig
-    from curation.pipeline import completed_video_ids
+    from curation.probe import completed_video_ids
     from manifests.io import read_part, remove_part
 
     assert compact_cli(manifest) == 0
@@ -154,7 +154,7 @@ def video_rows(video_id: str, shots: int) -> dict:
 
 def test_a_batch_commits_many_videos_with_one_part_per_table_and_a_kill_loses_only_the_batch(tmp_path):
     from curation.config import CurationConfig
-    from curation.pipeline import completed_video_ids
+    from curation.probe import completed_video_ids
     from curation.reconcile import CommitBatch
     from manifests.io import tidy_batches
 

@@ -13,8 +13,7 @@ import pytest
 
 from curation.config import CurationConfig
 from curation.embed import ColorLayoutEmbedder
-from curation.pipeline import run_pipeline
-from curation.run import main
+from curation.run import main, run_stages
 from curation.shot_frames import FrameKeeper, FrameSpec, frames_for_shot, nearest
 from curation.stage import Executor, Failure, Stage
 from manifests import read_table
@@ -237,14 +236,14 @@ def _config(out, inputs):
 def test_a_crashed_probe_or_detect_worker_fails_only_its_video(ray_local, tmp_path, crash_inputs, stage):
     out = tmp_path / "out"
     crashing = {"probe": crash_stages.CrashingProbe, "detect": crash_stages.CrashingDetect}[stage]
-    summary, _ = run_pipeline(crash_inputs, _config(out, crash_inputs), stages={stage: crashing})
+    summary = run_stages(crash_inputs, _config(out, crash_inputs), swap={stage: crashing}).summary
     videos = read_table(out, "videos").set_index("source_path")
     good, bad = (videos.loc[str(Path(p).resolve())] for p in crash_inputs)
     assert good["status"] == "ok" and bad["status"] == "failed"
     assert "worker crashed" in bad["error"] and bad["error_stage"] == stage
     assert summary.videos_ok == 1 and summary.videos_failed == 1
     # The re-run, with nothing crashing, retries exactly the failed video.
-    summary, _ = run_pipeline(crash_inputs, _config(out, crash_inputs))
+    summary = run_stages(crash_inputs, _config(out, crash_inputs)).summary
     assert summary.videos_ok == 1 and summary.videos_skipped == 1
     assert set(read_table(out, "videos")["status"]) == {"ok"}
 
@@ -252,7 +251,7 @@ def test_a_crashed_probe_or_detect_worker_fails_only_its_video(ray_local, tmp_pa
 def test_a_crashed_embedding_actor_fails_only_its_shots_and_is_restarted(ray_local, tmp_path, crash_inputs):
     out = tmp_path / "out"
     config = _config(out, crash_inputs)
-    _, report = run_pipeline(crash_inputs, config, stages={"embed": crash_stages.CrashingEmbed})
+    report = run_stages(crash_inputs, config, swap={"embed": crash_stages.CrashingEmbed}).step("embed").report
     embeddings = read_table(out, "shot_embeddings")
     shots = read_table(out, "shots")
     crashed_video = shots.loc[shots["source_path"].str.endswith("crash.mp4"), "video_id"].iloc[0]
@@ -266,7 +265,8 @@ def test_a_crashed_embedding_actor_fails_only_its_shots_and_is_restarted(ray_loc
 
     assert f"[embed] {len(failed)} shots of " in text_report(out)  # inspect lists item failures too
     # A re-run embeds only the failed shots (read from the source) and the table ends complete.
-    summary, report = run_pipeline(crash_inputs, config)
+    driver = run_stages(crash_inputs, config)
+    summary, report = driver.summary, driver.step("embed").report
     embeddings = read_table(out, "shot_embeddings")
     assert set(embeddings["status"]) == {"ok"} and report.shots_embedded == len(failed)
     assert summary.videos_skipped == 2
@@ -274,19 +274,17 @@ def test_a_crashed_embedding_actor_fails_only_its_shots_and_is_restarted(ray_loc
 
 def test_a_crashed_media_task_fails_only_its_combination(ray_local, tmp_path, crash_inputs, monkeypatch):
     from curation.annotate import run_annotation
-    from curation.run import run_combine
     from tests.fake_gemini import FakeGemini
 
     out = tmp_path / "out"
-    config = _config(out, crash_inputs)
-    run_pipeline(crash_inputs, config)
-    run_combine(config)
-    combos = read_table(out, "combinations")
-    assert combos["video_id"].nunique() == 2
     with FakeGemini() as server:
+        config = _config(out, crash_inputs)
+        config.annotate = section = config.annotate.model_copy(update={"base_url": server.url, "rpm": 6000.0})
+        # The whole job, with the media tasks of one video killing their workers.
+        run_stages(crash_inputs, config, api_key="test-key", swap={"media": crash_stages.CrashingMedia})
+        combos = read_table(out, "combinations")
+        assert combos["video_id"].nunique() == 2
         monkeypatch.setenv("GEMINI_API_KEY", "test-key")
-        section = config.annotate.model_copy(update={"base_url": server.url, "rpm": 6000.0})
-        run_annotation(out, section, media_stage=crash_stages.CrashingMedia(section))
         annotations = read_table(out, "annotations")
         shots = read_table(out, "shots")
         crashed_video = shots.loc[shots["source_path"].str.endswith("crash.mp4"), "video_id"].iloc[0]
@@ -301,3 +299,58 @@ def test_a_crashed_media_task_fails_only_its_combination(ray_local, tmp_path, cr
 def test_a_status_outside_the_vocabulary_is_refused_when_written(tmp_path):
     with pytest.raises(ManifestError, match="unknown status 'done'"):
         write_part(tmp_path, "videos", "x", [{"video_id": "x", "source_path": "/x.mp4", "status": "done"}])
+
+
+def test_the_driver_moves_tasks_through_the_steps_in_order_and_ends_a_failed_one_for_the_later_steps(tmp_path):
+    """The driver alone (steps without a Ray side): each task enters the steps in list order, a
+    failure ends it with a failed row and tells only the steps after the failing one, `finish` runs
+    once per step in order after every task has passed, and an interruption reaches every `stop`."""
+    from curation.driver import Driver, Step, VideoTask
+
+    log = []
+
+    class Record(Step):
+        def __init__(self, name):
+            self.name = name
+
+        def enter(self, task, driver):
+            log.append((self.name, "enter", task.path))
+            driver.forward(self, task)
+
+        def dropped(self, task, driver):
+            log.append((self.name, "dropped", task.path))
+
+        def finish(self, driver):
+            log.append((self.name, "finish", None))
+
+        def stop(self, driver):
+            log.append((self.name, "stop", None))
+
+    class FailBad(Record):
+        def enter(self, task, driver):
+            log.append((self.name, "enter", task.path))
+            if "bad" in task.path:
+                return driver.fail(self, task, Failure(self.name, f"{task.path}: no good"))
+            driver.forward(self, task)
+
+    steps = [Record("a"), FailBad("b"), Record("c")]
+    driver = Driver(steps, max_in_flight=2, output=tmp_path)
+    summary = driver.run([VideoTask("good.mp4"), VideoTask("bad.mp4")])
+    assert log == [("a", "enter", "good.mp4"), ("b", "enter", "good.mp4"), ("c", "enter", "good.mp4"),
+                   ("a", "enter", "bad.mp4"), ("b", "enter", "bad.mp4"), ("c", "dropped", "bad.mp4"),
+                   ("a", "finish", None), ("b", "finish", None), ("c", "finish", None)]  # fmt: skip
+    assert summary.videos_failed == 1 and summary.failures[0]["stage"] == "b"
+    row = read_table(tmp_path, "videos").iloc[0]
+    assert row["status"] == "failed" and row["error"] == "bad.mp4: no good" and row["error_stage"] == "b"
+    assert driver.step("c") is steps[2] and list(driver.finished_at) == ["a", "b", "c"]
+
+    class Interrupt(Record):
+        def finish(self, driver):
+            raise KeyboardInterrupt
+
+    log.clear()
+    with pytest.raises(KeyboardInterrupt):
+        Driver([Record("a"), Interrupt("b")], max_in_flight=1, output=tmp_path).run([])
+    assert log == [("a", "finish", None), ("a", "stop", None), ("b", "stop", None)]
+    with pytest.raises(ValueError, match="unique"):
+        Driver([Record("a"), Record("a")], max_in_flight=1)

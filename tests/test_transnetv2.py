@@ -216,14 +216,17 @@ def test_detection_stage_gets_a_gpu_share_only_where_transnet_runs_and_gpus_exis
     import ray
 
     from curation.config import CurationConfig
-    from curation.pipeline import detect_gpus
+    from curation.detect import detect_gpus
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8, "GPU": 2})
-    assert detect_gpus(CurationConfig(output="o", shots={"detector": {"kind": "transnetv2"}})) == 0.25
-    assert detect_gpus(CurationConfig(output="o")) == 0.0
-    assert detect_gpus(CurationConfig(output="o", shots={"gpus_per_task": 1, "detector": {"kind": "transnetv2"}})) == 1
+    assert detect_gpus(CurationConfig(output="o", shots={"detector": {"kind": "transnetv2"}}).shots) == 0.25
+    assert detect_gpus(CurationConfig(output="o").shots) == 0.0
+    assert (
+        detect_gpus(CurationConfig(output="o", shots={"gpus_per_task": 1, "detector": {"kind": "transnetv2"}}).shots)
+        == 1
+    )
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8})
-    assert detect_gpus(CurationConfig(output="o", shots={"detector": {"kind": "adaptive+transnetv2"}})) == 0.0
+    assert detect_gpus(CurationConfig(output="o", shots={"detector": {"kind": "adaptive+transnetv2"}}).shots) == 0.0
 
 
 @pytest.mark.slow
