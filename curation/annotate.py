@@ -16,8 +16,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-import pandas as pd
-
 from curation.config import AnnotateConfig
 from curation.driver import Driver, Step
 from curation.gemini import (
@@ -31,10 +29,11 @@ from curation.gemini import (
 )
 from curation.progress import StageProgress
 from curation.stage import Failure, Stage
-from manifests.frames import read_shot_frames, sample_indices
+from manifests.frames import read_shot_frames
 from manifests.io import read_table, write_part
 from manifests.media import encode_jpeg, encode_mp4
-from manifests.schema import STATUS_FAILED, Status
+from manifests.sampling import sample_indices
+from manifests.schema import STATUS_FAILED, AnnotationRecord, Record, ShotCaptionRecord, Status
 
 log = logging.getLogger("curation")
 
@@ -269,8 +268,8 @@ def annotate_manifest(step: Annotate, driver: Driver) -> dict:
         )  # fmt: skip
         summary.add(combination_id, results[combination_id])
     rows = [
-        {"combination_id": row.combination_id, "video_id": row.video_id, "shot_ids": list(row.shot_ids),
-         "captions": results[row.combination_id].captions} | _common(results[row.combination_id], settings)
+        AnnotationRecord(combination_id=row.combination_id, video_id=row.video_id, shot_ids=list(row.shot_ids),
+                         captions=results[row.combination_id].captions, **_common(results[row.combination_id], settings))
         for row in combos.itertuples()
     ]  # fmt: skip
     _write_by_video(output, "annotations", rows)
@@ -282,9 +281,9 @@ def annotate_manifest(step: Annotate, driver: Driver) -> dict:
         items = [(f"shot:{row['shot_id']}", [row]) for row in singles.to_dict("records")]
         results, shot_summary = annotate_items(items, step, driver)
         rows = [
-            {"shot_id": row["shot_id"], "video_id": row["video_id"],
-             "caption": (results[f"shot:{row['shot_id']}"].captions or [None])[0]}
-            | _common(results[f"shot:{row['shot_id']}"], settings)
+            ShotCaptionRecord(shot_id=row["shot_id"], video_id=row["video_id"],
+                              caption=(results[f"shot:{row['shot_id']}"].captions or [None])[0],
+                              **_common(results[f"shot:{row['shot_id']}"], settings))
             for row in singles.to_dict("records")
         ]  # fmt: skip
         _write_by_video(output, "shot_captions", rows)
@@ -308,7 +307,9 @@ def run_totals(tables: list[dict], settings: AnnotateConfig) -> dict:
     return total
 
 
-def _write_by_video(output, table: str, rows: list[dict]) -> None:
-    frame = pd.DataFrame(rows)
-    for video_id, part in frame.groupby("video_id") if len(frame) else []:
-        write_part(output, table, video_id, part)
+def _write_by_video(output, table: str, rows: list[Record]) -> None:
+    by_video: dict[str, list[Record]] = {}
+    for row in rows:
+        by_video.setdefault(row.video_id, []).append(row)
+    for video_id in sorted(by_video):
+        write_part(output, table, video_id, by_video[video_id])

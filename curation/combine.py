@@ -26,7 +26,7 @@ from curation.config import CombineConfig, CurationConfig
 from curation.driver import Driver, Step, VideoTask
 from curation.embed import expected_identity
 from manifests.io import read_table, remove_part, table_video_ids, write_part
-from manifests.schema import STATUS_FILTERED, STATUS_OK, combination_id
+from manifests.schema import STATUS_FILTERED, STATUS_OK, CombinationRecord, combination_id
 
 
 @dataclass
@@ -179,9 +179,9 @@ def mine(shots: pd.DataFrame, embeddings: pd.DataFrame, config: CombineConfig) -
             stats.groups_without_combinations[reason] += 1
         name = f"{key[0]}" + (f"_c{int(key[1]):03d}" if config.within == "clip" else "")
         for row in found:
-            rows.append(row | {"combination_id": combination_id(row["shot_ids"]), "video_id": key[0], "group": name,
-                               "embedder": group["embedder"].iloc[0]})  # fmt: skip
-    result = pd.DataFrame(rows)
+            rows.append(CombinationRecord(**row, combination_id=combination_id(row["shot_ids"]), video_id=key[0],
+                                          group=name, embedder=group["embedder"].iloc[0]))  # fmt: skip
+    result = pd.DataFrame([row.as_dict() for row in rows])
     stats.combinations_ok = int((result["status"] == STATUS_OK).sum()) if len(result) else 0
     stats.candidates_filtered = len(result) - stats.combinations_ok
     return result, stats

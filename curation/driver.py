@@ -28,9 +28,8 @@ from typing import Any
 from curation.progress import Progress
 from curation.stage import Executor, Failure, Stage
 from manifests.io import write_part
-from manifests.probe import VideoProbe, path_id
-from manifests.schema import Status
-from manifests.store import absolute
+from manifests.probe import VideoProbe, failed_video, path_id
+from manifests.schema import Status, VideoRecord
 
 log = logging.getLogger("curation")
 
@@ -173,7 +172,7 @@ class Driver:
         for later in self.steps[self._position[step.name] + 1 :]:
             later.dropped(task, self)
 
-    def record_failure(self, path: str, error: str, stage: str) -> dict:
+    def record_failure(self, path: str, error: str, stage: str) -> VideoRecord:
         """A failed video row keyed by the path (a video that could not be probed has no fingerprint)."""
         return record_failure(self.output, path, error, stage)
 
@@ -210,8 +209,7 @@ class Driver:
         return self.summary
 
 
-def record_failure(output, path: str, error: str, stage: str) -> dict:
-    row = {"video_id": path_id(path), "source_path": absolute(path), "status": Status.FAILED, "error": error,
-           "error_stage": stage}  # fmt: skip
-    write_part(output, "videos", row["video_id"], [row])
+def record_failure(output, path: str, error: str, stage: str) -> VideoRecord:
+    row = failed_video(path, error, stage)
+    write_part(output, "videos", row.video_id, [row])
     return row

@@ -22,11 +22,11 @@ from curation.config import CurationConfig, EmbedConfig
 from curation.driver import Driver, Step, VideoTask
 from curation.progress import StageProgress
 from curation.shot_filters import evidence, filter_reason
-from curation.shot_frames import FrameSpec, ShotFrames, frames_for_shot, pass_frames
+from curation.shot_frames import FrameSpec, ShotFrames, frames_for_shot
 from curation.stage import Failure, Resources, Stage
 from manifests.frames import read_shot_frames
 from manifests.io import read_part, read_table, write_part
-from manifests.schema import SHOT_EMBEDDINGS, STATUS_FAILED, STATUS_OK, shot_id
+from manifests.schema import SHOT_EMBEDDINGS, STATUS_FAILED, STATUS_OK, ShotEmbeddingRecord, shot_id
 
 log = logging.getLogger("curation")
 
@@ -137,22 +137,24 @@ class EmbedWorker:
             if batch:
                 vectors = self.embedder.embed(batch)
                 for row, vector in zip(batch_rows, vectors):
-                    rows.append(row | {"embedding": vector.astype(np.float16), "status": STATUS_OK})
+                    row.embedding, row.status = vector.astype(np.float16), STATUS_OK
+                    rows.append(row)
                 batch.clear(), batch_rows.clear()
 
         for shot, kept in zip(shots, frames or [None] * len(shots)):
-            row = {"shot_id": shot["shot_id"], "video_id": shot["video_id"], "clip_index": shot.get("clip_index"),
-                   "embedder": self.embedder.name, "checkpoint_hash": self.embedder.checkpoint_hash}  # fmt: skip
+            row = ShotEmbeddingRecord(shot_id=shot["shot_id"], video_id=shot["video_id"], clip_index=shot.get("clip_index"),
+                                      embedder=self.embedder.name, checkpoint_hash=self.embedder.checkpoint_hash)  # fmt: skip
             try:
                 if kept is None:
                     kept = read_frames(shot, self.spec, self.config.frames_from)
                 images, used = kept.images, kept.frames
             except Exception as err:  # a shot whose frames cannot be read is a failed row, the rest go on
-                rows.append(row | {"status": STATUS_FAILED, "error": f"{shot['shot_id']}: {err}",
-                                   "error_stage": "embed", "embedding": None})  # fmt: skip
+                row.status, row.error, row.error_stage = STATUS_FAILED, f"{shot['shot_id']}: {err}", "embed"
+                rows.append(row)
                 continue
             batch.append(images)
-            batch_rows.append(row | {"frames": [int(f) for f in used]})
+            row.frames = [int(f) for f in used]
+            batch_rows.append(row)
             if len(batch) == self.config.batch:
                 flush()
         flush()
@@ -161,11 +163,11 @@ class EmbedWorker:
 
 def read_frames(shot: dict, spec: FrameSpec, frames_from: str = "detection") -> ShotFrames:
     """The re-decoding path: a shot's frames for `spec`, read from its source video. With
-    frames_from="detection" they are the frames the detection pass would have kept (`pass_frames`),
+    frames_from="detection" they are the frames the detection pass would have kept (`FrameSpec.pass_frames`),
     so a resumed run embeds what an uninterrupted one does; "source" takes the exact offsets."""
     start, end = int(shot["start_frame"]), int(shot["end_frame"])
     if frames_from == "detection":
-        offsets = [f - start for f in pass_frames(start, end, spec)]
+        offsets = [f - start for f in spec.pass_frames(start, end)]
     else:
         offsets = spec.offsets(int(shot["num_frames"]))
     images = spec.finish(read_shot_frames(shot, indices=offsets, max_side=spec.read_size()))
@@ -294,12 +296,12 @@ def embedding_todo(output, config: EmbedConfig) -> tuple[list[EmbedItem], int]:
 def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, object]], summary: EmbedSummary) -> None:
     """Write one video's embeddings from its items' results (a `Failure` makes its shots failed rows),
     merged with the rows of its shots that were not redone (earlier runs, the same embedder)."""
-    rows: list[dict] = []
+    rows: list[ShotEmbeddingRecord] = []
     for item, result in results:
         if isinstance(result, Failure):  # the actor died or raised: every shot of the item is a failed row
-            rows += [{"shot_id": s["shot_id"], "video_id": s["video_id"], "clip_index": s.get("clip_index"),
-                      "embedder": summary.embedder, "checkpoint_hash": summary.checkpoint_hash,
-                      "status": STATUS_FAILED, "error": result.error, "error_stage": result.stage, "embedding": None}
+            rows += [ShotEmbeddingRecord(shot_id=s["shot_id"], video_id=s["video_id"], clip_index=s.get("clip_index"),
+                                         embedder=summary.embedder, checkpoint_hash=summary.checkpoint_hash,
+                                         status=STATUS_FAILED, error=result.error, error_stage=result.stage)
                      for s in item.shots]  # fmt: skip
             continue
         rows += result["rows"]

@@ -17,12 +17,12 @@ from manifests.frames import read_shot_frames
 from manifests.io import OUTPUT_FULL, tidy_batches, write_batch, write_bytes_atomic
 from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
-from manifests.schema import STATUS_FAILED, STATUS_OK
+from manifests.schema import STATUS_FAILED, STATUS_OK, ClipRecord, ShotRecord, clip_id
 
 
 def shot_rows(
     probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult], config: CurationConfig
-) -> list[dict]:
+) -> list[ShotRecord]:
     cuts = [c for r in results for c in r.cuts]
     forced = {c for r in results for c in r.forced}
     transitions = {t for r in results for t in r.transitions}
@@ -37,7 +37,7 @@ def shot_rows(
     return rows
 
 
-def save_keyframes(rows: list[dict], results: list[ClipResult], output: Path, max_side: int) -> None:
+def save_keyframes(rows: list[ShotRecord], results: list[ClipResult], output: Path, max_side: int) -> None:
     """One JPEG per shot: the sampled thumbnail nearest the shot's middle frame.
 
     Shots too short to contain a sample (or whose sample was lost) get their middle frame read
@@ -46,40 +46,39 @@ def save_keyframes(rows: list[dict], results: list[ClipResult], output: Path, ma
     thumbnails = {frame: jpeg for r in results for frame, jpeg in r.thumbnails.items()}
     sampled = sorted(thumbnails)
     for row in rows:
-        middle = (row["start_frame"] + row["end_frame"]) // 2
-        inside = [f for f in sampled if row["start_frame"] <= f < row["end_frame"]]
+        middle = (row.start_frame + row.end_frame) // 2
+        inside = [f for f in sampled if row.start_frame <= f < row.end_frame]
         if inside:
             frame = min(inside, key=lambda f: abs(f - middle))
             jpeg = thumbnails[frame]
-        elif row["start_pts"] is not None:
+        elif row.start_pts is not None:
             frame = middle
-            jpeg = encode_jpeg(read_shot_frames(row, indices=[middle - row["start_frame"]], max_side=max_side)[0])
+            jpeg = encode_jpeg(read_shot_frames(row, indices=[middle - row.start_frame], max_side=max_side)[0])
         else:
             continue
-        relative = Path("keyframes") / row["video_id"] / f"{row['shot_id']}.jpg"
+        relative = Path("keyframes") / row.video_id / f"{row.shot_id}.jpg"
         write_bytes_atomic(output / relative, jpeg)
-        row["keyframe_frame"] = frame
-        row["keyframe_path"] = relative.as_posix()
+        row.keyframe_frame, row.keyframe_path = frame, relative.as_posix()
 
 
-def clip_rows(probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult]) -> list[dict]:
+def clip_rows(probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult]) -> list[ClipRecord]:
     return [
-        {
-            "clip_id": f"{probe.video_id}_c{w.clip_index:03d}",
-            "video_id": probe.video_id,
-            "clip_index": w.clip_index,
-            "start_frame": w.start_frame,
-            "end_frame": w.end_frame,
-            "decode_start_frame": w.decode_start,
-            "decode_end_frame": w.decode_end,
-            "start_s": probe.frame_seconds(w.start_frame),
-            "end_s": probe.frame_seconds(w.end_frame),
-            "num_cuts": len(r.cuts),
-            "frames_decoded": r.frames_decoded,
-            "status": STATUS_FAILED if r.error else STATUS_OK,
-            "error": r.error,
-            "processing_s": r.seconds,
-        }
+        ClipRecord(
+            clip_id=clip_id(probe.video_id, w.clip_index),
+            video_id=probe.video_id,
+            clip_index=w.clip_index,
+            start_frame=w.start_frame,
+            end_frame=w.end_frame,
+            decode_start_frame=w.decode_start,
+            decode_end_frame=w.decode_end,
+            start_s=probe.frame_seconds(w.start_frame),
+            end_s=probe.frame_seconds(w.end_frame),
+            num_cuts=len(r.cuts),
+            frames_decoded=r.frames_decoded,
+            status=STATUS_FAILED if r.error else STATUS_OK,
+            error=r.error,
+            processing_s=r.seconds,
+        )  # fmt: skip
         for w, r in zip(windows, results)
     ]
 
@@ -99,14 +98,14 @@ def commit_video(
     instead of keeping a partial cut list.
     """
     errors = [r.error for r in results if r.error]
-    video = probe.row() | {"num_clips": len(windows), "processing_s": seconds}
-    rows: list[dict] = []
+    rows: list[ShotRecord] = []
     if errors:
-        video |= {"status": STATUS_FAILED, "error": "; ".join(errors), "error_stage": "detect", "num_shots": 0}
+        video = probe.video_record(STATUS_FAILED, error="; ".join(errors), error_stage="detect", num_shots=0,
+                                   num_clips=len(windows), processing_s=seconds)  # fmt: skip
     else:
         rows = shot_rows(probe, windows, results, config)
         save_keyframes(rows, results, config.output, config.shots.keyframe_max_side)
-        video |= {"status": STATUS_OK, "num_shots": len(rows)}
+        video = probe.video_record(STATUS_OK, num_shots=len(rows), num_clips=len(windows), processing_s=seconds)
     clips = clip_rows(probe, windows, results)
     # The batch also replaces an earlier failure row of this path (keyed by the path's id).
     batch.add(probe.video_id, {"shots": rows, "clips": clips, "videos": [video]}, [path_id(probe.source_path)])

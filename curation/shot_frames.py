@@ -3,7 +3,7 @@
 Which frames a stage samples from a shot depends on the shot's length, known only once its end
 is cut, and a cut can be confirmed a few frames late (the adaptive detector looks 2 frames ahead,
 the content detector's flash filter up to min_scene_len). One rule says which frames a shot uses,
-a pure function of its [start, end): `pass_frames`. The candidates lie on an absolute grid, the
+a pure function of its [start, end): `manifests.sampling.pass_frames`. The candidates lie on an absolute grid, the
 frames whose number is a multiple of a power-of-two stride, the smallest stride that leaves at most
 `GRID_FRAMES` (24) of them in the shot; each wanted offset takes the nearest grid frame (exactly
 the wanted frames when the shot has at most 24 frames). Re-decoding a shot from its source (a
@@ -33,39 +33,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
-from manifests.frames import sample_indices, to_rgb
+from manifests.frames import to_rgb
+from manifests.sampling import GRID_FRAMES, Rule, frame_offsets, grid_frames, grid_multiples, nearest, pass_frames
 
-CAPACITY = 16  # with LATE_CUTS: the grid holds at most 24 frames of a shot (embedded shots: >= 2 s)
 LATE_CUTS = 8  # frames a cut may come late beyond min_scene_frames (the adaptive detector: 2)
-GRID_FRAMES = CAPACITY + LATE_CUTS
-
-
-def _multiples(start: int, end: int, stride: int) -> int:
-    """How many frames in [start, end) are multiples of stride."""
-    return (end - 1) // stride - (start - 1) // stride if end > start else 0
-
-
-def grid_stride(start: int, end: int, limit: int = GRID_FRAMES) -> int:
-    """The smallest power-of-two stride leaving at most `limit` of its multiples in [start, end)."""
-    stride = 1
-    while _multiples(start, end, stride) > limit:
-        stride *= 2
-    return stride
-
-
-def grid_frames(start: int, end: int, limit: int = GRID_FRAMES) -> list[int]:
-    """A shot's candidate frames: the multiples of its grid stride in [start, end)."""
-    stride = grid_stride(start, end, limit)
-    return list(range(-(-start // stride) * stride, end, stride))
-
-
-def pass_frames(start: int, end: int, spec: FrameSpec, limit: int = GRID_FRAMES) -> list[int]:
-    """The one rule: the frames a shot [start, end) uses for `spec`, whichever path decodes them."""
-    return nearest([start + o for o in spec.offsets(end - start)], grid_frames(start, end, limit))
+CAPACITY = GRID_FRAMES - LATE_CUTS  # the grid holds at most 24 frames of a shot (embedded shots: >= 2 s)
 
 
 @dataclass(frozen=True)
@@ -73,16 +48,16 @@ class FrameSpec:
     """How a stage samples and sizes a shot's frames (upright RGB uint8)."""
 
     count: int = 8
-    rule: Literal["uniform", "viclip"] = "uniform"  # sample_indices | the official ViCLIP demo's
+    rule: Rule = "uniform"  # manifests.sampling: sample_indices | the official ViCLIP demo's
     max_side: int | None = 320  # aspect kept, swscale bilinear (as read_shot_frames)
     square: int | None = None  # full-size RGB, then OpenCV bilinear to square x square (ViCLIP's preprocessing)
 
     def offsets(self, num_frames: int) -> list[int]:
-        if self.rule == "viclip":
-            from model.viclip import viclip_frame_indices
+        return frame_offsets(self.rule, num_frames, self.count)
 
-            return viclip_frame_indices(num_frames, self.count)
-        return sample_indices(num_frames, self.count)
+    def pass_frames(self, start: int, end: int) -> list[int]:
+        """The frames a shot [start, end) uses for this spec, whichever path decodes them."""
+        return pass_frames(start, end, self.offsets(end - start))
 
     def image(self, frame, rotation: int) -> np.ndarray:
         """A decoded av.VideoFrame as this spec's image."""
@@ -106,18 +81,6 @@ class FrameSpec:
         return np.stack([cv2.resize(f, (self.square, self.square), interpolation=cv2.INTER_LINEAR) for f in images])
 
 
-def nearest(wanted: list[int], available: list[int]) -> list[int]:
-    """For each wanted frame the nearest available one (the earlier on a tie); `available` sorted."""
-    if not available:
-        return []
-    positions = np.searchsorted(available, wanted)
-    chosen = []
-    for frame, pos in zip(wanted, positions):
-        options = [available[i] for i in (pos - 1, pos) if 0 <= i < len(available)]
-        chosen.append(min(options, key=lambda f: (abs(f - frame), f)))
-    return chosen
-
-
 @dataclass
 class ShotFrames:
     """A shot's sampled frames for one spec: source frame numbers and the images."""
@@ -138,7 +101,7 @@ class Segment:
         if index % self.stride:
             return
         self.candidates.append((index, frame))
-        while _multiples(self.start, index - lag + 1, self.stride) > limit:  # keep multiples of twice the stride
+        while grid_multiples(self.start, index - lag + 1, self.stride) > limit:  # keep multiples of twice the stride
             self.stride *= 2
             self.candidates = [c for c in self.candidates if c[0] % self.stride == 0]
 

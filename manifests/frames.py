@@ -100,28 +100,10 @@ def iter_frames(container, stream, start_pts: int | None = None, end_pts: int | 
         yield frame
 
 
-def sample_indices(num_frames: int, count: int = 8) -> list[int]:
-    """`count` frame offsets spread uniformly over a shot (segment middles)."""
-    if num_frames <= 0:
-        raise ValueError("a shot needs at least one frame")
-    return [min(num_frames - 1, int((i + 0.5) * num_frames / count)) for i in range(count)]
-
-
 def video_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[av.VideoFrame]:
     """Every frame of a file's video stream (the one pick_video_stream chooses), in presentation order."""
     with open_video(path, threads=threads) as (container, stream):
         yield from iter_frames(container, stream)
-
-
-def max_stride_window(available: int, count: int, max_stride: int, rng: np.random.Generator) -> tuple[int, int] | None:
-    """(start, stride) of `count` frames out of `available`: the largest stride <= max_stride at which
-    they fit, and a start drawn uniformly from every position that fits (the official SFT and
-    expansion-context sampling). None when even stride 1 does not fit."""
-    for stride in range(max_stride, 0, -1):
-        last_start = available - 1 - (count - 1) * stride
-        if last_start >= 0:
-            return int(rng.integers(0, last_start + 1)), stride
-    return None
 
 
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:

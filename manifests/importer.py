@@ -36,8 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifests.io import write_json_atomic, write_part
-from manifests.probe import ProbeError, VideoProbe, path_id, probe
-from manifests.schema import STATUS_FAILED, STATUS_OK, TABLES
+from manifests.probe import ProbeError, VideoProbe, failed_video, path_id, probe
+from manifests.schema import (
+    STATUS_OK,
+    TABLES,
+    AnnotationRecord,
+    CombinationRecord,
+    Record,
+    ShotCaptionRecord,
+    ShotRecord,
+)
 from manifests.schema import combination_id as make_combination_id
 from manifests.store import ObjectPath, is_url, location
 
@@ -154,13 +162,13 @@ def outside(path: str, base: Path | ObjectPath) -> bool:
     return os.path.commonpath([resolved, folder]) != folder
 
 
-def whole_file_shot(facts: VideoProbe) -> dict:
+def whole_file_shot(facts: VideoProbe) -> ShotRecord:
     """The one shot of a clip file: all its frames."""
     return facts.shot_row(0, facts.num_frames, index=0, clip_index=0, detector="imported")
 
 
 def story_windows(stories: list[list[int]], entries: list[Entry], shots: dict, shot_of_entry: dict[int, str],
-                  scenes: int, result: ImportResult) -> tuple[list[dict], list[dict]]:  # fmt: skip
+                  scenes: int, result: ImportResult) -> tuple[list[CombinationRecord], list[AnnotationRecord]]:  # fmt: skip
     """Each story's windows of `scenes` consecutive imported shots as combinations with their captions
     (SFT JSON); stories too short, and windows with a failed or repeated shot, are reported in `result`."""
     combinations, annotations = [], []
@@ -182,25 +190,25 @@ def story_windows(stories: list[list[int]], entries: list[Entry], shots: dict, s
                                     "that window is skipped")  # fmt: skip
                 continue
             combination_id = make_combination_id(shot_ids)
-            video_id = shots[shot_ids[0]]["video_id"]
-            combinations.append({
-                "combination_id": combination_id, "video_id": video_id, "group": f"import-entry-{story_index}",
-                "shot_ids": shot_ids, "total_frames": sum(shots[s]["num_frames"] for s in shot_ids),
-                "embedder": "imported", "status": STATUS_OK,
-            })  # fmt: skip
-            annotations.append({
-                "combination_id": combination_id, "video_id": video_id, "shot_ids": shot_ids,
-                "captions": [entries[i].caption for i in window], "characters": [], "background": None,
-                "model": IMPORT_MODEL, "status": STATUS_OK, "requests": 0,
-            })  # fmt: skip
+            video_id = shots[shot_ids[0]].video_id
+            combinations.append(CombinationRecord(
+                combination_id=combination_id, video_id=video_id, group=f"import-entry-{story_index}",
+                shot_ids=shot_ids, total_frames=sum(shots[s].num_frames for s in shot_ids),
+                embedder="imported", status=STATUS_OK,
+            ))  # fmt: skip
+            annotations.append(AnnotationRecord(
+                combination_id=combination_id, video_id=video_id, shot_ids=shot_ids,
+                captions=[entries[i].caption for i in window], characters=[], background=None,
+                model=IMPORT_MODEL, status=STATUS_OK, requests=0,
+            ))  # fmt: skip
     return combinations, annotations
 
 
-def write_tables(output, tables: dict[str, Iterable[dict]]) -> None:
+def write_tables(output, tables: dict[str, Iterable[Record]]) -> None:
     """The import's one part per table (replacing an earlier import's); other tables lose theirs."""
     output.mkdir(parents=True, exist_ok=True)
     for name, rows in tables.items():
-        write_part(output, name, PART, sorted(rows, key=lambda r: next(iter(r.values()))))
+        write_part(output, name, PART, sorted(rows, key=lambda r: r.values()[0]))
     for name in set(TABLES) - set(tables):
         (output / f"{name}.parquet" / f"part-{PART}.parquet").unlink(missing_ok=True)
 
@@ -226,8 +234,7 @@ def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: s
             if entry.path
             else f"row-{hashlib.blake2b(entry.where.encode(), digest_size=8).hexdigest()}"
         )
-        videos.setdefault(video_id, {"video_id": video_id, "source_path": entry.path or "", "status": STATUS_FAILED,
-                                     "error": f"{source} {entry.where}: {error}", "error_stage": "import"})  # fmt: skip
+        videos.setdefault(video_id, failed_video(entry.path, f"{source} {entry.where}: {error}", "import", video_id))
 
     for index, entry in enumerate(entries):
         if not entry.path:
@@ -262,12 +269,12 @@ def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: s
         if isinstance(facts, ProbeError):
             fail(entry, str(facts))
             continue
-        videos[facts.video_id] = facts.row() | {"status": STATUS_OK, "num_clips": 1, "num_shots": 1}
+        videos[facts.video_id] = facts.video_record(STATUS_OK, num_clips=1, num_shots=1)
         shot = whole_file_shot(facts)
-        shots[shot["shot_id"]] = shot
-        shot_of_entry[index] = shot["shot_id"]
-        captions[shot["shot_id"]] = {"shot_id": shot["shot_id"], "video_id": facts.video_id, "caption": entry.caption,
-                                     "model": IMPORT_MODEL, "status": STATUS_OK, "requests": 0}  # fmt: skip
+        shots[shot.shot_id] = shot
+        shot_of_entry[index] = shot.shot_id
+        captions[shot.shot_id] = ShotCaptionRecord(shot_id=shot.shot_id, video_id=facts.video_id, caption=entry.caption,
+                                                   model=IMPORT_MODEL, status=STATUS_OK, requests=0)  # fmt: skip
 
     if absolute:
         result.notes.append(f"{absolute} rows name absolute paths (imported as named; give --root to keep "

@@ -270,8 +270,9 @@ def write_previews(manifest_dir: Path, shots: pd.DataFrame) -> dict[str, str]:
     """A short low-resolution clip of each shot (8 frames across it, 160 px, 4 fps, H.264), written
     once next to the keyframes (keyframes/previews/) and reused; shot_id -> path relative to the
     manifest. A shot whose source cannot be read simply has no preview."""
-    from manifests.frames import VideoReadError, read_shot_frames, sample_indices
+    from manifests.frames import VideoReadError, read_shot_frames
     from manifests.media import write_mp4
+    from manifests.sampling import sample_indices
 
     folder, found = manifest_dir / "keyframes" / "previews", {}
     for shot in shots.to_dict("records"):

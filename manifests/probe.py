@@ -10,7 +10,7 @@ import av
 import numpy as np
 
 from manifests.frames import VideoReadError, open_video
-from manifests.schema import Status, shot_id
+from manifests.schema import ShotRecord, Status, VideoRecord, shot_id
 from manifests.store import absolute, location, open_input
 
 _SAMPLE_BYTES = 1 << 20
@@ -39,6 +39,12 @@ def fingerprint(path: str) -> str:
 def path_id(path: str) -> str:
     """Id for a row about a file that could not be read (so its content has no fingerprint)."""
     return "path-" + hashlib.blake2b(absolute(path).encode(), digest_size=8).hexdigest()
+
+
+def failed_video(path: str, error: str, stage: str, video_id: str | None = None) -> VideoRecord:
+    """The videos.parquet row of an input that failed before its facts were known (keyed by its path)."""
+    return VideoRecord(video_id=video_id or path_id(path), source_path=absolute(path) if path else "",
+                       status=Status.FAILED, error=error, error_stage=stage)  # fmt: skip
 
 
 @dataclass
@@ -76,46 +82,35 @@ class VideoProbe:
         return f"{self.time_base.numerator}/{self.time_base.denominator}"
 
     def shot_row(self, start: int, end: int, index: int, clip_index: int, detector: str,
-                 reason: str | None = None) -> dict:  # fmt: skip
+                 reason: str | None = None) -> ShotRecord:  # fmt: skip
         """The shots.parquet row of frames [start, end) of this video: the one builder of a shot row
         (the job's reconcile stage and the importer). A `reason` flags it filtered."""
         start_s, end_s = self.frame_seconds(start), self.frame_seconds(end)
         end_pts = int(self.pts[end]) if end < self.num_frames else self.end_pts()
-        return {
-            "video_id": self.video_id, "shot_id": shot_id(self.video_id, start), "shot_index": index,
-            "source_path": self.source_path, "start_frame": start, "end_frame": end, "num_frames": end - start,
-            "start_s": start_s, "end_s": end_s, "duration_s": end_s - start_s,
-            "start_pts": int(self.pts[start]) if self.pts_reliable else None,
-            "end_pts": end_pts if self.pts_reliable else None, "time_base": self.time_base_text, "fps": self.fps,
-            "width": self.width, "height": self.height, "rotation": self.rotation, "clip_index": clip_index,
-            "detector": detector, "status": Status.FILTERED if reason else Status.OK, "filter_reason": reason,
-        }  # fmt: skip
+        return ShotRecord(
+            video_id=self.video_id, shot_id=shot_id(self.video_id, start), shot_index=index,
+            source_path=self.source_path, start_frame=start, end_frame=end, num_frames=end - start,
+            start_s=start_s, end_s=end_s, duration_s=end_s - start_s,
+            start_pts=int(self.pts[start]) if self.pts_reliable else None,
+            end_pts=end_pts if self.pts_reliable else None, time_base=self.time_base_text, fps=self.fps,
+            width=self.width, height=self.height, rotation=self.rotation, clip_index=clip_index,
+            detector=detector, status=Status.FILTERED if reason else Status.OK, filter_reason=reason,
+        )  # fmt: skip
 
     def end_pts(self) -> int:
         """PTS just after the last frame."""
         return int(self.pts[0]) + round(self.duration_s / self.time_base)
 
-    def row(self) -> dict:
-        return {
-            "video_id": self.video_id,
-            "source_path": self.source_path,
-            "size_bytes": self.size_bytes,
-            "container": self.container,
-            "codec": self.codec,
-            "pix_fmt": self.pix_fmt,
-            "width": self.width,
-            "height": self.height,
-            "coded_width": self.coded_width,
-            "coded_height": self.coded_height,
-            "rotation": self.rotation,
-            "fps": self.fps,
-            "variable_fps": self.variable_fps,
-            "num_frames": self.num_frames,
-            "duration_s": self.duration_s,
-            "time_base": self.time_base_text,
-            "has_audio": self.has_audio,
-            "video_stream": self.video_stream,
-        }
+    def video_record(self, status: Status, **outcome) -> VideoRecord:
+        """The videos.parquet row of this video: its facts, and `outcome` (num_clips, num_shots,
+        processing_s, error, error_stage): the one builder of a probed video's row."""
+        return VideoRecord(
+            video_id=self.video_id, source_path=self.source_path, status=status, size_bytes=self.size_bytes,
+            container=self.container, codec=self.codec, pix_fmt=self.pix_fmt, width=self.width, height=self.height,
+            coded_width=self.coded_width, coded_height=self.coded_height, rotation=self.rotation, fps=self.fps,
+            variable_fps=self.variable_fps, num_frames=self.num_frames, duration_s=self.duration_s,
+            time_base=self.time_base_text, has_audio=self.has_audio, video_stream=self.video_stream, **outcome,
+        )  # fmt: skip
 
 
 def _is_variable(deltas: np.ndarray, time_base: Fraction) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field, fields, make_dataclass
 from enum import StrEnum
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
@@ -29,168 +31,245 @@ class Status(StrEnum):
 STATUS_OK, STATUS_FILTERED, STATUS_FAILED = Status.OK, Status.FILTERED, Status.FAILED
 
 
-def _schema(name: str, fields: list[pa.Field]) -> pa.Schema:
-    return pa.schema(fields, metadata={"schema_version": str(SCHEMA_VERSION), "table": name})
+# --- records: one typed row per table; each table's pyarrow schema is derived from its record ----
 
 
-VIDEOS = _schema(
-    "videos",
-    [
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("source_path", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("error", pa.string()),
-        pa.field("error_stage", pa.string()),
-        pa.field("size_bytes", pa.int64()),
-        pa.field("container", pa.string()),
-        pa.field("codec", pa.string()),
-        pa.field("pix_fmt", pa.string()),
-        pa.field("width", pa.int32()),  # displayed width, after rotation
-        pa.field("height", pa.int32()),  # displayed height, after rotation
-        pa.field("coded_width", pa.int32()),
-        pa.field("coded_height", pa.int32()),
-        pa.field("rotation", pa.int16()),  # degrees counter-clockwise to display upright
-        pa.field("fps", pa.float64()),  # average frame rate over the whole stream
-        pa.field("variable_fps", pa.bool_()),
-        pa.field("num_frames", pa.int64()),
-        pa.field("duration_s", pa.float64()),
-        pa.field("time_base", pa.string()),  # e.g. "1/15360": unit of every *_pts column
-        pa.field("has_audio", pa.bool_()),
-        pa.field("video_stream", pa.int32()),  # the stream frames come from (cover art and stills skipped)
-        pa.field("num_clips", pa.int32()),
-        pa.field("num_shots", pa.int32()),
-        pa.field("processing_s", pa.float64()),
-    ],
-)
+def column(arrow: pa.DataType, *, required: bool = False):
+    """A record field stored as `arrow`; `required` fields have no default and may never be null."""
+    metadata = {"arrow": arrow, "required": required}
+    return field(metadata=metadata) if required else field(default=None, metadata=metadata)
 
-CLIPS = _schema(
-    "clips",
-    [
-        pa.field("clip_id", pa.string(), nullable=False),
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("clip_index", pa.int32(), nullable=False),
-        pa.field("start_frame", pa.int64(), nullable=False),  # owned range, inclusive
-        pa.field("end_frame", pa.int64(), nullable=False),  # owned range, exclusive
-        pa.field("decode_start_frame", pa.int64()),  # owned range plus overlap
-        pa.field("decode_end_frame", pa.int64()),
-        pa.field("start_s", pa.float64()),
-        pa.field("end_s", pa.float64()),
-        pa.field("num_cuts", pa.int32()),
-        pa.field("frames_decoded", pa.int64()),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("error", pa.string()),
-        pa.field("processing_s", pa.float64()),
-    ],
-)
 
-SHOTS = _schema(
-    "shots",
-    [
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("shot_id", pa.string(), nullable=False),
-        pa.field("shot_index", pa.int32(), nullable=False),
-        pa.field("source_path", pa.string(), nullable=False),
-        pa.field("start_frame", pa.int64(), nullable=False),  # inclusive, source timeline
-        pa.field("end_frame", pa.int64(), nullable=False),  # exclusive, source timeline
-        pa.field("num_frames", pa.int64(), nullable=False),
-        pa.field("start_s", pa.float64(), nullable=False),  # from PTS, relative to stream start
-        pa.field("end_s", pa.float64(), nullable=False),
-        pa.field("duration_s", pa.float64(), nullable=False),
-        pa.field("start_pts", pa.int64()),  # PTS of start_frame, in the video's time_base
-        pa.field("end_pts", pa.int64()),  # PTS of end_frame (or end of stream)
-        pa.field("time_base", pa.string()),
-        pa.field("fps", pa.float64(), nullable=False),
-        pa.field("width", pa.int32(), nullable=False),
-        pa.field("height", pa.int32(), nullable=False),
-        pa.field("rotation", pa.int16()),
-        pa.field("clip_index", pa.int32()),  # clip that owns the shot's first frame
-        pa.field("detector", pa.string()),
-        pa.field("keyframe_frame", pa.int64()),
-        pa.field("keyframe_path", pa.string()),  # relative to the manifest directory
-        pa.field("status", pa.string(), nullable=False),  # ok | filtered
-        pa.field("filter_reason", pa.string()),
-    ],
-)
+class Record:
+    """A row of one table: typed fields, built by keyword, with the mapping access the rows of pandas
+    and plain dicts have (`row["shot_id"]`, `row.get(...)`), so every reader takes either."""
 
-SHOT_EMBEDDINGS = _schema(
-    "shot_embeddings",
-    [
-        pa.field("shot_id", pa.string(), nullable=False),
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("clip_index", pa.int32()),
-        pa.field("embedder", pa.string(), nullable=False),  # e.g. "viclip-l14", "clip", "color-layout"
-        pa.field("checkpoint_hash", pa.string()),  # content hash of the weights (null: weight-free)
-        pa.field("frames", pa.list_(pa.int64())),  # source frames the embedding was computed from
-        # Written as a fixed-size list (float16) of the embedder's dimension; read back as a list.
-        # Null when status is failed.
-        pa.field("embedding", pa.list_(pa.float16())),
-        pa.field("status", pa.string()),  # ok | failed (null in tables written before: ok)
-        pa.field("error", pa.string()),
-        pa.field("error_stage", pa.string()),
-    ],
-)
+    __slots__ = ()
+    TABLE: ClassVar[str]
 
-COMBINATIONS = _schema(
-    "combinations",
-    [
-        pa.field("combination_id", pa.string(), nullable=False),  # hash of the ordered shot ids
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("group", pa.string()),  # the clip (or whole video) the shots were drawn from
-        pa.field("shot_ids", pa.list_(pa.string()), nullable=False),  # in time order
-        pa.field("pair_scores", pa.list_(pa.float32())),  # raw cosine of each pair (i<j, row-major)
-        pa.field("pair_calibrated", pa.list_(pa.float32())),  # the same, calibrated (z-score in the group)
-        pa.field("min_relevance", pa.float32()),  # min calibrated pair score
-        pa.field("mean_relevance", pa.float32()),  # mean calibrated pair score
-        pa.field("min_raw", pa.float32()),
-        pa.field("mean_raw", pa.float32()),
-        pa.field("total_frames", pa.int64()),
-        pa.field("embedder", pa.string()),
-        pa.field("status", pa.string(), nullable=False),  # ok | filtered (with --keep-all)
-        pa.field("filter_reason", pa.string()),
-    ],
-)
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self.names():
+            raise KeyError(f"{key!r} is not a column of table {self.TABLE}")
+        setattr(self, key, value)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.names()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.names() else default
+
+    def keys(self) -> tuple[str, ...]:
+        return self.names()
+
+    def values(self) -> list[Any]:
+        return [getattr(self, name) for name in self.names()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(name, getattr(self, name)) for name in self.names()]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.names()}
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        names = cls.__dict__.get("_names")
+        if names is None:
+            names = tuple(f.name for f in fields(cls))
+            type.__setattr__(cls, "_names", names)
+        return names
+
+    @classmethod
+    def schema(cls) -> pa.Schema:
+        """The table's pyarrow schema, in field order, with the version and table name as metadata."""
+        columns = [pa.field(f.name, f.metadata["arrow"], nullable=not f.metadata["required"]) for f in fields(cls)]
+        return pa.schema(columns, metadata={"schema_version": str(SCHEMA_VERSION), "table": cls.TABLE})
+
+
+def record(table: str):
+    """A record class of `table`: a keyword-only dataclass with slots."""
+
+    def wrap(cls):
+        cls.TABLE = table
+        return dataclass(kw_only=True, slots=True)(cls)
+
+    return wrap
+
+
+@record("videos")
+class VideoRecord(Record):
+    video_id: str = column(pa.string(), required=True)
+    source_path: str = column(pa.string(), required=True)
+    status: Status = column(pa.string(), required=True)
+    error: str | None = column(pa.string())
+    error_stage: str | None = column(pa.string())
+    size_bytes: int | None = column(pa.int64())
+    container: str | None = column(pa.string())
+    codec: str | None = column(pa.string())
+    pix_fmt: str | None = column(pa.string())
+    width: int | None = column(pa.int32())  # displayed width, after rotation
+    height: int | None = column(pa.int32())  # displayed height, after rotation
+    coded_width: int | None = column(pa.int32())
+    coded_height: int | None = column(pa.int32())
+    rotation: int | None = column(pa.int16())  # degrees counter-clockwise to display upright
+    fps: float | None = column(pa.float64())  # average frame rate over the whole stream
+    variable_fps: bool | None = column(pa.bool_())
+    num_frames: int | None = column(pa.int64())
+    duration_s: float | None = column(pa.float64())
+    time_base: str | None = column(pa.string())  # e.g. "1/15360": unit of every *_pts column
+    has_audio: bool | None = column(pa.bool_())
+    video_stream: int | None = column(pa.int32())  # the stream frames come from (cover art and stills skipped)
+    num_clips: int | None = column(pa.int32())
+    num_shots: int | None = column(pa.int32())
+    processing_s: float | None = column(pa.float64())
+
+
+@record("clips")
+class ClipRecord(Record):
+    clip_id: str = column(pa.string(), required=True)
+    video_id: str = column(pa.string(), required=True)
+    clip_index: int = column(pa.int32(), required=True)
+    start_frame: int = column(pa.int64(), required=True)  # owned range, inclusive
+    end_frame: int = column(pa.int64(), required=True)  # owned range, exclusive
+    decode_start_frame: int | None = column(pa.int64())  # owned range plus overlap
+    decode_end_frame: int | None = column(pa.int64())
+    start_s: float | None = column(pa.float64())
+    end_s: float | None = column(pa.float64())
+    num_cuts: int | None = column(pa.int32())
+    frames_decoded: int | None = column(pa.int64())
+    status: Status = column(pa.string(), required=True)
+    error: str | None = column(pa.string())
+    processing_s: float | None = column(pa.float64())
+
+
+@record("shots")
+class ShotRecord(Record):
+    video_id: str = column(pa.string(), required=True)
+    shot_id: str = column(pa.string(), required=True)
+    shot_index: int = column(pa.int32(), required=True)
+    source_path: str = column(pa.string(), required=True)
+    start_frame: int = column(pa.int64(), required=True)  # inclusive, source timeline
+    end_frame: int = column(pa.int64(), required=True)  # exclusive, source timeline
+    num_frames: int = column(pa.int64(), required=True)
+    start_s: float = column(pa.float64(), required=True)  # from PTS, relative to stream start
+    end_s: float = column(pa.float64(), required=True)
+    duration_s: float = column(pa.float64(), required=True)
+    start_pts: int | None = column(pa.int64())  # PTS of start_frame, in the video's time_base
+    end_pts: int | None = column(pa.int64())  # PTS of end_frame (or end of stream)
+    time_base: str | None = column(pa.string())
+    fps: float = column(pa.float64(), required=True)
+    width: int = column(pa.int32(), required=True)
+    height: int = column(pa.int32(), required=True)
+    rotation: int | None = column(pa.int16())
+    clip_index: int | None = column(pa.int32())  # clip that owns the shot's first frame
+    detector: str | None = column(pa.string())
+    keyframe_frame: int | None = column(pa.int64())
+    keyframe_path: str | None = column(pa.string())  # relative to the manifest directory
+    status: Status = column(pa.string(), required=True)  # ok | filtered
+    filter_reason: str | None = column(pa.string())
+
+
+@record("shot_embeddings")
+class ShotEmbeddingRecord(Record):
+    shot_id: str = column(pa.string(), required=True)
+    video_id: str = column(pa.string(), required=True)
+    clip_index: int | None = column(pa.int32())
+    embedder: str = column(pa.string(), required=True)  # e.g. "viclip-l14", "clip", "color-layout"
+    checkpoint_hash: str | None = column(pa.string())  # content hash of the weights (null: weight-free)
+    frames: list[int] | None = column(pa.list_(pa.int64()))  # source frames the embedding was computed from
+    # Written as a fixed-size list (float16) of the embedder's dimension; read back as a list.
+    # Null when status is failed.
+    embedding: Any = column(pa.list_(pa.float16()))
+    status: Status | None = column(pa.string())  # ok | failed (null in tables written before: ok)
+    error: str | None = column(pa.string())
+    error_stage: str | None = column(pa.string())
+
+
+@record("combinations")
+class CombinationRecord(Record):
+    combination_id: str = column(pa.string(), required=True)  # hash of the ordered shot ids
+    video_id: str = column(pa.string(), required=True)
+    group: str | None = column(pa.string())  # the clip (or whole video) the shots were drawn from
+    shot_ids: list[str] = column(pa.list_(pa.string()), required=True)  # in time order
+    pair_scores: list[float] | None = column(pa.list_(pa.float32()))  # raw cosine of each pair (i<j, row-major)
+    pair_calibrated: list[float] | None = column(pa.list_(pa.float32()))  # the same, calibrated (z-score in the group)
+    min_relevance: float | None = column(pa.float32())  # min calibrated pair score
+    mean_relevance: float | None = column(pa.float32())  # mean calibrated pair score
+    min_raw: float | None = column(pa.float32())
+    mean_raw: float | None = column(pa.float32())
+    total_frames: int | None = column(pa.int64())
+    embedder: str | None = column(pa.string())
+    status: Status = column(pa.string(), required=True)  # ok | filtered (with --keep-all)
+    filter_reason: str | None = column(pa.string())
+
 
 # Annotation statuses (Gemini): ok, or why a combination has no usable captions.
 ANNOTATION_STATUSES = ("ok", "invalid", "blocked", "truncated", "error", "unannotated", "failed")
 
 _CHARACTER = pa.struct([pa.field("name", pa.string()), pa.field("description", pa.string())])
-_ANNOTATION_FIELDS = [
-    pa.field("model", pa.string()),
-    pa.field("prompt_version", pa.string()),
-    pa.field("input_mode", pa.string()),  # video | frames
-    pa.field("status", pa.string(), nullable=False),  # one of ANNOTATION_STATUSES
-    pa.field("error", pa.string()),
-    pa.field("error_stage", pa.string()),  # media | request, when the item failed
-    pa.field("requests", pa.int32()),  # paid requests this row cost (0 when served from the cache)
-    pa.field("prompt_tokens", pa.int64()),
-    pa.field("output_tokens", pa.int64()),  # reply tokens, thinking excluded
-    pa.field("thinking_tokens", pa.int64()),  # Gemini 2.5 thoughts, billed as output
-    pa.field("from_cache", pa.bool_()),  # the reply was paid in an earlier run; this run cost nothing
-]
 
-ANNOTATIONS = _schema(
-    "annotations",
-    [
-        pa.field("combination_id", pa.string(), nullable=False),
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("shot_ids", pa.list_(pa.string())),
-        pa.field("captions", pa.list_(pa.string())),  # one per shot, in order
-        pa.field("characters", pa.list_(_CHARACTER)),  # ActorK and the description repeated in captions
-        pa.field("background", pa.string()),
-        *_ANNOTATION_FIELDS,
-    ],
-)
 
-SHOT_CAPTIONS = _schema(
-    "shot_captions",
-    [
-        pa.field("shot_id", pa.string(), nullable=False),
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("caption", pa.string()),
-        pa.field("characters", pa.list_(_CHARACTER)),
-        pa.field("background", pa.string()),
-        *_ANNOTATION_FIELDS,
-    ],
+def _reply_fields() -> list[tuple]:
+    """What every annotation row records about its reply, after its own columns (fresh fields each call)."""
+    return [
+        ("model", str | None, column(pa.string())),
+        ("prompt_version", str | None, column(pa.string())),
+        ("input_mode", str | None, column(pa.string())),  # video | frames
+        ("status", Status, column(pa.string(), required=True)),  # one of ANNOTATION_STATUSES
+        ("error", str | None, column(pa.string())),
+        ("error_stage", str | None, column(pa.string())),  # media | request, when the item failed
+        ("requests", int | None, column(pa.int32())),  # paid requests this row cost (0 when served from the cache)
+        ("prompt_tokens", int | None, column(pa.int64())),
+        ("output_tokens", int | None, column(pa.int64())),  # reply tokens, thinking excluded
+        ("thinking_tokens", int | None, column(pa.int64())),  # Gemini 2.5 thoughts, billed as output
+        ("from_cache", bool | None, column(pa.bool_())),  # paid in an earlier run; this run cost nothing
+    ]
+
+
+def _annotation_record(name: str, table: str, own: list[tuple]) -> type[Record]:
+    cls = make_dataclass(name, own + _reply_fields(), bases=(Record,), kw_only=True, slots=True)
+    cls.TABLE, cls.__module__ = table, __name__
+    return cls
+
+
+AnnotationRecord = _annotation_record("AnnotationRecord", "annotations", [
+    ("combination_id", str, column(pa.string(), required=True)),
+    ("video_id", str, column(pa.string(), required=True)),
+    ("shot_ids", list[str] | None, column(pa.list_(pa.string()))),
+    ("captions", list[str] | None, column(pa.list_(pa.string()))),  # one per shot, in order
+    ("characters", list[dict] | None, column(pa.list_(_CHARACTER))),  # ActorK and the description repeated in captions
+    ("background", str | None, column(pa.string())),
+])  # fmt: skip
+
+ShotCaptionRecord = _annotation_record("ShotCaptionRecord", "shot_captions", [
+    ("shot_id", str, column(pa.string(), required=True)),
+    ("video_id", str, column(pa.string(), required=True)),
+    ("caption", str | None, column(pa.string())),
+    ("characters", list[dict] | None, column(pa.list_(_CHARACTER))),
+    ("background", str | None, column(pa.string())),
+])  # fmt: skip
+
+
+# One record type per table, in the order of the pipeline.
+RECORDS: dict[str, type[Record]] = {
+    cls.TABLE: cls
+    for cls in (
+        VideoRecord,
+        ClipRecord,
+        ShotRecord,
+        ShotEmbeddingRecord,
+        CombinationRecord,
+        AnnotationRecord,
+        ShotCaptionRecord,
+    )  # fmt: skip
+}
+
+VIDEOS, CLIPS, SHOTS, SHOT_EMBEDDINGS, COMBINATIONS, ANNOTATIONS, SHOT_CAPTIONS = (
+    cls.schema() for cls in RECORDS.values()
 )
 
 # The statuses each table may hold, checked whenever a table is written.
@@ -204,15 +283,7 @@ TABLE_STATUSES: dict[str, frozenset[str]] = {
     "shot_captions": frozenset(ANNOTATION_STATUSES),
 }
 
-TABLES: dict[str, pa.Schema] = {
-    "videos": VIDEOS,
-    "clips": CLIPS,
-    "shots": SHOTS,
-    "shot_embeddings": SHOT_EMBEDDINGS,
-    "combinations": COMBINATIONS,
-    "annotations": ANNOTATIONS,
-    "shot_captions": SHOT_CAPTIONS,
-}
+TABLES: dict[str, pa.Schema] = {name: cls.schema() for name, cls in RECORDS.items()}
 
 
 # --- row rules -----------------------------------------------------------------------------------
@@ -301,6 +372,11 @@ ROW_RULES = _LazyRules()
 def shot_id(video_id: str, start_frame: int) -> str:
     """A shot's id: its video and first frame (stable across re-runs, sortable in time order)."""
     return f"{video_id}_{start_frame:07d}"
+
+
+def clip_id(video_id: str, clip_index: int) -> str:
+    """A clip's id: its video and its index in the video."""
+    return f"{video_id}_c{clip_index:03d}"
 
 
 def combination_id(shot_ids: list[str]) -> str:

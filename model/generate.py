@@ -46,7 +46,8 @@ def read_video(path: Path, num_frames: int, height: int, width: int, seed: int =
     """num_frames frames of a context video, as the official expansion script picks them: the largest
     stride <= max_stride at which they fit, from a start drawn with `seed`; each frame scaled to
     cover height x width and centre-cropped."""
-    from manifests.frames import max_stride_window, video_frames
+    from manifests.frames import video_frames
+    from manifests.sampling import max_stride_window
 
     frames = []
     for frame in video_frames(path):  # the video stream (cover art skipped), in presentation order

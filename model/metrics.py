@@ -1,4 +1,10 @@
-"""Multi-shot metrics of the field (HoloCine, ShotStream, MultiShotMaster), as pure functions.
+"""The metrics, as pure functions: the paper's (Table 1) and the field's multi-shot ones (HoloCine,
+ShotStream, MultiShotMaster). `training/evaluate.py` and validation compute them on videos.
+
+- `visual_consistency`: the mean pairwise cosine x 100 between a video's scene embeddings
+  (`scene_embedding`: the normalised mean of a scene's normalised frame embeddings);
+  `semantic_consistency`: each scene's cosine x 100 with its prompt's text embedding.
+- `frechet_distance`: FVD's distance between Gaussian fits of two feature sets.
 
 - `shot_cut_accuracy`: does a generated video cut where its scenes change, and only there.
   HoloCine's SCA = exp(-NSD), NSD = (E_matched + E_penalty) / F_total: detected cuts are matched one
@@ -16,10 +22,17 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 ACTOR = re.compile(r"\bActor\d+\b")
 
@@ -158,3 +171,37 @@ def intra_shot_consistency(frame_embeddings_per_scene: Sequence) -> float:
     if not count:
         raise ValueError("intra-shot consistency needs scenes of at least two frames")
     return 100.0 * total / count
+
+
+# --- the paper's metrics (Table 1): visual, semantic and sequence consistency, and FVD --------------
+
+
+def scene_embedding(frame_embeddings: torch.Tensor) -> torch.Tensor:
+    """Mean of L2-normalised frame embeddings, normalised again (a unit vector per scene)."""
+    from torch.nn.functional import normalize
+
+    return normalize(normalize(frame_embeddings, dim=-1).mean(0), dim=0)
+
+
+def visual_consistency(scenes: list[torch.Tensor]) -> float:
+    """Mean pairwise cosine x 100 between scene embeddings (unit vectors)."""
+    pairs = list(itertools.combinations(range(len(scenes)), 2))
+    if not pairs:
+        return 100.0
+    return float(np.mean([float(scenes[i] @ scenes[j]) for i, j in pairs]) * 100)
+
+
+def semantic_consistency(scenes: list[torch.Tensor], texts: torch.Tensor) -> list[float]:
+    """Per-scene CLIP score x 100: cosine between scene embedding and its prompt's text embedding."""
+    return [float(scene @ text) * 100 for scene, text in zip(scenes, texts)]
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to feature sets a (N, D) and b (M, D)."""
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    root = linalg.sqrtm(cov_a @ cov_b)
+    root = (root[0] if isinstance(root, tuple) else root).real  # older SciPy also returned an error estimate
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))

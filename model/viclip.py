@@ -10,7 +10,7 @@ Official layout (`ViClip-InternVid-10M-FLT.pth`, state dict under "model"; the H
 The vision tower is a CLIP ViT whose patch embedding is a (1, p, p) Conv3d and which adds a learned
 temporal embedding, then attends jointly over all frames' patches (spatio-temporal attention).
 Preprocessing as the official demo: 8 frames, every (n // 8)-th from the first
-(`viclip_frame_indices`), resized to 224x224 with OpenCV bilinear, scaled to [0, 1] and normalised
+(`manifests.sampling.viclip_frame_indices`), resized to 224x224 with OpenCV bilinear, scaled to [0, 1] and normalised
 with mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225) (`preprocess_frames`).
 
     model = ViCLIP.from_checkpoint("ViClip-InternVid-10M-FLT.pth", tokenizer="bpe_simple_vocab_16e6.txt.gz")
@@ -272,18 +272,6 @@ def config_from_state_dict(state: dict[str, torch.Tensor], where) -> ViCLIPConfi
 def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
     expected = set(model.state_dict())
     return sorted(expected - state.keys()), sorted(state.keys() - expected)
-
-
-def viclip_frame_indices(num_frames: int, count: int = 8) -> list[int]:
-    """The frames the official ViCLIP demo feeds the model: every (n // count)-th frame from the
-    first, the first `count` of them. Shots shorter than `count` frames (which the official code
-    rejects) repeat frames evenly instead."""
-    if num_frames <= 0:
-        raise ValueError("a shot needs at least one frame")
-    step = num_frames // count
-    if step == 0:
-        return [i * num_frames // count for i in range(count)]
-    return list(range(0, num_frames, step))[:count]
 
 
 def preprocess_frames(frames: np.ndarray, size: int = 224) -> torch.Tensor:

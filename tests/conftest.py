@@ -1,12 +1,26 @@
-"""Shared fixtures: real H.264 videos with known cuts, generated once per test session."""
+"""Shared fixtures, each built once per session: real H.264 videos with known cuts, a local Ray, a
+curated and captioned manifest, tiny models, a local S3 endpoint, TransNetV2."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+import torch
+from torch import nn
 
 from curation.samples import write_synthetic_video
+from manifests import read_table, write_part
+from manifests.io import table_path
+from model.tiny import build_tiny_model
+from model.transnetv2 import TransNetV2Detector
+from tests.support.curation_reference import write_videos
+from tests.support.manifests import shot
+from tests.support.s3_server import s3_server
 
 FPS = 24.0
 CLIP_FRAMES = 96  # clip windows of 4 s at 24 fps in tests that split into clips
@@ -39,3 +53,166 @@ def ray_local():
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+# --- fixtures shared by several test modules --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def backbones(tmp_path_factory):
+    """Tiny random CLIP and DINOv2 folders and a TorchScript I3D-style network, saved like the real ones."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Dinov2Config, Dinov2Model
+
+    root = tmp_path_factory.mktemp("backbones")
+    torch.manual_seed(0)
+    words = ["a", "man", "walks", "dog", "runs", "red", "car", "cafe", "rain", "sits"]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{f"{w}</w>": i + 2 for i, w in enumerate(words)}}
+    (root / "clip").mkdir()
+    (root / "clip" / "vocab.json").write_text(json.dumps(vocab))
+    (root / "clip" / "merges.txt").write_text("#version: 0.2\n")
+    clip_config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )  # fmt: skip
+    CLIPModel(clip_config).save_pretrained(root / "clip")
+    CLIPTokenizer(str(root / "clip" / "vocab.json"), str(root / "clip" / "merges.txt")).save_pretrained(root / "clip")
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                             patch_size=8, mlp_ratio=2)).save_pretrained(root / "dino")  # fmt: skip
+
+    class TinyI3D(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(3, 8, kernel_size=3, stride=2)
+            self.head = nn.Linear(8, 6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3, 4)))
+
+    torch.jit.save(torch.jit.script(TinyI3D()), str(root / "i3d.pt"))
+    return root
+
+
+@pytest.fixture
+def parts_manifest(tmp_path):
+    for v in range(30):
+        video_id = f"v{v:03d}"
+        write_part(tmp_path, "shots", video_id, [shot(video_id, s) for s in range(v % 4 + 1)])
+        write_part(tmp_path, "videos", video_id, [{"video_id": video_id, "source_path": f"/data/{video_id}.mp4",
+                                                   "status": "ok"}])  # fmt: skip
+    folder = table_path(tmp_path, "shots")
+    # A part rewritten by a plain pandas round trip (large_string, ints as written by pandas) and an
+    # older one without a nullable column: three file schemas in one table.
+    frame = pd.read_parquet(folder / "part-v007.parquet")
+    frame.to_parquet(folder / "part-v007.parquet", index=False)
+    older = pq.read_table(folder / "part-v011.parquet").drop_columns(["detector"])
+    pq.write_table(older, folder / "part-v011.parquet")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def s3():
+    with s3_server() as env:
+        yield env
+
+
+@pytest.fixture()
+def s3_env(s3, monkeypatch):
+    for key, value in s3.items():
+        monkeypatch.setenv(key, value)
+    return s3
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def bpe_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bpe") / "bpe_simple_vocab_16e6.txt.gz"
+    merges = [
+        "#version: 0.2",
+        "t h",
+        "th e</w>",
+        "a n",
+        "an d</w>",
+        "m a",
+        "ma n</w>",
+        "w a",
+        "l k",
+        "wa lk",
+        "walk s</w>",
+    ]
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(merges) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_videos(tmp_path_factory):
+    return write_videos(tmp_path_factory.mktemp("reference_videos"))
+
+
+@pytest.fixture(scope="session")
+def manifest(tmp_path_factory, ray_local):
+    """Curated from 4 generated videos, with hand-written captions marked ok (as Gemini would return)."""
+    from curation.run import main as curate
+
+    root = tmp_path_factory.mktemp("train")
+    videos = [write_synthetic_video(root / "videos" / f"v{i}.mp4", [60, 72, 66], fps=24.0, size=(64, 48), seed=10 + i)
+              for i in range(4)]  # fmt: skip
+    out = root / "manifest"
+    assert curate(["--input", str(root / "videos"), "--output", str(out), "--within", "video",
+                   "--min-relevance", "-10", "--min-shot-frames", "25", "--caption-shots"]) == 0  # fmt: skip
+    shots = read_table(out, "shots")
+    for video_id, part in shots.groupby("video_id"):
+        write_part(out, "shot_captions", video_id, [
+            {"shot_id": s, "video_id": video_id, "caption": f"shot {i} of a man walking", "status": "ok"}
+            for i, s in enumerate(part["shot_id"])])  # fmt: skip
+    combos = read_table(out, "combinations")
+    for video_id, part in combos.groupby("video_id"):
+        write_part(out, "annotations", video_id, [
+            {"combination_id": c.combination_id, "video_id": video_id, "shot_ids": list(c.shot_ids),
+             "captions": [f"Actor1 (a man) scene {k}" for k in range(len(c.shot_ids))], "status": "ok"}
+            for c in part.itertuples()])  # fmt: skip
+    assert len(videos) == 4 and len(combos) >= 2
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def detector():
+    return TransNetV2Detector.load()
+
+
+@pytest.fixture(scope="session")
+def transition_video(tmp_path_factory):
+    from curation.samples import write_transition_video
+
+    return write_transition_video(
+        tmp_path_factory.mktemp("transitions") / "transitions.mp4", [70, 60, 80, 60, 70, 80],
+        [("cut", 0), ("dissolve", 24), ("cut", 0), ("dissolve", 30), ("cut", 0)], size=(160, 90),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stages_travel_by_value(request):
+    """Ray workers cannot import test modules: stages defined in the test module (and the crash
+    stages) travel pickled by value while its tests run."""
+    import ray.cloudpickle
+
+    from tests.support import crash_stages
+
+    modules = (request.module, crash_stages)
+    for module in modules:
+        ray.cloudpickle.register_pickle_by_value(module)
+    yield
+    for module in modules:
+        ray.cloudpickle.unregister_pickle_by_value(module)

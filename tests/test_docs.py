@@ -134,3 +134,19 @@ def test_no_function_over_80_lines_outside_model(package):
                     f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
                 )
     assert not long, "; ".join(long)
+
+
+@pytest.mark.parametrize("package", ["manifests", "model", "curation", "training"])
+def test_every_module_has_a_direct_test_in_the_mirrored_tree(package):
+    """tests/<package>/test_<module>.py exists for every module and imports it (or runs it as a command)."""
+    missing = []
+    for source in sorted((REPO / package).glob("*.py")):
+        if source.stem in ("__init__", "__main__"):
+            continue
+        test = REPO / "tests" / package / f"test_{source.stem}.py"
+        module = f"{package}.{source.stem}"
+        text = test.read_text() if test.is_file() else ""
+        if not re.search(rf"(from {re.escape(module)} import|import {re.escape(module)}\b|-m\", \"{re.escape(module)}\"|"
+                         rf"{package}/{source.stem}\.py|{re.escape(module)}\.)", text):  # fmt: skip
+            missing.append(f"{test.relative_to(REPO)} (for {package}/{source.name})")
+    assert not missing, "modules without a direct test: " + ", ".join(missing)

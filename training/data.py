@@ -22,8 +22,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from manifests.frames import VideoReadError, max_stride_window, read_shot_frames
+from manifests.frames import VideoReadError, read_shot_frames
 from manifests.io import ManifestError, check_finite, read_table
+from manifests.sampling import max_stride_window, middle_window
 from manifests.schema import Status
 from manifests.store import location
 from training.config import DataConfig
@@ -53,14 +54,8 @@ class Scene:
 def frame_plan(shot_frames: int, fps: float, config: DataConfig, frames: int | None = None) -> tuple[int, int] | None:
     """(start, stride) of the middle window of `frames` (default num_frames), or None when the shot
     is too short even at stride 1."""
-    frames = frames or config.num_frames
     stride = max(1, min(config.max_stride, round(fps / config.target_fps)))
-    while stride >= 1:
-        span = (frames - 1) * stride + 1
-        if span <= shot_frames:
-            return (shot_frames - span) // 2, stride
-        stride -= 1
-    return None
+    return middle_window(shot_frames, frames or config.num_frames, stride)
 
 
 def scene_frame_count(shot_frames: int, fps: float, config: DataConfig) -> int:

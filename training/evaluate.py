@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import itertools
 import json
 import math
 import sys
@@ -38,34 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def scene_embedding(frame_embeddings: torch.Tensor) -> torch.Tensor:
-    """Mean of L2-normalised frame embeddings, normalised again (a unit vector per scene)."""
-    return torch.nn.functional.normalize(torch.nn.functional.normalize(frame_embeddings, dim=-1).mean(0), dim=0)
-
-
-def visual_consistency(scenes: list[torch.Tensor]) -> float:
-    """Mean pairwise cosine x 100 between scene embeddings (unit vectors)."""
-    pairs = list(itertools.combinations(range(len(scenes)), 2))
-    if not pairs:
-        return 100.0
-    return float(np.mean([float(scenes[i] @ scenes[j]) for i, j in pairs]) * 100)
-
-
-def semantic_consistency(scenes: list[torch.Tensor], texts: torch.Tensor) -> list[float]:
-    """Per-scene CLIP score x 100: cosine between scene embedding and its prompt's text embedding."""
-    return [float(scene @ text) * 100 for scene, text in zip(scenes, texts)]
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to feature sets a (N, D) and b (M, D)."""
-    from scipy import linalg
-
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    root = linalg.sqrtm(cov_a @ cov_b)
-    root = (root[0] if isinstance(root, tuple) else root).real  # older SciPy also returned an error estimate
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+from model.metrics import frechet_distance, scene_embedding, semantic_consistency, visual_consistency
 
 
 @dataclass
@@ -78,7 +50,8 @@ class Story:
 
 def read_frames(path: Path, count: int | None = None, span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """Frames of a video (all, or `count` uniformly spread over the given fraction of it)."""
-    from manifests.frames import sample_indices, to_rgb, video_frames
+    from manifests.frames import to_rgb, video_frames
+    from manifests.sampling import sample_indices
 
     frames = [to_rgb(frame, 0) for frame in video_frames(path)]
     if not frames:
@@ -263,7 +236,8 @@ def viclip_scores(viclip, frames: list[np.ndarray], prompts: list[str] | None) -
     """ViCLIP, a video encoder, as a consistency backbone: one embedding per scene (its 8 frames by the
     official demo's rule), so visual and inter-shot consistency compare scenes as clips; intra-shot is
     the cosine between the embeddings of a scene's first and second half."""
-    from model.viclip import preprocess_frames, viclip_frame_indices
+    from manifests.sampling import viclip_frame_indices
+    from model.viclip import preprocess_frames
 
     size, count = viclip.config.image_size, viclip.config.num_frames
 

@@ -30,28 +30,26 @@ def train(config: TrainConfig) -> dict:
 
 
 class Parser(argparse.ArgumentParser):
-    """Errors as one short usage line and the error last; a flag that is a config key is named as one."""
+    """Errors as one short usage line and the error last."""
 
     def error(self, message: str):
-        unknown = message.split("unrecognized arguments: ", 1)[-1].split() if "unrecognized" in message else []
-        flags = [a for a in unknown if a.startswith("--")]
-        if flags:
-            keys = [key for key, _, _ in config_keys()]
-            flag = flags[0].lstrip("-").split("=")[0].replace("-", "_")
-            argv = getattr(self, "argv", unknown)
-            position = argv.index(flags[0]) if flags[0] in argv else len(argv)
-            if "=" in flags[0]:
-                value = flags[0].split("=", 1)[1]
-            elif position + 1 < len(argv) and not argv[position + 1].startswith("--"):
-                value = argv[position + 1]  # what argparse took for an override
-            else:
-                value = "VALUE"
-            matches = [k for k in keys if k.split(".")[1] == flag]
-            hint = (
-                f" (did you mean {matches[0]}={value}?)" if matches else suggest(flag, [k.split(".")[1] for k in keys])
-            )
-            message = f"unknown flag {flags[0]}: config keys go as section.key=value{hint}; --help-config lists them"
         self.exit(2, f"usage: python training/train.py --config YAML [section.key=value ...]\nerror: {message}\n")
+
+
+def unknown_flag_message(flag: str, argv: list[str]) -> str:
+    """An unknown --flag, named as the config key it probably is (`--lr 1e-5` -> optim.lr=1e-5)."""
+    keys = [key for key, _, _ in config_keys()]
+    name = flag.lstrip("-").split("=")[0].replace("-", "_")
+    position = argv.index(flag) if flag in argv else len(argv)
+    if "=" in flag:
+        value = flag.split("=", 1)[1]
+    elif position + 1 < len(argv) and not argv[position + 1].startswith("--"):
+        value = argv[position + 1]  # what argparse took for an override
+    else:
+        value = "VALUE"
+    matches = [k for k in keys if k.split(".")[1] == name]
+    hint = f" (did you mean {matches[0]}={value}?)" if matches else suggest(name, [k.split(".")[1] for k in keys])
+    return f"unknown flag {flag}: config keys go as section.key=value{hint}; --help-config lists them"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=1e-5 run.max_steps=100")
     parser.add_argument("--help-config", action="store_true", help="list every config key, its default and help")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed
-    parser.argv = list(sys.argv[1:] if argv is None else argv)  # for the error's suggestion
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(argv)
+    flags = [a for a in unknown if a.startswith("--")]
+    if flags:
+        parser.error(unknown_flag_message(flags[0], argv))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.help_config:
         for key, default, text in config_keys():
             print(f"{key:<32} {default:<22} {text}")

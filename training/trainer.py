@@ -6,7 +6,7 @@
 Components, each in its own module: data (`training.data`), encoders or the precomputed store
 (`training.encoding`, `training.batches`), the objective (`training.objective`), the DeepSpeed
 engine (`training.engine`), checkpoints (`training.checkpoint.Checkpointer`), metrics
-(`training.metrics.Metrics`) and validation (`training.validate.Validator`).
+(`training.telemetry.Metrics`) and validation (`training.validate.Validator`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from training.config import TrainConfig
 from training.data import DataError, LayoutBatchSampler, SceneDataset, collate, load_samples
 from training.encoding import LatentStore
 from training.engine import build_engine, setup_distributed
-from training.metrics import Metrics, peak_memory_gib
 from training.objective import conditional_mask
+from training.telemetry import Metrics, peak_memory_gib
 
 
 def transformer_weights(config: TrainConfig) -> Path:

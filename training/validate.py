@@ -15,8 +15,8 @@ import torch
 
 from manifests.media import write_mp4
 from model.clip import ClipEncoder
+from model.metrics import scene_embedding, semantic_consistency, visual_consistency
 from training.config import TrainConfig
-from training.evaluate import scene_embedding, semantic_consistency, visual_consistency
 
 
 class Validator:

@@ -1,0 +1,223 @@
+"""Tests of `curation/detect.py`: shot detection in one clip window with PySceneDetect's detectors,
+and shots from cut lists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from curation.config import DetectorConfig
+from curation.detect import shots_from_cuts
+from curation.samples import write_synthetic_video
+from manifests.probe import probe
+from tests.conftest import CLIP_MINUTES
+from tests.support.detection import assert_cuts_match, detect_all
+from tests.support.transnet import detect
+
+
+class StandIn:
+    """A cheap network with TransNetV2's window contract (100 frames in, the middle 50 out), whose
+    values depend on the whole window: a frame's change against the window's mean change. Tests of
+    the streaming logic (clip boundaries, late cuts) use it; the real network is tested above."""
+
+    def __init__(self, batch_windows: int = 1):
+        self.batch_windows = batch_windows
+
+    def windows(self, batch: torch.Tensor) -> np.ndarray:
+        x = batch.float().mean(dim=(2, 3, 4))  # (B, 100)
+        change = torch.zeros_like(x)
+        change[:, 1:] = (x[:, 1:] - x[:, :-1]).abs()
+        score = change / (change.mean(dim=1, keepdim=True) * 8 + 1e-3)
+        spread = torch.maximum(score, torch.nn.functional.max_pool1d(score[:, None], 5, 1, 2)[:, 0] * 0.9)
+        return torch.stack([score, spread], dim=-1)[:, 25:75].clamp(0, 1).numpy()
+
+
+@pytest.mark.parametrize("kind", ["adaptive", "content"])
+def test_detected_cuts_match_the_known_cuts(multi_shot_video, kind):
+    _, _, cuts = detect_all(multi_shot_video.path, kind=kind)
+    assert_cuts_match(cuts, multi_shot_video.cuts)
+
+
+def test_cuts_near_clip_boundaries_are_found_once_and_spanning_shot_stays_whole(long_video):
+    p, windows, cuts = detect_all(long_video.path, clip_minutes=CLIP_MINUTES)
+    assert len(windows) >= 4  # really split into clips
+    assert_cuts_match(cuts, long_video.cuts)
+    spans = shots_from_cuts(cuts, p.num_frames, 15)
+    boundaries = [w.start_frame for w in windows[1:]]
+    spanning = [s for s in spans if any(s[0] < b < s[1] for b in boundaries)]
+    assert any(abs(a - 95) <= 1 and abs(b - 200) <= 1 for a, b in spanning), spans
+    # Same result as one continuous pass over the whole video.
+    _, _, single_pass = detect_all(long_video.path, clip_minutes=10.0)
+    assert cuts == single_pass
+
+
+def test_shots_cover_the_video_and_respect_minimum_length():
+    assert shots_from_cuts([10, 12, 50], 100, min_scene_frames=5) == [(0, 10), (10, 50), (50, 100)]
+    assert shots_from_cuts([], 7, 15) == [(0, 7)]
+
+
+@pytest.mark.parametrize("kind", ["adaptive", "content"])
+def test_fast_frame_score_is_bit_identical_to_pyscenedetects(kind):
+    from scenedetect import AdaptiveDetector, ContentDetector
+
+    from curation.detect import make_detector
+
+    rng = np.random.default_rng(0)
+    ours = make_detector(DetectorConfig(kind=kind))
+    theirs = AdaptiveDetector() if kind == "adaptive" else ContentDetector()
+    images = [rng.integers(0, 256, (36, 64, 3), dtype=np.uint8) for _ in range(20)]
+    images += [np.full((36, 64, 3), v, np.uint8) for v in (0, 1, 2, 3, 250)]  # near-black and flat frames
+    for i, image in enumerate(images):
+        assert ours._calculate_frame_score(i, image) == theirs._calculate_frame_score(i, image)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p", "yuvj420p"])
+def test_other_pixel_formats_take_pyscenedetects_exact_path(tmp_path, pix_fmt):
+    """Not 8-bit 4:2:0: the detector sees exactly the image PySceneDetect computes (full-size BGR,
+    then its linear resize), so the cuts are PySceneDetect's own."""
+    import av
+    import cv2
+    from scenedetect import AdaptiveDetector, detect
+
+    from curation.detect import DetectionFrames, detection_size
+
+    source = write_synthetic_video(tmp_path / "src.mp4", [40, 55, 30, 45], fps=24.0, size=(640, 360), seed=7)
+    path = tmp_path / f"{pix_fmt}.mkv"
+    with av.open(str(source.path)) as src, av.open(str(path), "w") as dst:
+        stream = dst.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, pix_fmt
+        for frame in src.decode(video=0):
+            for packet in stream.encode(frame.reformat(format=pix_fmt)):
+                dst.mux(packet)
+        for packet in stream.encode(None):
+            dst.mux(packet)
+    ours = DetectionFrames(256)
+    with av.open(str(path)) as container:
+        for frame in list(container.decode(video=0))[:5]:
+            assert frame.format.name == pix_fmt
+            expected = cv2.resize(frame.to_ndarray(format="bgr24"), detection_size(640, 360, 256),
+                                  interpolation=cv2.INTER_LINEAR)  # fmt: skip
+            assert np.array_equal(ours(frame), expected)
+    reference = [scene[0].frame_num for scene in detect(str(path), AdaptiveDetector(), backend="pyav")][1:]
+    assert detect_all(path)[2] == reference
+
+
+def test_the_decode_pass_finds_hard_cuts_exactly_and_keeps_frames_by_the_one_rule(detector, transition_video):
+    """The real network in the decode pass: hard cuts frame-exact, dissolves at their middle (+-2).
+    Cuts come up to ~250 frames late; the frames kept for embedding still follow `pass_frames` and
+    are the pixels a re-decode from the source gives."""
+    from curation.config import DetectorConfig
+    from curation.shot_frames import FrameSpec
+    from manifests.frames import read_shot_frames
+
+    spec = FrameSpec()
+    detector.batch_windows = 1
+    (result,) = detect(transition_video, DetectorConfig(kind="transnetv2"), detector=detector, specs={"embed": spec})
+    assert result.error is None and result.frames_decoded == transition_video.num_frames
+    assert len(result.cuts) == len(transition_video.cuts)
+    for found, true, kind in zip(result.cuts, transition_video.cuts, transition_video.kinds):
+        assert found == true if kind == "cut" else abs(found - true) <= 2, (kind, found, true)
+    p = probe(str(transition_video.path))
+    assert sorted(result.frames.shots) == [0, *result.cuts]
+    for start, kept in result.frames.shots.items():
+        end = result.frames.ends[start]
+        frames = kept["embed"].frames
+        assert frames == spec.pass_frames(start, end)
+        row = {"source_path": str(transition_video.path), "start_frame": start, "end_frame": end,
+               "num_frames": end - start, "start_pts": int(p.pts[start]), "fps": p.fps, "rotation": 0,
+               "time_base": f"{p.time_base.numerator}/{p.time_base.denominator}"}  # fmt: skip
+        again = read_shot_frames(row, indices=[f - start for f in frames], max_side=spec.read_size())
+        assert np.array_equal(again, kept["embed"].images)
+
+
+def test_clip_boundaries_anywhere_give_the_whole_videos_cuts(transition_video):
+    """Windows sit on the absolute frame grid, so a clip predicts what whole-video inference does:
+    the clips' owned cuts, forced edges and transitions together are the single pass's, wherever
+    the boundaries fall (here inside both dissolves), for TransNetV2 and for the combination."""
+    from curation.config import DetectorConfig
+    from curation.detect import shots_from_cuts
+    from curation.split import ClipWindow
+
+    n = transition_video.num_frames
+    for kind, drop, bounds in [("transnetv2", "drop", [0, 140, 252, n]), ("adaptive+transnetv2", "keep", [0, 140, n])]:
+        config = DetectorConfig(kind=kind, transition_frames=drop)
+        (whole,) = detect(transition_video, config, detector=StandIn())
+        windows = [ClipWindow(i, a, b, max(0, a - config.context_frames), min(n, b + config.context_frames))
+                   for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]  # fmt: skip
+        parts = detect(transition_video, config, windows, StandIn())
+        assert len(whole.cuts) >= 3 and (drop == "keep" or whole.transitions), (whole.cuts, whole.transitions)
+        assert sorted(c for r in parts for c in r.cuts) == whole.cuts, kind
+        forced = {c for r in parts for c in r.forced}
+        assert shots_from_cuts([c for r in parts for c in r.cuts], n, 15, forced) == shots_from_cuts(
+            whole.cuts, n, 15, set(whole.forced)
+        )
+        assert sorted(t for r in parts for t in r.transitions) == whole.transitions
+
+
+def test_dropped_transition_frames_become_their_own_filtered_span(detector, transition_video):
+    from curation.config import DetectorConfig
+
+    detector.batch_windows = 1
+    config = DetectorConfig(kind="transnetv2", transition_frames="drop")
+    (result,) = detect(transition_video, config, detector=detector)
+    gradual = [s for s, kind in zip(transition_video.spans, transition_video.kinds) if kind == "dissolve"]
+    assert len(result.transitions) == len(gradual)
+    for (start, end), (true_start, true_end) in zip(result.transitions, gradual):
+        assert start in result.forced and end in result.forced
+        assert abs(start - true_start) <= 3 and abs(end - true_end) <= 3  # the all-frames head's extent
+    hard = [c for c, kind in zip(transition_video.cuts, transition_video.kinds) if kind == "cut"]
+    assert set(hard) <= set(result.cuts) and not set(hard) & set(result.forced)
+    with pytest.raises(ValueError, match="needs --detector transnetv2"):
+        DetectorConfig(kind="adaptive", transition_frames="drop")
+
+
+def test_detection_stage_gets_a_gpu_share_only_where_transnet_runs_and_gpus_exist(monkeypatch):
+    import ray
+
+    from curation.config import CurationConfig
+    from curation.detect import detect_gpus
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8, "GPU": 2})
+    assert detect_gpus(CurationConfig(output="o", shots={"detector": {"kind": "transnetv2"}}).shots) == 0.25
+    assert detect_gpus(CurationConfig(output="o").shots) == 0.0
+    assert (
+        detect_gpus(CurationConfig(output="o", shots={"gpus_per_task": 1, "detector": {"kind": "transnetv2"}}).shots)
+        == 1
+    )
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8})
+    assert detect_gpus(CurationConfig(output="o", shots={"detector": {"kind": "adaptive+transnetv2"}}).shots) == 0.0
+
+
+def test_the_combination_keeps_one_cut_where_both_fire_and_every_cut_only_one_finds():
+    """Streamed in decode order with each detector's own lateness, the merged boundaries equal the
+    offline rule: PySceneDetect's frame where both fire within min_scene_frames (keep mode), and
+    TransNetV2's dropped transitions where --transition-frames drop (its span wins)."""
+    from curation.detect import Boundary, EitherCuts
+
+    class Source:
+        def __init__(self, cuts, late, drop=False, spans=()):
+            self.cuts, self.late, self.drop, self.transitions, self.settled = dict(cuts), late, drop, list(spans), 0
+
+        def feed(self, index, image):
+            self.settled = index + 1 - self.late
+            return [c for at, c in self.cuts.items() if at == index]
+
+        def finish(self, at_end):
+            self.settled = 1 << 62
+            return []
+
+    def run(sd, tn):
+        merged = EitherCuts(sd, tn, 15)
+        out = [b for i in range(400) for b in merged.feed(i, None, None)] + merged.finish(True)
+        return [(b.frame, b.forced) for b in out]
+
+    # scenedetect: cuts at 50, 120 (TransNetV2 says 122), 300; TransNetV2 alone: 200 (a dissolve).
+    sd = {52: Boundary(50), 123: Boundary(120), 302: Boundary(300)}
+    tn = {180: Boundary(122), 260: Boundary(200)}
+    assert run(Source(sd, 17), Source(tn, 253)) == [(50, False), (120, False), (200, False), (300, False)]
+    # drop: TransNetV2's transition [195, 210) wins over PySceneDetect's cut at 203 inside it.
+    sd = {52: Boundary(50), 205: Boundary(203)}
+    tn = {260: Boundary(195, True), 261: Boundary(210, True)}
+    got = run(Source(sd, 17), Source(tn, 253, drop=True, spans=[(195, 210)]))
+    assert got == [(50, False), (195, True), (210, True)]
