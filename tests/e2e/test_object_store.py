@@ -19,8 +19,7 @@ from manifests import read_table
 from manifests.io import BATCH
 from manifests.store import ObjectPath
 from tests.support import REPO
-from tests.support.s3 import sorted_rows
-from tests.support.s3_server import SECRET_KEY, client, make_bucket, upload
+from tests.support.s3_server import SECRET_KEY, client, make_bucket, sorted_rows, upload
 
 
 def curation_command(*extra: str) -> list[str]:

@@ -9,8 +9,7 @@ from manifests import read_table
 from manifests.io import BATCH, tidy_batches, to_arrow, write_batch, write_parquet
 from manifests.schema import TABLES
 from manifests.store import location
-from tests.support.s3 import sorted_rows
-from tests.support.s3_server import make_bucket
+from tests.support.s3_server import make_bucket, sorted_rows
 
 
 def shot_rows(video: str, shots: int) -> list[dict]:

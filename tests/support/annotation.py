@@ -1,3 +1,5 @@
+"""Helpers of the Gemini tests: a client against the fake server, request parts, a job run with captions."""
+
 from __future__ import annotations
 
 from google.genai import types

@@ -1,3 +1,5 @@
+"""Helpers of the shot detection tests: detect a whole video in clip windows, compare cuts with the known ones."""
+
 from __future__ import annotations
 
 from curation.config import DetectorConfig

@@ -1,3 +1,5 @@
+"""Curation runs as the tests start them, and ways to damage a manifest on purpose."""
+
 from __future__ import annotations
 
 import glob

@@ -1,3 +1,5 @@
+"""A minimal valid shot row and the compact command, for the manifest IO tests."""
+
 from __future__ import annotations
 
 

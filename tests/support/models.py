@@ -1,3 +1,5 @@
+"""A tiny CogVideoX-family Mask²DiT transformer with random weights, and the scene layouts the model tests use."""
+
 from __future__ import annotations
 
 import torch

@@ -1,3 +1,5 @@
+"""The recorded curation outputs from before the stage refactor, and the comparison that checks them."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -67,3 +67,8 @@ def make_bucket(env: dict, name: str) -> None:
 def upload(env: dict, local: str | os.PathLike, url: str) -> None:
     bucket, key = url.removeprefix("s3://").split("/", 1)
     client(env).upload_file(str(local), bucket, key)
+
+
+def sorted_rows(frame):
+    """A shots table in a fixed order, to compare reads from S3 and from local disk."""
+    return frame.sort_values(["video_id", "shot_id"]).reset_index(drop=True)

@@ -1,3 +1,5 @@
+"""The tiny training config and a config built from it for a manifest, a model and an output."""
+
 from __future__ import annotations
 
 from pathlib import Path

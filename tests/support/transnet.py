@@ -1,3 +1,5 @@
+"""TransNetV2 cut detection over a whole video, for tests that compare the decode pass with it."""
+
 from __future__ import annotations
 
 

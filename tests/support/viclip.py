@@ -1,3 +1,5 @@
+"""The tiny ViCLIP configuration the embedding and tokenizer tests build models from."""
+
 from __future__ import annotations
 
 from model.viclip import (
