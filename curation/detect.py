@@ -26,8 +26,8 @@ from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from curation.config import DetectorConfig, ShotsConfig
+from curation.darkness import mean_luma
 from curation.driver import Driver, Step, VideoTask
-from curation.shot_filters import mean_luma
 from curation.shot_frames import LATE_CUTS, ClipFrames, FrameKeeper, FrameSpec
 from curation.split import ClipWindow
 from curation.stage import Failure, Resources, Stage
@@ -328,7 +328,7 @@ class ClipResult:
     forced: list[int] = field(default_factory=list)  # of those, gradual transitions' edges (never merged away)
     transitions: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of dropped transitions
     thumbnails: dict[int, bytes] = field(default_factory=dict)  # frame -> JPEG, sampled in the clip
-    luma: dict[int, float] = field(default_factory=dict)  # frame -> mean luma, at the same samples (shot_filters)
+    luma: dict[int, float] = field(default_factory=dict)  # frame -> mean luma, at the same samples (curation.darkness)
     frames: ClipFrames | None = None  # frames later stages sample, kept in this decode pass
     frames_decoded: int = 0
     seconds: float = 0.0

@@ -21,7 +21,7 @@ import pyarrow as pa
 from curation.config import CurationConfig, EmbedConfig
 from curation.driver import Driver, Step, VideoTask
 from curation.progress import StageProgress
-from curation.shot_filters import evidence, filter_reason
+from curation.shot_filters import ShotFilter, evidence, filter_reason
 from curation.shot_frames import FrameSpec, ShotFrames, frames_for_shot
 from curation.stage import Failure, Resources, Stage
 from manifests.frames import read_shot_frames
@@ -345,8 +345,8 @@ class Embed(Step):
     name = "embed"
     about = "shot embeddings from the kept frames (Ray actors, model loaded once, GPU when present)"
 
-    def __init__(self, worker: EmbedStage, config: CurationConfig, workers: int):
-        self.worker, self.workers, self.config = worker, workers, config
+    def __init__(self, worker: EmbedStage, config: CurationConfig, workers: int, filters: list[ShotFilter]):
+        self.worker, self.workers, self.config, self.filters = worker, workers, config, filters
         self.embedded: set[str] = set()  # videos embedded (or failed) from this run's detection pass
         self.videos: dict[str, VideoEmbedding] = {}
         name, checkpoint_hash = expected_identity(config.embed)
@@ -368,7 +368,8 @@ class Embed(Step):
         transitions = set(result.transitions)
         for start, kept in sorted(result.frames.shots.items()):
             end = result.frames.ends[start]
-            if "embed" not in kept or filter_reason(evidence(probe, start, end, transitions, result.luma), self.config):
+            shot = evidence(probe, start, end, transitions, result.luma)
+            if "embed" not in kept or filter_reason(shot, self.config, self.filters):
                 continue  # a filtered shot is never embedded (the same rules as the shot's row)
             shots.append({"shot_id": shot_id(probe.video_id, start), "video_id": probe.video_id,
                           "clip_index": result.window.clip_index, "source_path": probe.source_path,

@@ -10,18 +10,22 @@ from pathlib import Path
 from curation.config import CurationConfig
 from curation.detect import ClipResult, shots_from_cuts
 from curation.driver import Driver, Step, VideoTask
-from curation.shot_filters import evidence, filter_reason
+from curation.shot_filters import ShotFilter, evidence, filter_reason
 from curation.split import ClipWindow
 from curation.stage import Failure
 from manifests.frames import read_shot_frames
 from manifests.io import OUTPUT_FULL, tidy_batches, write_batch, write_bytes_atomic
 from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
-from manifests.schema import STATUS_FAILED, STATUS_OK, ClipRecord, ShotRecord, clip_id
+from manifests.schema import STATUS_FAILED, STATUS_OK, ClipRecord, ShotRecord, VideoRecord, clip_id
 
 
 def shot_rows(
-    probe: VideoProbe, windows: list[ClipWindow], results: list[ClipResult], config: CurationConfig
+    probe: VideoProbe,
+    windows: list[ClipWindow],
+    results: list[ClipResult],
+    config: CurationConfig,
+    filters: list[ShotFilter],
 ) -> list[ShotRecord]:
     cuts = [c for r in results for c in r.cuts]
     forced = {c for r in results for c in r.forced}
@@ -31,7 +35,7 @@ def shot_rows(
     luma = {frame: value for r in results for frame, value in r.luma.items()}
     rows = []
     for index, (start, end) in enumerate(spans):
-        reason = filter_reason(evidence(probe, start, end, transitions, luma), config)
+        reason = filter_reason(evidence(probe, start, end, transitions, luma), config, filters)
         clip_index = max(i for i, s in enumerate(clip_starts) if s <= start)
         rows.append(probe.shot_row(start, end, index, clip_index, config.shots.detector.name, reason))
     return rows
@@ -90,7 +94,8 @@ def commit_video(
     config: CurationConfig,
     seconds: float,
     batch: CommitBatch,
-) -> tuple[dict, list[dict]]:
+    filters: list[ShotFilter],
+) -> tuple[VideoRecord, list[ShotRecord]]:
     """A video's shots, clips and its row (the commit marker a resumed run checks), added to
     `batch`, which commits them with other videos (`manifests.io.write_batch`).
 
@@ -103,7 +108,7 @@ def commit_video(
         video = probe.video_record(STATUS_FAILED, error="; ".join(errors), error_stage="detect", num_shots=0,
                                    num_clips=len(windows), processing_s=seconds)  # fmt: skip
     else:
-        rows = shot_rows(probe, windows, results, config)
+        rows = shot_rows(probe, windows, results, config, filters)
         save_keyframes(rows, results, config.output, config.shots.keyframe_max_side)
         video = probe.video_record(STATUS_OK, num_shots=len(rows), num_clips=len(windows), processing_s=seconds)
     clips = clip_rows(probe, windows, results)
@@ -148,8 +153,8 @@ class Reconcile(Step):
     name = "reconcile"
     about = "merge cuts on the source timeline, shots.parquet, keyframes (driver)"
 
-    def __init__(self, config: CurationConfig):
-        self.config = config
+    def __init__(self, config: CurationConfig, filters: list[ShotFilter]):
+        self.config, self.filters = config, filters
         self.batch = CommitBatch(config.output, config.commit_videos, config.commit_seconds)
 
     def start(self, driver: Driver) -> None:
@@ -160,7 +165,7 @@ class Reconcile(Step):
         path = task.probe.source_path
         try:
             row, task.shots = commit_video(task.probe, task.clips, results, self.config,
-                                           time.perf_counter() - task.started, self.batch)  # fmt: skip
+                                           time.perf_counter() - task.started, self.batch, self.filters)  # fmt: skip
         except OSError as err:
             if err.errno in OUTPUT_FULL:  # the output cannot take a failure row either: stop cleanly
                 raise

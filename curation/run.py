@@ -27,9 +27,11 @@ import yaml
 from pydantic import ValidationError
 
 from curation.config import CurationConfig, add_flags, flags, from_flags
+from curation.darkness import too_dark
 from curation.driver import Driver, Step, VideoTask, record_failure
 from curation.inputs import resolve_inputs
 from curation.samples import write_sample_videos
+from curation.shot_filters import gradual_transition, too_short
 from manifests.io import OUTPUT_FULL, ensure_tables, read_table, write_json_atomic
 from manifests.schema import Status
 from manifests.store import ObjectPath, is_url, location
@@ -211,12 +213,17 @@ def annotation_line(report: dict) -> str:
     return "\n".join(lines)
 
 
+# The shot filters, in order (the first reason wins): each judges a shot by its evidence
+# (curation/shot_filters.py) and returns why it is filtered, or None.
+SHOT_FILTERS = [gradual_transition, too_short, too_dark]
+
+
 def pipeline(config: CurationConfig, api_key: str | None = None, swap: dict[str, type] | None = None) -> list[Step]:
     """The job's stages, in the order of the paper's data pipeline (Figure 4). Each is a `Step` in
     the module of its name; the driver (curation/driver.py) moves every video through them.
 
-    A shot filter (darkness, motion, ...) is a function and an entry of `FILTERS` in
-    curation/shot_filters.py; reconcile and embed both apply that list. `swap` replaces a stage's
+    A shot filter (darkness, motion, ...) is a module and an entry of `SHOT_FILTERS`; reconcile and
+    embed both apply that list. `swap` replaces a stage's
     Ray side by name ("probe", "detect", "embed", "media"): tests use it to crash workers.
     """
     from curation.annotate import Annotate, MediaStage
@@ -234,8 +241,8 @@ def pipeline(config: CurationConfig, api_key: str | None = None, swap: dict[str,
         Probe(ray_side["probe"](completed_video_ids(config), cpus=min(1.0, config.shots.cpus_per_task))),
         Split(config),
         Detect(ray_side["detect"](config.shots, keep, gpus=detect_gpus(config.shots)), config.shots),
-        Reconcile(config),
-        Embed(embed, config, workers=embed_workers(config.embed)),
+        Reconcile(config, SHOT_FILTERS),
+        Embed(embed, config, workers=embed_workers(config.embed), filters=SHOT_FILTERS),
         Combine(config),
         Annotate(config.annotate, config.output, api_key, media=ray_side["media"](config.annotate)),
     ]

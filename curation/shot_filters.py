@@ -1,18 +1,18 @@
 """Shot filters: each may flag a shot `filtered`, with its reason. A filtered shot stays in
 shots.parquet (so the video's spans still tile it) but is never embedded, combined or captioned.
 
-A filter is a function of the shot's evidence and the config that returns a reason or None;
-`FILTERS` is the list every caller applies in order, and the first reason wins. Adding one (motion,
-burnt-in text, ...) is a function here and an entry in `FILTERS`, plus, if it needs a measurement
-from the decode pass, a field of `ShotEvidence` filled by `curation.detect.detect_clip`.
+A filter is a function of the shot's evidence (`ShotEvidence`) and the config that returns a reason
+or None. The job's filters are the list `SHOT_FILTERS` in curation/run.py, beside its stages:
+reconcile applies them to every shot row, embed before it embeds a shot early, in order, and the
+first reason wins. The two rules every job needs live here; a new filter (motion, burnt-in text,
+...) is a module of its own and an entry in that list, as curation/darkness.py is, plus, if it
+needs a measurement from the decode pass, a field of `ShotEvidence` filled by `detect_clip`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from curation.config import CurationConfig
 
@@ -38,35 +38,18 @@ def too_short(shot: ShotEvidence, config: CurationConfig) -> str | None:
     return None
 
 
-def too_dark(shot: ShotEvidence, config: CurationConfig) -> str | None:
-    """Mostly black shots (fades held, night footage without detail) teach a generator little."""
-    threshold = config.shots.min_mean_luma
-    if threshold <= 0 or not shot.luma:
-        return None
-    mean = float(np.mean(shot.luma))
-    if mean < threshold:
-        return f"darker than --min-mean-luma {threshold:g} (mean luma {mean:.1f} of 255)"
-    return None
+ShotFilter = Callable[[ShotEvidence, CurationConfig], str | None]
 
 
-FILTERS: list[Callable[[ShotEvidence, CurationConfig], str | None]] = [gradual_transition, too_short, too_dark]
-
-
-def filter_reason(shot: ShotEvidence, config: CurationConfig) -> str | None:
+def filter_reason(shot: ShotEvidence, config: CurationConfig, filters: list[ShotFilter]) -> str | None:
     """The first filter's reason to flag the shot, or None: the shot is ok."""
-    return next((reason for rule in FILTERS if (reason := rule(shot, config))), None)
+    return next((reason for rule in filters if (reason := rule(shot, config))), None)
 
 
 def evidence(probe, start: int, end: int, transitions: set, luma: dict[int, float]) -> ShotEvidence:
     """What the filters judge the shot [start, end) of a `manifests.probe.VideoProbe` by."""
     seconds = probe.frame_seconds(end) - probe.frame_seconds(start)
     return ShotEvidence(start, end, seconds, (start, end) in transitions, samples_in(luma, start, end))
-
-
-def mean_luma(bgr: np.ndarray) -> float:
-    """Mean BT.601 luma (0-255) of a BGR uint8 image (the detection pass's small frame)."""
-    weights = np.array([0.114, 0.587, 0.299], dtype=np.float32)
-    return float(bgr.reshape(-1, 3).astype(np.float32).mean(axis=0) @ weights)
 
 
 def samples_in(luma: dict[int, float], start: int, end: int) -> list[float]:

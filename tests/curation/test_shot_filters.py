@@ -1,45 +1,38 @@
-"""Tests of `curation/shot_filters.py`: shot filters: each may flag a shot `filtered`, with its
-reason. A filtered shot stays in shots.parquet (so the video's spans still tile it) but is never
-embedded, combined or captioned."""
+"""Tests of `curation/shot_filters.py`: the evidence a shot is judged by, the two rules every job
+applies, and the order of the filter list (the first reason wins)."""
 
 from __future__ import annotations
 
-from manifests import read_table
-from tests.support.jobs import run_job
+import numpy as np
+import pytest
+
+from curation.config import CurationConfig
+from curation.shot_filters import ShotEvidence, evidence, filter_reason, gradual_transition, samples_in, too_short
+from manifests.probe import VideoProbe
 
 
-def write_video_with_a_dark_shot(path, fps=24, size=(160, 120)):
-    """Three 48-frame shots: a bright one, a nearly black one (a held fade), a bright one."""
-    import av
-    import numpy as np
+def _probe(num_frames: int = 100, fps: float = 25.0) -> VideoProbe:
+    from fractions import Fraction
 
-    rng = np.random.default_rng(3)
-    colours = [(200, 120, 60), (6, 5, 8), (60, 160, 210)]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
-        for colour in colours:
-            for _ in range(48):
-                image = np.clip(np.array(colour, np.float32) + rng.normal(0, 2, (size[1], size[0], 3)), 0, 255)
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")))
-        container.mux(stream.encode(None))
-    return path
+    pts = np.arange(num_frames, dtype=np.int64) * 40  # 1/1000 time base, 25 fps
+    return VideoProbe(video_id="v", source_path="/v.mp4", size_bytes=1, container="mp4", codec="h264",
+                      pix_fmt="yuv420p", width=64, height=48, coded_width=64, coded_height=48, rotation=0,
+                      fps=fps, variable_fps=False, num_frames=num_frames, duration_s=num_frames / fps,
+                      time_base=Fraction(1, 1000), has_audio=False, video_stream=0, pts=pts, pts_reliable=True)  # fmt: skip
 
 
-def test_a_dark_shot_filter_is_one_rule_in_the_list_and_flags_dark_shots_before_embedding(ray_local, tmp_path):
-    from curation.config import CurationConfig
-    from curation.shot_filters import FILTERS, ShotEvidence, filter_reason, too_dark
+def test_evidence_times_the_shot_from_pts_and_keeps_only_its_own_luma_samples():
+    shot = evidence(_probe(), 10, 35, {(10, 35)}, {0: 9.0, 12: 1.0, 30: 2.0, 35: 50.0})
+    assert (shot.start, shot.end, shot.transition, shot.luma) == (10, 35, True, [1.0, 2.0])
+    assert shot.seconds == pytest.approx(1.0)  # 25 frames at 25 fps, from their timestamps
+    assert samples_in({5: 1.0, 1: 3.0, 9: 2.0}, 0, 9) == [3.0, 1.0]  # in frame order, end excluded
 
-    assert too_dark in FILTERS
-    off = CurationConfig(output=tmp_path / "o")  # the default: off, whatever the luma
-    assert filter_reason(ShotEvidence(0, 48, 2.0, False, [1.0, 2.0]), off) is None
-    video = write_video_with_a_dark_shot(tmp_path / "dark.mp4")
-    out = tmp_path / "out"
-    assert run_job(out, video, extra=["--min-mean-luma", "30", "--min-shot-seconds", "1"]) == 0
-    shots = read_table(out, "shots").sort_values("start_frame")
-    assert shots["start_frame"].tolist() == [0, 48, 96]
-    assert shots["status"].tolist() == ["ok", "filtered", "ok"]
-    reason = shots["filter_reason"].iloc[1]
-    assert reason.startswith("darker than --min-mean-luma 30 (mean luma ") and float(reason.split()[-3]) < 15
-    embedded = set(read_table(out, "shot_embeddings")["shot_id"])
-    assert embedded == set(shots.loc[shots["status"] == "ok", "shot_id"])  # the dark shot is never embedded
+
+def test_the_first_filter_with_a_reason_names_it_and_a_shot_passing_all_is_ok(tmp_path):
+    config = CurationConfig(output=tmp_path, shots={"min_shot_seconds": 1.5})
+    filters = [gradual_transition, too_short]
+    transition = ShotEvidence(0, 8, 0.32, True)
+    assert filter_reason(transition, config, filters).startswith("a gradual transition's 8 frames")
+    assert filter_reason(transition, config, filters[::-1]) == "shorter than --min-shot-seconds 1.5"
+    assert filter_reason(ShotEvidence(0, 50, 2.0, False), config, filters) is None
+    assert filter_reason(transition, config, []) is None
