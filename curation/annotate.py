@@ -135,9 +135,6 @@ class Annotate(Step):
         self.annotator = GeminiAnnotator(settings, api_key) if api_key else None  # one budget for every table
         self.report: dict = {}
 
-    def enter(self, task, driver: Driver) -> None:
-        driver.forward(self, task)  # its work is on the whole manifest, in `finish`
-
     def finish(self, driver: Driver) -> None:
         self.report = annotate_manifest(self, driver)
 

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from curation.config import CombineConfig, CurationConfig
-from curation.driver import Driver, Step, VideoTask
-from curation.embed import expected_identity
+from curation.driver import Driver, Step
+from curation.embed import rows_of_this_embedder
 from manifests.io import read_table, remove_part, table_video_ids, write_part
 from manifests.schema import STATUS_FILTERED, STATUS_OK, CombinationRecord, combination_id
 
@@ -198,9 +198,6 @@ class Combine(Step):
         self.config = config
         self.report: dict = {}
 
-    def enter(self, task: VideoTask, driver: Driver) -> None:
-        driver.forward(self, task)  # its work is on the whole manifest, in `finish`
-
     def finish(self, driver: Driver) -> None:
         self.report = combine_manifest(self.config)
 
@@ -208,13 +205,9 @@ class Combine(Step):
 def combine_manifest(config: CurationConfig) -> dict:
     """combinations.parquet from shots.parquet and this embedder's shot_embeddings.parquet."""
     began = time.perf_counter()
-    name, checkpoint_hash = expected_identity(config.embed)
-    embeddings = read_table(config.output, "shot_embeddings", missing_ok=True)
-    same = embeddings["checkpoint_hash"].fillna("") == (checkpoint_hash or "")
-    if name is not None:
-        same &= embeddings["embedder"] == name
+    embeddings = rows_of_this_embedder(read_table(config.output, "shot_embeddings", missing_ok=True), config.embed)
     shots = read_table(config.output, "shots", missing_ok=True)
-    combos, stats = mine(shots, embeddings[same], config.combine)
+    combos, stats = mine(shots, embeddings, config.combine)
     stale = table_video_ids(config.output, "combinations")
     for video_id, rows in combos.groupby("video_id") if len(combos) else []:
         write_part(config.output, "combinations", video_id, rows)

@@ -164,17 +164,13 @@ class Driver:
         """The task ends as failed: its video row says why (`recorded`: the step wrote it already)."""
         task.status, task.errors = Status.FAILED, [*task.errors, failure]
         if not recorded:
-            self.record_failure(task.path, failure.error, failure.stage)
+            record_failure(self.output, task.path, failure.error, failure.stage)
             log.warning("failed (%s): %s", failure.stage, failure.error)
         self.summary.videos_failed += 1
         self.summary.failures.append({"path": task.path, "stage": failure.stage, "error": failure.error})
         self.progress.video_done(failed=True)
         for later in self.steps[self._position[step.name] + 1 :]:
             later.dropped(task, self)
-
-    def record_failure(self, path: str, error: str, stage: str) -> VideoRecord:
-        """A failed video row keyed by the path (a video that could not be probed has no fingerprint)."""
-        return record_failure(self.output, path, error, stage)
 
     def drain(self) -> None:
         """Run until no item is queued or in flight (callbacks may queue more)."""
@@ -210,6 +206,7 @@ class Driver:
 
 
 def record_failure(output, path: str, error: str, stage: str) -> VideoRecord:
+    """A failed video row keyed by the path (a video that could not be probed has no fingerprint)."""
     row = failed_video(path, error, stage)
     write_part(output, "videos", row.video_id, [row])
     return row

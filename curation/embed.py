@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from curation.config import CurationConfig, EmbedConfig
 from curation.driver import Driver, Step, VideoTask
 from curation.progress import StageProgress
-from curation.shot_filters import ShotFilter, evidence, filter_reason
+from curation.shot_filters import LumaSamples, ShotFilter, evidence, filter_reason
 from curation.shot_frames import FrameSpec, ShotFrames, frames_for_shot
 from curation.stage import Failure, Resources, Stage
 from manifests.frames import read_shot_frames
@@ -266,6 +267,16 @@ def expected_identity(config: EmbedConfig) -> tuple[str | None, str | None]:
     return None, file_hash(path)
 
 
+def rows_of_this_embedder(embeddings: pd.DataFrame, config: EmbedConfig) -> pd.DataFrame:
+    """The shot_embeddings rows the embedder `config` builds wrote, known without loading anything:
+    by its weights file's hash, or by the weight-free embedder's name."""
+    name, checkpoint_hash = expected_identity(config)
+    same = embeddings["checkpoint_hash"].fillna("") == (checkpoint_hash or "")
+    if name is not None:
+        same &= embeddings["embedder"] == name
+    return embeddings[same]
+
+
 def embedding_todo(output, config: EmbedConfig) -> tuple[list[EmbedItem], int]:
     """Items for ok videos without embeddings from this embedder, or with failed shots (only those
     are embedded again), read from the source; and how many ok videos need nothing."""
@@ -273,19 +284,15 @@ def embedding_todo(output, config: EmbedConfig) -> tuple[list[EmbedItem], int]:
     shots = read_table(output, "shots", missing_ok=True)
     existing = read_table(output, "shot_embeddings", missing_ok=True)
     ok_videos = list(videos.loc[videos["status"] == STATUS_OK, "video_id"])
-    # Who would embed, known without loading anything: a weights file's hash, or the weight-free name.
-    name, checkpoint_hash = expected_identity(config)
-    same = existing["checkpoint_hash"].fillna("") == (checkpoint_hash or "")
-    if name is not None:
-        same &= existing["embedder"] == name
-    mine = existing[same]
+    mine = rows_of_this_embedder(existing, config)
     embedded = set(mine.loc[mine["status"].fillna(STATUS_OK) == STATUS_OK, "shot_id"])
     spec, items, skipped = frame_spec_for(config), [], 0
-    ok_shots = shots[shots["status"] == STATUS_OK]
+    pending = shots[(shots["status"] == STATUS_OK) & ~shots["shot_id"].isin(embedded)]
+    by_video = {
+        video_id: rows for video_id, rows in pending.groupby("video_id", sort=False)
+    }  # one pass, not one per video
     for video_id in ok_videos:
-        rows = [
-            r for r in ok_shots[ok_shots["video_id"] == video_id].to_dict("records") if r["shot_id"] not in embedded
-        ]
+        rows = by_video[video_id].to_dict("records") if video_id in by_video else []
         if rows:
             items.append(EmbedItem(video_id, rows, spec))
         else:
@@ -365,10 +372,10 @@ class Embed(Step):
         """A clip is back: embed its shots that are certainly final, while other clips still decode."""
         probe, spec = task.probe, self.worker.frame_spec
         shots, frames = [], []
-        transitions = set(result.transitions)
+        transitions, luma = set(result.transitions), LumaSamples(result.luma)
         for start, kept in sorted(result.frames.shots.items()):
             end = result.frames.ends[start]
-            shot = evidence(probe, start, end, transitions, result.luma)
+            shot = evidence(probe, start, end, transitions, luma)
             if "embed" not in kept or filter_reason(shot, self.config, self.filters):
                 continue  # a filtered shot is never embedded (the same rules as the shot's row)
             shots.append({"shot_id": shot_id(probe.video_id, start), "video_id": probe.video_id,

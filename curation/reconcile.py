@@ -10,7 +10,7 @@ from pathlib import Path
 from curation.config import CurationConfig
 from curation.detect import ClipResult, shots_from_cuts
 from curation.driver import Driver, Step, VideoTask
-from curation.shot_filters import ShotFilter, evidence, filter_reason
+from curation.shot_filters import LumaSamples, ShotFilter, evidence, filter_reason
 from curation.split import ClipWindow
 from curation.stage import Failure
 from manifests.frames import read_shot_frames
@@ -32,7 +32,7 @@ def shot_rows(
     transitions = {t for r in results for t in r.transitions}
     spans = shots_from_cuts(cuts, probe.num_frames, config.shots.detector.min_scene_frames, forced)
     clip_starts = [w.start_frame for w in windows]
-    luma = {frame: value for r in results for frame, value in r.luma.items()}
+    luma = LumaSamples({frame: value for r in results for frame, value in r.luma.items()})
     rows = []
     for index, (start, end) in enumerate(spans):
         reason = filter_reason(evidence(probe, start, end, transitions, luma), config, filters)

@@ -141,9 +141,11 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_run_json(
-    config: CurationConfig, driver: Driver, paths: list[str], relevance: dict, total_s: float = 0.0
-) -> dict:
+def write_run_json(config: CurationConfig, driver: Driver, paths: list[str], total_s: float = 0.0) -> dict:
+    from dataclasses import asdict
+
+    relevance = {"embedding": asdict(driver.step("embed").report), "combinations": driver.step("combine").report,
+                 "annotation": driver.step("annotate").report}  # fmt: skip
     videos = read_table(config.output, "videos", missing_ok=True)
     shots = read_table(config.output, "shots", missing_ok=True)
     ok_videos = videos[videos["status"] == Status.OK]
@@ -361,7 +363,6 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
 
     started = start_ray(config.num_cpus, config.output)  # a killed earlier run's Ray processes are cleared first
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops the job like Ctrl-C
-    from dataclasses import asdict
 
     def started_processes(stage: str) -> None:  # Ray's agents and workers started since (the long stages are done)
         if started and stage == "embed":
@@ -369,10 +370,9 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
 
     driver = run_stages(paths, config, api_key, after_finish=started_processes)  # probe → … → annotate
     summary = driver.summary
-    relevance = {"embedding": asdict(driver.step("embed").report), "combinations": driver.step("combine").report,
-                 "annotation": driver.step("annotate").report}  # fmt: skip
     ensure_tables(config.output)  # every table exists with its schema, empty when nothing qualified
-    record = write_run_json(config, driver, paths, relevance, time.perf_counter() - began)
+    record = write_run_json(config, driver, paths, time.perf_counter() - began)
+    relevance = record["relevance"]
     manifest = record["manifest"]
     print(
         f"done: {summary.videos_ok} videos curated, {summary.videos_skipped} already done, "

@@ -11,6 +11,7 @@ needs a measurement from the decode pass, a field of `ShotEvidence` filled by `d
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,11 +47,25 @@ def filter_reason(shot: ShotEvidence, config: CurationConfig, filters: list[Shot
     return next((reason for rule in filters if (reason := rule(shot, config))), None)
 
 
-def evidence(probe, start: int, end: int, transitions: set, luma: dict[int, float]) -> ShotEvidence:
+class LumaSamples:
+    """The detection pass's luma samples (frame -> mean luma) of a video or clip, sorted once and
+    sliced per shot (a long video has thousands of samples and of shots)."""
+
+    def __init__(self, luma: dict[int, float]):
+        self.frames = sorted(luma)
+        self.values = [luma[frame] for frame in self.frames]
+
+    def between(self, start: int, end: int) -> list[float]:
+        """The samples of frames [start, end), in frame order."""
+        return self.values[bisect_left(self.frames, start) : bisect_left(self.frames, end)]
+
+
+def evidence(probe, start: int, end: int, transitions: set, luma: LumaSamples | dict[int, float]) -> ShotEvidence:
     """What the filters judge the shot [start, end) of a `manifests.probe.VideoProbe` by."""
     seconds = probe.frame_seconds(end) - probe.frame_seconds(start)
-    return ShotEvidence(start, end, seconds, (start, end) in transitions, samples_in(luma, start, end))
+    samples = luma if isinstance(luma, LumaSamples) else LumaSamples(luma)
+    return ShotEvidence(start, end, seconds, (start, end) in transitions, samples.between(start, end))
 
 
 def samples_in(luma: dict[int, float], start: int, end: int) -> list[float]:
-    return [value for frame, value in sorted(luma.items()) if start <= frame < end]
+    return LumaSamples(luma).between(start, end)

@@ -46,42 +46,36 @@ class Record:
 
     __slots__ = ()
     TABLE: ClassVar[str]
+    _names: ClassVar[tuple[str, ...]]  # the columns, in order
+    _columns: ClassVar[frozenset[str]]
 
     def __getitem__(self, key: str) -> Any:
-        if key not in self.names():
+        if key not in self._columns:
             raise KeyError(key)
         return getattr(self, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if key not in self.names():
+        if key not in self._columns:
             raise KeyError(f"{key!r} is not a column of table {self.TABLE}")
         setattr(self, key, value)
 
     def __contains__(self, key: str) -> bool:
-        return key in self.names()
+        return key in self._columns
 
     def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in self.names() else default
+        return getattr(self, key) if key in self._columns else default
 
     def keys(self) -> tuple[str, ...]:
-        return self.names()
+        return self._names
 
     def values(self) -> list[Any]:
-        return [getattr(self, name) for name in self.names()]
+        return [getattr(self, name) for name in self._names]
 
     def items(self) -> list[tuple[str, Any]]:
-        return [(name, getattr(self, name)) for name in self.names()]
+        return list(zip(self._names, self.values()))
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.names()}
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        names = cls.__dict__.get("_names")
-        if names is None:
-            names = tuple(f.name for f in fields(cls))
-            type.__setattr__(cls, "_names", names)
-        return names
+        return dict(self.items())
 
     @classmethod
     def schema(cls) -> pa.Schema:
@@ -90,14 +84,16 @@ class Record:
         return pa.schema(columns, metadata={"schema_version": str(SCHEMA_VERSION), "table": cls.TABLE})
 
 
+def _finish_record(cls: type[Record], table: str) -> type[Record]:
+    """Every record class's table name and column list, set once."""
+    cls.TABLE, cls._names = table, tuple(f.name for f in fields(cls))
+    cls._columns = frozenset(cls._names)
+    return cls
+
+
 def record(table: str):
     """A record class of `table`: a keyword-only dataclass with slots."""
-
-    def wrap(cls):
-        cls.TABLE = table
-        return dataclass(kw_only=True, slots=True)(cls)
-
-    return wrap
+    return lambda cls: _finish_record(dataclass(kw_only=True, slots=True)(cls), table)
 
 
 @record("videos")
@@ -208,7 +204,8 @@ class CombinationRecord(Record):
 
 
 # Annotation statuses (Gemini): ok, or why a combination has no usable captions.
-ANNOTATION_STATUSES = ("ok", "invalid", "blocked", "truncated", "error", "unannotated", "failed")
+ANNOTATION_STATUSES = (Status.OK, Status.INVALID, Status.BLOCKED, Status.TRUNCATED, Status.ERROR, Status.UNANNOTATED,
+                       Status.FAILED)  # fmt: skip
 
 _CHARACTER = pa.struct([pa.field("name", pa.string()), pa.field("description", pa.string())])
 
@@ -232,8 +229,8 @@ def _reply_fields() -> list[tuple]:
 
 def _annotation_record(name: str, table: str, own: list[tuple]) -> type[Record]:
     cls = make_dataclass(name, own + _reply_fields(), bases=(Record,), kw_only=True, slots=True)
-    cls.TABLE, cls.__module__ = table, __name__
-    return cls
+    cls.__module__ = __name__
+    return _finish_record(cls, table)
 
 
 AnnotationRecord = _annotation_record("AnnotationRecord", "annotations", [
@@ -268,9 +265,8 @@ RECORDS: dict[str, type[Record]] = {
     )  # fmt: skip
 }
 
-VIDEOS, CLIPS, SHOTS, SHOT_EMBEDDINGS, COMBINATIONS, ANNOTATIONS, SHOT_CAPTIONS = (
-    cls.schema() for cls in RECORDS.values()
-)
+TABLES: dict[str, pa.Schema] = {name: cls.schema() for name, cls in RECORDS.items()}
+VIDEOS, CLIPS, SHOTS, SHOT_EMBEDDINGS, COMBINATIONS, ANNOTATIONS, SHOT_CAPTIONS = TABLES.values()
 
 # The statuses each table may hold, checked whenever a table is written.
 TABLE_STATUSES: dict[str, frozenset[str]] = {
@@ -282,8 +278,6 @@ TABLE_STATUSES: dict[str, frozenset[str]] = {
     "annotations": frozenset(ANNOTATION_STATUSES),
     "shot_captions": frozenset(ANNOTATION_STATUSES),
 }
-
-TABLES: dict[str, pa.Schema] = {name: cls.schema() for name, cls in RECORDS.items()}
 
 
 # --- row rules -----------------------------------------------------------------------------------
