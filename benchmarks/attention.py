@@ -194,7 +194,7 @@ def run_case(args, device: str, worker: list[str], measure_here):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def print_wan(args, device: str) -> None:
+def print_wan(args, device: str) -> list[dict]:
     shape = args.wan_shape or ("wan1.3b" if device == "cuda" else "cpu")
     rows = []
     for scenes in WAN_SCENES:
@@ -217,8 +217,11 @@ def print_wan(args, device: str) -> None:
             if "skipped" in r:
                 print(f"{scenes:>6} {'':>8} {case:<13} skipped: {r['skipped']}")
                 continue
+            r.update(shape=shape, time_vs_unmasked=r["seconds"] / limit["seconds"],
+                     memory_vs_unmasked=r["peak_bytes"] / max(limit["peak_bytes"], 1))  # fmt: skip
             print(f"{scenes:>6} {r['tokens']:>8} {case:<13} {r['seconds'] * 1e3:9.1f} {r['peak_bytes'] / 2**20:9.1f} "
-                  f"{r['seconds'] / limit['seconds']:14.2f} {r['peak_bytes'] / max(limit['peak_bytes'], 1):13.2f}")  # fmt: skip
+                  f"{r['time_vs_unmasked']:14.2f} {r['memory_vs_unmasked']:13.2f}")  # fmt: skip
+    return [r | {"backbone": "wan"} for r in rows]
 
 
 def main() -> None:
@@ -227,6 +230,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--wan-shape", choices=sorted(WAN_SHAPES), default=None, help="default: wan1.3b on GPU")
     parser.add_argument("--only", choices=["cogvideox", "wan"], default=None, help="one backbone's tables")
+    parser.add_argument("--json", type=Path, default=None, help="also write every measured row to this JSON file")
     parser.add_argument("--worker", nargs=2, metavar=("CASE", "WHAT"), help=argparse.SUPPRESS)
     parser.add_argument("--wan-worker", nargs=2, metavar=("CASE", "SCENES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -241,7 +245,7 @@ def main() -> None:
         )
         return
     if args.only == "wan":
-        print_wan(args, device)
+        write_json(args.json, device, print_wan(args, device))
         return
     results = []
     for what in ("attention", "block"):
@@ -274,13 +278,22 @@ def main() -> None:
             if "skipped" in r:
                 print(f"{'':<10} {case:<10} skipped: {r['skipped']}")
                 continue
+            r.update(backbone="cogvideox", shape=shape, time_vs_unmasked=r["seconds"] / limit["seconds"],
+                     time_vs_official=r["seconds"] / official["seconds"],
+                     memory_vs_unmasked=r["peak_bytes"] / max(limit["peak_bytes"], 1))  # fmt: skip
             print(
                 f"{'':<10} {case:<10} {r['seconds'] * 1e3:9.1f} {r['peak_bytes'] / 2**20:9.1f} "
-                f"{r['seconds'] / limit['seconds']:14.2f} {r['seconds'] / official['seconds']:14.2f} "
-                f"{r['peak_bytes'] / max(limit['peak_bytes'], 1):13.2f}"
+                f"{r['time_vs_unmasked']:14.2f} {r['time_vs_official']:14.2f} {r['memory_vs_unmasked']:13.2f}"
             )
     if args.only is None:
-        print_wan(args, device)
+        results += print_wan(args, device)
+    write_json(args.json, device, results)
+
+
+def write_json(path: Path | None, device: str, rows: list[dict]) -> None:
+    if path is not None:
+        name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        path.write_text(json.dumps({"device": name, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 
-def viclip_throughput(batch: int = 8, batches: int = 2) -> None:
+def viclip_throughput(batch: int = 8, batches: int = 2) -> dict:
     from model.viclip import VICLIP_B16, VICLIP_L14, ViCLIP, preprocess_frames
 
     gpu = torch.cuda.is_available()
@@ -45,6 +45,7 @@ def viclip_throughput(batch: int = 8, batches: int = 2) -> None:
         else f"ViCLIP-B/16 fp32 on CPU ({torch.get_num_threads()} threads)"
     )
     print(f"{name}: {rate:.2f} shots/s (batch {batch}, 8 frames of 224x224 each)")
+    return {"model": name, "shots_per_s": rate, "batch": batch}
 
 
 def miner_time(shots: int) -> float:

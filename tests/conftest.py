@@ -23,6 +23,18 @@ from tests.support.manifests import shot
 from tests.support.s3_server import s3_server
 
 FPS = 24.0
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` are skipped, with the reason, where no CUDA GPU is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (python benchmarks/gpu_check.py runs these on one)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 CLIP_FRAMES = 96  # clip windows of 4 s at 24 fps in tests that split into clips
 CLIP_MINUTES = CLIP_FRAMES / FPS / 60
 

@@ -4,6 +4,7 @@ many scenes across GPUs, mask exact."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,9 @@ WORKER = REPO / "tests" / "support" / "sp_worker.py"
 ABORT = "terminate called without an active exception"
 
 
-def run_ranks(ranks: int, mode: str, out: Path) -> list[dict]:
+def run_ranks(ranks: int, mode: str, out: Path, device: str = "cpu") -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
+    env = os.environ | {"SP_DEVICE": device}
     command = [
         sys.executable,
         "-m",
@@ -31,12 +33,12 @@ def run_ranks(ranks: int, mode: str, out: Path) -> list[dict]:
         mode,
         str(out),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     if done.returncode != 0 and ABORT in done.stderr:
         # Seen once in ~10 runs on the 2-core CI machine with 4 ranks: a rank aborts in C++ thread
         # teardown (SIGABRT, before any result is computed). A crash is retried once; a wrong
         # result never is.
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(ranks)]
 
@@ -118,3 +120,20 @@ def test_generate_under_torchrun_writes_what_one_process_writes(tmp_path):
     b = load_file(tmp_path / "two" / "latents.safetensors")["latents"]
     torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
     assert json.loads((tmp_path / "two" / "generation.json").read_text())["settings"]["sequence_parallel"] == 2
+
+
+@pytest.mark.cuda
+def test_ulysses_over_nccl_on_the_gpus_equals_one_rank(tmp_path):
+    """One rank per GPU (1 GPU: a group of one, which still runs every NCCL exchange; 2 when there
+    are 2); the CogVideoX and Wan models in fp32 on the GPU, forward and every gradient."""
+    import torch
+
+    ranks = min(2, torch.cuda.device_count())
+    for result in run_ranks(ranks, "model", tmp_path / "cogvideox", device="cuda"):
+        for backend in ("segmented", "dense"):
+            numbers = result[backend]
+            assert numbers["output"] < 1e-4 and numbers["grad"] < 1e-4 * max(1.0, numbers["grad_scale"]), numbers
+    for result in run_ranks(ranks, "wan", tmp_path / "wan", device="cuda"):
+        for key in ("full-segmented", "full-dense", "sparse-segmented", "sparse-dense"):
+            numbers = result[key]
+            assert numbers["output"] < 1e-4 and numbers["grad"] < 1e-4 * max(1.0, numbers["grad_scale"]), (key, numbers)

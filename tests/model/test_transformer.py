@@ -221,3 +221,33 @@ def test_torch_compile_matches_eager():
         eager = model(**args, clean_scenes=[0]).sample
         compiled = torch.compile(model)(**args, clean_scenes=[0]).sample
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+
+
+def on_cuda(args: dict, dtype=torch.bfloat16) -> dict:
+    moved = {}
+    for key, value in args.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to("cuda", dtype) if value.is_floating_point() else value.to("cuda")
+        elif isinstance(value, tuple):
+            value = tuple(x.to("cuda") for x in value)
+        moved[key] = value
+    return moved
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["segmented", "dense", "flex"])
+def test_the_model_in_bf16_on_cuda_with_gradient_checkpointing_matches_fp32_on_cpu(backend):
+    reference_model = tiny_model(attention_head_dim=64).train()
+    args = inputs(reference_model, [2, 1, 2], [6, 3, 5])
+    reference = reference_model(**args, clean_scenes=[1]).sample
+    reference.square().mean().backward()
+    model = tiny_model(attention_head_dim=64, attention_backend=backend).to("cuda", torch.bfloat16).train()
+    model.enable_gradient_checkpointing()
+    out = model(**on_cuda(args), clean_scenes=[1]).sample
+    out.float().square().mean().backward()
+    assert out.dtype == torch.bfloat16
+    assert (out.float().cpu() - reference).abs().max() < 0.05 * reference.abs().max()
+    for (name, ours), theirs in zip(model.named_parameters(), reference_model.parameters()):
+        assert ours.grad is not None and torch.isfinite(ours.grad).all(), name
+        scale = theirs.grad.abs().max().clamp_min(1e-6)
+        assert (ours.grad.float().cpu() - theirs.grad).abs().max() < 0.1 * scale, name

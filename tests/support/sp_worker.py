@@ -2,13 +2,14 @@
 
     python -m torch.distributed.run --nproc-per-node P tests/support/sp_worker.py model|generate|wan OUT_DIR
 
-Every rank computes the reference without sequence parallelism, then the same with it, and writes
+With SP_DEVICE=cuda (model and wan checks), each rank runs on its own GPU over NCCL. Every rank computes the reference without sequence parallelism, then the same with it, and writes
 the largest differences to OUT_DIR/rank{R}.json.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,23 @@ TINY4 = dict(
     text_embed_dim=24, num_layers=2, sample_width=8, sample_height=8, sample_frames=9, max_text_seq_length=6,
     use_rotary_positional_embeddings=True,
 )  # fmt: skip
+
+
+# LOCAL_RANK is set by torchrun: one GPU per rank.
+DEVICE = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if os.environ.get("SP_DEVICE") == "cuda"
+          else torch.device("cpu"))  # fmt: skip
+
+
+def to_device(inputs: dict) -> dict:
+    """The check's inputs on this rank's device (tensors, and tuples of them such as RoPE tables)."""
+    moved = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(DEVICE)
+        elif isinstance(value, tuple):
+            value = tuple(x.to(DEVICE) for x in value)
+        moved[key] = value
+    return moved
 
 
 def largest(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -73,7 +91,8 @@ def model_check(shard: SequenceShard) -> dict:
             scene_frames=scene_frames, text_lengths=text_lengths,
             clean_scenes=torch.tensor([[True, False, False], [False, False, False]]),
         )  # fmt: skip
-        result[backend] = sharded_against_one_rank(model, inputs, torch.randn(2, 6, 4, 8, 8, generator=g), shard)
+        weight = torch.randn(2, 6, 4, 8, 8, generator=g).to(DEVICE)
+        result[backend] = sharded_against_one_rank(model.to(DEVICE), to_device(inputs), weight, shard)
     try:
         Mask2DiTTransformer3DModel(**(TINY4 | {"num_attention_heads": 3})).enable_sequence_parallel(shard)
         result["indivisible_heads"] = "accepted"
@@ -122,7 +141,10 @@ def wan_check(shard: SequenceShard, out_dir: Path) -> dict:
                           scene_text=[5, 3, 4], global_text=3,
                           clean_scenes=torch.tensor([[True, False, False], [False, False, False]]))  # fmt: skip
             weight = torch.randn(2, 4, 6, 4, 6, generator=g)
-            result[f"{attention}-{backend}"] = sharded_against_one_rank(model, inputs, weight, shard)
+            result[f"{attention}-{backend}"] = sharded_against_one_rank(model.to(DEVICE), to_device(inputs),
+                                                                        weight.to(DEVICE), shard)  # fmt: skip
+    if DEVICE.type == "cuda":  # the pipelines' sharding is device-independent; their CPU test covers it
+        return result
     folder = out_dir / "wan"
     if shard.rank == 0:
         build_tiny_wan(folder, transformer_overrides={"num_attention_heads": 4})
@@ -143,7 +165,9 @@ def wan_check(shard: SequenceShard, out_dir: Path) -> dict:
 
 def main() -> None:
     mode, out_dir = sys.argv[1], Path(sys.argv[2])
-    dist.init_process_group("gloo")
+    if DEVICE.type == "cuda":
+        torch.cuda.set_device(DEVICE)
+    dist.init_process_group("nccl" if DEVICE.type == "cuda" else "gloo")
     shard = SequenceShard.from_group(None)
     checks = {"model": lambda: model_check(shard), "generate": lambda: generate_check(shard, out_dir),
               "wan": lambda: wan_check(shard, out_dir)}  # fmt: skip
