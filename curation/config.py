@@ -108,7 +108,9 @@ class DetectorConfig(Section):
 class ShotsConfig(Section):
     """probe → split → detect → reconcile."""
 
-    clip_minutes: float = Field(10.0, gt=0, description="clip length, the unit of parallel work")
+    clip_minutes: float = Field(10.0, gt=0, description="clip length, the unit of parallel work; it also shapes the "
+                                "dataset: shots are combined only within a clip (unless --within video), so shorter "
+                                "clips give fewer combinations (a 0.5-minute clip rarely holds --scenes ok shots)")  # fmt: skip
     overlap_seconds: float = Field(2.0, ge=0, description="extra decode on each side of a clip")
     detector: DetectorConfig = DetectorConfig()
     min_shot_seconds: float = Field(2.0, ge=0, description="shots shorter than this are kept but flagged 'filtered'")
@@ -222,6 +224,9 @@ class CurationConfig(BaseModel):
                                description="sample videos generated when no --input is given")  # fmt: skip
     retry_failed: bool = Field(True, json_schema_extra=flag("--no-retry-failed", negate=True),
                                description="on resume, skip videos that failed before")  # fmt: skip
+    redo_shots: bool = Field(False, description="when the shot settings (detector, thresholds, clip windows, shot "
+                             "filters) differ from those --output was curated with, re-derive every curated video "
+                             "with the new ones; without it such a re-run is refused with the differences")  # fmt: skip
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (ignored with RAY_ADDRESS)")
     max_in_flight: int | None = Field(None, ge=1, description="task items in flight at once (default: 2 per CPU)")
     commit_videos: int = Field(64, ge=1, description="finished videos committed together, one part per table "

@@ -17,6 +17,7 @@ Speed comes from the decode path and the score arithmetic, never from changing t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import av
@@ -28,6 +29,7 @@ from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 from curation.config import DetectorConfig, ShotsConfig
 from curation.darkness import mean_luma
 from curation.driver import Driver, Step, VideoTask
+from curation.progress import FrameBoard, reporting
 from curation.shot_frames import LATE_CUTS, ClipFrames, FrameKeeper, FrameSpec
 from curation.split import ClipWindow
 from curation.stage import Failure, Resources, Stage
@@ -358,14 +360,16 @@ def detect_clip(
     seekable: bool = True,
     frame_specs: dict[str, FrameSpec] | None = None,
     transnet=None,
+    on_frames: Callable[[int], None] | None = None,
+    report_every: float = 2.0,
 ) -> ClipResult:
     """Run the detector over window.decode_start..decode_end; keep cuts in the owned range.
 
     Frame numbers come from each decoded frame's PTS looked up in the probe's index, so they are
     source-timeline frame numbers even after a seek and for variable frame rate. With
     `frame_specs`, the same pass keeps each shot's sampled frames for later stages (shot_frames).
-    `transnet` is the loaded `model.transnetv2.TransNetV2Detector` when the detector uses it.
-    """
+    `transnet` is the loaded `model.transnetv2.TransNetV2Detector` when the detector uses it;
+    `on_frames(count)` is told every `report_every` seconds how many frames are decoded."""
     began = time.perf_counter()
     result = ClipResult(window)
     num_frames = len(pts)
@@ -384,7 +388,8 @@ def detect_clip(
 
     try:
         with open_video(path, threads=threads) as (container, stream):
-            for decode_order, frame in enumerate(iter_frames(container, stream, start_pts, end_pts)):
+            frames = reporting(iter_frames(container, stream, start_pts, end_pts), on_frames, report_every)
+            for decode_order, frame in enumerate(frames):
                 index = frame_index(pts, frame.pts) if seekable else decode_order
                 if not seekable and index >= window.decode_end:
                     break
@@ -432,6 +437,8 @@ class DetectItem:
     rotation: int
     seekable: bool
     threads: int = 1  # FFmpeg decoding threads
+    board: object = None  # a FrameBoard actor to report decoded frames to (long videos), or None
+    report_every: float = 2.0  # seconds between those reports
 
 
 class DetectStage(Stage):
@@ -472,10 +479,13 @@ class DetectStage(Stage):
             pts = ray.get(pts)
         if self.detector.transnet and self.transnet is None:
             self.setup()
+        key = f"{item.path}#{item.window.clip_index}"
+        on_frames = (lambda count: item.board.report.remote(key, count)) if item.board is not None else None
         return detect_clip(item.path, item.window, pts, item.fps, item.rotation, self.detector,
                            thumbnail_every=max(1, round(self.keyframe_interval_seconds * item.fps)),
                            thumbnail_max_side=self.keyframe_max_side, threads=item.threads, seekable=item.seekable,
-                           frame_specs=self.frame_specs, transnet=self.transnet)  # fmt: skip
+                           frame_specs=self.frame_specs, transnet=self.transnet, on_frames=on_frames,
+                           report_every=item.report_every)  # fmt: skip
 
 
 class Detect(Step):
@@ -486,10 +496,17 @@ class Detect(Step):
     about = ("PySceneDetect cuts per clip window; the same decode pass keeps keyframes and each shot's "
              "embedding frames (Ray task per clip)")  # fmt: skip
 
+    LONG_VIDEO_SECONDS = 120.0  # from this length on, clip tasks report frames as they decode ...
+    REPORT_EVERY_SECONDS = 2.0  # ... this often
+
     def __init__(self, worker: DetectStage, config: ShotsConfig):
         self.worker, self.config = worker, config
         self.pts: dict[str, object] = {}  # video id -> its PTS index in Ray's object store
         self.cpus = 1
+        self.board = None  # the FrameBoard actor, started with the first long video
+        self.reading = None  # its answer on the way
+        self.frames_total = self.frames_finished = 0  # decode ranges of the clips sent, and of those back
+        self.finished: set[str] = set()  # clip keys whose result is back
 
     def start(self, driver: Driver) -> None:
         import ray
@@ -505,16 +522,44 @@ class Detect(Step):
         probe = task.probe
         self.pts[probe.video_id] = ray.put(probe.pts)
         threads = self.config.decode_threads or max(1, min(4, self.cpus // len(task.clips)))
+        board = self.frame_board(driver) if probe.duration_s >= self.LONG_VIDEO_SECONDS else None
         for window in task.clips:
             item = DetectItem(probe.source_path, window, self.pts[probe.video_id], probe.fps, probe.rotation,
-                              probe.pts_reliable, threads)  # fmt: skip
+                              probe.pts_reliable, threads, board, self.REPORT_EVERY_SECONDS)  # fmt: skip
+            self.frames_total += window.decode_end - window.decode_start
             driver.work(self, item, self._on_clip(task, window, driver))
+
+    def frame_board(self, driver: Driver):
+        """The actor clip tasks report decoded frames to; the driver reads it while it waits."""
+        if self.board is None:
+            import ray
+
+            self.board = ray.remote(FrameBoard).options(num_cpus=0).remote()
+            driver.executor.while_waiting.append(lambda: self.show_frames(driver))
+        return self.board
+
+    def show_frames(self, driver: Driver) -> None:
+        """Updates the progress line from the board's last answer; never waits for it (one read in flight)."""
+        import ray
+
+        if self.reading is not None:
+            if not ray.wait([self.reading], timeout=0)[0]:
+                return
+            try:
+                in_flight = ray.get(self.reading)
+            except ray.exceptions.RayError:  # progress is a nicety: a lost board never stops the job
+                in_flight = {}
+            done = self.frames_finished + sum(n for key, n in in_flight.items() if key not in self.finished)
+            driver.progress.frames(done, self.frames_total)
+        self.reading = self.board.read.remote()
 
     def _on_clip(self, task: VideoTask, window: ClipWindow, driver: Driver):
         def done(result) -> None:
             if isinstance(result, Failure):
                 result = ClipResult(window, error=f"{task.probe.source_path}: {result.error}")
             task.detected[window.clip_index] = result
+            self.finished.add(f"{task.probe.source_path}#{window.clip_index}")
+            self.frames_finished += window.decode_end - window.decode_start
             driver.summary.frames_decoded += result.frames_decoded
             driver.summary.detect_task_seconds += result.seconds
             if result.frames is not None and not result.error:

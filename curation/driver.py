@@ -68,6 +68,7 @@ class RunSummary:
     wall_seconds: float = 0.0  # the streamed stages: from the first probe to the last video committed
     stage_seconds: dict = field(default_factory=dict)  # time inside the Ray workers, summed per stage
     failures: list[dict] = field(default_factory=list)
+    video_ids: set[str] = field(default_factory=set)  # videos this run committed (ok or failed), not skipped ones
 
 
 class Step:
@@ -109,7 +110,7 @@ class Step:
 class Driver:
     """Runs `steps` over tasks: the only place results are committed."""
 
-    def __init__(self, steps: list[Step], max_in_flight: int, output=None):
+    def __init__(self, steps: list[Step], max_in_flight: int, output=None, summary: RunSummary | None = None):
         names = [s.name for s in steps]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
@@ -118,7 +119,7 @@ class Driver:
         for step in self.steps:
             if step.worker is not None:
                 self.executor.add(step.worker, workers=step.workers)
-        self.summary = RunSummary()
+        self.summary = summary or RunSummary()
         self.progress: Progress | None = None
         self.finished_at: dict[str, float] = {}  # seconds from the start of `run` to each step's finish
         self.after_finish = None  # called with a step's name as it finishes (the job records Ray's processes)
@@ -146,8 +147,11 @@ class Driver:
         """The task's video is committed with its shots."""
         task.status = Status.OK
         self.summary.videos_ok += 1
+        self.summary.video_ids.add(task.video_id)
         self.summary.shots += shots
         self.summary.hours_processed += task.probe.duration_s / 3600
+        log.info("%s: committed, %d clips, %d shots, %.1f s of video", task.path, len(task.clips or ()), shots,
+                 task.probe.duration_s)  # fmt: skip
         self.progress.video_done(video_seconds=task.probe.duration_s, shots=shots)
 
     def skip(self, task: VideoTask, duplicate: bool = False) -> None:
@@ -167,6 +171,7 @@ class Driver:
             record_failure(self.output, task.path, failure.error, failure.stage)
             log.warning("failed (%s): %s", failure.stage, failure.error)
         self.summary.videos_failed += 1
+        self.summary.video_ids.add(task.video_id)
         self.summary.failures.append({"path": task.path, "stage": failure.stage, "error": failure.error})
         self.progress.video_done(failed=True)
         for later in self.steps[self._position[step.name] + 1 :]:
@@ -201,6 +206,8 @@ class Driver:
             raise
         finally:
             self.summary.stage_seconds = dict(self.executor.task_seconds)
+            log.info("time inside the workers, per stage: %s",
+                     ", ".join(f"{k} {v:.1f} s" for k, v in self.summary.stage_seconds.items()))  # fmt: skip
             self.executor.shutdown()
         return self.summary
 

@@ -133,7 +133,8 @@ class CommitBatch:
         for name, table_rows in rows.items():
             self.rows[name] += table_rows
         self.covers += [video_id, *replaces]
-        self.since = self.since or time.monotonic()
+        if self.since is None:
+            self.since = time.monotonic()
         if len(self.rows["videos"]) >= self.max_videos or time.monotonic() - self.since >= self.max_seconds:
             self.flush()
 

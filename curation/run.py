@@ -26,9 +26,10 @@ import time
 import yaml
 from pydantic import ValidationError
 
+from curation import identity
 from curation.config import CurationConfig, add_flags, flags, from_flags
 from curation.darkness import too_dark
-from curation.driver import Driver, Step, VideoTask, record_failure
+from curation.driver import Driver, RunSummary, Step, VideoTask, record_failure
 from curation.inputs import resolve_inputs
 from curation.samples import write_sample_videos
 from curation.shot_filters import gradual_transition, too_short
@@ -84,7 +85,9 @@ def parse_args(argv: list[str] | None = None) -> CurationConfig:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, metavar="YAML",
                         help="a config file (the tree run.json records under 'config'); flags override it")  # fmt: skip
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also log each video as it is committed (clips, shots), duplicates, retries and "
+                             "where each stage's time goes")  # fmt: skip
     add_flags(parser)
     argv = sys.argv[1:] if argv is None else list(argv)
     problem = unknown_flag(parser, argv)
@@ -141,7 +144,9 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_run_json(config: CurationConfig, driver: Driver, paths: list[str], total_s: float = 0.0) -> dict:
+def write_run_json(
+    config: CurationConfig, driver: Driver, paths: list[str], total_s: float = 0.0, pending: list[str] = ()
+) -> dict:
     from dataclasses import asdict
 
     relevance = {"embedding": asdict(driver.step("embed").report), "combinations": driver.step("combine").report,
@@ -152,6 +157,8 @@ def write_run_json(config: CurationConfig, driver: Driver, paths: list[str], tot
     summary = driver.summary
     record = {
         "config": config.model_dump(mode="json"),
+        # The shot settings hold for every video but these (not among this run's inputs while being re-derived).
+        "shot_settings_pending_videos": list(pending),
         "versions": versions(),
         "stages": [f"{step.name}: {step.about} ({step.__module__.replace('.', '/')}.py)" for step in driver.steps],
         "this_run": {
@@ -220,13 +227,19 @@ def annotation_line(report: dict) -> str:
 SHOT_FILTERS = [gradual_transition, too_short, too_dark]
 
 
-def pipeline(config: CurationConfig, api_key: str | None = None, swap: dict[str, type] | None = None) -> list[Step]:
+def pipeline(
+    config: CurationConfig,
+    api_key: str | None = None,
+    swap: dict[str, type] | None = None,
+    redo: frozenset = frozenset(),
+) -> list[Step]:
     """The job's stages, in the order of the paper's data pipeline (Figure 4). Each is a `Step` in
     the module of its name; the driver (curation/driver.py) moves every video through them.
 
     A shot filter (darkness, motion, ...) is a module and an entry of `SHOT_FILTERS`; reconcile and
     embed both apply that list. `swap` replaces a stage's
-    Ray side by name ("probe", "detect", "embed", "media"): tests use it to crash workers.
+    Ray side by name ("probe", "detect", "embed", "media"): tests use it to crash workers. `redo`:
+    curated videos to derive again (a change of shot settings with --redo-shots; curation/identity.py).
     """
     from curation.annotate import Annotate, MediaStage
     from curation.combine import Combine
@@ -240,7 +253,7 @@ def pipeline(config: CurationConfig, api_key: str | None = None, swap: dict[str,
     embed = ray_side["embed"](config.embed, embed_resources(config.embed))
     keep = {"embed": embed.frame_spec} if config.embed.frames_from == "detection" else None
     return [
-        Probe(ray_side["probe"](completed_video_ids(config), cpus=min(1.0, config.shots.cpus_per_task))),
+        Probe(ray_side["probe"](completed_video_ids(config) - redo, cpus=min(1.0, config.shots.cpus_per_task))),
         Split(config),
         Detect(ray_side["detect"](config.shots, keep, gpus=detect_gpus(config.shots)), config.shots),
         Reconcile(config, SHOT_FILTERS),
@@ -256,13 +269,17 @@ def run_stages(
     api_key: str | None = None,
     swap: dict[str, type] | None = None,
     after_finish=None,
+    redo: frozenset = frozenset(),
+    summary: RunSummary | None = None,
 ) -> Driver:
     """Every input through the whole pipeline; the driver keeps each stage's numbers (`driver.step(name)`).
-    after_finish(name): called as each stage finishes."""
+    after_finish(name): called as each stage finishes. redo: curated videos to derive again. summary:
+    the run's counts, filled as videos end (still there when the run is interrupted)."""
     import ray
 
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    driver = Driver(pipeline(config, api_key, swap), config.max_in_flight or 2 * cpus, config.output)
+    steps = pipeline(config, api_key, swap, redo)
+    driver = Driver(steps, config.max_in_flight or 2 * cpus, config.output, summary)
     driver.after_finish = after_finish
     driver.run([VideoTask(path) for path in paths])
     driver.summary.wall_seconds = driver.finished_at["reconcile"]  # the streamed stages
@@ -359,6 +376,13 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
     if len(missing) == len(paths):
         print("error: none of the --input paths exists; nothing to do", file=sys.stderr)
         return 2
+    try:
+        redo = identity.check(config)  # before Ray starts: a refused re-run costs nothing
+    except identity.SettingsChanged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if redo:
+        print(f"re-deriving {len(redo)} curated videos with the new shot settings", file=sys.stderr)
     from curation.local_ray import forget, record_processes, start_ray
 
     started = start_ray(config.num_cpus, config.output)  # a killed earlier run's Ray processes are cleared first
@@ -368,10 +392,14 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
         if started and stage == "embed":
             record_processes(config.output)
 
-    driver = run_stages(paths, config, api_key, after_finish=started_processes)  # probe → … → annotate
-    summary = driver.summary
+    summary = RunSummary()
+    try:
+        driver = run_stages(paths, config, api_key, after_finish=started_processes, redo=frozenset(redo),
+                            summary=summary)  # probe → … → annotate  # fmt: skip
+    finally:  # also when interrupted: the videos re-derived so far are done
+        pending = identity.settle(config, redo, summary.video_ids) if redo else []
     ensure_tables(config.output)  # every table exists with its schema, empty when nothing qualified
-    record = write_run_json(config, driver, paths, time.perf_counter() - began)
+    record = write_run_json(config, driver, paths, time.perf_counter() - began, pending)
     relevance = record["relevance"]
     manifest = record["manifest"]
     print(
@@ -388,7 +416,32 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
         reasons = "; ".join(f["error"] for f in summary.failures[:5])
         print(f"error: no video could be processed: {reasons}", file=sys.stderr)
         return 1
+    failed = every_annotation_failed(relevance["annotation"])
+    if failed:
+        print(f"error: every annotation failed ({failed}); the errors are in the annotations table "
+              f"(python -m manifests inspect {config.output}); re-run the same command to retry them", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
+
+
+REPLIED = (Status.OK, Status.INVALID, Status.BLOCKED, Status.TRUNCATED)  # the model answered
+
+
+def every_annotation_failed(report: dict) -> str | None:
+    """'12 combinations' when annotation had items and none was answered: with a key, every request
+    it made failed (a wrong key, a dead endpoint: the breaker leaves the rest unannotated); without
+    one, every item failed before a request (its media). None otherwise."""
+    kinds = {what: r for what, r in report.items() if what != "total" and r.get("statuses")}
+    statuses = [(what, Status(status), n) for what, r in kinds.items() for status, n in r["statuses"].items()]
+    failed = {what: 0 for what in kinds}
+    for what, status, n in statuses:
+        failed[what] += n if status in (Status.FAILED, Status.ERROR) else 0
+    if not statuses or any(status in REPLIED for _, status, _ in statuses) or not sum(failed.values()):
+        return None
+    key = any(r.get("key_present") for r in kinds.values())
+    if not key and any(status == Status.UNANNOTATED for _, status, _ in statuses):
+        return None  # the rest wait for a key: nothing was sent
+    return ", ".join(f"{n} {what}" for what, n in failed.items() if n)
 
 
 if __name__ == "__main__":

@@ -148,6 +148,8 @@ class Executor:
     may submit more items (to any stage), which is how a video streams from stage to stage.
     """
 
+    WAKE_SECONDS = 1.0
+
     def __init__(self, max_in_flight: int):
         self.max_in_flight = max(1, max_in_flight)
         self._pools: dict[str, _Pool] = {}
@@ -155,6 +157,7 @@ class Executor:
         self._queues: dict[str, deque] = {}
         self._in_flight: dict[Any, _Pending] = {}
         self.failures: dict[str, int] = {}
+        self.while_waiting: list[Callable[[], None]] = []  # called every WAKE_SECONDS while nothing finishes
         self.task_seconds: dict[str, float] = {}  # time spent inside `process`, summed over workers
         self.items: dict[str, int] = {}
 
@@ -245,7 +248,11 @@ class Executor:
 
         self._dispatch()
         while self._in_flight:
-            ready, _ = ray.wait(list(self._in_flight), num_returns=1)
+            ready, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=self.WAKE_SECONDS)
+            if not ready:
+                for hook in self.while_waiting:
+                    hook()
+                continue
             pending = self._in_flight.pop(ready[0])
             pool = pending.pool
             try:

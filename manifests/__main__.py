@@ -1,6 +1,8 @@
 """`python -m manifests inspect DIR [--html [PATH]]`: what a curation run produced.
 `python -m manifests import FILE --output DIR [--root DIR] [--scenes N]`: official datasets to manifests.
-`python -m manifests compact DIR`: merge the many small part files into one large file per table."""
+`python -m manifests compact DIR`: merge the many small part files into one large file per table.
+`python -m manifests remove DIR --video ID_OR_PATH ...`: take videos out of every table at once.
+`python -m manifests columns`: what every column of every table means (docs/columns.md)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     compact = commands.add_parser("compact", help="merge a manifest's small part files into one large file per table "
                                   "(atomic, idempotent, safe while others read)")  # fmt: skip
     compact.add_argument("manifest_dir")
+    remove = commands.add_parser("remove", help="take videos out of a manifest: their rows in every table, at once, "
+                                 "and their keyframes")  # fmt: skip
+    remove.add_argument("manifest_dir")
+    remove.add_argument("--video", nargs="+", action="extend", required=True, metavar="ID_OR_PATH",
+                        help="a video_id, or a source_path as the videos table records it (repeatable)")  # fmt: skip
+    commands.add_parser("columns", help="print what every column of every table means, as Markdown")
     args = parser.parse_args(argv)
+    if args.command == "columns":
+        from manifests.schema import columns_markdown
+
+        print(columns_markdown(), end="")
+        return 0
+    if args.command == "remove":
+        return remove_command(args.manifest_dir, args.video)
     if args.command == "compact":
         from manifests.compact import compact as run_compact
         from manifests.lock import OutputLocked
@@ -64,6 +79,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def remove_command(manifest_dir: str, selectors: list[str]) -> int:
+    from manifests.lock import OutputLock, OutputLocked
+    from manifests.remove import remove_videos
+
+    try:
+        check_manifest_dir(manifest_dir)
+        with OutputLock(manifest_dir, "manifests remove"):
+            result = remove_videos(manifest_dir, selectors)
+    except (ManifestError, OutputLocked) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(result.lines()))
+    return 1 if result.unknown else 0
 
 
 if __name__ == "__main__":

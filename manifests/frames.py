@@ -70,6 +70,15 @@ def open_video(path: str | os.PathLike, threads: int = 0):
             handle.close()
 
 
+def int_or(value: Any, default: int | None) -> int | None:
+    """An integer column's value, or `default` where it is null: None, NaN, or pandas' <NA> (whose
+    comparisons are <NA>, so `value != value` cannot tell)."""
+    try:
+        return default if value is None or value != value else int(value)
+    except TypeError:  # bool(<NA>)
+        return default
+
+
 def iter_frames(container, stream, start_pts: int | None = None, end_pts: int | None = None) -> Iterator[av.VideoFrame]:
     """Decoded frames with start_pts <= pts < end_pts, in presentation order.
 
@@ -154,14 +163,11 @@ def read_shot_frames(
     if any(i < 0 or i >= num_frames for i in wanted):
         raise ValueError(f"frame indices must lie in [0, {num_frames}) for shot {shot.get('shot_id')}")
     wanted_set = set(wanted)
-    rotation = int(shot.get("rotation") or 0)
+    rotation = int_or(shot.get("rotation"), 0)
     frames: dict[int, np.ndarray] = {}
-    start_pts = shot.get("start_pts")
-    start_pts = None if start_pts is None or start_pts != start_pts else int(start_pts)  # NaN from pandas
-    end_pts = shot.get("end_pts")
-    end_pts = None if end_pts is None or end_pts != end_pts else int(end_pts)
+    start_pts, end_pts = int_or(shot.get("start_pts"), None), int_or(shot.get("end_pts"), None)
     # Without timestamps (raw streams) a shot is found by counting frames from the file's start.
-    skip = int(shot.get("start_frame") or 0) if start_pts is None else 0
+    skip = int_or(shot.get("start_frame"), 0) if start_pts is None else 0
     with open_video(shot["source_path"], threads=threads) as (container, stream):
         last = max(wanted_set) if wanted_set else -1
         for position, frame in enumerate(iter_frames(container, stream, start_pts, end_pts)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import posixpath
 from pathlib import Path
@@ -136,6 +137,22 @@ def annotation_line(counts: dict) -> str:
     return f"captions of the ok combinations: {text}{hint}"
 
 
+def no_combinations_reason(manifest_dir) -> str:
+    """Why the miner wrote nothing, from the last run's record: its groups and why each gave none."""
+    run_json = location(manifest_dir) / "run.json"
+    try:
+        record = json.loads(run_json.read_text())
+        mined = record["relevance"]["combinations"]
+        scope = record["config"]["combine"].get("within", "clip")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no run.json says why; run the curation job (its combine stage mines them)"
+    reasons = "; ".join(f"{n} {'group' if n == 1 else 'groups'}: {why}"
+                        for why, n in sorted(mined.get("groups_without_combinations", {}).items()))  # fmt: skip
+    hint = (" Shots are combined only within one clip; --within video mines across a video's clips, and a longer "
+            "--clip-minutes gives each clip more shots") if scope == "clip" else ""  # fmt: skip
+    return f"{mined.get('groups', 0)} groups mined ({scope}s), none gave a combination: {reasons or 'no groups'}.{hint}"
+
+
 def text_report(manifest_dir: str | os.PathLike) -> str:
     s = summary(manifest_dir)
     lines = [
@@ -155,6 +172,8 @@ def text_report(manifest_dir: str | os.PathLike) -> str:
             f"embeddings), median weakest-pair relevance {c['median_min_relevance'] or 0:.2f} ({RELEVANCE_UNIT})"
         )
         lines.append(f"  {annotation_line(c)}")
+    else:
+        lines.append(f"combinations: none ({no_combinations_reason(manifest_dir)})")
     if s["failures"]:
         lines.append(f"failures ({len(s['failures'])}):")
         lines += [f"  [{f['error_stage']}] {f['error']}" for f in s["failures"]]
@@ -231,8 +250,9 @@ def html_report(
             reason = shot.filter_reason if isinstance(shot.filter_reason, str) else ""
             title = f" title='{e(reason)}'" if reason else ""
             parts.append(
-                f"<div class='{cls}'{title}>{preview_tag(previews.get(shot.shot_id), image, rel)}<div>#{shot.shot_index} "
-                f"{shot.start_s:.2f}–{shot.end_s:.2f} s ({shot.duration_s:.1f} s)<br>frames {shot.start_frame}–{shot.end_frame}</div></div>"
+                f"<div class='{cls}'{title}>{preview_tag(previews.get(shot.shot_id), image, rel)}<div>shot_index "
+                f"{shot.shot_index} · {shot.start_s:.2f}–{shot.end_s:.2f} s ({shot.duration_s:.1f} s)<br>frames "
+                f"[{shot.start_frame}, {shot.end_frame})</div></div>"
             )
         parts.append("</div>")
     parts.append(_PLAY)
@@ -322,20 +342,22 @@ def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 
     ordered = combos.sort_values(["status", "min_relevance"], ascending=[True, False]).head(limit)
     parts = [f"<h2>Shot combinations ({int((combos['status'] == 'ok').sum())} ok, showing {len(ordered)})</h2>",
              f"<p class=note>Relevance: {e(RELEVANCE_UNIT)}. {e(annotation_line(combination_counts(manifest_dir)))}."
-             " Hover a badge for its detail; hover or tap a shot to play it.</p>"]  # fmt: skip
+             " Shots are counted 1 to N within a combination (pairs 1 & 2, ...); shot_index is a shot's 0-based"
+             " position in its video; frame spans are half-open, [first, end). Hover a badge for its detail; hover or"
+             " tap a shot to play it.</p>"]  # fmt: skip
     for combo in ordered.itertuples():
         cls = "combo" if combo.status == Status.OK else "combo filtered"
-        numbers = [f"#{int(by_id.loc[s, 'shot_index'])}" if s in by_id.index else "?" for s in combo.shot_ids]
+        numbers = [str(int(by_id.loc[s, "shot_index"])) if s in by_id.index else "?" for s in combo.shot_ids]
         n = len(combo.shot_ids)
         pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]  # the order pair_scores are stored in
-        scores = ", ".join(f"{i + 1}–{j + 1}: {raw:.2f} (z {z:.2f})"
+        scores = ", ".join(f"{i + 1} & {j + 1}: {raw:.2f} (z {z:.2f})"
                            for (i, j), raw, z in zip(pairs, combo.pair_scores, combo.pair_calibrated))  # fmt: skip
         note = annotation.get(combo.combination_id)
         status = Status.UNANNOTATED if note is None else str(note.status)
         detail = note.error if note is not None and isinstance(note.error, str) else ""
         reason = combo.filter_reason if isinstance(combo.filter_reason, str) else ""
         parts.append(
-            f"<div class='{cls}'><div class=meta><b>{e(names.get(combo.video_id, combo.video_id))}</b> shots "
+            f"<div class='{cls}'><div class=meta><b>{e(names.get(combo.video_id, combo.video_id))}</b> shot_index "
             f"{e(' → '.join(numbers))} · weakest pair {combo.min_relevance:.2f} (z) · pairs {e(scores)} · "
             f"{combo.total_frames} frames · captions {badge(status, detail)} {e(reason)}</div><div class=grid>"
         )
@@ -348,7 +370,7 @@ def combinations_html(manifest_dir, shots: pd.DataFrame, rel: str, limit: int = 
             )
             caption = f"<br><i>{e(captions[i])}</i>" if i < len(captions) else ""
             media = preview_tag(previews.get(shot_id), image, rel)
-            parts.append(f"<div class=shot>{media}<div>shot {i + 1} ({e(numbers[i])}): {start:.1f}–{end:.1f} s"
+            parts.append(f"<div class=shot>{media}<div>shot {i + 1} of {n} (shot_index {e(numbers[i])}): {start:.1f}–{end:.1f} s"
                          f"{caption}</div></div>")  # fmt: skip
         parts.append("</div></div>")
     return parts

@@ -239,7 +239,21 @@ def read_table(
             present = pa.compute.unique(table["video_id"])
             if not pa.compute.all(pa.compute.is_in(present, value_set=committed)).as_py():  # else nothing to drop
                 table = table.filter(pa.compute.is_in(table["video_id"], value_set=committed))
-    return _select(table, columns).to_pandas()
+    return to_frame(_select(table, columns))
+
+
+_NULLABLE_INTS = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+                  pa.int64(): pd.Int64Dtype()}  # fmt: skip
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """The table as pandas, with integer columns that hold nulls (a failed video's width, an unknown
+    PTS) as pandas' nullable integers (`<NA>`), not floats: 320 stays 320, not 320.0."""
+    frame = table.to_pandas()
+    for name, column in zip(table.column_names, table.columns):
+        if column.type in _NULLABLE_INTS and column.null_count:
+            frame[name] = column.to_pandas(types_mapper=_NULLABLE_INTS.get)
+    return frame
 
 
 def read_part(manifest_dir: str | os.PathLike, name: str, part: str) -> pd.DataFrame:

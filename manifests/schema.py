@@ -34,9 +34,11 @@ STATUS_OK, STATUS_FILTERED, STATUS_FAILED = Status.OK, Status.FILTERED, Status.F
 # --- records: one typed row per table; each table's pyarrow schema is derived from its record ----
 
 
-def column(arrow: pa.DataType, *, required: bool = False):
-    """A record field stored as `arrow`; `required` fields have no default and may never be null."""
-    metadata = {"arrow": arrow, "required": required}
+def column(arrow: pa.DataType, *, required: bool = False, doc: str = ""):
+    """A record field stored as `arrow`; `required` fields have no default and may never be null. `doc`
+    says what the column means (with its unit): it is the column's Parquet field metadata ("description")
+    and its row in docs/columns.md."""
+    metadata = {"arrow": arrow, "required": required, "doc": doc}
     return field(metadata=metadata) if required else field(default=None, metadata=metadata)
 
 
@@ -80,7 +82,9 @@ class Record:
     @classmethod
     def schema(cls) -> pa.Schema:
         """The table's pyarrow schema, in field order, with the version and table name as metadata."""
-        columns = [pa.field(f.name, f.metadata["arrow"], nullable=not f.metadata["required"]) for f in fields(cls)]
+        columns = [pa.field(f.name, f.metadata["arrow"], nullable=not f.metadata["required"],
+                            metadata={"description": f.metadata["doc"]} if f.metadata["doc"] else None)
+                   for f in fields(cls)]  # fmt: skip
         return pa.schema(columns, metadata={"schema_version": str(SCHEMA_VERSION), "table": cls.TABLE})
 
 
@@ -98,109 +102,204 @@ def record(table: str):
 
 @record("videos")
 class VideoRecord(Record):
-    video_id: str = column(pa.string(), required=True)
-    source_path: str = column(pa.string(), required=True)
-    status: Status = column(pa.string(), required=True)
-    error: str | None = column(pa.string())
-    error_stage: str | None = column(pa.string())
-    size_bytes: int | None = column(pa.int64())
-    container: str | None = column(pa.string())
-    codec: str | None = column(pa.string())
-    pix_fmt: str | None = column(pa.string())
-    width: int | None = column(pa.int32())  # displayed width, after rotation
-    height: int | None = column(pa.int32())  # displayed height, after rotation
-    coded_width: int | None = column(pa.int32())
-    coded_height: int | None = column(pa.int32())
-    rotation: int | None = column(pa.int16())  # degrees counter-clockwise to display upright
-    fps: float | None = column(pa.float64())  # average frame rate over the whole stream
-    variable_fps: bool | None = column(pa.bool_())
-    num_frames: int | None = column(pa.int64())
-    duration_s: float | None = column(pa.float64())
-    time_base: str | None = column(pa.string())  # e.g. "1/15360": unit of every *_pts column
-    has_audio: bool | None = column(pa.bool_())
-    video_stream: int | None = column(pa.int32())  # the stream frames come from (cover art and stills skipped)
-    num_clips: int | None = column(pa.int32())
-    num_shots: int | None = column(pa.int32())
-    processing_s: float | None = column(pa.float64())
+    video_id: str = column(
+        pa.string(),
+        required=True,
+        doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
+    )
+    source_path: str = column(
+        pa.string(), required=True, doc="where the source video was read from (a local path or an object-store URL)"
+    )
+    status: Status = column(pa.string(), required=True, doc="ok (probed and curated) or failed (see error)")
+    error: str | None = column(
+        pa.string(), doc="what went wrong, with the file and what to do (null unless the row failed)"
+    )
+    error_stage: str | None = column(
+        pa.string(), doc="the stage that failed (probe, detect, reconcile, embed, media, request), null unless failed"
+    )
+    size_bytes: int | None = column(pa.int64(), doc="file size in bytes")
+    container: str | None = column(
+        pa.string(), doc='container format as FFmpeg names it (e.g. "mov,mp4,m4a,3gp,3g2,mj2")'
+    )
+    codec: str | None = column(pa.string(), doc='video codec (e.g. "h264")')
+    pix_fmt: str | None = column(pa.string(), doc='pixel format of the decoded frames (e.g. "yuv420p")')
+    width: int | None = column(pa.int32(), doc="displayed width in pixels, after rotation")
+    height: int | None = column(pa.int32(), doc="displayed height in pixels, after rotation")
+    coded_width: int | None = column(pa.int32(), doc="width of the coded frames, before rotation")
+    coded_height: int | None = column(pa.int32(), doc="height of the coded frames, before rotation")
+    rotation: int | None = column(
+        pa.int16(), doc="degrees counter-clockwise the frames are turned to display upright (0, 90, 180, 270)"
+    )
+    fps: float | None = column(pa.float64(), doc="average frame rate of the stream (frames per second)")
+    variable_fps: bool | None = column(
+        pa.bool_(), doc="whether frame durations vary (the frame index comes from PTS either way)"
+    )
+    num_frames: int | None = column(pa.int64(), doc="frames in the video stream")
+    duration_s: float | None = column(pa.float64(), doc="duration of the video stream in seconds")
+    time_base: str | None = column(
+        pa.string(), doc='unit of every *_pts column, as a fraction of a second (e.g. "1/15360")'
+    )
+    has_audio: bool | None = column(pa.bool_(), doc="whether the file has an audio stream")
+    video_stream: int | None = column(
+        pa.int32(), doc="index of the stream frames come from (cover art and stills are skipped)"
+    )
+    num_clips: int | None = column(pa.int32(), doc="clip windows the video was split into (--clip-minutes)")
+    num_shots: int | None = column(pa.int32(), doc="shots found, filtered ones included")
+    processing_s: float | None = column(pa.float64(), doc="seconds from probe to commit for this video")
 
 
 @record("clips")
 class ClipRecord(Record):
-    clip_id: str = column(pa.string(), required=True)
-    video_id: str = column(pa.string(), required=True)
-    clip_index: int = column(pa.int32(), required=True)
-    start_frame: int = column(pa.int64(), required=True)  # owned range, inclusive
-    end_frame: int = column(pa.int64(), required=True)  # owned range, exclusive
-    decode_start_frame: int | None = column(pa.int64())  # owned range plus overlap
-    decode_end_frame: int | None = column(pa.int64())
-    start_s: float | None = column(pa.float64())
-    end_s: float | None = column(pa.float64())
-    num_cuts: int | None = column(pa.int32())
-    frames_decoded: int | None = column(pa.int64())
-    status: Status = column(pa.string(), required=True)
-    error: str | None = column(pa.string())
-    processing_s: float | None = column(pa.float64())
+    clip_id: str = column(pa.string(), required=True, doc="id of the clip: `<video_id>_c<clip_index:03d>`")
+    video_id: str = column(
+        pa.string(),
+        required=True,
+        doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
+    )
+    clip_index: int = column(pa.int32(), required=True, doc="0-based position of the clip in its video")
+    start_frame: int = column(pa.int64(), required=True, doc="first frame the clip owns (0-based source frame index)")
+    end_frame: int = column(
+        pa.int64(),
+        required=True,
+        doc="one past the last frame the clip owns: the owned span is [start_frame, end_frame)",
+    )
+    decode_start_frame: int | None = column(
+        pa.int64(), doc="first frame decoded: start_frame less the --overlap-seconds context"
+    )
+    decode_end_frame: int | None = column(pa.int64(), doc="one past the last frame decoded: end_frame plus the overlap")
+    start_s: float | None = column(pa.float64(), doc="start of the owned span in seconds from the stream start")
+    end_s: float | None = column(pa.float64(), doc="end of the owned span in seconds (exclusive)")
+    num_cuts: int | None = column(pa.int32(), doc="cuts found in the owned span")
+    frames_decoded: int | None = column(
+        pa.int64(), doc="frames the detection pass decoded for this clip (overlap included)"
+    )
+    status: Status = column(pa.string(), required=True, doc="ok or failed (see error)")
+    error: str | None = column(
+        pa.string(), doc="what went wrong, with the file and what to do (null unless the row failed)"
+    )
+    processing_s: float | None = column(pa.float64(), doc="seconds this item took inside its worker")
 
 
 @record("shots")
 class ShotRecord(Record):
-    video_id: str = column(pa.string(), required=True)
-    shot_id: str = column(pa.string(), required=True)
-    shot_index: int = column(pa.int32(), required=True)
-    source_path: str = column(pa.string(), required=True)
-    start_frame: int = column(pa.int64(), required=True)  # inclusive, source timeline
-    end_frame: int = column(pa.int64(), required=True)  # exclusive, source timeline
-    num_frames: int = column(pa.int64(), required=True)
-    start_s: float = column(pa.float64(), required=True)  # from PTS, relative to stream start
-    end_s: float = column(pa.float64(), required=True)
-    duration_s: float = column(pa.float64(), required=True)
-    start_pts: int | None = column(pa.int64())  # PTS of start_frame, in the video's time_base
-    end_pts: int | None = column(pa.int64())  # PTS of end_frame (or end of stream)
-    time_base: str | None = column(pa.string())
-    fps: float = column(pa.float64(), required=True)
-    width: int = column(pa.int32(), required=True)
-    height: int = column(pa.int32(), required=True)
-    rotation: int | None = column(pa.int16())
-    clip_index: int | None = column(pa.int32())  # clip that owns the shot's first frame
-    detector: str | None = column(pa.string())
-    keyframe_frame: int | None = column(pa.int64())
-    keyframe_path: str | None = column(pa.string())  # relative to the manifest directory
-    status: Status = column(pa.string(), required=True)  # ok | filtered
-    filter_reason: str | None = column(pa.string())
+    video_id: str = column(
+        pa.string(),
+        required=True,
+        doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
+    )
+    shot_id: str = column(
+        pa.string(), required=True, doc="id of the shot: its video id and first frame, `<video_id>_<start_frame:07d>`"
+    )
+    shot_index: int = column(pa.int32(), required=True, doc="0-based position of the shot in its video")
+    source_path: str = column(
+        pa.string(), required=True, doc="where the source video was read from (a local path or an object-store URL)"
+    )
+    start_frame: int = column(
+        pa.int64(), required=True, doc="first frame of the shot (0-based index on the source timeline)"
+    )
+    end_frame: int = column(
+        pa.int64(),
+        required=True,
+        doc="one past the last frame: the shot is the half-open span [start_frame, end_frame)",
+    )
+    num_frames: int = column(pa.int64(), required=True, doc="end_frame - start_frame")
+    start_s: float = column(
+        pa.float64(), required=True, doc="time of start_frame in seconds, from its PTS, relative to the stream start"
+    )
+    end_s: float = column(pa.float64(), required=True, doc="time of end_frame in seconds (exclusive end)")
+    duration_s: float = column(pa.float64(), required=True, doc="end_s - start_s")
+    start_pts: int | None = column(pa.int64(), doc="PTS of start_frame, in time_base units (readers seek by it)")
+    end_pts: int | None = column(pa.int64(), doc="PTS of end_frame (or the end of the stream), in time_base units")
+    time_base: str | None = column(
+        pa.string(), doc='unit of every *_pts column, as a fraction of a second (e.g. "1/15360")'
+    )
+    fps: float = column(pa.float64(), required=True, doc="average frame rate of the stream (frames per second)")
+    width: int = column(pa.int32(), required=True, doc="displayed width in pixels, after rotation")
+    height: int = column(pa.int32(), required=True, doc="displayed height in pixels, after rotation")
+    rotation: int | None = column(pa.int16(), doc="degrees counter-clockwise the frames are turned to display upright")
+    clip_index: int | None = column(
+        pa.int32(), doc="the clip window (0-based, in time order) that owns the shot's first frame"
+    )
+    detector: str | None = column(
+        pa.string(),
+        doc='the detector and settings that found the cuts (e.g. "adaptive(threshold=3,min_scene_frames=15)")',
+    )
+    keyframe_frame: int | None = column(pa.int64(), doc="source frame index of the keyframe JPEG")
+    keyframe_path: str | None = column(pa.string(), doc="the keyframe JPEG, relative to the manifest folder")
+    status: Status = column(pa.string(), required=True, doc="ok, or filtered (kept, but not used: see filter_reason)")
+    filter_reason: str | None = column(
+        pa.string(),
+        doc='why the shot is filtered, naming the setting (e.g. "shorter than --min-shot-seconds 2"); null when ok',
+    )
 
 
 @record("shot_embeddings")
 class ShotEmbeddingRecord(Record):
-    shot_id: str = column(pa.string(), required=True)
-    video_id: str = column(pa.string(), required=True)
-    clip_index: int | None = column(pa.int32())
-    embedder: str = column(pa.string(), required=True)  # e.g. "viclip-l14", "clip", "color-layout"
-    checkpoint_hash: str | None = column(pa.string())  # content hash of the weights (null: weight-free)
-    frames: list[int] | None = column(pa.list_(pa.int64()))  # source frames the embedding was computed from
+    shot_id: str = column(
+        pa.string(), required=True, doc="id of the shot: its video id and first frame, `<video_id>_<start_frame:07d>`"
+    )
+    video_id: str = column(
+        pa.string(),
+        required=True,
+        doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
+    )
+    clip_index: int | None = column(
+        pa.int32(), doc="the clip window (0-based, in time order) that owns the shot's first frame"
+    )
+    embedder: str = column(
+        pa.string(), required=True, doc='what made the embedding (e.g. "viclip-l14", "clip", "color-layout")'
+    )
+    checkpoint_hash: str | None = column(
+        pa.string(), doc="content hash of the embedder's weights (null for weight-free embedders)"
+    )
+    frames: list[int] | None = column(pa.list_(pa.int64()), doc="source frame indices the embedding was computed from")
     # Written as a fixed-size list (float16) of the embedder's dimension; read back as a list.
     # Null when status is failed.
-    embedding: Any = column(pa.list_(pa.float16()))
-    status: Status | None = column(pa.string())  # ok | failed (null in tables written before: ok)
-    error: str | None = column(pa.string())
-    error_stage: str | None = column(pa.string())
+    embedding: Any = column(
+        pa.list_(pa.float16()), doc="the L2-normalised shot embedding (float16; null when status is failed)"
+    )
+    status: Status | None = column(
+        pa.string(), doc="ok or failed (null in tables written before the column existed: ok)"
+    )
+    error: str | None = column(
+        pa.string(), doc="what went wrong, with the file and what to do (null unless the row failed)"
+    )
+    error_stage: str | None = column(
+        pa.string(), doc="the stage that failed (probe, detect, reconcile, embed, media, request), null unless failed"
+    )
 
 
 @record("combinations")
 class CombinationRecord(Record):
-    combination_id: str = column(pa.string(), required=True)  # hash of the ordered shot ids
-    video_id: str = column(pa.string(), required=True)
-    group: str | None = column(pa.string())  # the clip (or whole video) the shots were drawn from
-    shot_ids: list[str] = column(pa.list_(pa.string()), required=True)  # in time order
-    pair_scores: list[float] | None = column(pa.list_(pa.float32()))  # raw cosine of each pair (i<j, row-major)
-    pair_calibrated: list[float] | None = column(pa.list_(pa.float32()))  # the same, calibrated (z-score in the group)
-    min_relevance: float | None = column(pa.float32())  # min calibrated pair score
-    mean_relevance: float | None = column(pa.float32())  # mean calibrated pair score
-    min_raw: float | None = column(pa.float32())
-    mean_raw: float | None = column(pa.float32())
-    total_frames: int | None = column(pa.int64())
-    embedder: str | None = column(pa.string())
-    status: Status = column(pa.string(), required=True)  # ok | filtered (with --keep-all)
-    filter_reason: str | None = column(pa.string())
+    combination_id: str = column(pa.string(), required=True, doc="hash of the ordered shot ids")
+    video_id: str = column(
+        pa.string(),
+        required=True,
+        doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
+    )
+    group: str | None = column(
+        pa.string(), doc="the clip (or the whole video, with --within video) the shots were drawn from"
+    )
+    shot_ids: list[str] = column(
+        pa.list_(pa.string()), required=True, doc="the shots of the multi-shot sample, in time order"
+    )
+    pair_scores: list[float] | None = column(
+        pa.list_(pa.float32()), doc="raw cosine similarity of each shot pair (i<j, row-major), in [-1, 1]"
+    )
+    pair_calibrated: list[float] | None = column(
+        pa.list_(pa.float32()),
+        doc="each pair's relevance as a z-score: its cosine against all pairs of its group, in standard deviations",
+    )
+    min_relevance: float | None = column(
+        pa.float32(), doc="the weakest pair's calibrated relevance (z-score), what --min-relevance thresholds"
+    )
+    mean_relevance: float | None = column(pa.float32(), doc="the mean calibrated relevance of the pairs (z-score)")
+    min_raw: float | None = column(pa.float32(), doc="the weakest pair's raw cosine")
+    mean_raw: float | None = column(pa.float32(), doc="the mean raw cosine of the pairs")
+    total_frames: int | None = column(pa.int64(), doc="frames of all the shots together")
+    embedder: str | None = column(pa.string(), doc="the embedder whose embeddings were compared")
+    status: Status = column(pa.string(), required=True, doc="ok, or filtered (kept with --keep-all: see filter_reason)")
+    filter_reason: str | None = column(pa.string(), doc="why the combination is filtered; null when ok")
 
 
 # Annotation statuses (Gemini): ok, or why a combination has no usable captions.
@@ -213,17 +312,41 @@ _CHARACTER = pa.struct([pa.field("name", pa.string()), pa.field("description", p
 def _reply_fields() -> list[tuple]:
     """What every annotation row records about its reply, after its own columns (fresh fields each call)."""
     return [
-        ("model", str | None, column(pa.string())),
-        ("prompt_version", str | None, column(pa.string())),
-        ("input_mode", str | None, column(pa.string())),  # video | frames
-        ("status", Status, column(pa.string(), required=True)),  # one of ANNOTATION_STATUSES
-        ("error", str | None, column(pa.string())),
-        ("error_stage", str | None, column(pa.string())),  # media | request, when the item failed
-        ("requests", int | None, column(pa.int32())),  # paid requests this row cost (0 when served from the cache)
-        ("prompt_tokens", int | None, column(pa.int64())),
-        ("output_tokens", int | None, column(pa.int64())),  # reply tokens, thinking excluded
-        ("thinking_tokens", int | None, column(pa.int64())),  # Gemini 2.5 thoughts, billed as output
-        ("from_cache", bool | None, column(pa.bool_())),  # paid in an earlier run; this run cost nothing
+        ("model", str | None, column(pa.string(), doc='the captioning model (e.g. "gemini-2.5-flash")')),
+        (
+            "prompt_version",
+            str | None,
+            column(pa.string(), doc="version of the caption prompt and rules (curation/captions.py)"),
+        ),
+        ("input_mode", str | None, column(pa.string(), doc="how the shots were shown: video or frames")),
+        (
+            "status",
+            Status,
+            column(
+                pa.string(),
+                required=True,
+                doc="ok, or why there is no usable caption: invalid (broke a rule after every re-ask), blocked, truncated, error (the request failed), failed (its media), unannotated (nothing sent: no key, budget, interrupted)",
+            ),
+        ),
+        (
+            "error",
+            str | None,
+            column(pa.string(), doc="what went wrong, with the file and what to do (null unless the row failed)"),
+        ),
+        ("error_stage", str | None, column(pa.string(), doc="media or request, when the item failed")),
+        (
+            "requests",
+            int | None,
+            column(pa.int32(), doc="paid requests this row cost (0 when served from the reply cache)"),
+        ),
+        ("prompt_tokens", int | None, column(pa.int64(), doc="prompt tokens of the requests")),
+        ("output_tokens", int | None, column(pa.int64(), doc="reply tokens, thinking excluded")),
+        ("thinking_tokens", int | None, column(pa.int64(), doc="thinking tokens (billed as output)")),
+        (
+            "from_cache",
+            bool | None,
+            column(pa.bool_(), doc="the reply was paid in an earlier run; this run cost nothing"),
+        ),
     ]
 
 
@@ -234,20 +357,20 @@ def _annotation_record(name: str, table: str, own: list[tuple]) -> type[Record]:
 
 
 AnnotationRecord = _annotation_record("AnnotationRecord", "annotations", [
-    ("combination_id", str, column(pa.string(), required=True)),
-    ("video_id", str, column(pa.string(), required=True)),
-    ("shot_ids", list[str] | None, column(pa.list_(pa.string()))),
-    ("captions", list[str] | None, column(pa.list_(pa.string()))),  # one per shot, in order
-    ("characters", list[dict] | None, column(pa.list_(_CHARACTER))),  # ActorK and the description repeated in captions
-    ("background", str | None, column(pa.string())),
+    ("combination_id", str, column(pa.string(), required=True, doc="the captioned combination (combinations.combination_id)")),
+    ("video_id", str, column(pa.string(), required=True, doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id")),
+    ("shot_ids", list[str] | None, column(pa.list_(pa.string()), doc="its shots, in time order")),
+    ("captions", list[str] | None, column(pa.list_(pa.string()), doc="one caption per shot, in the order of shot_ids")),
+    ("characters", list[dict] | None, column(pa.list_(_CHARACTER), doc="the characters, each {name: ActorK, description}; every caption repeats a character's description verbatim")),
+    ("background", str | None, column(pa.string(), doc="the one background description the captions share")),
 ])  # fmt: skip
 
 ShotCaptionRecord = _annotation_record("ShotCaptionRecord", "shot_captions", [
-    ("shot_id", str, column(pa.string(), required=True)),
-    ("video_id", str, column(pa.string(), required=True)),
-    ("caption", str | None, column(pa.string())),
-    ("characters", list[dict] | None, column(pa.list_(_CHARACTER))),
-    ("background", str | None, column(pa.string())),
+    ("shot_id", str, column(pa.string(), required=True, doc="id of the shot: its video id and first frame, `<video_id>_<start_frame:07d>`")),
+    ("video_id", str, column(pa.string(), required=True, doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id")),
+    ("caption", str | None, column(pa.string(), doc="the shot's caption")),
+    ("characters", list[dict] | None, column(pa.list_(_CHARACTER), doc="the characters, each {name: ActorK, description}; every caption repeats a character's description verbatim")),
+    ("background", str | None, column(pa.string(), doc="the one background description the captions share")),
 ])  # fmt: skip
 
 
@@ -267,6 +390,22 @@ RECORDS: dict[str, type[Record]] = {
 
 TABLES: dict[str, pa.Schema] = {name: cls.schema() for name, cls in RECORDS.items()}
 VIDEOS, CLIPS, SHOTS, SHOT_EMBEDDINGS, COMBINATIONS, ANNOTATIONS, SHOT_CAPTIONS = TABLES.values()
+
+
+def columns_markdown() -> str:
+    """docs/columns.md: a table per manifest table, a row per column (name, type, required, meaning)."""
+    out = ["# Manifest columns", "",
+           "Generated from `manifests/schema.py` by `python -m manifests columns > docs/columns.md` (a test keeps "
+           "them equal). Each description is also the column's Parquet field metadata (`description`). Frame numbers "
+           "are 0-based indices on the source video's timeline; spans are half-open, `[start, end)`.", ""]  # fmt: skip
+    for name, schema in TABLES.items():
+        out += [f"## {name}", "", "| column | type | required | meaning |", "|---|---|---|---|"]
+        for f in schema:
+            meaning = (f.metadata or {}).get(b"description", b"").decode().replace("|", "\\|")
+            out.append(f"| `{f.name}` | {f.type} | {'yes' if not f.nullable else ''} | {meaning} |")
+        out.append("")
+    return "\n".join(out)
+
 
 # The statuses each table may hold, checked whenever a table is written.
 TABLE_STATUSES: dict[str, frozenset[str]] = {

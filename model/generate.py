@@ -78,12 +78,38 @@ def save_result(out: Path, result, fps: float, settings: dict) -> None:
         "prompts": result.prompts,
         "seeds": result.seeds,
         "negative_prompts": result.negative_prompts,
-        "scene_frames": result.scene_frames,
+        "scene_frames": result.scene_frames,  # latent frames per scene (what --expand-from reads back)
+        "scene_frames_unit": "latent frames",
+        "scene_video_frames": [int(v[0].shape[0]) for v in result.videos],  # frames of each scene_NN.mp4
         "scene_files": files,
         "fps": fps,
         "settings": settings,
     }
     (out / "generation.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+TRUNCATION_NOTICE = "The following part of your input was truncated"  # diffusers' multi-line warning
+
+
+def truncation_warnings(pipe, prompts: list[str], max_length: int) -> list[str]:
+    """One line per prompt longer than the text encoder reads, said here instead of diffusers' own
+    warning (which prints the cut-off text, `<unk>` pieces and all); that warning is filtered out."""
+    import logging
+
+    encode = type(pipe)._get_t5_prompt_embeds
+    logger = logging.getLogger(encode.__module__)
+    if not any(getattr(f, "drops_truncation", False) for f in logger.filters):
+        notice = logging.Filter()
+        notice.filter = lambda record: TRUNCATION_NOTICE not in record.getMessage()
+        notice.drops_truncation = True
+        logger.addFilter(notice)
+    lines = []
+    for i, prompt in enumerate(prompts):
+        tokens = len(pipe.tokenizer(prompt, add_special_tokens=True).input_ids)
+        if tokens > max_length:
+            lines.append(f"scene {i + 1}'s prompt is {tokens} tokens; the text encoder reads the first {max_length} "
+                         "(the rest is ignored: shorten it)")  # fmt: skip
+    return lines
 
 
 def earlier_output_problems(folder: Path, args, family) -> list[str]:
@@ -260,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = load_prompts(args.prompts, args.story)
         context_prompts = load_prompts(args.context_prompts) if args.context_prompts else None
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+        print(f"loading {args.model} ({family.name}, {args.dtype}) ...", file=sys.stderr, flush=True)
         pipe = family.pipeline_class.from_pretrained(args.model, dtype=dtype)
     except (PromptFileError, ModelFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -293,9 +320,12 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = dict(vars(args))
     weights = args.model / ("transformer" if (args.model / "transformer").exists() else "transformer_2")
+    text_length = family.text_length(args.model, weights)
+    for line in truncation_warnings(pipe, prompts, text_length):
+        print(f"warning: {line}", file=sys.stderr)
     common = dict(height=args.height, width=args.width, num_frames=args.num_frames, num_inference_steps=args.steps,
                   guidance_scale=args.guidance_scale, seed=args.seed, negative_prompts=args.negative_prompt,
-                  max_sequence_length=family.text_length(args.model, weights))  # fmt: skip
+                  max_sequence_length=text_length)  # fmt: skip
     if family.name == "cogvideox":
         common |= dict(use_dynamic_cfg=args.dynamic_cfg, negative_prompts=args.negative_prompt or "")
     elif args.guidance_scale_2 is not None:

@@ -7,6 +7,7 @@ encoder, VAE, Mask²DiT transformer(s), scheduler) is the real class with a tiny
     python -m model.tiny out/tiny-model                    # CogVideoX layout
     python -m model.tiny out/tiny-wan --family wan         # Wan2.1 layout
     python -m model.tiny out/tiny-a14b --family wan --layout wan2.2-a14b
+    python -m model.tiny out/tiny-backbones --backbones     # CLIP, DINOv2, I3D for training.evaluate
 """
 
 from __future__ import annotations
@@ -132,6 +133,46 @@ def build_tiny_wan(
     return folder
 
 
+def build_tiny_backbones(folder: str | Path, seed: int = 0) -> Path:
+    """The evaluation backbones in their real formats, random and tiny: a Hugging Face CLIP folder
+    (`clip/`), a DINOv2 folder (`dino/`) and a TorchScript I3D-style network (`i3d.pt`), so the
+    evaluation manual runs on the tiny chain as written (the numbers measure nothing)."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Dinov2Config, Dinov2Model
+
+    root = Path(folder)
+    torch.manual_seed(seed)
+    words = ["a", "man", "walks", "dog", "runs", "red", "car", "cafe", "rain", "sits"]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{f"{w}</w>": i + 2 for i, w in enumerate(words)}}
+    (root / "clip").mkdir(parents=True, exist_ok=True)
+    (root / "clip" / "vocab.json").write_text(json.dumps(vocab))
+    (root / "clip" / "merges.txt").write_text("#version: 0.2\n")
+    clip_config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )  # fmt: skip
+    CLIPModel(clip_config).save_pretrained(root / "clip")
+    CLIPTokenizer(str(root / "clip" / "vocab.json"), str(root / "clip" / "merges.txt")).save_pretrained(root / "clip")
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                             patch_size=8, mlp_ratio=2)).save_pretrained(root / "dino")  # fmt: skip
+    torch.jit.save(torch.jit.script(_TinyI3D()), str(root / "i3d.pt"))
+    return root
+
+
+class _TinyI3D(torch.nn.Module):
+    """I3D's interface (a (B, 3, T, H, W) clip in [-1, 1] -> logits), a few parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(3, 8, kernel_size=3, stride=2)
+        self.head = torch.nn.Linear(8, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3, 4)))
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -140,10 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="?", type=Path, default=Path("out/tiny-model"))
     parser.add_argument("--family", choices=["cogvideox", "wan"], default="cogvideox")
     parser.add_argument("--layout", choices=WAN_LAYOUTS, default="wan2.1", help="Wan folder layout")
+    parser.add_argument("--backbones", action="store_true",
+                        help="write the evaluation backbones instead (CLIP, DINOv2, I3D) for training.evaluate")  # fmt: skip
     args = parser.parse_args(argv)
-    target = (
-        build_tiny_model(args.folder) if args.family == "cogvideox" else build_tiny_wan(args.folder, layout=args.layout)
-    )
+    if args.backbones:
+        target = build_tiny_backbones(args.folder)
+    elif args.family == "cogvideox":
+        target = build_tiny_model(args.folder)
+    else:
+        target = build_tiny_wan(args.folder, layout=args.layout)
     print(f"wrote {target}")
     return 0
 

@@ -4,19 +4,17 @@ curated and captioned manifest, tiny models, a local S3 endpoint, TransNetV2."""
 from __future__ import annotations
 
 import gzip
-import json
 import os
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from torch import nn
 
 from curation.samples import write_synthetic_video
 from manifests import read_table, write_part
 from manifests.io import table_path
-from model.tiny import build_tiny_model
+from model.tiny import build_tiny_backbones, build_tiny_model
 from model.transnetv2 import TransNetV2Detector
 from tests.support.curation_reference import write_videos
 from tests.support.manifests import shot
@@ -73,38 +71,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def backbones(tmp_path_factory):
     """Tiny random CLIP and DINOv2 folders and a TorchScript I3D-style network, saved like the real ones."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Dinov2Config, Dinov2Model
-
-    root = tmp_path_factory.mktemp("backbones")
-    torch.manual_seed(0)
-    words = ["a", "man", "walks", "dog", "runs", "red", "car", "cafe", "rain", "sits"]
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{f"{w}</w>": i + 2 for i, w in enumerate(words)}}
-    (root / "clip").mkdir()
-    (root / "clip" / "vocab.json").write_text(json.dumps(vocab))
-    (root / "clip" / "merges.txt").write_text("#version: 0.2\n")
-    clip_config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16,
-    )  # fmt: skip
-    CLIPModel(clip_config).save_pretrained(root / "clip")
-    CLIPTokenizer(str(root / "clip" / "vocab.json"), str(root / "clip" / "merges.txt")).save_pretrained(root / "clip")
-    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-                             patch_size=8, mlp_ratio=2)).save_pretrained(root / "dino")  # fmt: skip
-
-    class TinyI3D(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv3d(3, 8, kernel_size=3, stride=2)
-            self.head = nn.Linear(8, 6)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3, 4)))
-
-    torch.jit.save(torch.jit.script(TinyI3D()), str(root / "i3d.pt"))
-    return root
+    return build_tiny_backbones(tmp_path_factory.mktemp("backbones"))
 
 
 @pytest.fixture

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+import sys
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -22,6 +25,8 @@ def setup_distributed(config: TrainConfig) -> tuple[torch.device, int, int]:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    cpu_ranks = not use_cuda and int(os.environ["WORLD_SIZE"]) > 1
+    prepare_cpu_comm_op(needed=cpu_ranks, announce=os.environ["RANK"] == "0")
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
@@ -31,6 +36,33 @@ def setup_distributed(config: TrainConfig) -> tuple[torch.device, int, int]:
         torch.cuda.set_device(local)
         return torch.device("cuda", local), rank, world
     return torch.device("cpu"), rank, world
+
+
+SHM_OP = "deepspeed_shm_comm"  # DeepSpeed's shared-memory all-reduce between CPU ranks, compiled on first use
+
+
+def extensions_folder() -> Path:
+    """Where compiled ops go: one folder per Python environment. torch's default is shared by every
+    environment of one Python version, so switching between two virtualenvs rebuilt the op each time."""
+    tag = hashlib.sha1(sys.prefix.encode()).hexdigest()[:10]
+    return Path.home() / ".cache" / "torch_extensions" / f"py{sys.version_info[0]}{sys.version_info[1]}_{tag}"
+
+
+def prepare_cpu_comm_op(needed: bool, announce: bool) -> None:
+    """DeepSpeed compiles its CPU communication op when the process group starts (1-2 minutes, silent).
+    One rank never uses it: it is not built then. Several CPU ranks do: say so before the first build."""
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(extensions_folder()))
+    if os.environ.get("DS_ACCELERATOR") != "cpu":
+        return
+    import deepspeed.ops
+
+    if not needed:
+        deepspeed.ops.__compatible_ops__[SHM_OP] = False  # DeepSpeed builds only ops it lists as compatible
+        return
+    built = Path(os.environ["TORCH_EXTENSIONS_DIR"]) / SHM_OP / f"{SHM_OP}.so"
+    if announce and not built.is_file():
+        print(f"building DeepSpeed's CPU communication op for the ranks (once per environment, 1-2 minutes; kept in "
+              f"{built.parent})", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def deepspeed_config(config: TrainConfig) -> dict:

@@ -78,12 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from training.checkpoint import CheckpointError
     from training.data import DataError
+    from training.interrupt import TrainingInterrupted
 
     try:
         train(config)
     except (ValueError, DataError, CheckpointError) as err:  # RunIdentityError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stopped:
+        if stopped.is_main:
+            print(str(stopped), file=sys.stderr)
+        return 130
     return 0
 
 

@@ -25,6 +25,7 @@ from training.config import TrainConfig
 from training.data import DataError, LayoutBatchSampler, SceneDataset, collate, load_samples
 from training.encoding import LatentStore
 from training.engine import build_engine, setup_distributed
+from training.interrupt import StopRequests, TrainingInterrupted, ignore_interrupts_in_workers
 from training.objective import conditional_mask
 from training.telemetry import Metrics, peak_memory_gib
 
@@ -61,6 +62,9 @@ class Trainer:
         torch.distributed.barrier()
         self.family = family_of(config.model.path, config.model.family)
         self.dtype = torch.bfloat16 if config.run.precision == "bf16" else torch.float32
+        if self.is_main:  # a 5B or 14B checkpoint takes a while to read: say so before the silence
+            print(f"loading the {self.family.name} transformer and its encoders from {config.model.path} ...",
+                  flush=True)  # fmt: skip
         self.transformer, self.objective = load_model(config, self.family)
         # Sequence parallelism: groups of P consecutive ranks share a sample; data parallel across groups.
         self.dp_rank, self.dp_world = (
@@ -94,6 +98,7 @@ class Trainer:
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=batches, collate_fn=collate, num_workers=config.data.num_workers,
             persistent_workers=config.data.num_workers > 0,
+            worker_init_fn=ignore_interrupts_in_workers if config.data.num_workers > 0 else None,
         )  # fmt: skip
         self.validator = None
         if config.validation.every and config.validation.prompts and self.is_main:
@@ -115,24 +120,47 @@ class Trainer:
             self.metrics.close()
             return {"step": self.step, "consumed": self.consumed, "history": self.history}
         began = time.perf_counter()
+        with StopRequests(announce=self.is_main) as stop:
+            self.steps(stop)
+        self.metrics.close()
+        self.checkpointer.export(self.engine, config.model.path, run / "export", config.run.zero_stage,
+                                 config.model.expert, self.family.components)  # fmt: skip
+        if self.is_main:
+            self.write_history()
+            print(self.summary(time.perf_counter() - began), flush=True)
+        return {"step": self.step, "consumed": self.consumed, "history": self.history}
+
+    def steps(self, stop: StopRequests) -> None:
+        """Optimizer steps up to run.max_steps; a stop request ends them at a step boundary, after a checkpoint."""
+        config = self.config
         batches = iter(self.loader)
         while self.step < config.run.max_steps:
             results = [self.train_step(self.next_batch(batches)) for _ in range(config.optim.gradient_accumulation)]
             self.step += 1
             self.consumed += self.global_batch
             self.log(results)
-            if self.step % config.run.save_every == 0 or self.step == config.run.max_steps:
-                self.checkpointer.save(self.engine, self.step, self.consumed)
+            saved = self.step % config.run.save_every == 0 or self.step == config.run.max_steps
+            if saved:
+                self.save()
             if self.validator and self.step % config.validation.every == 0:
                 scores = self.validator(self.step)
                 self.metrics.scalars(self.step, {f"validation/{name}": value for name, value in scores.items()})
-        self.metrics.close()
-        self.checkpointer.export(self.engine, config.model.path, run / "export", config.run.zero_stage,
-                                 config.model.expert, self.family.components)  # fmt: skip
+            if stop.agreed(self.device):
+                if not saved:
+                    self.save()
+                self.metrics.close()
+                raise TrainingInterrupted(self.step, config.run.max_steps, self.checkpointer.folder, self.is_main)
+
+    def save(self) -> None:
+        """A checkpoint of this step, and the history up to it (a resumed run continues both)."""
+        self.checkpointer.save(self.engine, self.step, self.consumed)
         if self.is_main:
-            (run / "history.json").write_text(json.dumps(self.history, indent=1))
-            print(self.summary(time.perf_counter() - began), flush=True)
-        return {"step": self.step, "consumed": self.consumed, "history": self.history}
+            self.write_history()
+
+    def write_history(self) -> None:
+        from manifests.io import write_json_atomic
+
+        write_json_atomic(self.config.run.output / "history.json", self.history)
 
     def summary(self, seconds: float) -> str:
         """What the run did and where everything is, at the end of training."""

@@ -3,6 +3,8 @@ and shots from cut lists."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -221,3 +223,22 @@ def test_the_combination_keeps_one_cut_where_both_fire_and_every_cut_only_one_fi
     tn = {260: Boundary(195, True), 261: Boundary(210, True)}
     got = run(Source(sd, 17), Source(tn, 253, drop=True, spans=[(195, 210)]))
     assert got == [(50, False), (195, True), (210, True)]
+
+
+def test_a_long_video_shows_frames_decoded_and_an_eta_before_its_clips_are_back(
+    ray_local, tmp_path, long_video, monkeypatch, capsys
+):
+    """The clip tasks report decoded frames to a board the driver reads while it waits (thresholds
+    lowered here: a real run does so for videos of 2 minutes and more, every 2 s, logged every 30 s)."""
+    from curation.detect import Detect
+    from curation.stage import Executor
+    from tests.support.jobs import curate_one
+
+    monkeypatch.setattr(Detect, "LONG_VIDEO_SECONDS", 0.0)
+    monkeypatch.setattr(Detect, "REPORT_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(Executor, "WAKE_SECONDS", 0.01)
+    monkeypatch.setattr("curation.progress.LOG_EVERY_SECONDS", 0.0)
+    assert curate_one(tmp_path / "out", long_video) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if " in detection (" in line]
+    assert lines, "no frame progress was shown"
+    assert all(re.search(r"\| frames [\d,]+/[\d,]+ in detection \(\d+%\)", line) for line in lines)

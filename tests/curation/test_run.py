@@ -214,3 +214,36 @@ def test_ctrl_c_prints_how_to_resume(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(job, "run", interrupted)
     assert job.main(["--output", str(tmp_path)]) == 130
     assert "interrupted; re-run the same command to resume" in capsys.readouterr().err
+
+
+def test_a_run_whose_every_annotation_failed_is_told_apart_from_one_with_some_captions():
+    from curation.run import every_annotation_failed
+
+    def report(key=True, **statuses):
+        return {"combinations": {"statuses": statuses, "key_present": key}, "total": {"requests": 3}}
+
+    assert every_annotation_failed(report(error=3)) == "3 combinations"
+    assert every_annotation_failed(report(error=8, unannotated=40)) == "8 combinations"  # the breaker stopped
+    assert every_annotation_failed(report(error=2, ok=1)) is None
+    assert every_annotation_failed(report(error=2, invalid=1)) is None  # the model answered
+    assert every_annotation_failed(report(key=False, unannotated=4)) is None  # no key: nothing was tried
+    assert every_annotation_failed(report(key=False, failed=1, unannotated=4)) is None  # the rest wait for a key
+    assert every_annotation_failed(report(key=False, failed=2)) == "2 combinations"
+    assert every_annotation_failed(report()) is None
+    both = {"combinations": {"statuses": {"failed": 2}}, "shots": {"statuses": {"error": 5}, "key_present": True}}
+    assert every_annotation_failed(both) == "2 combinations, 5 shots"
+
+
+def test_a_job_whose_every_caption_request_fails_exits_1_with_where_the_errors_are(
+    ray_local, tmp_path, multi_shot_video, monkeypatch, capsys
+):
+    from tests.support.annotation import SECRET
+    from tests.support.annotation import run_job as run_captioned
+    from tests.support.fake_gemini import FakeGemini, error
+
+    monkeypatch.setenv("GEMINI_API_KEY", SECRET)
+    with FakeGemini(lambda i, body: error(403, "PERMISSION_DENIED")) as server:
+        assert run_captioned(tmp_path / "out", multi_shot_video, "--gemini-base-url", server.url) == 1
+    err = capsys.readouterr().err
+    assert "error: every annotation failed (" in err and "re-run the same command to retry them" in err
+    assert (read_table(tmp_path / "out", "shots")["status"] == "ok").any()  # the curated tables are all there

@@ -22,6 +22,9 @@ def test_html_report_shows_keyframes(ray_local, tmp_path, multi_shot_video):
     # every shot shows its keyframe: as an image, or as the poster of its playable preview
     assert page.count("<img") + page.count("<video class=preview") == len(read_table(out, "shots"))
     assert "keyframes/" in page and page.count("poster='") == page.count("<video class=preview")
+    # spans read as half-open and indices say which numbering they use
+    first = read_table(out, "shots").sort_values("start_frame").iloc[0]
+    assert "shot_index 0 · " in page and f"frames [0, {first['end_frame']})" in page
 
 
 def test_inspect_refuses_what_is_not_a_manifest(tmp_path, capsys):
@@ -42,8 +45,9 @@ def test_the_page_says_which_video_shots_pairs_and_caption_status(ray_local, tmp
     out = tmp_path / "out"
     assert curate_one(out, multi_shot_video) == 0
     page = html_report(out).read_text()
-    assert multi_shot_video.path.name in page and "shots #" in page
-    assert "1–2: " in page and "2–3: " in page  # every pair's score is labelled with its shots
+    assert multi_shot_video.path.name in page and "</b> shot_index " in page
+    assert "1 &amp; 2: " in page and "2 &amp; 3: " in page  # every pair's score is labelled with its shots (1 to N)
+    assert re.search(r"shot 1 of \d+ \(shot_index \d+\)", page) and "half-open, [first, end)" in page
     assert re.search(r"captions <span class=badge[^>]*>unannotated</span>", page)  # a compact status badge
     assert "title='nan'" not in page
 
@@ -88,3 +92,22 @@ def test_inspect_shows_units_annotation_status_and_a_page_with_playable_previews
     assert "class=badge" in page
     previews = list((out / "keyframes" / "previews").glob("*.mp4"))
     assert previews and all(p.stat().st_size > 0 for p in previews)
+
+
+def test_the_report_always_has_a_combinations_line_saying_why_there_are_none(tmp_path):
+    import json
+
+    from manifests import write_part
+    from manifests.inspect import text_report
+    from tests.support.manifests import shot
+
+    write_part(tmp_path, "shots", "v", [shot("v", 0), shot("v", 1)])
+    assert "combinations: none (no run.json says why; run the curation job" in text_report(tmp_path)
+    record = {"config": {"combine": {"within": "clip"}},
+              "relevance": {"combinations": {"groups": 6, "groups_without_combinations": {
+                  "fewer ok shots than --scenes": 5, "no combination passed the relevance filters": 1}}}}  # fmt: skip
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    line = next(line for line in text_report(tmp_path).splitlines() if line.startswith("combinations:"))
+    assert "6 groups mined (clips), none gave a combination: 5 groups: fewer ok shots than --scenes; 1 group: no " \
+           "combination passed the relevance filters" in line  # fmt: skip
+    assert "--within video" in line and "--clip-minutes" in line

@@ -183,3 +183,29 @@ def test_readers_see_only_committed_videos(tmp_path):
     write_part(tmp_path, "videos", "v1", [{"video_id": "v1", "source_path": "x", "status": "ok"}])
     assert read_table(tmp_path, "shots")["video_id"].tolist() == ["v1"]  # v2's commit never happened
     assert sorted(read_table(tmp_path, "shots", committed_only=False)["video_id"]) == ["v1", "v2"]
+
+
+def test_integer_columns_stay_integers_when_a_failed_row_has_nulls(tmp_path):
+    from manifests.probe import failed_video
+    from manifests.schema import VideoRecord
+
+    ok = VideoRecord(video_id="a", source_path="/a.mp4", status="ok", width=320, height=240, num_frames=100)
+    write_part(tmp_path, "videos", "a", [ok])
+    write_part(tmp_path, "videos", "b", [failed_video("/b.mp4", "/b.mp4: file not found", "probe")])
+    videos = read_table(tmp_path, "videos").set_index("video_id")
+    assert str(videos["width"].dtype) == "Int32" and str(videos["num_frames"].dtype) == "Int64"
+    assert f"{videos.loc['a', 'width']}x{videos.loc['a', 'height']}" == "320x240"
+    assert videos["width"].isna().sum() == 1
+    full = read_table(tmp_path, "videos", columns=["video_id", "size_bytes"])
+    assert str(full["size_bytes"].dtype) == "Int64"  # all null: still an integer column
+
+
+def test_every_written_column_carries_its_description_as_field_metadata(tmp_path):
+    import pyarrow.parquet as pq
+
+    from tests.support.manifests import shot
+
+    write_part(tmp_path, "shots", "v", [shot("v", 0)])
+    schema = pq.read_schema(next((tmp_path / "shots.parquet").glob("*.parquet")))
+    assert b"half-open" in schema.field("end_frame").metadata[b"description"]
+    assert all(f.metadata and f.metadata.get(b"description") for f in schema)

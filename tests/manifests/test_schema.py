@@ -61,3 +61,15 @@ def test_records_are_written_and_read_back_through_the_validated_io(tmp_path):
 def test_a_status_outside_the_vocabulary_is_refused_when_written(tmp_path):
     with pytest.raises(ManifestError, match="unknown status 'done'"):
         write_part(tmp_path, "videos", "x", [{"video_id": "x", "source_path": "/x.mp4", "status": "done"}])
+
+
+def test_docs_columns_md_is_the_generated_table_of_every_column():
+    from manifests.schema import columns_markdown
+    from tests.support import REPO
+
+    text = (REPO / "docs" / "columns.md").read_text()
+    assert text == columns_markdown(), "regenerate it: python -m manifests columns > docs/columns.md"
+    for name, schema in TABLES.items():
+        assert f"## {name}" in text
+        for field in schema:
+            assert f"| `{field.name}` |" in text and field.metadata[b"description"], (name, field.name)

@@ -173,6 +173,8 @@ def test_fixed_scene_cli_writes_scenes_and_is_reproducible(tiny_model_dir, tmp_p
     record = json.loads((out / "generation.json").read_text())
     assert record["scene_files"] == ["scene_00.mp4", "scene_01.mp4", "scene_02.mp4"]
     assert record["seeds"] == [42, 43, 44] and len(record["prompts"]) == 3
+    assert record["scene_frames"] == [3, 3, 3] and record["scene_frames_unit"] == "latent frames"
+    assert record["scene_video_frames"] == [9, 9, 9]
     for name in record["scene_files"]:
         assert video_facts(out / name) == (9, 32, 32, 8.0)
     assert video_facts(out / "video.mp4")[0] == 27
@@ -203,3 +205,14 @@ def test_cli_expands_an_earlier_output_and_video_files(tiny_model_dir, tmp_path)
                  "--context-prompts", str(tmp_path / "ctx.json"), "--prompts", str(tmp_path / "more.json"),
                  "--out", str(third), *STEPS]) == 0  # fmt: skip
     assert json.loads((third / "generation.json").read_text())["scene_frames"] == [3, 3, 3]
+
+
+def test_a_prompt_too_long_for_the_text_encoder_is_one_line_naming_its_scene(tiny_model_dir, tmp_path, capfd):
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps(["a man walks", " ".join(["the tall man walks into the dark room slowly"] * 40)]))
+    assert main(["--model", str(tiny_model_dir), "--prompts", str(prompts), "--out", str(tmp_path / "o"), *STEPS]) == 0
+    err = capfd.readouterr().err
+    warnings = [line for line in err.splitlines() if "prompt is" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: scene 2's prompt is ")
+    assert "the text encoder reads the first" in warnings[0]
+    assert "<unk>" not in err and "was truncated" not in err
