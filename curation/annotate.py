@@ -33,7 +33,7 @@ from manifests.frames import read_shot_frames
 from manifests.io import read_table, write_part
 from manifests.media import encode_jpeg, encode_mp4
 from manifests.sampling import sample_indices
-from manifests.schema import STATUS_FAILED, AnnotationRecord, Record, ShotCaptionRecord, Status
+from manifests.schema import AnnotationRecord, Record, ShotCaptionRecord, Status
 
 log = logging.getLogger("curation")
 
@@ -150,7 +150,7 @@ def annotate_items(
     results: dict[str, Annotation] = {}
     todo = []
     for item_id, shots in items:
-        cached = cache.get(ReplyCache.key(item_id, settings, settings.input))
+        cached = cache.get(ReplyCache.key(item_id, settings, settings.input), num_shots=len(shots))
         if cached is not None:
             results[item_id] = replace(cached, requests=0, from_cache=True)  # paid in an earlier run
             summary.cache_hits += 1
@@ -190,7 +190,7 @@ def _ask_all(todo: list[tuple[str, list[dict]]], step: Annotate, driver: Driver,
     def prepared(item_id: str, shots: list[dict]):
         def done(result) -> None:
             if isinstance(result, Failure):  # unreadable frames, or the task's worker died
-                results[item_id] = Annotation(status=STATUS_FAILED, error=f"cannot cut the shots' media: "
+                results[item_id] = Annotation(status=Status.FAILED, error=f"cannot cut the shots' media: "
                                               f"{result.error}", error_stage=result.stage)  # fmt: skip
             else:
                 futures[pool.submit(ask, item_id, request_parts(shots, result), len(shots))] = item_id

@@ -28,6 +28,7 @@ You are shown {n} shot(s) from one film, in order. Describe them as one consiste
 
 PLACEHOLDERS = re.compile(r"\b(they|them|their|we|us|our)\b", re.IGNORECASE)
 ACTOR = re.compile(r"\bActor(\d+)\b")
+SPACES = re.compile(r"\s*")
 
 
 class Character(BaseModel):
@@ -67,8 +68,8 @@ def validate_reply(reply: CaptionReply, num_shots: int) -> list[str]:
             if name not in described:
                 problems.append(f"shot {index} mentions {name}, who is not in the characters list")
                 continue
-            after = text[match.end() :].lstrip()
-            if not after.startswith(f"({described[name]})"):
+            after = SPACES.match(text, match.end()).end()  # no copy of the rest per mention: linear in the text
+            if not text.startswith(f"({described[name]})", after):
                 problems.append(
                     f"shot {index}: {name} must be followed by its exact description in parentheses: "
                     f"'{name} ({described[name]})'"

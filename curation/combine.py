@@ -26,7 +26,7 @@ from curation.config import CombineConfig, CurationConfig
 from curation.driver import Driver, Step
 from curation.embed import rows_of_this_embedder
 from manifests.io import read_table, remove_part, table_video_ids, write_part
-from manifests.schema import STATUS_FILTERED, STATUS_OK, CombinationRecord, combination_id
+from manifests.schema import CombinationRecord, Status, combination_id
 
 
 @dataclass
@@ -129,7 +129,7 @@ class CandidateScores:
             "pair_calibrated": self.pair_cal[k].tolist(), "min_relevance": float(self.weakest[k]),
             "mean_relevance": float(self.mean_cal[k]), "min_raw": float(self.least_raw[k]),
             "mean_raw": float(self.mean_raw[k]), "total_frames": int(sum(frames[i] for i in chosen)),
-            "status": STATUS_OK if reason is None else STATUS_FILTERED, "filter_reason": reason,
+            "status": Status.OK if reason is None else Status.FILTERED, "filter_reason": reason,
         }  # fmt: skip
 
 
@@ -161,11 +161,11 @@ def _row_means(values: np.ndarray) -> np.ndarray:
 def mine(shots: pd.DataFrame, embeddings: pd.DataFrame, config: CombineConfig) -> tuple[pd.DataFrame, MinerStats]:
     """Combinations for every group of the manifest: shots.parquet rows joined to their embeddings."""
     stats = MinerStats()
-    usable = shots[shots["status"] == STATUS_OK]
+    usable = shots[shots["status"] == Status.OK]
     long_enough = usable[usable["num_frames"] >= config.min_shot_frames]
     stats.shots_too_short = len(usable) - len(long_enough)
     if "status" in embeddings:  # failed embeddings (null vectors) are retried by the next run, not mined
-        embeddings = embeddings[embeddings["status"].fillna(STATUS_OK) == STATUS_OK]
+        embeddings = embeddings[embeddings["status"].fillna(Status.OK) == Status.OK]
     table = long_enough.merge(embeddings[["shot_id", "embedding", "embedder"]], on="shot_id", how="inner")
     keys = ["video_id"] + (["clip_index"] if config.within == "clip" else [])
     rows = []
@@ -182,7 +182,7 @@ def mine(shots: pd.DataFrame, embeddings: pd.DataFrame, config: CombineConfig) -
             rows.append(CombinationRecord(**row, combination_id=combination_id(row["shot_ids"]), video_id=key[0],
                                           group=name, embedder=group["embedder"].iloc[0]))  # fmt: skip
     result = pd.DataFrame([row.as_dict() for row in rows])
-    stats.combinations_ok = int((result["status"] == STATUS_OK).sum()) if len(result) else 0
+    stats.combinations_ok = int((result["status"] == Status.OK).sum()) if len(result) else 0
     stats.candidates_filtered = len(result) - stats.combinations_ok
     return result, stats
 

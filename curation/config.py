@@ -289,8 +289,8 @@ def _argument(field, field_name: str) -> dict:
     elif typing.get_origin(annotation) is Literal:
         kwargs["choices"] = list(args)
         del kwargs["metavar"]
-    elif typing.get_origin(annotation) is list:
-        kwargs["nargs"], kwargs["type"] = "+", args[0]
+    elif typing.get_origin(annotation) is list:  # a repeated flag adds to the list (--input a --input b)
+        kwargs["nargs"], kwargs["type"], kwargs["action"] = "+", args[0], "extend"
     else:
         kwargs["type"] = annotation
     return kwargs

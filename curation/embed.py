@@ -27,7 +27,7 @@ from curation.shot_frames import FrameSpec, ShotFrames, frames_for_shot
 from curation.stage import Failure, Resources, Stage
 from manifests.frames import read_shot_frames
 from manifests.io import read_part, read_table, write_part
-from manifests.schema import SHOT_EMBEDDINGS, STATUS_FAILED, STATUS_OK, ShotEmbeddingRecord, shot_id
+from manifests.schema import SHOT_EMBEDDINGS, ShotEmbeddingRecord, Status, shot_id
 
 log = logging.getLogger("curation")
 
@@ -138,7 +138,7 @@ class EmbedWorker:
             if batch:
                 vectors = self.embedder.embed(batch)
                 for row, vector in zip(batch_rows, vectors):
-                    row.embedding, row.status = vector.astype(np.float16), STATUS_OK
+                    row.embedding, row.status = vector.astype(np.float16), Status.OK
                     rows.append(row)
                 batch.clear(), batch_rows.clear()
 
@@ -150,7 +150,7 @@ class EmbedWorker:
                     kept = read_frames(shot, self.spec, self.config.frames_from)
                 images, used = kept.images, kept.frames
             except Exception as err:  # a shot whose frames cannot be read is a failed row, the rest go on
-                row.status, row.error, row.error_stage = STATUS_FAILED, f"{shot['shot_id']}: {err}", "embed"
+                row.status, row.error, row.error_stage = Status.FAILED, f"{shot['shot_id']}: {err}", "embed"
                 rows.append(row)
                 continue
             batch.append(images)
@@ -283,11 +283,11 @@ def embedding_todo(output, config: EmbedConfig) -> tuple[list[EmbedItem], int]:
     videos = read_table(output, "videos", missing_ok=True)
     shots = read_table(output, "shots", missing_ok=True)
     existing = read_table(output, "shot_embeddings", missing_ok=True)
-    ok_videos = list(videos.loc[videos["status"] == STATUS_OK, "video_id"])
+    ok_videos = list(videos.loc[videos["status"] == Status.OK, "video_id"])
     mine = rows_of_this_embedder(existing, config)
-    embedded = set(mine.loc[mine["status"].fillna(STATUS_OK) == STATUS_OK, "shot_id"])
+    embedded = set(mine.loc[mine["status"].fillna(Status.OK) == Status.OK, "shot_id"])
     spec, items, skipped = frame_spec_for(config), [], 0
-    pending = shots[(shots["status"] == STATUS_OK) & ~shots["shot_id"].isin(embedded)]
+    pending = shots[(shots["status"] == Status.OK) & ~shots["shot_id"].isin(embedded)]
     by_video = {
         video_id: rows for video_id, rows in pending.groupby("video_id", sort=False)
     }  # one pass, not one per video
@@ -308,7 +308,7 @@ def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, obje
         if isinstance(result, Failure):  # the actor died or raised: every shot of the item is a failed row
             rows += [ShotEmbeddingRecord(shot_id=s["shot_id"], video_id=s["video_id"], clip_index=s.get("clip_index"),
                                          embedder=summary.embedder, checkpoint_hash=summary.checkpoint_hash,
-                                         status=STATUS_FAILED, error=result.error, error_stage=result.stage)
+                                         status=Status.FAILED, error=result.error, error_stage=result.stage)
                      for s in item.shots]  # fmt: skip
             continue
         rows += result["rows"]
@@ -324,7 +324,7 @@ def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, obje
     for row in keep:
         row["embedding"] = None if row["embedding"] is None else np.asarray(row["embedding"], np.float16)
     write_part(output, "shot_embeddings", video_id, embeddings_table(keep + rows))
-    failed = [r for r in rows if r["status"] == STATUS_FAILED]
+    failed = [r for r in rows if r["status"] == Status.FAILED]
     summary.videos_embedded += 1
     summary.shots_embedded += len(rows) - len(failed)
     summary.shot_errors += len(failed)
@@ -393,7 +393,7 @@ class Embed(Step):
         video_id, spec = task.video_id, self.worker.frame_spec
         clip_frames = [r.frames for r in (task.detected[i] for i in range(len(task.clips))) if r.frames]
         state = self.videos.setdefault(video_id, VideoEmbedding())
-        ok = [s for s in task.shots if s["status"] == STATUS_OK]
+        ok = [s for s in task.shots if s["status"] == Status.OK]
         state.ok_ids = {s["shot_id"] for s in ok}
         todo = [s for s in ok if s["shot_id"] not in state.early]
         if todo:

@@ -101,22 +101,32 @@ class Annotation:
         return self.final and self.status in (Status.OK, Status.INVALID, Status.BLOCKED, Status.TRUNCATED)
 
 
+MAX_REPLY_CHARS = 1 << 20  # a few shots' captions are kilobytes; max_output_tokens keeps honest replies far below
+
+
 class RateLimiter:
     """At most `rpm` request starts per minute and `concurrency` in flight, shared by threads."""
 
-    def __init__(self, rpm: float, concurrency: int):
+    def __init__(self, rpm: float, concurrency: int, stopped=lambda: False):
         self.interval = 60.0 / rpm if rpm > 0 else 0.0
         self.slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
         self._next = 0.0
+        self.stopped = stopped  # checked every 0.1 s while waiting: a stopped run never waits out a slow rate
 
     def __enter__(self):
-        self.slots.acquire()
+        while not self.slots.acquire(timeout=0.1):
+            if self.stopped():
+                raise Stopped("stopped while waiting for a request slot")
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next)
             self._next = start + self.interval
-        time.sleep(max(0.0, start - now))
+        while time.monotonic() < start:
+            if self.stopped():
+                self.slots.release()
+                raise Stopped("stopped while waiting for the rate limit")
+            time.sleep(min(0.1, max(0.0, start - time.monotonic())))
         return self
 
     def __exit__(self, *exc):
@@ -164,7 +174,7 @@ class GeminiAnnotator:
         )  # fmt: skip
         self.client = genai.Client(api_key=api_key, http_options=http)
         self._scrub = lambda text: text.replace(api_key, "***") if api_key else text
-        self.limiter = RateLimiter(settings.rpm, settings.concurrency)
+        self.limiter = RateLimiter(settings.rpm, settings.concurrency, stopped=lambda: bool(self.stop_reason))
         self._count_lock = threading.Lock()
         self.requests_sent = 0
         self.stop_reason: str | None = None  # set by stop() or the breaker: nothing more is sent
@@ -291,6 +301,9 @@ class GeminiAnnotator:
                 return result
             text = response.text or ""
             try:
+                if len(text) > MAX_REPLY_CHARS:  # far past any caption reply: never parsed or checked
+                    raise ValueError(f"the reply is {len(text):,} characters, over the {MAX_REPLY_CHARS:,} a caption "
+                                     "reply can be, so it was not parsed")  # fmt: skip
                 reply = CaptionReply.model_validate_json(text)
                 problems = validate_reply(reply, num_shots)
             except ValueError as err:
@@ -312,6 +325,28 @@ class GeminiAnnotator:
         return result
 
 
+def cached_reply_problem(annotation: Annotation, num_shots: int | None) -> str | None:
+    """Why a cache entry cannot be served (None: it can): only final replies are cached, with fields of
+    their types; an ok one must pass the caption rules again, as a reply from the network would."""
+    if annotation.status not in (Status.OK, Status.INVALID, Status.BLOCKED, Status.TRUNCATED):
+        return f"status {annotation.status!r} is not a final reply's"
+    texts = [annotation.background, annotation.error]
+    if not all(t is None or isinstance(t, str) for t in texts) or not isinstance(annotation.captions, list):
+        return "fields of the wrong type"
+    counts = (annotation.prompt_tokens, annotation.output_tokens, annotation.thinking_tokens, annotation.requests)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        return "token counts that are not counts"
+    if annotation.status != Status.OK:
+        return None
+    try:
+        reply = CaptionReply(characters=annotation.characters, background=annotation.background or "",
+                             shots=annotation.captions)  # fmt: skip
+    except ValueError as err:
+        return f"not a caption reply ({err})"
+    problems = validate_reply(reply, len(reply.shots) if num_shots is None else num_shots)
+    return "; ".join(problems) or None
+
+
 class ReplyCache:
     """Final replies on disk (or in the output's object store), keyed by (item, model, prompt version,
     input mode): re-runs don't pay twice."""
@@ -324,15 +359,18 @@ class ReplyCache:
         raw = "|".join([item_id, settings.model, PROMPT_VERSION, input_mode])
         return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
-    def get(self, key: str) -> Annotation | None:
+    def get(self, key: str, num_shots: int | None = None) -> Annotation | None:
+        """The cached final reply, checked like a fresh one (its shape, its status, and for an ok one the
+        caption rules for `num_shots` shots); a damaged or poisoned entry is None: asked again."""
         try:
             text = (self.folder / f"{key}.json").read_text()
         except (FileNotFoundError, IsADirectoryError):
             return None
         try:
-            return Annotation(**json.loads(text))
+            annotation = Annotation(**json.loads(text))
         except (ValueError, TypeError):
-            return None  # a damaged entry is simply asked again
+            return None
+        return annotation if cached_reply_problem(annotation, num_shots) is None else None
 
     def put(self, key: str, annotation: Annotation) -> None:
         write_json_atomic(self.folder / f"{key}.json", asdict(annotation))

@@ -2,9 +2,11 @@
 
 A local Ray (no RAY_ADDRESS) is started by the job itself. When a driver is killed (SIGKILL, OOM),
 Ray's dashboard and runtime-env agents outlive it. So the job records the Ray processes it started
-(pid and kernel start time) in OUTPUT/.ray-processes.json; the next run on that output, which holds
-the output's lock and so knows the earlier driver is gone, stops exactly those processes that are
-still alive with the same start time (a reused pid is never touched), then records its own. A clean
+(pid and kernel start time, the run's id, which every process of that Ray inherits in its
+environment, and the driver's own pid) in OUTPUT/.ray-processes.json; the next run on that output
+stops exactly those processes that are still alive with the same start time and the run's id in
+their environment (a reused pid, or a process named by a planted record, is never touched), unless
+the recorded driver is still alive, then records its own. A clean
 exit removes the record. Processes of a cluster (RAY_ADDRESS) are never touched.
 
 Under an address-space limit (`ulimit -v`), which every Ray process inherits, Ray's default object
@@ -19,6 +21,10 @@ import logging
 import os
 import signal
 from pathlib import Path
+
+from manifests.io import write_json_atomic
+
+log = logging.getLogger("curation")
 
 RECORD = ".ray-processes.json"
 RAY_BASE_BYTES = int(2.75 * 2**30)  # address space the driver needs besides the object store it maps (measured)
@@ -38,11 +44,13 @@ def object_store_bytes() -> int | None:
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY:
         return None
-    room = soft - RAY_BASE_BYTES
+    # The raylet maps the store twice (it hosts it and, pinning objects, maps it again as a client):
+    # under the limit, twice the store must fit beside what a process needs anyway.
+    room = (soft - RAY_BASE_BYTES) // 2
     if room < MIN_STORE_BYTES:
         raise MemoryLimitError(
             f"the address-space limit (ulimit -v) is {soft / 2**30:.2f} GiB, and the job with a local Ray needs "
-            f"about {(RAY_BASE_BYTES + MIN_STORE_BYTES) / 2**30:.1f} GiB in each of its processes: raise it (`ulimit -v unlimited`, "
+            f"about {(RAY_BASE_BYTES + 2 * MIN_STORE_BYTES) / 2**30:.1f} GiB in each of its processes: raise it (`ulimit -v unlimited`, "
             "or your scheduler's memory setting), or run against a cluster with RAY_ADDRESS"
         )
     return min(room, _memory_bytes() * 3 // 10) if _memory_bytes() else room
@@ -89,22 +97,61 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+RUN_ENV = "MASK2DIT_RAY_RUN"  # set before a local Ray starts: every process of it inherits the run's id
+
+
+def _environ_has(pid: int, entry: str) -> bool:
+    """Whether the process's environment holds `entry` (NAME=value); False where it cannot be read."""
+    try:
+        return entry.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
 def record_processes(output: Path) -> None:
-    """Note the Ray processes this driver started (its descendants), for a later run to clear."""
+    """Note the Ray processes this driver started (its descendants), for a later run to clear: each
+    pid with its start time, the run's id (in every such process's environment) and the driver's
+    own pid and start time (a later run leaves a live driver's processes alone)."""
+    run = os.environ.get(RUN_ENV)
+    if not run:
+        return
+    known = _read(output)
     entries = [{"pid": pid, "start": start} for pid in descendants(os.getpid())
                if (start := _start_time(pid)) is not None]  # fmt: skip
-    known = _read(output)
-    merged = {(e["pid"], e["start"]): e for e in known + entries}
-    _record(output).write_text(json.dumps(list(merged.values())))
+    if known.get("run") == run:
+        entries += known.get("processes", [])
+    merged = {(e["pid"], e["start"]): e for e in entries}
+    record = {"run": run, "driver": {"pid": os.getpid(), "start": _start_time(os.getpid())},
+              "processes": list(merged.values())}  # fmt: skip
+    write_json_atomic(_record(output), record)  # replaced whole: a link planted at its path is never followed
 
 
 def clear_orphans(output: Path) -> int:
-    """Stop the recorded Ray processes of an earlier, killed run that are still alive; how many."""
+    """Stop the recorded Ray processes of an earlier, killed run that are still alive; how many.
+
+    A process is signalled only when it is provably that run's own: the pid has the recorded start
+    time (not reused) and its environment holds the run's id, which only the Ray that run started
+    inherited. A planted record naming someone else's process proves nothing and stops nothing.
+    While the recorded driver itself is alive (its lock was deleted, say), nothing is touched."""
+    record = _read(output)
+    run, driver = record.get("run"), record.get("driver") or {}
+    if not isinstance(run, str) or not run:
+        _record(output).unlink(missing_ok=True)
+        return 0
+    if isinstance(driver.get("pid"), int) and _start_time(driver["pid"]) == driver.get("start") is not None:
+        log.warning("the Ray processes recorded in %s belong to a live job (pid %s); left alone",
+                    _record(output), driver["pid"])  # fmt: skip
+        return 0
     stopped = 0
-    for entry in _read(output):
-        pid, start = entry.get("pid"), entry.get("start")
-        if not isinstance(pid, int) or pid == os.getpid() or _start_time(pid) != start:
+    # The recorded pids, and every other process that carries the run's id: the agents a run started
+    # in its first seconds, before it could record them, carry it too.
+    candidates = {e["pid"]: e.get("start") for e in record.get("processes", []) if isinstance(e.get("pid"), int)}
+    candidates |= {pid: _start_time(pid) for pid in _all_pids() if pid not in candidates}
+    for pid, start in candidates.items():
+        if pid == os.getpid() or start is None or _start_time(pid) != start:
             continue  # gone, or the pid now belongs to another process
+        if not _environ_has(pid, f"{RUN_ENV}={run}"):
+            continue  # not a process of that run's Ray
         try:
             os.kill(pid, signal.SIGKILL)
             stopped += 1
@@ -112,6 +159,22 @@ def clear_orphans(output: Path) -> int:
             pass
     _record(output).unlink(missing_ok=True)
     return stopped
+
+
+def _all_pids() -> list[int]:
+    proc = Path("/proc")
+    return [int(p.name) for p in proc.iterdir() if p.name.isdigit()] if proc.is_dir() else []
+
+
+def begin_record(output: Path) -> None:
+    """Before the local Ray starts: the run's id (set in this process's environment, inherited by all
+    it starts) and this driver, so even a run killed in its first seconds is cleared by the next."""
+    import uuid
+
+    os.environ[RUN_ENV] = uuid.uuid4().hex
+    record = {"run": os.environ[RUN_ENV], "driver": {"pid": os.getpid(), "start": _start_time(os.getpid())},
+              "processes": []}  # fmt: skip
+    write_json_atomic(_record(output), record)
 
 
 def forget(output: Path) -> None:
@@ -132,12 +195,17 @@ def _record(output) -> Path:
     return folder / RECORD
 
 
-def _read(output: Path) -> list[dict]:
+def _read(output: Path) -> dict:
+    """The record, or {} (missing, unreadable, or an older format that proves nothing)."""
     try:
         data = json.loads(_record(output).read_text())
     except (OSError, ValueError):
-        return []
-    return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    data["processes"] = [e for e in data.get("processes", []) if isinstance(e, dict)] if isinstance(
+        data.get("processes"), list) else []  # fmt: skip
+    return data
 
 
 def start_ray(num_cpus: int, output: Path) -> bool:
@@ -152,6 +220,7 @@ def start_ray(num_cpus: int, output: Path) -> bool:
         return False
     store = object_store_bytes()  # before anything starts: a clear line instead of a startup timeout
     stopped = clear_orphans(output)
+    begin_record(output)  # the run's id, inherited by every process of the Ray started below
     if stopped:
         print(f"stopped {stopped} Ray processes left behind by an earlier run on {output} that was killed")
     # Workers of a local Ray must import this repository even when it is not pip-installed.

@@ -13,7 +13,7 @@ from curation.driver import Driver, Step, VideoTask
 from curation.stage import Failure, Resources, Stage
 from manifests.io import read_table, table_video_ids
 from manifests.probe import ProbeError, VideoProbe, fingerprint, probe
-from manifests.schema import STATUS_OK
+from manifests.schema import Status
 from manifests.store import location
 
 
@@ -78,11 +78,11 @@ def completed_video_ids(config: CurationConfig) -> frozenset[str]:
     (a deleted table or part makes its videos redo), and failed ones too with retry_failed off."""
     videos = read_table(config.output, "videos", missing_ok=True, columns=["video_id", "status"])
     if config.retry_failed:
-        videos = videos[videos["status"] == STATUS_OK]
+        videos = videos[videos["status"] == Status.OK]
 
     with_rows = {table: table_video_ids(config.output, table) for table in ("shots", "clips")}
 
     def intact(video_id: str, status: str) -> bool:  # an ok video has at least one shot and one clip
-        return status != STATUS_OK or all(video_id in ids for ids in with_rows.values())
+        return status != Status.OK or all(video_id in ids for ids in with_rows.values())
 
     return frozenset(v for v, status in zip(videos["video_id"], videos["status"]) if intact(v, status))

@@ -17,7 +17,7 @@ from manifests.frames import read_shot_frames
 from manifests.io import OUTPUT_FULL, tidy_batches, write_batch, write_bytes_atomic
 from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
-from manifests.schema import STATUS_FAILED, STATUS_OK, ClipRecord, ShotRecord, VideoRecord, clip_id
+from manifests.schema import ClipRecord, ShotRecord, Status, VideoRecord, clip_id
 
 
 def shot_rows(
@@ -79,7 +79,7 @@ def clip_rows(probe: VideoProbe, windows: list[ClipWindow], results: list[ClipRe
             end_s=probe.frame_seconds(w.end_frame),
             num_cuts=len(r.cuts),
             frames_decoded=r.frames_decoded,
-            status=STATUS_FAILED if r.error else STATUS_OK,
+            status=Status.FAILED if r.error else Status.OK,
             error=r.error,
             processing_s=r.seconds,
         )  # fmt: skip
@@ -105,12 +105,12 @@ def commit_video(
     errors = [r.error for r in results if r.error]
     rows: list[ShotRecord] = []
     if errors:
-        video = probe.video_record(STATUS_FAILED, error="; ".join(errors), error_stage="detect", num_shots=0,
+        video = probe.video_record(Status.FAILED, error="; ".join(errors), error_stage="detect", num_shots=0,
                                    num_clips=len(windows), processing_s=seconds)  # fmt: skip
     else:
         rows = shot_rows(probe, windows, results, config, filters)
         save_keyframes(rows, results, config.output, config.shots.keyframe_max_side)
-        video = probe.video_record(STATUS_OK, num_shots=len(rows), num_clips=len(windows), processing_s=seconds)
+        video = probe.video_record(Status.OK, num_shots=len(rows), num_clips=len(windows), processing_s=seconds)
     clips = clip_rows(probe, windows, results)
     # The batch also replaces an earlier failure row of this path (keyed by the path's id).
     batch.add(probe.video_id, {"shots": rows, "clips": clips, "videos": [video]}, [path_id(probe.source_path)])
@@ -174,7 +174,7 @@ class Reconcile(Step):
         except Exception as err:  # e.g. a keyframe read failing on a file that changed mid-run
             return driver.fail(self, task, Failure(self.name, f"{path}: could not write results: {err}"))
         driver.summary.clips += len(task.clips)
-        if row["status"] != STATUS_OK:  # a clip failed: the video's row says so already
+        if row["status"] != Status.OK:  # a clip failed: the video's row says so already
             return driver.fail(self, task, Failure(row["error_stage"], row["error"]), recorded=True)
         driver.ok(task, row["num_shots"])
         driver.forward(self, task)

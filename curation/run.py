@@ -354,8 +354,35 @@ def run(argv: list[str] | None = None) -> int:
         return curate(config, api_key, began)
 
 
+def nested_folders(config: CurationConfig) -> str | None:
+    """--output inside an --input folder (the job would curate its own previews and samples as input
+    videos on the next run), or an --input inside --output: said at the door."""
+
+    def key(where) -> str:  # comparable form: a resolved local path, or an object-store URL as written
+        where = location(where)
+        text = str(where.resolve()) if isinstance(where, Path) else str(where)
+        return text.rstrip("/") + "/"
+
+    output = key(config.output)
+    for given in config.inputs:
+        if str(given).endswith(".txt") or (isinstance(location(given), Path) and location(given).is_file()):
+            continue  # a file (a video or a list), not a folder to search
+        source = key(given)
+        if output.startswith(source):
+            return (f"--output {config.output} is inside --input {given}: a later run would curate the job's own "
+                    "files (previews, keyframes, samples) as input videos; give an --output outside the input folders")  # fmt: skip
+        if source.startswith(output):
+            return (f"--input {given} is inside --output {config.output}: give input videos from outside the "
+                    "output folder")  # fmt: skip
+    return None
+
+
 def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
     """The job on a locked output folder."""
+    problem = nested_folders(config)
+    if problem:
+        print(f"{USAGE}\nerror: {problem}", file=sys.stderr)
+        return 2
     if not config.inputs:
         sample_dir = config.output / "sample_videos"
         print(f"no --input given: generating {config.sample_videos} sample videos in {sample_dir}", file=sys.stderr)

@@ -138,6 +138,10 @@ class _Pending:
     on_done: Callable[[Any], None]
     actor: Any = None
     method: str = "process"
+    crashes: int = 0  # workers or actors lost while they held this item
+
+
+CRASH_RETRIES = 1  # times an item is given to a new worker after the one holding it was lost
 
 
 class Executor:
@@ -262,11 +266,22 @@ class Executor:
                 self.items[name] = self.items.get(name, 0) + 1
             except ray.exceptions.RayError as err:
                 result = failure(pool.stage.name, err)
-                self.failures[pool.stage.name] = self.failures.get(pool.stage.name, 0) + 1
-                if pending.actor is not None and not isinstance(err, ray.exceptions.RayTaskError):
+                if pending.actor is not None and result.crashed:
                     log.warning("%s: an actor died (%s); starting a new one", pool.stage.name, result.error)
                     self._replace(pool, pending.actor)
                     pending.actor = None
+                if result.crashed and pending.crashes < CRASH_RETRIES:
+                    # A lost worker, actor or node (a preempted spot node, an OOM kill) is retried once,
+                    # elsewhere; an item that takes down its worker again is a failed row.
+                    pending.crashes += 1
+                    log.warning("%s: %s; retrying the item", pool.stage.name, result.error)
+                    self._queues[pool.stage.name].appendleft(pending)
+                    self._dispatch()
+                    continue
+                if result.crashed:
+                    result = Failure(result.stage, result.error.replace(
+                        "worker crashed", f"worker crashed {pending.crashes + 1} times", 1), crashed=True)  # fmt: skip
+                self.failures[pool.stage.name] = self.failures.get(pool.stage.name, 0) + 1
             if pending.actor is not None:
                 pool.idle.append(pending.actor)
             pending.on_done(result)

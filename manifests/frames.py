@@ -47,7 +47,14 @@ def open_video(path: str | os.PathLike, threads: int = 0):
     handle = None
     try:
         if is_url(path):
-            handle = open_input(path)
+            try:
+                handle = open_input(path)
+            except Exception as err:  # noqa: BLE001 - the store client's own errors (credentials, endpoint, ...)
+                raise VideoReadError(
+                    f"{path}: cannot read it from the object store ({type(err).__name__}: {err}); set credentials "
+                    "the standard way (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role) "
+                    "and, for a server other than AWS, AWS_ENDPOINT_URL"
+                ) from err
             container = av.open(handle)
         else:
             container = av.open(str(path))

@@ -38,13 +38,13 @@ from pathlib import Path
 from manifests.io import write_json_atomic, write_part
 from manifests.probe import ProbeError, VideoProbe, failed_video, path_id, probe
 from manifests.schema import (
-    STATUS_OK,
     TABLES,
     AnnotationRecord,
     CombinationRecord,
     Record,
     ShotCaptionRecord,
     ShotRecord,
+    Status,
 )
 from manifests.schema import combination_id as make_combination_id
 from manifests.store import ObjectPath, is_url, location
@@ -194,12 +194,12 @@ def story_windows(stories: list[list[int]], entries: list[Entry], shots: dict, s
             combinations.append(CombinationRecord(
                 combination_id=combination_id, video_id=video_id, group=f"import-entry-{story_index}",
                 shot_ids=shot_ids, total_frames=sum(shots[s].num_frames for s in shot_ids),
-                embedder="imported", status=STATUS_OK,
+                embedder="imported", status=Status.OK,
             ))  # fmt: skip
             annotations.append(AnnotationRecord(
                 combination_id=combination_id, video_id=video_id, shot_ids=shot_ids,
                 captions=[entries[i].caption for i in window], characters=[], background=None,
-                model=IMPORT_MODEL, status=STATUS_OK, requests=0,
+                model=IMPORT_MODEL, status=Status.OK, requests=0,
             ))  # fmt: skip
     return combinations, annotations
 
@@ -269,12 +269,12 @@ def import_dataset(source: str | os.PathLike, output: str | os.PathLike, root: s
         if isinstance(facts, ProbeError):
             fail(entry, str(facts))
             continue
-        videos[facts.video_id] = facts.video_record(STATUS_OK, num_clips=1, num_shots=1)
+        videos[facts.video_id] = facts.video_record(Status.OK, num_clips=1, num_shots=1)
         shot = whole_file_shot(facts)
         shots[shot.shot_id] = shot
         shot_of_entry[index] = shot.shot_id
         captions[shot.shot_id] = ShotCaptionRecord(shot_id=shot.shot_id, video_id=facts.video_id, caption=entry.caption,
-                                                   model=IMPORT_MODEL, status=STATUS_OK, requests=0)  # fmt: skip
+                                                   model=IMPORT_MODEL, status=Status.OK, requests=0)  # fmt: skip
 
     if absolute:
         result.notes.append(f"{absolute} rows name absolute paths (imported as named; give --root to keep "

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manifests.io import ManifestError, read_table, table_path
+from manifests.io import ManifestError, file_name, read_table, table_path, write_atomic
 from manifests.schema import TABLES, Status
 from manifests.store import ObjectPath, location
 
@@ -256,8 +256,8 @@ def html_report(
             )
         parts.append("</div>")
     parts.append(_PLAY)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts))
+    # Replaced whole, never written through: a link planted at the page's path is replaced, not followed.
+    write_atomic(out, lambda tmp: tmp.write_text("\n".join(parts)))
     return out
 
 
@@ -296,7 +296,7 @@ def write_previews(manifest_dir: Path, shots: pd.DataFrame) -> dict[str, str]:
 
     folder, found = manifest_dir / "keyframes" / "previews", {}
     for shot in shots.to_dict("records"):
-        relative = f"keyframes/previews/{shot['shot_id']}.mp4"
+        relative = f"keyframes/previews/{file_name(str(shot['shot_id']))}.mp4"
         target = manifest_dir / relative
         if not target.is_file():
             try:

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from manifests.lock import check_writes
 from manifests.schema import SCHEMA_VERSION, TABLE_STATUSES, TABLES
 from manifests.store import ObjectPath, arrow, location
 
@@ -113,10 +115,33 @@ def remove_part(manifest_dir: str | os.PathLike, name: str, part: str) -> None:
     """Drop a video's rows from a table: its part file goes; where batch or compacted files may hold
     the video's rows, an empty part takes its place (a video's own part wins over its rows there)."""
     folder = table_path(manifest_dir, name)
+    check_writes(folder)
     if folder.is_dir() and any(f.name.startswith((COMPACTED, BATCH)) for f in folder.glob("part-*.parquet")):
         write_part(manifest_dir, name, part, [])
     else:
         (folder / f"part-{part}.parquet").unlink(missing_ok=True)
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def file_name(identifier: str) -> str:
+    """A file name for an id read from a table: the id itself when it is a plain name (letters, digits,
+    '.', '_', '-'; no path separator, no leading dot), else a hash of it, so a hostile id such as
+    '../../outside' can never place a file outside its folder."""
+    if _SAFE_NAME.fullmatch(identifier) and ".." not in identifier:
+        return identifier
+    import hashlib
+
+    return "id-" + hashlib.blake2b(identifier.encode(), digest_size=12).hexdigest()
+
+
+def inside(root: str | os.PathLike, relative: str) -> Path | None:
+    """root/relative when that file lies inside the local folder `root` (links resolved), else None:
+    a path read from a table is never followed out of the manifest."""
+    base = Path(root).resolve()
+    target = (base / relative).resolve()
+    return target if target.is_relative_to(base) and target != base else None
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path | ObjectPath:
@@ -125,6 +150,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     failed write (full disk, an exception) leaves neither a partial file nor the temporary one.
     On an object store the finished local file is uploaded in one piece: complete or absent."""
     path = location(path)
+    check_writes(path)  # fencing: a job that lost its output's lock writes nothing more
     if isinstance(path, ObjectPath):
         with tempfile.TemporaryDirectory(prefix="mask2dit-upload-") as folder:
             tmp = Path(folder) / f"upload{path.suffix}"
@@ -225,6 +251,22 @@ def read_table(
     unknown = sorted(set(columns or ()) - set(expected.names))
     if unknown:
         raise ManifestError(f"table {name!r} has no column {', '.join(map(repr, unknown))}")
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return _read_table_once(manifest_dir, name, path, expected, missing_ok, committed_only, columns)
+        except FileNotFoundError:
+            # A file listed a moment ago is gone: compaction (or a commit's tidying) replaced it. What
+            # replaced it is complete, so reading the folder again sees a consistent table.
+            if attempt == READ_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+READ_ATTEMPTS = 5
+
+
+def _read_table_once(manifest_dir, name: str, path, expected: pa.Schema, missing_ok: bool, committed_only: bool,
+                     columns: list[str] | None) -> pd.DataFrame:  # fmt: skip
     if not path.exists():
         if missing_ok:
             return _select(expected.empty_table(), columns).to_pandas()
@@ -321,7 +363,7 @@ def live_files(folder: Path, committed_batches: set[str] | None = None, parts: b
         try:
             footer = _metadata(file)
         except (pa.ArrowException, OSError) as err:
-            raise ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job") from err
+            raise _unreadable(file, err) from err
         meta = footer.metadata or {}
         tokens[file], metas[file], rows[file], footers[file] = _token(file, meta), meta, footer.num_rows, footer
         if file.name.startswith(COMPACTED):
@@ -407,10 +449,15 @@ def tidy_batches(manifest_dir: str | os.PathLike) -> int:
     older batches the rows of videos a newer batch committed again. Run by the job, which holds the
     output's lock. Returns the files changed."""
     root = location(manifest_dir)
+    changed = 0
+    for name in TABLES:  # the hidden parts of a writer killed before it renamed them into place
+        folder = table_path(root, name)
+        for pending in folder.glob(f"{PENDING}*") if isinstance(folder, Path) and folder.is_dir() else ():
+            pending.unlink(missing_ok=True)
+            changed += 1
     committed = _committed_batches(root)
     if committed is None:
-        return 0
-    changed = 0
+        return changed
     for name in TABLES:
         folder = table_path(root, name)
         if not folder.is_dir():
@@ -446,14 +493,26 @@ def write_batch(manifest_dir: str | os.PathLike, rows: dict[str, list[dict]], co
     seq = time.time_ns()
     ident = f"{seq:020d}-{uuid.uuid4().hex[:8]}"
     extra = {SEQ: str(seq).encode(), COVERS: json.dumps(sorted(set(covers))).encode()}
+    check_writes(manifest_dir)  # before the first deletion: a job that lost its lock changes nothing
     for name in rows:
         for video in covers:
             (table_path(manifest_dir, name) / f"part-{video}.parquet").unlink(missing_ok=True)
+    staged = []
     for name in sorted(rows, key=lambda n: n == "videos"):  # the videos part last: the commit
         table = to_arrow(rows[name], TABLES[name])
         check_statuses(table, name)
-        write_parquet(table_path(manifest_dir, name) / f"{BATCH}{ident}.parquet", table, extra)
+        final = table_path(manifest_dir, name) / f"{BATCH}{ident}.parquet"
+        # Locally each part is written under a hidden name (plain readers skip names starting with
+        # '.') and all are renamed at the end, so a kill while writing leaves no rows any reader sees.
+        staged.append((final.with_name(f"{PENDING}{final.name}") if isinstance(final, Path) else final, final))
+        write_parquet(staged[-1][0], table, extra)
+    for hidden, final in staged:
+        if hidden != final:
+            os.replace(hidden, final)
     return ident
+
+
+PENDING = ".pending-"  # a batch part written but not yet renamed into place
 
 
 def _read_files(
@@ -522,6 +581,14 @@ def _footers(files: list[Path]) -> list[pq.FileMetaData]:
     return [_metadata(file) for file in files]  # serial: 0.2 ms a file, faster than threads here
 
 
+def _unreadable(file: Path | ObjectPath, err: Exception) -> Exception:
+    """A file that vanished while being read (compaction replaced it: the reader starts again) apart
+    from one that is there and damaged (named, with what to do)."""
+    if isinstance(err, FileNotFoundError) or not file.exists():
+        return FileNotFoundError(errno.ENOENT, "gone while being read (replaced by compaction or a commit)", str(file))
+    return ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job")
+
+
 def _metadata(file: Path | ObjectPath) -> pq.FileMetaData:
     where = arrow(file)
     return pq.read_metadata(where["path"], filesystem=where["filesystem"])
@@ -541,12 +608,14 @@ def _read_each(
             where = arrow(file)
             schema = pq.read_schema(where["path"], filesystem=where["filesystem"])
         except (pa.ArrowInvalid, OSError) as err:
-            raise ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job") from err
+            raise _unreadable(file, err) from err
         _check_schema(schema, expected, file)
         present = [column for column in expected.names if schema.get_field_index(column) >= 0]
         try:
             table = pq.read_table(where["path"], columns=present, filters=only, filesystem=where["filesystem"])
         except (pa.ArrowException, OSError) as err:  # a damaged data page (e.g. ZSTD), a truncated file
+            if isinstance(err, FileNotFoundError) or not file.exists():
+                raise _unreadable(file, err) from err  # gone meanwhile: the read starts again
             raise ManifestError(f"{file} is damaged and cannot be read ({err}); restore it, or delete it and "
                                 "re-run the job that wrote it") from err  # fmt: skip
         for column in expected.names:

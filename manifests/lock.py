@@ -41,6 +41,37 @@ class OutputLocked(RuntimeError):
     """Another live process holds the output folder; the message names it and what to do."""
 
 
+class OutputLockLost(OutputLocked):
+    """The lock was lost while its job ran (the lock file deleted, the lease not renewed in time): the
+    job stops before its next write, so two jobs never write one output."""
+
+
+_HELD: dict[str, OutputLock] = {}  # output folder -> the lock this process holds on it
+
+
+def _key(folder) -> str:
+    return str(location(folder)).rstrip("/") + "/"
+
+
+def check_writes(path) -> None:
+    """Fencing: before a write to `path`, the lock of the output it lies in, when this process holds
+    one, must still be held (OutputLockLost otherwise). Paths outside held outputs pass."""
+    if not _HELD:
+        return
+    where = location(path)
+    text = str(where)
+    for folder, lock in list(_HELD.items()):
+        if text.startswith(folder):
+            lock.check()
+            if not isinstance(where, ObjectPath):  # and no link inside the output leads the write out of it
+                root = os.path.realpath(folder)
+                real = os.path.realpath(os.path.dirname(text) or ".")
+                if real != root and not real.startswith(root + os.sep):
+                    raise OutputLocked(f"{os.path.dirname(text)} leads out of the output folder {folder.rstrip('/')} "
+                                       f"(to {real}, through a symbolic link); nothing is written through it: "
+                                       "remove the link")  # fmt: skip
+
+
 class OutputLock:
     def __init__(self, folder: str | os.PathLike, what: str = "run"):
         self.path, self.what, self.fd = location(folder) / LOCK_NAME, what, None
@@ -56,11 +87,18 @@ class OutputLock:
     def acquire(self) -> OutputLock:
         if isinstance(self.path, ObjectPath):
             self._lease = _Lease(self.path, self.what, self.holder).acquire()
+            _HELD.setdefault(_key(self.path.parent), self)
             return self
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: one planted at the lock's path could point anywhere
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            raise OutputLocked(f"{self.path} is a symbolic link; the lock is never written through one (it could "
+                               "point outside the output folder): delete the link and re-run") from None  # fmt: skip
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -73,9 +111,33 @@ class OutputLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_record(self.what)).encode(), 0)
         self.fd = fd
+        _HELD.setdefault(_key(self.path.parent), self)
         return self
 
+    def check(self) -> None:
+        """Raise OutputLockLost unless this process still holds the lock: locally, the lock file is still
+        the one it locked (not deleted or replaced); on an object store, its lease was renewed recently
+        enough that it cannot have expired. Every write under the output checks this first."""
+        if self._lease is not None:
+            self._lease.check()
+            return
+        if self.fd is None:
+            return
+        try:
+            now = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+        held = os.fstat(self.fd)
+        if now is None or (now.st_ino, now.st_dev) != (held.st_ino, held.st_dev):
+            raise OutputLockLost(
+                f"{self.path} was deleted or replaced while this {self.what} held it, so another job may now be "
+                f"writing to {self.path.parent}; stopped before writing more. Make sure no other job uses the "
+                "folder, then re-run the same command (it resumes)"
+            )
+
     def release(self) -> None:
+        if _HELD.get(_key(self.path.parent)) is self:
+            del _HELD[_key(self.path.parent)]
         if self._lease is not None:
             self._lease.release()
             self._lease = None
@@ -116,9 +178,23 @@ class _Lease:
         self.record = _record(what) | {"token": self.token}
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self.renewed = 0.0  # time of the last lease written
 
     def _write(self) -> None:
-        self.path.write_bytes(json.dumps(self.record | {"expires": time.time() + lease_seconds()}).encode())
+        written = time.time()
+        self.path.write_bytes(json.dumps(self.record | {"expires": written + lease_seconds()}).encode())
+        self.renewed = written
+
+    def check(self) -> None:
+        """The lease was last renewed within 3/4 of its length: it cannot have expired, so no other job
+        can hold it. Past that (renewals failing), the job stops before the lease can expire."""
+        age = time.time() - self.renewed
+        if age > 0.75 * lease_seconds():
+            raise OutputLockLost(
+                f"the lease {self.path} was last renewed {age:.0f} s ago (it expires after {lease_seconds():.0f} s), "
+                "so another job could take this output; stopped before writing more. Check the store's "
+                "reachability and credentials, then re-run the same command (it resumes)"
+            )
 
     def acquire(self) -> _Lease:
         who = self.holder()
@@ -126,7 +202,12 @@ class _Lease:
             raise _locked(self.path, who, self.what, f"Its lease (on an object store) expires by itself "
                           f"{lease_seconds():.0f} s after its holder stops; or delete {self.path} if no run is "
                           "using this output.")  # fmt: skip
-        self._write()
+        try:
+            self._write()
+        except OSError as err:  # a read-only key or bucket, a missing permission: said in one line
+            raise OutputLocked(f"{self.path}: cannot write the output's lease ({type(err).__name__}: {err}); the "
+                               "output must be writable with these credentials: give a writable --output, or "
+                               "credentials that may write there") from None  # fmt: skip
         time.sleep(min(1.0, lease_seconds() / 20))  # a rival that wrote at the same moment shows now
         who = self.holder()
         if who.get("token") != self.token:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from manifests.io import read_table, table_path, write_batch
+from manifests.io import inside, read_table, table_path, write_batch
 from manifests.schema import TABLES
 from manifests.store import location
 
@@ -55,8 +56,8 @@ def remove_videos(manifest_dir: str | os.PathLike, selectors: list[str]) -> Remo
             keyframes = [k for k in mine["keyframe_path"].dropna() if k]
     write_batch(root, {name: [] for name in TABLES if table_path(root, name).is_dir()}, ids)
     for relative in keyframes:
-        path = root / relative
-        if ".." not in relative.split("/") and path.exists():  # only files inside the manifest
+        path = inside(root, relative) if isinstance(root, Path) else root / relative
+        if path is not None and path.exists():  # only files inside the manifest, never through a link out of it
             path.unlink()
             result.keyframes += 1
     return result

@@ -28,9 +28,6 @@ class Status(StrEnum):
     UNANNOTATED = "unannotated"  # nothing was sent (no key, budget, interrupted)
 
 
-STATUS_OK, STATUS_FILTERED, STATUS_FAILED = Status.OK, Status.FILTERED, Status.FAILED
-
-
 # --- records: one typed row per table; each table's pyarrow schema is derived from its record ----
 
 
@@ -430,6 +427,33 @@ def _ok(table):
     return pc.equal(table.column("status"), "ok")
 
 
+def _pts_elsewhere(t):
+    """Rows whose start_pts, in seconds, is off from start_s by another amount than the rest of
+    their video's shots (more than a quarter frame): their frames are another shot's."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pts, start_s, fps = (t.column(c) for c in ("start_pts", "start_s", "fps"))
+    if t.column("time_base").null_count == len(t) or pts.null_count == len(t):
+        return None
+    base = pc.dictionary_encode(t.column("time_base")).combine_chunks()
+    seconds_per_tick = np.array([_fraction(v) for v in base.dictionary.to_pylist()] + [np.nan])
+    ticks = seconds_per_tick[base.indices.fill_null(len(base.dictionary)).to_numpy(zero_copy_only=False)]
+    offset = pts.to_numpy(zero_copy_only=False).astype(float) * ticks - start_s.to_numpy(zero_copy_only=False)
+    video = pc.dictionary_encode(t.column("video_id")).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    known = np.isfinite(offset)
+    low, high = np.full(video.max() + 1, np.inf), np.full(video.max() + 1, -np.inf)
+    np.minimum.at(low, video[known], offset[known])
+    np.maximum.at(high, video[known], offset[known])
+    tolerance = 0.25 / np.maximum(fps.to_numpy(zero_copy_only=False), 1e-9) + 1e-3
+    median = np.where(known, 0.0, np.nan)
+    for v in np.unique(video[known][(high - low)[video[known]] > tolerance[known]]):  # only videos that disagree
+        rows = known & (video == v)
+        median[rows] = np.median(offset[rows])
+    return pa.array(known & (np.abs(offset - np.where(np.isnan(median), offset, median)) > tolerance))
+
+
 def _rules():
     import pyarrow.compute as pc
 
@@ -472,6 +496,12 @@ def _rules():
     return {
         "shots": (
             ("end_frame", "end_frame must be after start_frame (frames [start_frame, end_frame))", shots_end),
+            (
+                "start_pts",
+                "start_pts must be the frame at start_s: within a video, start_pts x time_base - start_s is "
+                "the same for every shot (the first frame's time), so this row's timestamps belong to another shot",
+                _pts_elsewhere,
+            ),
             ("num_frames", "num_frames must equal end_frame - start_frame", shots_count),
             ("fps", "fps must be a positive number", positive("fps")),
             ("start_frame", "start_frame must be >= 0", negative("start_frame")),
@@ -485,6 +515,15 @@ def _rules():
             ("captions", "an annotation with status ok needs one non-empty caption per shot", ok_captions_missing),
         ),
     }
+
+
+def _fraction(text: str | None) -> float:
+    """'1/15360' -> 1/15360 seconds; NaN for anything else."""
+    try:
+        numerator, denominator = (text or "").split("/")
+        return int(numerator) / int(denominator)
+    except (ValueError, ZeroDivisionError):
+        return float("nan")
 
 
 class _LazyRules(dict):

@@ -98,8 +98,9 @@ class ObjectPath:
 
     def __init__(self, url: str):
         scheme, rest = url.split("://", 1)
-        rest = posixpath.normpath(rest).lstrip("/") if rest.strip("/") else ""
-        self.url = f"{scheme}://{rest}"
+        # A key is a string, not a path: 'in/dir/../a.mp4' and 'in/a//b.mp4' are objects of their own,
+        # kept verbatim (normalising them would merge distinct objects). Only the ends are trimmed.
+        self.url = f"{scheme}://{rest.strip('/')}"
         self._fs, self._pid = None, None
 
     # --- identity --------------------------------------------------------------------------
@@ -139,7 +140,17 @@ class ObjectPath:
 
     # --- pure path arithmetic --------------------------------------------------------------------
     def __truediv__(self, other: str | os.PathLike) -> ObjectPath:
-        return ObjectPath(f"{self.url.rstrip('/')}/{os.fspath(other)}")
+        """This prefix joined with a relative reference (a name, or a list file's `../other/c.mp4`):
+        the reference's '.' and '..' segments are resolved, as in a URL, never above the bucket."""
+        scheme, key = self.url.split("://", 1)
+        parts = key.split("/")
+        for segment in os.fspath(other).split("/"):
+            if segment == "..":
+                if len(parts) > 1:
+                    parts.pop()
+            elif segment != ".":
+                parts.append(segment)
+        return ObjectPath(f"{scheme}://{'/'.join(parts)}")
 
     def joinpath(self, *parts: str) -> ObjectPath:
         result = self

@@ -338,10 +338,16 @@ def main(argv: list[str] | None = None) -> int:
             if not context_prompts or len(context_prompts) != len(sources):
                 print("error: context videos need --context-prompts with one prompt per video", file=sys.stderr)
                 return 2
+            from manifests.frames import VideoReadError
             from model.pipeline import MultiSceneOutput
 
-            latents = [pipe.encode_video(read_video(p, args.num_frames, args.height, args.width, seed=args.seed + i),
-                                         seed=args.seed + i) for i, p in enumerate(sources)]  # fmt: skip
+            try:
+                latents = [pipe.encode_video(read_video(p, args.num_frames, args.height, args.width, seed=args.seed + i),
+                                             seed=args.seed + i) for i, p in enumerate(sources)]  # fmt: skip
+            except (VideoReadError, ValueError) as err:  # not a video, too short: the file and what to give
+                print(f"error: --expand-from: {err}; give context videos (or an earlier output folder)",
+                      file=sys.stderr)  # fmt: skip
+                return 2
             previous = MultiSceneOutput(
                 torch.cat(latents, 1), [x.shape[1] for x in latents], context_prompts, [-1] * len(latents)
             )

@@ -33,16 +33,13 @@ import numpy as np
 import torch
 
 from manifests.io import write_atomic
+from model.weights import CheckpointError  # one type for every checkpoint that cannot be loaded
 
 log = logging.getLogger("training")
 
 TAG = re.compile(r"^step_(\d+)$")
 MARKER = "complete.json"
 STATE = "trainer_state.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot (or must not) be loaded; the message names the file."""
 
 
 class RefusedCheckpoint(CheckpointError):

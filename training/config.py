@@ -18,7 +18,7 @@ from manifests.store import Location
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf or .nan anywhere is refused at the door
 
 
 class ModelConfig(_Section):
@@ -231,3 +231,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     except ValidationError as err:
         problems = "; ".join(_problem(e) for e in err.errors())
         raise ValueError(f"{path}: invalid config: {problems}") from err
+
+
+def transformer_weights(config: TrainConfig) -> Path:
+    """The folder the transformer starts from: model.transformer, else the model's (expert's) own. The
+    one rule: training, precomputing and validation all take the text length from these weights."""
+    return config.model.transformer or (config.model.path / config.model.expert)

@@ -312,6 +312,25 @@ class SceneDataset(torch.utils.data.Dataset):
     def __init__(self, config: DataConfig, samples: list[list[Scene]], seed: int, load_frames: bool = True):
         self.config, self.seed, self.load_frames = config, seed, load_frames
         self.draw = stage_of(config).sampler(samples, config, seed)
+        self._sources: dict[str, str | None] = {}  # source path -> why it is not its row's video (None: it is)
+
+    def check_source(self, shot) -> None:
+        """The file a row names must be the video the row was made from: its content fingerprint is the
+        row's video_id (checked once per file and process: 3 MiB read). Another file at that path (a
+        replaced video, an edited manifest) is a VideoReadError: skipped, counted and reported."""
+        path, video_id = str(shot["source_path"]), str(shot["video_id"])
+        if path not in self._sources:
+            from manifests.probe import fingerprint
+
+            try:
+                found = fingerprint(path)
+            except Exception as err:  # noqa: BLE001 - a missing file, or an object store's client error
+                found = f"unreadable ({type(err).__name__}: {err})"
+            self._sources[path] = None if video_id.startswith("path-") or found == video_id else (
+                f"{path} is not the video its rows were made from (content fingerprint {found}, the manifest says "
+                f"{video_id}): the file was replaced or the manifest edited; re-run curation on it")  # fmt: skip
+        if self._sources[path]:
+            raise VideoReadError(self._sources[path])
 
     def __len__(self) -> int:
         return 2**62  # keys come from LayoutBatchSampler
@@ -335,6 +354,8 @@ class SceneDataset(torch.utils.data.Dataset):
             if not self.load_frames:
                 return item
             try:
+                for s in scenes:
+                    self.check_source(s.shot)
                 frames = [
                     resize_crop(read_shot_frames(s.shot, indices=s.frame_offsets(self.config.num_frames),
                                                  max_side=max(self.config.height, self.config.width) * 2),

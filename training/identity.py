@@ -86,5 +86,11 @@ def check_identity(run: Path, identity: dict, has_checkpoints: bool, write: bool
                     "(its checkpoints are replaced)"
                 )
             return
+    if has_checkpoints:  # checkpoints without a readable identity: nothing proves they are this training's
+        raise RunIdentityError(
+            f"run.output {run} has checkpoints but its run identity ({path.name}) is missing or unreadable, so "
+            "nothing shows they come from this training (its settings, model and data). Restore the file, give a "
+            f"new run.output, or set run.resume=false to start over in {run} (its checkpoints are replaced)"
+        )
     if write:
         write_json_atomic(path, identity)

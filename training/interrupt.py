@@ -50,13 +50,22 @@ class StopRequests:
     def agreed(self, device: torch.device) -> bool:
         """Whether every rank stops now: a checkpoint is collective, so one rank's request stops them all
         at the same step (one scalar all-reduce per step where there are several ranks)."""
-        import torch.distributed as dist
+        return any_rank(self.requested, device)
 
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return self.requested
-        flag = torch.tensor([float(self.requested)], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+
+class NonFiniteLoss(ValueError):
+    """The loss became NaN or infinite: the run stops without a checkpoint of that step or an export."""
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` holds on any rank (every rank gets the same answer)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def ignore_interrupts_in_workers(worker_id: int) -> None:

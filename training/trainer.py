@@ -12,6 +12,7 @@ engine (`training.engine`), checkpoints (`training.checkpoint.Checkpointer`), me
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -21,18 +22,19 @@ from model.families import family_of
 from model.sequence_parallel import SequenceShard
 from training.batches import BatchEncoder
 from training.checkpoint import Checkpointer
-from training.config import TrainConfig
+from training.config import TrainConfig, transformer_weights
 from training.data import DataError, LayoutBatchSampler, SceneDataset, collate, load_samples
 from training.encoding import LatentStore
 from training.engine import build_engine, setup_distributed
-from training.interrupt import StopRequests, TrainingInterrupted, ignore_interrupts_in_workers
+from training.interrupt import (
+    NonFiniteLoss,
+    StopRequests,
+    TrainingInterrupted,
+    any_rank,
+    ignore_interrupts_in_workers,
+)
 from training.objective import conditional_mask
 from training.telemetry import Metrics, peak_memory_gib
-
-
-def transformer_weights(config: TrainConfig) -> Path:
-    """The folder the transformer starts from: model.transformer, else the model's (expert's) own."""
-    return config.model.transformer or (config.model.path / config.model.expert)
 
 
 def load_model(config: TrainConfig, family):
@@ -139,6 +141,13 @@ class Trainer:
             self.step += 1
             self.consumed += self.global_batch
             self.log(results)
+            if any_rank(not all(math.isfinite(loss) for loss, _ in results), self.device):
+                self.metrics.close()
+                raise NonFiniteLoss(
+                    f"the loss is {self.history[-1]['loss']} at step {self.step} of run.output {config.run.output}: the "
+                    "run stops here without saving this step or exporting. Lower optim.lr (or raise optim.warmup_steps, "
+                    "lower optim.max_grad_norm) and resume from the last checkpoint, or check the data"
+                )
             saved = self.step % config.run.save_every == 0 or self.step == config.run.max_steps
             if saved:
                 self.save()

@@ -16,7 +16,7 @@ import torch
 from manifests.media import write_mp4
 from model.clip import ClipEncoder
 from model.metrics import scene_embedding, semantic_consistency, visual_consistency
-from training.config import TrainConfig
+from training.config import TrainConfig, transformer_weights
 
 
 class Validator:
@@ -24,7 +24,7 @@ class Validator:
         self.config = config
         self.pipe = family.pipeline(config.model.path, transformer, encoders, device, dtype)
         self.pipe.set_progress_bar_config(disable=True)
-        self.text_length = family.text_length(config.model.path, config.model.path / config.model.expert)
+        self.text_length = family.text_length(config.model.path, transformer_weights(config))  # as training
         self.clip = ClipEncoder.from_pretrained(config.validation.clip) if config.validation.clip else None
 
     @torch.no_grad()

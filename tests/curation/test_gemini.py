@@ -17,6 +17,8 @@ from manifests import read_table
 from tests.support.annotation import SECRET, annotator, parts, run_job
 from tests.support.fake_gemini import ACTOR1, FakeGemini, error, reply, shots_in, valid_reply
 
+CACHE = "annotation_cache"
+
 BROKEN = {
     "wrong number of shots": (lambda r: r | {"shots": r["shots"][:1]}, "there are 2 shots but 1"),
     "undefined actor": (lambda r: r | {"shots": [r["shots"][0], "Actor2 (a child) runs."]}, "Actor2, who is not in"),
@@ -245,3 +247,65 @@ def test_a_huge_invalid_reply_is_not_echoed_back_in_every_reask():
     assert max(sizes) < sizes[0] + 20_000, sizes  # each re-ask adds a bounded excerpt, not the reply
     assert "characters cut" in str(server.requests[1]["body"]["contents"])
     assert len(result.error) < 10_000
+
+
+@pytest.mark.parametrize("poison", [
+    {"captions": 5},  # the wrong type
+    {"captions": ["Actor1 (a man) walks."]},  # the wrong number of shots for its combination
+    {"status": "done"},  # not a status
+    {"status": "error"},  # never cached: not a final reply
+], ids=["type", "count", "status", "not-final"])  # fmt: skip
+def test_a_poisoned_cache_entry_is_asked_again_and_the_tables_stay_readable(
+    ray_local, tmp_path, multi_shot_video, monkeypatch, poison
+):
+    out = tmp_path / "out"
+    monkeypatch.setenv("GEMINI_API_KEY", SECRET)
+    with FakeGemini(lambda i, body: reply(valid_reply(shots_in(body)))) as server:
+        common = ["--gemini-base-url", server.url]
+        assert run_job(out, multi_shot_video, *common) == 0
+        asked = len(server.requests)
+        entries = sorted((out / CACHE).glob("*.json"))
+        combination = next(p for p in entries if len(json.loads(p.read_text())["captions"]) == 3)
+        combination.write_text(json.dumps(json.loads(combination.read_text()) | poison))
+        assert run_job(out, multi_shot_video, *common) == 0
+        assert len(server.requests) == asked + 1  # the poisoned entry only, asked again
+    notes = read_table(out, "annotations")
+    assert notes["status"].tolist() == ["ok"] and not notes["from_cache"].iloc[0]
+    assert (read_table(out, "shot_captions")["status"] == "ok").all()
+
+
+def test_a_reply_far_larger_than_any_caption_reply_is_not_parsed():
+    from curation.gemini import MAX_REPLY_CHARS
+
+    huge = valid_reply(2) | {"background": "a grey room " * (MAX_REPLY_CHARS // 10)}  # valid JSON, 1.2 MB
+    with FakeGemini(lambda i, body: reply(huge)) as server:
+        result = annotator(server, max_reasks=1).annotate(parts(2), 2)
+    assert result.status == "invalid" and "so it was not parsed" in result.error and len(result.error) < 1000
+    assert len(server.requests) == 2 and len(str(server.requests[1]["body"])) < MAX_REPLY_CHARS // 10
+
+
+def test_a_stopped_run_never_waits_out_the_rate_limit():
+    from curation.gemini import RateLimiter, Stopped
+
+    stop = threading.Event()
+    limiter = RateLimiter(rpm=0.01, concurrency=1, stopped=stop.is_set)  # one request per 100 minutes
+    with limiter:
+        pass
+    threading.Timer(0.3, stop.set).start()
+    began = time.monotonic()
+    with pytest.raises(Stopped):
+        with limiter:
+            pass
+    assert time.monotonic() - began < 30  # stopped within its 0.1 s polling, not after 100 minutes
+
+
+def test_caption_rules_read_each_mention_without_copying_the_rest_of_the_reply():
+    from curation.captions import CaptionReply, validate_reply
+
+    description = "a tall man in a grey coat"
+    shot = " ".join([f"Actor1 ({description}) waits."] * 20_000)  # about 700 KB, 20,000 mentions
+    reply = CaptionReply(characters=[{"name": "Actor1", "description": description}], background="A room.",
+                         shots=[shot, shot.replace(f"({description})", "(someone)", 1)])  # fmt: skip
+    problems = validate_reply(reply, 2)
+    assert problems == [f"shot 2: Actor1 must be followed by its exact description in parentheses: "
+                        f"'Actor1 ({description})'"]  # fmt: skip

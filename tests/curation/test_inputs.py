@@ -32,3 +32,18 @@ def test_symlink_loops_in_input_folders_are_reported(tmp_path):
     assert problems == [(str(tmp_path / "a" / "b" / "loop"),
                          f"symbolic link loop: {tmp_path / 'a' / 'b' / 'loop'} leads back to {tmp_path / 'a'}; "
                          "not followed")]  # fmt: skip
+
+
+def test_object_keys_are_kept_verbatim_not_merged_as_paths(s3_env):
+    """On an object store a key is a string: 'in/dir/../plain.mp4' and 'in/a//double.mp4' are objects
+    of their own beside 'in/plain.mp4' and 'in/a/double.mp4', each an input of its own."""
+    make_bucket(s3_env, "keys")
+    keys = ["in/plain.mp4", "in/dir/../plain.mp4", "in/a/double.mp4", "in/a//double.mp4", "in/./dot.mp4",
+            "in/dot.mp4"]  # fmt: skip
+    for i, key in enumerate(keys):
+        ObjectPath(f"s3://keys/{key}").write_bytes(b"x" * (i + 1))
+    found = resolve_inputs([location("s3://keys/in")])
+    assert sorted(found) == sorted(f"s3://keys/{k}" for k in keys)
+    for i, url in enumerate(sorted(found, key=lambda u: keys.index(u.removeprefix("s3://keys/")))):
+        assert ObjectPath(url).read_bytes() == b"x" * (i + 1)  # each reads back its own object
+    assert str(ObjectPath("s3://keys/lists") / "../in/plain.mp4") == "s3://keys/in/plain.mp4"  # a reference resolves

@@ -247,3 +247,16 @@ def test_a_job_whose_every_caption_request_fails_exits_1_with_where_the_errors_a
     err = capsys.readouterr().err
     assert "error: every annotation failed (" in err and "re-run the same command to retry them" in err
     assert (read_table(tmp_path / "out", "shots")["status"] == "ok").any()  # the curated tables are all there
+
+
+def test_output_inside_input_and_input_inside_output_are_refused_and_every_input_flag_counts(tmp_path, capsys):
+    from curation.run import parse_args
+
+    films = tmp_path / "films"
+    films.mkdir()
+    assert main(["--input", str(films), "--output", str(films / "out")]) == 2
+    assert "is inside --input" in capsys.readouterr().err
+    assert main(["--input", str(films), "--output", str(tmp_path)]) == 2
+    assert "is inside --output" in capsys.readouterr().err
+    config = parse_args(["--input", "a.mp4", "--input", "b.mp4", "c.mp4", "--output", str(tmp_path / "o")])
+    assert [str(p) for p in config.inputs] == ["a.mp4", "b.mp4", "c.mp4"]

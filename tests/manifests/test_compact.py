@@ -66,3 +66,68 @@ def test_a_reader_between_the_compacted_write_and_the_deletes_sees_every_row_onc
     assert len(read_table(parts_manifest, "shots", committed_only=False)) == len(before)
     assert compact_cli(parts_manifest) == 0 and len(list(folder.glob("part-*.parquet"))) == 1
     assert len(read_table(parts_manifest, "shots", committed_only=False)) == len(before)
+
+
+def test_a_reader_looping_while_compaction_replaces_files_never_fails(tmp_path):
+    """Readers list the live files and then read them; compaction may replace them in between. The
+    read starts again on the new files: every read sees a whole, consistent table."""
+    import threading
+
+    from manifests import read_table, write_part
+    from manifests.compact import compact
+    from tests.support.manifests import shot
+
+    def add(first: int, count: int) -> None:
+        for v in range(first, first + count):
+            write_part(tmp_path, "shots", f"v{v:03d}", [shot(f"v{v:03d}", s) for s in range(3)])
+            write_part(tmp_path, "videos", f"v{v:03d}", [{"video_id": f"v{v:03d}", "source_path": f"/{v}.mp4",
+                                                          "status": "ok"}])  # fmt: skip
+
+    add(0, 10)
+    done, failures, reads = threading.Event(), [], [0]
+
+    def reader():
+        while not done.is_set():
+            try:
+                shots = read_table(tmp_path, "shots")
+                assert len(shots) % 3 == 0 and shots.groupby("video_id").size().eq(3).all()
+                reads[0] += 1
+            except Exception as err:  # noqa: BLE001 - every failure counts
+                failures.append(repr(err))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for round_ in range(1, 8):
+            add(10 * round_, 10)
+            compact(tmp_path)
+    finally:
+        done.set()
+        thread.join()
+    assert not failures, failures[:3]
+    assert reads[0] > 0 and len(read_table(tmp_path, "shots")) == 3 * 80
+
+
+def test_a_batch_cut_short_leaves_no_rows_a_plain_reader_sees(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from manifests import io
+
+    real = io.write_parquet
+
+    def killed_at_the_videos_part(path, table, metadata=None, **options):
+        if "videos.parquet" in str(path):
+            raise KeyboardInterrupt  # the job is killed while writing its commit
+        return real(path, table, metadata, **options)
+
+    monkeypatch.setattr(io, "write_parquet", killed_at_the_videos_part)
+    from tests.support.manifests import shot
+
+    rows = {"shots": [shot("v", 0)], "videos": [{"video_id": "v", "source_path": "/v.mp4", "status": "ok"}]}
+    try:
+        io.write_batch(tmp_path, rows, ["v"])
+    except KeyboardInterrupt:
+        pass
+    assert pd.read_parquet(tmp_path / "shots.parquet").empty  # the staged part is hidden from plain readers
+    monkeypatch.setattr(io, "write_parquet", real)
+    assert io.tidy_batches(tmp_path) >= 1 and not list((tmp_path / "shots.parquet").glob(".pending-*"))

@@ -105,3 +105,19 @@ def test_a_forked_data_loader_worker_converts_frames_after_its_parent_did(tmp_pa
     hung = child.is_alive()
     child.kill()
     assert not hung and queue.get(timeout=5) == (120, 160, 3)
+
+
+def test_a_source_on_an_object_store_that_cannot_be_read_is_one_clear_error(monkeypatch):
+    from manifests import frames
+
+    class NoCredentialsError(Exception):  # what botocore raises without credentials (not an OSError)
+        pass
+
+    def refuse(path, *args, **kwargs):
+        raise NoCredentialsError("Unable to locate credentials")
+
+    monkeypatch.setattr(frames, "open_input", refuse)
+    shot = {"source_path": "s3://films/a.mp4", "num_frames": 10, "shot_id": "a_0000000"}
+    with pytest.raises(frames.VideoReadError, match=r"s3://films/a.mp4: cannot read it from the object store "
+                       r"\(NoCredentialsError: Unable to locate credentials\); set credentials"):  # fmt: skip
+        frames.read_shot_frames(shot, indices=[0])

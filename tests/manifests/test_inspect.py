@@ -111,3 +111,25 @@ def test_the_report_always_has_a_combinations_line_saying_why_there_are_none(tmp
     assert "6 groups mined (clips), none gave a combination: 5 groups: fewer ok shots than --scenes; 1 group: no " \
            "combination passed the relevance filters" in line  # fmt: skip
     assert "--within video" in line and "--clip-minutes" in line
+
+
+def test_the_page_and_previews_never_write_outside_the_manifest(tmp_path):
+    """A link planted at index.html is replaced, not written through; a hostile shot_id cannot place
+    a preview outside keyframes/previews."""
+    from manifests import write_part
+    from manifests.inspect import html_report
+    from manifests.io import file_name
+    from tests.support.manifests import shot
+
+    victim = tmp_path / "victim.html"
+    victim.write_text("keep me")
+    manifest = tmp_path / "m"
+    hostile = shot("v", 0) | {"shot_id": "../../../outside/escaped", "source_path": str(tmp_path / "missing.mp4")}
+    write_part(manifest, "shots", "v", [hostile])
+    (manifest / "index.html").symlink_to(victim)
+    page = html_report(manifest)
+    assert victim.read_text() == "keep me" and not (manifest / "index.html").is_symlink()
+    assert "Manifest" in page.read_text()
+    assert not (tmp_path / "outside").exists()
+    assert file_name("../../../outside/escaped").startswith("id-") and "/" not in file_name("../x")
+    assert file_name("v_0000060") == "v_0000060"

@@ -209,3 +209,13 @@ def test_every_written_column_carries_its_description_as_field_metadata(tmp_path
     schema = pq.read_schema(next((tmp_path / "shots.parquet").glob("*.parquet")))
     assert b"half-open" in schema.field("end_frame").metadata[b"description"]
     assert all(f.metadata and f.metadata.get(b"description") for f in schema)
+
+
+def test_a_shot_row_carrying_another_shots_timestamps_is_refused_on_read(tmp_path):
+    from tests.support.manifests import shot
+
+    rows = [shot("v", s) for s in range(4)]
+    rows[2]["start_pts"], rows[2]["end_pts"] = rows[3]["start_pts"], rows[3]["end_pts"]  # shot 3's frames
+    write_part(tmp_path, "shots", "v", rows)
+    with pytest.raises(ManifestError, match="column 'start_pts'.*belong to another shot"):
+        read_table(tmp_path, "shots")

@@ -39,3 +39,19 @@ def test_an_unknown_video_is_said_and_exits_1(tmp_path, capsys):
     assert main(["remove", str(tmp_path), "--video", "nope"]) == 1
     assert "not in this manifest: nope" in capsys.readouterr().out
     assert len(read_table(tmp_path, "videos")) == 1
+
+
+def test_a_keyframe_path_pointing_outside_the_manifest_is_never_deleted(tmp_path):
+    from manifests import write_part
+    from manifests.schema import VideoRecord
+    from tests.support.manifests import shot
+
+    victim = tmp_path / "victim.jpg"
+    victim.write_bytes(b"keep me")
+    manifest = tmp_path / "m"
+    write_part(manifest, "videos", "v", [VideoRecord(video_id="v", source_path="/v.mp4", status="ok")])
+    write_part(manifest, "shots", "v", [shot("v", 0) | {"keyframe_path": "../victim.jpg"},
+                                        shot("v", 1) | {"keyframe_path": str(victim)}])  # fmt: skip
+    result = remove_videos(manifest, ["v"])
+    assert result.removed == {"v": "/v.mp4"} and result.keyframes == 0 and victim.read_bytes() == b"keep me"
+    assert read_table(manifest, "shots").empty

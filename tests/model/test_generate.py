@@ -216,3 +216,14 @@ def test_a_prompt_too_long_for_the_text_encoder_is_one_line_naming_its_scene(tin
     assert len(warnings) == 1 and warnings[0].startswith("warning: scene 2's prompt is ")
     assert "the text encoder reads the first" in warnings[0]
     assert "<unk>" not in err and "was truncated" not in err
+
+
+def test_a_text_file_given_as_a_context_video_is_one_line(tiny_model_dir, tmp_path, capsys):
+    notes, prompts = tmp_path / "notes.txt", tmp_path / "prompts.json"
+    notes.write_text("not a video\n")
+    prompts.write_text(json.dumps(["a man walks"]))
+    code = main(["--model", str(tiny_model_dir), "--prompts", str(prompts), "--out", str(tmp_path / "o"), *STEPS,
+                 "--expand-from", str(notes), "--context-prompts", str(prompts)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"error: --expand-from: {notes}: cannot open" in err and "give context videos" in err

@@ -43,3 +43,13 @@ class CrashingMedia(MediaStage):
         if any(TRIGGER in os.path.basename(s["source_path"]) for s in shots):
             _die()
         return super().process(shots)
+
+
+class SlowDetect(DetectStage):
+    """Detection that takes a few seconds per clip, so a node can be removed while it holds clips."""
+
+    def process(self, item):
+        import time
+
+        time.sleep(3.0)
+        return super().process(item)

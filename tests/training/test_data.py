@@ -181,3 +181,17 @@ def test_non_finite_numbers_are_named_by_table_row_and_column(manifest, tmp_path
     config = config_for(copy, Path("unused"), tmp_path / "r").data
     with pytest.raises(DataError, match=r"table 'shots' row 2 .*column 'fps'"):
         load_samples(config)
+
+
+def test_a_row_whose_source_file_is_another_video_is_refused_before_its_frames_are_read(multi_shot_video,
+                                                                                         long_video):  # fmt: skip
+    from manifests.frames import VideoReadError
+    from manifests.probe import fingerprint
+    from training.data import SceneDataset
+
+    dataset = SceneDataset.__new__(SceneDataset)  # only its source check: no samples needed
+    dataset._sources = {}
+    made_from = fingerprint(str(multi_shot_video.path))
+    dataset.check_source({"source_path": str(multi_shot_video.path), "video_id": made_from})  # the right file
+    with pytest.raises(VideoReadError, match="is not the video its rows were made from"):
+        dataset.check_source({"source_path": str(long_video.path), "video_id": made_from})  # another file there

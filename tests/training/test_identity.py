@@ -50,3 +50,19 @@ def test_resuming_another_training_is_refused_and_a_finished_run_trains_nothing(
     assert "trained steps 5-6 of 6" in out and "final loss" in out and "tensorboard --logdir" in out
     # run.resume=false starts over in the same folder, with the other data.
     assert train_cli(f"data.manifest={other}", "run.max_steps=2", "run.resume=false", *common) == 0
+
+
+def test_a_run_whose_identity_file_was_deleted_is_not_resumed_with_other_settings(manifest, tiny_model, tmp_path,  # noqa: F811
+                                                                                 capsys):  # fmt: skip
+    from training.identity import IDENTITY
+    from training.train import main
+
+    out = tmp_path / "run"
+    args = ["--config", str(CONFIG), f"data.manifest={manifest}", f"model.path={tiny_model}", f"run.output={out}",
+            "data.allow_uncaptioned=false", "data.caption_dropout=0", "run.max_steps=2", "run.save_every=2"]  # fmt: skip
+    assert main(args) == 0
+    (out / IDENTITY).unlink()
+    assert main([*args, "run.max_steps=4", "optim.lr=5e-3"]) == 2
+    err = capsys.readouterr().err
+    assert f"has checkpoints but its run identity ({IDENTITY}) is missing" in err and "run.resume=false" in err
+    assert main([*args, "run.max_steps=4", "optim.lr=5e-3", "run.resume=false"]) == 0  # starting over is allowed

@@ -61,3 +61,18 @@ def test_ctrl_c_saves_a_checkpoint_at_the_step_says_how_to_resume_and_history_ke
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert [h["loss"] for h in history[:3]] == [h["loss"] for h in interrupted]
+
+
+def test_a_nan_loss_stops_the_run_without_exporting_and_non_finite_settings_are_refused(
+    manifest, tiny_model, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    base = ["--config", str(CONFIG), f"data.manifest={manifest}", f"model.path={tiny_model}", f"run.output={out}",
+            "data.allow_uncaptioned=false", "data.caption_dropout=0", "run.max_steps=6"]  # fmt: skip
+    for setting in ("optim.lr=.inf", "objective.flow_shift=.inf", "optim.lr=nan"):
+        assert main([*base, setting]) == 2
+        assert "Input should be a finite number" in capsys.readouterr().err
+    assert main([*base, "optim.lr=1e30", "optim.warmup_steps=0", "optim.max_grad_norm=1e30"]) == 2
+    err = capsys.readouterr().err
+    assert "error: the loss is nan at step" in err and "without saving this step or exporting" in err
+    assert not (out / "export").exists()

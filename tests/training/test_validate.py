@@ -49,3 +49,24 @@ def test_trainer_validation_scores_its_samples_and_loads_encoders_once(backbones
     loads.clear()
     validate.Validator(config, family, transformer, encoders, torch.device("cpu"), torch.float32)(3)
     assert loads == {"ClipEncoder": 1}
+
+
+def test_validation_reads_the_text_length_of_the_weights_training_starts_from(tmp_path):
+    """With model.transformer set (SFT from a pretrain export), validation encodes prompts to that
+    transformer's text length, as training does, not to the base model's."""
+    from model import Mask2DiTTransformer3DModel
+    from model.families import family_of
+    from model.tiny import build_tiny_model
+    from training.config import load_config, transformer_weights
+    from training.validate import Validator
+
+    model_dir = build_tiny_model(tmp_path / "model")
+    base = Mask2DiTTransformer3DModel.from_pretrained(model_dir / "transformer")
+    export = tmp_path / "export"
+    Mask2DiTTransformer3DModel.from_config({**base.config, "max_text_seq_length": 8}).save_pretrained(export)
+    config = load_config("training/configs/tiny_sft.yaml", [f"model.path={model_dir}", f"model.transformer={export}",
+                                                             f"run.output={tmp_path / 'run'}"])  # fmt: skip
+    family = family_of(model_dir)
+    assert base.config.max_text_seq_length != 8
+    validator = Validator(config, family, base, None, torch.device("cpu"), torch.float32)
+    assert validator.text_length == 8 == family.text_length(model_dir, transformer_weights(config))
