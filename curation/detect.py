@@ -497,6 +497,7 @@ class Detect(Step):
              "embedding frames (Ray task per clip)")  # fmt: skip
 
     LONG_VIDEO_SECONDS = 120.0  # from this length on, clip tasks report frames as they decode ...
+    LONG_VIDEO_SECONDS_TRANSNET = 10.0  # ... or this one with TransNetV2 (~60 frames/s on a CPU core)
     REPORT_EVERY_SECONDS = 2.0  # ... this often
 
     def __init__(self, worker: DetectStage, config: ShotsConfig):
@@ -522,7 +523,8 @@ class Detect(Step):
         probe = task.probe
         self.pts[probe.video_id] = ray.put(probe.pts)
         threads = self.config.decode_threads or max(1, min(4, self.cpus // len(task.clips)))
-        board = self.frame_board(driver) if probe.duration_s >= self.LONG_VIDEO_SECONDS else None
+        long = self.LONG_VIDEO_SECONDS_TRANSNET if self.config.detector.transnet else self.LONG_VIDEO_SECONDS
+        board = self.frame_board(driver) if probe.duration_s >= long else None
         for window in task.clips:
             item = DetectItem(probe.source_path, window, self.pts[probe.video_id], probe.fps, probe.rotation,
                               probe.pts_reliable, threads, board, self.REPORT_EVERY_SECONDS)  # fmt: skip

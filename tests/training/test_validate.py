@@ -34,6 +34,7 @@ def test_trainer_validation_scores_its_samples_and_loads_encoders_once(backbones
         monkeypatch.setattr(cls, "from_pretrained", classmethod(counted))
     model_dir = build_tiny_model(tmp_path / "model")
     config = load_config("training/configs/tiny_sft.yaml", [f"model.path={model_dir}", f"run.output={tmp_path / 'run'}",
+                                                             f"model.transformer={model_dir / 'transformer'}",
                                                              f"validation.clip={backbones / 'clip'}", "validation.steps=2"])  # fmt: skip
     transformer = Mask2DiTTransformer3DModel.from_pretrained(model_dir / "transformer")
     family = family_of(model_dir)
