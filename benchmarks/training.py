@@ -97,16 +97,11 @@ GPU_SHAPES = {"5b": (random_5b_transformer, cogvideox_case), "wan1.3b": (random_
 
 def zero2_engine(model):
     """DeepSpeed ZeRO-2 in bf16 on one GPU, torch's fused AdamW (as the trainer builds it)."""
-    import os
-    import socket
-
     import deepspeed
 
-    if "RANK" not in os.environ:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from training.engine import single_process_group
+
+    single_process_group()
     deepspeed.init_distributed(dist_backend="nccl", verbose=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,

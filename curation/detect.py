@@ -441,6 +441,11 @@ class DetectItem:
     report_every: float = 2.0  # seconds between those reports
 
 
+def clip_key(path: str, window: ClipWindow) -> str:
+    """How a clip task's decoded frames are keyed on the progress board."""
+    return f"{path}#{window.clip_index}"
+
+
 class DetectStage(Stage):
     """Shot detection in one clip window per Ray task; the same decode pass keeps keyframes and the
     frames later stages sample (`frame_specs`). With TransNetV2, each worker process loads the
@@ -479,7 +484,7 @@ class DetectStage(Stage):
             pts = ray.get(pts)
         if self.detector.transnet and self.transnet is None:
             self.setup()
-        key = f"{item.path}#{item.window.clip_index}"
+        key = clip_key(item.path, item.window)
         on_frames = (lambda count: item.board.report.remote(key, count)) if item.board is not None else None
         return detect_clip(item.path, item.window, pts, item.fps, item.rotation, self.detector,
                            thumbnail_every=max(1, round(self.keyframe_interval_seconds * item.fps)),
@@ -560,7 +565,7 @@ class Detect(Step):
             if isinstance(result, Failure):
                 result = ClipResult(window, error=f"{task.probe.source_path}: {result.error}")
             task.detected[window.clip_index] = result
-            self.finished.add(f"{task.probe.source_path}#{window.clip_index}")
+            self.finished.add(clip_key(task.probe.source_path, window))
             self.frames_finished += window.decode_end - window.decode_start
             driver.summary.frames_decoded += result.frames_decoded
             driver.summary.detect_task_seconds += result.seconds

@@ -80,6 +80,9 @@ def api_key_held_apart():
         os.environ.update(saved)
 
 
+REPLIED = (Status.OK, Status.INVALID, Status.BLOCKED, Status.TRUNCATED)  # the model answered: final, paid, cached
+
+
 @dataclass
 class Annotation:
     status: str  # ok | invalid | blocked | truncated | error | unannotated | failed (its media could not be cut)
@@ -98,10 +101,20 @@ class Annotation:
     @property
     def paid(self) -> bool:
         """Final for this (combination, model, prompt): cached so a re-run never pays for it again."""
-        return self.final and self.status in (Status.OK, Status.INVALID, Status.BLOCKED, Status.TRUNCATED)
+        return self.final and self.status in REPLIED
 
 
 MAX_REPLY_CHARS = 1 << 20  # a few shots' captions are kilobytes; max_output_tokens keeps honest replies far below
+
+
+def sleep_unless(until: float, stopped) -> bool:
+    """Sleep until time.monotonic() reaches `until`, in slices of 0.1 s; True as soon as `stopped()` is
+    (every wait of a run stays interruptible: Ctrl-C or the breaker never waits out a backoff or a rate)."""
+    while time.monotonic() < until:
+        if stopped():
+            return True
+        time.sleep(min(0.1, max(0.0, until - time.monotonic())))
+    return bool(stopped())
 
 
 class RateLimiter:
@@ -122,11 +135,9 @@ class RateLimiter:
             now = time.monotonic()
             start = max(now, self._next)
             self._next = start + self.interval
-        while time.monotonic() < start:
-            if self.stopped():
-                self.slots.release()
-                raise Stopped("stopped while waiting for the rate limit")
-            time.sleep(min(0.1, max(0.0, start - time.monotonic())))
+        if sleep_unless(start, self.stopped):
+            self.slots.release()
+            raise Stopped("stopped while waiting for the rate limit")
         return self
 
     def __exit__(self, *exc):
@@ -174,7 +185,7 @@ class GeminiAnnotator:
         )  # fmt: skip
         self.client = genai.Client(api_key=api_key, http_options=http)
         self._scrub = lambda text: text.replace(api_key, "***") if api_key else text
-        self.limiter = RateLimiter(settings.rpm, settings.concurrency, stopped=lambda: bool(self.stop_reason))
+        self.limiter = RateLimiter(settings.rpm, settings.concurrency, stopped=self._stopped)
         self._count_lock = threading.Lock()
         self.requests_sent = 0
         self.stop_reason: str | None = None  # set by stop() or the breaker: nothing more is sent
@@ -241,17 +252,11 @@ class GeminiAnnotator:
             backoff = min(self.settings.max_backoff, self.settings.backoff * 2**attempt) * (1 + 0.25 * random.random())
             delay = max(server_delay, backoff) if server_delay is not None else backoff
             log.info("gemini: %s; retrying in %.1f s", reason, delay)
-            if self._stop_event_wait(delay):
+            if sleep_unless(time.monotonic() + delay, self._stopped):
                 raise Stopped(self.stop_reason)
             attempt += 1
 
-    def _stop_event_wait(self, seconds: float) -> bool:
-        """Sleep `seconds` in short slices; True as soon as the annotator is stopped."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if self.stop_reason:
-                return True
-            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+    def _stopped(self) -> bool:
         return bool(self.stop_reason)
 
     def annotate(self, parts: list, num_shots: int) -> Annotation:
@@ -328,7 +333,7 @@ class GeminiAnnotator:
 def cached_reply_problem(annotation: Annotation, num_shots: int | None) -> str | None:
     """Why a cache entry cannot be served (None: it can): only final replies are cached, with fields of
     their types; an ok one must pass the caption rules again, as a reply from the network would."""
-    if annotation.status not in (Status.OK, Status.INVALID, Status.BLOCKED, Status.TRUNCATED):
+    if annotation.status not in REPLIED:
         return f"status {annotation.status!r} is not a final reply's"
     texts = [annotation.background, annotation.error]
     if not all(t is None or isinstance(t, str) for t in texts) or not isinstance(annotation.captions, list):

@@ -33,7 +33,11 @@ class SettingsChanged(RuntimeError):
 
 def shot_settings(config: CurationConfig) -> dict:
     """The settings that shape the shots, clips and their embeddings' inputs (the `shots` section, less speed knobs)."""
-    return {k: v for k, v in config.shots.model_dump(mode="json").items() if k not in SPEED_ONLY}
+    return _shaping(config.shots.model_dump(mode="json"))
+
+
+def _shaping(shots: dict) -> dict:
+    return {k: v for k, v in shots.items() if k not in SPEED_ONLY}
 
 
 def differences(recorded: dict, current: dict) -> list[str]:
@@ -66,7 +70,7 @@ def read_record(config: CurationConfig) -> dict | None:
             shots = json.loads(run_json.read_text())["config"]["shots"]
         except (KeyError, TypeError, ValueError):
             return None
-        return {"settings": {k: v for k, v in shots.items() if k not in SPEED_ONLY}, "pending": []}
+        return {"settings": _shaping(shots), "pending": []}
     return None
 
 
@@ -80,8 +84,8 @@ def check(config: CurationConfig) -> list[str]:
     from a re-derivation an earlier run began). Raises SettingsChanged when the settings differ and
     --redo-shots was not given; with it, every curated video becomes pending and the record is rewritten."""
     current = shot_settings(config)
-    record = read_record(config)
-    if record is None or not curated_video_ids(config):  # a new output: these settings make its rows
+    record, curated = read_record(config), curated_video_ids(config)
+    if record is None or not curated:  # a new output: these settings make its rows
         write_json_atomic(config.output / FILE, {"settings": current, "pending": []})
         return []
     changed = differences(record["settings"], current)
@@ -92,7 +96,7 @@ def check(config: CurationConfig) -> list[str]:
             "with --redo-shots to re-derive every curated video with the new settings (re-detect, re-filter, "
             "re-embed, re-mine; captions of unchanged combinations come from the reply cache), or give a new --output"
         )
-    pending = sorted(set(record.get("pending", [])) | (set(curated_video_ids(config)) if changed else set()))
+    pending = sorted(set(record.get("pending", [])) | (set(curated) if changed else set()))
     write_json_atomic(config.output / FILE, {"settings": current, "pending": pending})
     return pending
 

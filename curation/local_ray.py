@@ -4,9 +4,9 @@ A local Ray (no RAY_ADDRESS) is started by the job itself. When a driver is kill
 Ray's dashboard and runtime-env agents outlive it. So the job records the Ray processes it started
 (pid and kernel start time, the run's id, which every process of that Ray inherits in its
 environment, and the driver's own pid) in OUTPUT/.ray-processes.json; the next run on that output
-stops exactly those processes that are still alive with the same start time and the run's id in
-their environment (a reused pid, or a process named by a planted record, is never touched), unless
-the recorded driver is still alive, then records its own. A clean
+stops exactly the processes that carry that run's id in their environment (a reused pid, or a
+process named by a planted record, never does), unless the recorded driver is still alive, then
+records its own. A clean
 exit removes the record. Processes of a cluster (RAY_ADDRESS) are never touched.
 
 Under an address-space limit (`ulimit -v`), which every Ray process inherits, Ray's default object
@@ -129,9 +129,9 @@ def record_processes(output: Path) -> None:
 def clear_orphans(output: Path) -> int:
     """Stop the recorded Ray processes of an earlier, killed run that are still alive; how many.
 
-    A process is signalled only when it is provably that run's own: the pid has the recorded start
-    time (not reused) and its environment holds the run's id, which only the Ray that run started
-    inherited. A planted record naming someone else's process proves nothing and stops nothing.
+    A process is signalled only when it is provably that run's own: its environment holds the run's
+    id, a random one that only the Ray that run started inherited (a reused pid does not). A planted
+    record naming someone else's process proves nothing and stops nothing.
     While the recorded driver itself is alive (its lock was deleted, say), nothing is touched."""
     record = _read(output)
     run, driver = record.get("run"), record.get("driver") or {}
@@ -143,15 +143,11 @@ def clear_orphans(output: Path) -> int:
                     _record(output), driver["pid"])  # fmt: skip
         return 0
     stopped = 0
-    # The recorded pids, and every other process that carries the run's id: the agents a run started
-    # in its first seconds, before it could record them, carry it too.
-    candidates = {e["pid"]: e.get("start") for e in record.get("processes", []) if isinstance(e.get("pid"), int)}
-    candidates |= {pid: _start_time(pid) for pid in _all_pids() if pid not in candidates}
-    for pid, start in candidates.items():
-        if pid == os.getpid() or start is None or _start_time(pid) != start:
-            continue  # gone, or the pid now belongs to another process
-        if not _environ_has(pid, f"{RUN_ENV}={run}"):
-            continue  # not a process of that run's Ray
+    # Every process that carries the run's id: the recorded ones, and the agents a run started in its
+    # first seconds, before it could record them. A reused pid carries another environment.
+    for pid in _all_pids():
+        if pid == os.getpid() or not _environ_has(pid, f"{RUN_ENV}={run}"):
+            continue
         try:
             os.kill(pid, signal.SIGKILL)
             stopped += 1

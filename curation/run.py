@@ -30,7 +30,7 @@ from curation import identity
 from curation.config import CurationConfig, add_flags, flags, from_flags
 from curation.darkness import too_dark
 from curation.driver import Driver, RunSummary, Step, VideoTask, record_failure
-from curation.inputs import resolve_inputs
+from curation.inputs import LIST_SUFFIXES, VIDEO_SUFFIXES, resolve_inputs
 from curation.samples import write_sample_videos
 from curation.shot_filters import gradual_transition, too_short
 from manifests.io import OUTPUT_FULL, ensure_tables, read_table, write_json_atomic
@@ -365,8 +365,8 @@ def nested_folders(config: CurationConfig) -> str | None:
 
     output = key(config.output)
     for given in config.inputs:
-        if str(given).endswith(".txt") or (isinstance(location(given), Path) and location(given).is_file()):
-            continue  # a file (a video or a list), not a folder to search
+        if location(given).suffix.lower() in VIDEO_SUFFIXES | LIST_SUFFIXES:
+            continue  # a file (a video or a list), as resolve_inputs reads it; not a folder to search
         source = key(given)
         if output.startswith(source):
             return (f"--output {config.output} is inside --input {given}: a later run would curate the job's own "
@@ -451,13 +451,12 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
     return 0
 
 
-REPLIED = (Status.OK, Status.INVALID, Status.BLOCKED, Status.TRUNCATED)  # the model answered
-
-
 def every_annotation_failed(report: dict) -> str | None:
     """'12 combinations' when annotation had items and none was answered: with a key, every request
     it made failed (a wrong key, a dead endpoint: the breaker leaves the rest unannotated); without
     one, every item failed before a request (its media). None otherwise."""
+    from curation.gemini import REPLIED
+
     kinds = {what: r for what, r in report.items() if what != "total" and r.get("statuses")}
     statuses = [(what, Status(status), n) for what, r in kinds.items() for status, n in r["statuses"].items()]
     failed = {what: 0 for what in kinds}

@@ -103,9 +103,9 @@ def _complete_errors() -> tuple[type, ...]:
     return ProbeError, VideoReadError, ManifestError, CheckpointError
 
 
-def failure(stage: str, err: BaseException) -> Failure:
+def failure(stage: str, err: BaseException, crashes: int = 1) -> Failure:
     """The Failure of an item whose result Ray could not give: the item's own error (raised in
-    `process`), or a crash of the worker or actor that held it (any other Ray error)."""
+    `process`), or a crash of the worker or actor that held it (any other Ray error), its `crashes`-th."""
     import ray
 
     if isinstance(err, ray.exceptions.RayTaskError):
@@ -116,8 +116,9 @@ def failure(stage: str, err: BaseException) -> Failure:
             return Failure(stage, f"{type(cause).__name__}: {cause}")
     kind = type(err).__name__
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return Failure(stage, f"worker crashed ({kind}){': ' + first if first else ''}; the item is retried on the next run",
-                   crashed=True)  # fmt: skip
+    times = f" {crashes} times" if crashes > 1 else ""
+    return Failure(stage, f"worker crashed{times} ({kind}){': ' + first if first else ''}; the item is retried on the "
+                   "next run", crashed=True)  # fmt: skip
 
 
 @dataclass
@@ -252,7 +253,8 @@ class Executor:
 
         self._dispatch()
         while self._in_flight:
-            ready, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=self.WAKE_SECONDS)
+            wake = self.WAKE_SECONDS if self.while_waiting else None  # no hooks: wait for the next result alone
+            ready, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=wake)
             if not ready:
                 for hook in self.while_waiting:
                     hook()
@@ -265,7 +267,7 @@ class Executor:
                 self.task_seconds[name] = self.task_seconds.get(name, 0.0) + seconds
                 self.items[name] = self.items.get(name, 0) + 1
             except ray.exceptions.RayError as err:
-                result = failure(pool.stage.name, err)
+                result = failure(pool.stage.name, err, crashes=pending.crashes + 1)
                 if pending.actor is not None and result.crashed:
                     log.warning("%s: an actor died (%s); starting a new one", pool.stage.name, result.error)
                     self._replace(pool, pending.actor)
@@ -278,9 +280,6 @@ class Executor:
                     self._queues[pool.stage.name].appendleft(pending)
                     self._dispatch()
                     continue
-                if result.crashed:
-                    result = Failure(result.stage, result.error.replace(
-                        "worker crashed", f"worker crashed {pending.crashes + 1} times", 1), crashed=True)  # fmt: skip
                 self.failures[pool.stage.name] = self.failures.get(pool.stage.name, 0) + 1
             if pending.actor is not None:
                 pool.idle.append(pending.actor)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from manifests.lock import check_writes
 from manifests.schema import SCHEMA_VERSION, TABLE_STATUSES, TABLES
-from manifests.store import ObjectPath, arrow, location
+from manifests.store import ObjectPath, arrow, location, within
 
 OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # errors after which no output can be written
 TOKEN = b"part_token"  # every part file's own id, in its Parquet metadata
@@ -141,7 +141,7 @@ def inside(root: str | os.PathLike, relative: str) -> Path | None:
     a path read from a table is never followed out of the manifest."""
     base = Path(root).resolve()
     target = (base / relative).resolve()
-    return target if target.is_relative_to(base) and target != base else None
+    return target if target != base and within(base, target) else None
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path | ObjectPath:
@@ -251,15 +251,14 @@ def read_table(
     unknown = sorted(set(columns or ()) - set(expected.names))
     if unknown:
         raise ManifestError(f"table {name!r} has no column {', '.join(map(repr, unknown))}")
-    for attempt in range(READ_ATTEMPTS):
+    for _ in range(READ_ATTEMPTS - 1):
         try:
             return _read_table_once(manifest_dir, name, path, expected, missing_ok, committed_only, columns)
         except FileNotFoundError:
             # A file listed a moment ago is gone: compaction (or a commit's tidying) replaced it. What
             # replaced it is complete, so reading the folder again sees a consistent table.
-            if attempt == READ_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+            continue
+    return _read_table_once(manifest_dir, name, path, expected, missing_ok, committed_only, columns)
 
 
 READ_ATTEMPTS = 5
@@ -581,12 +580,13 @@ def _footers(files: list[Path]) -> list[pq.FileMetaData]:
     return [_metadata(file) for file in files]  # serial: 0.2 ms a file, faster than threads here
 
 
-def _unreadable(file: Path | ObjectPath, err: Exception) -> Exception:
+def _unreadable(file: Path | ObjectPath, err: Exception, what: str = "is not a readable Parquet file",
+                todo: str = "delete it and re-run the job") -> Exception:  # fmt: skip
     """A file that vanished while being read (compaction replaced it: the reader starts again) apart
     from one that is there and damaged (named, with what to do)."""
     if isinstance(err, FileNotFoundError) or not file.exists():
         return FileNotFoundError(errno.ENOENT, "gone while being read (replaced by compaction or a commit)", str(file))
-    return ManifestError(f"{file} is not a readable Parquet file ({err}); delete it and re-run the job")
+    return ManifestError(f"{file} {what} ({err}); {todo}")
 
 
 def _metadata(file: Path | ObjectPath) -> pq.FileMetaData:
@@ -614,10 +614,8 @@ def _read_each(
         try:
             table = pq.read_table(where["path"], columns=present, filters=only, filesystem=where["filesystem"])
         except (pa.ArrowException, OSError) as err:  # a damaged data page (e.g. ZSTD), a truncated file
-            if isinstance(err, FileNotFoundError) or not file.exists():
-                raise _unreadable(file, err) from err  # gone meanwhile: the read starts again
-            raise ManifestError(f"{file} is damaged and cannot be read ({err}); restore it, or delete it and "
-                                "re-run the job that wrote it") from err  # fmt: skip
+            raise _unreadable(file, err, "is damaged and cannot be read", "restore it, or delete it and re-run the "
+                              "job that wrote it") from err  # fmt: skip
         for column in expected.names:
             if column not in present:
                 field = expected.field(column)

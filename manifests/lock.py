@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 
-from manifests.store import ObjectPath, location
+from manifests.store import ObjectPath, location, within
 
 LOCK_NAME = ".lock"
 
@@ -63,18 +63,17 @@ def check_writes(path) -> None:
     for folder, lock in list(_HELD.items()):
         if text.startswith(folder):
             lock.check()
-            if not isinstance(where, ObjectPath):  # and no link inside the output leads the write out of it
-                root = os.path.realpath(folder)
-                real = os.path.realpath(os.path.dirname(text) or ".")
-                if real != root and not real.startswith(root + os.sep):
-                    raise OutputLocked(f"{os.path.dirname(text)} leads out of the output folder {folder.rstrip('/')} "
-                                       f"(to {real}, through a symbolic link); nothing is written through it: "
-                                       "remove the link")  # fmt: skip
+            parent = os.path.dirname(text) or "."
+            if lock.resolved is not None and not within(lock.resolved, parent):  # no link leads a write out
+                raise OutputLocked(f"{parent} leads out of the output folder {folder.rstrip('/')} (to "
+                                   f"{os.path.realpath(parent)}, through a symbolic link); nothing is written through "
+                                   "it: remove the link")  # fmt: skip
 
 
 class OutputLock:
     def __init__(self, folder: str | os.PathLike, what: str = "run"):
         self.path, self.what, self.fd = location(folder) / LOCK_NAME, what, None
+        self.resolved = None  # the local output folder, links resolved (at acquire)
         self._lease: _Lease | None = None
 
     def holder(self) -> dict:
@@ -111,6 +110,7 @@ class OutputLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_record(self.what)).encode(), 0)
         self.fd = fd
+        self.resolved = self.path.parent.resolve()
         _HELD.setdefault(_key(self.path.parent), self)
         return self
 

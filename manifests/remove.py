@@ -49,7 +49,8 @@ def remove_videos(manifest_dir: str | os.PathLike, selectors: list[str]) -> Remo
     for name in TABLES:
         if not table_path(root, name).is_dir():
             continue
-        rows = read_table(root, name, missing_ok=True)
+        columns = ["video_id", "keyframe_path"] if name == "shots" else ["video_id"]  # not the embeddings themselves
+        rows = read_table(root, name, missing_ok=True, columns=columns)
         mine = rows[rows["video_id"].isin(ids)]
         result.rows[name] = len(mine)
         if name == "shots":

@@ -31,10 +31,25 @@ class Status(StrEnum):
 # --- records: one typed row per table; each table's pyarrow schema is derived from its record ----
 
 
+# What a column means wherever it appears (a record's `doc` says it where a table means something of its own).
+SHARED_DOCS = {
+    "video_id": "content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
+    "source_path": "where the source video was read from (a local path or an object-store URL)",
+    "shot_id": "id of the shot: its video id and first frame, `<video_id>_<start_frame:07d>`",
+    "error": "what went wrong, with the file and what to do (null unless the row failed)",
+    "width": "displayed width in pixels, after rotation",
+    "height": "displayed height in pixels, after rotation",
+    "fps": "average frame rate of the stream (frames per second)",
+    "time_base": 'unit of every *_pts column, as a fraction of a second (e.g. "1/15360")',
+    "characters": "the characters, each {name: ActorK, description}; every caption repeats a character's description verbatim",
+    "background": "the one background description the captions share",
+}
+
+
 def column(arrow: pa.DataType, *, required: bool = False, doc: str = ""):
     """A record field stored as `arrow`; `required` fields have no default and may never be null. `doc`
-    says what the column means (with its unit): it is the column's Parquet field metadata ("description")
-    and its row in docs/columns.md."""
+    says what the column means (with its unit), or SHARED_DOCS does for a column every table means alike:
+    it is the column's Parquet field metadata ("description") and its row in docs/columns.md."""
     metadata = {"arrow": arrow, "required": required, "doc": doc}
     return field(metadata=metadata) if required else field(default=None, metadata=metadata)
 
@@ -80,7 +95,7 @@ class Record:
     def schema(cls) -> pa.Schema:
         """The table's pyarrow schema, in field order, with the version and table name as metadata."""
         columns = [pa.field(f.name, f.metadata["arrow"], nullable=not f.metadata["required"],
-                            metadata={"description": f.metadata["doc"]} if f.metadata["doc"] else None)
+                            metadata={"description": doc} if (doc := f.metadata["doc"] or SHARED_DOCS.get(f.name)) else None)
                    for f in fields(cls)]  # fmt: skip
         return pa.schema(columns, metadata={"schema_version": str(SCHEMA_VERSION), "table": cls.TABLE})
 
@@ -99,18 +114,10 @@ def record(table: str):
 
 @record("videos")
 class VideoRecord(Record):
-    video_id: str = column(
-        pa.string(),
-        required=True,
-        doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
-    )
-    source_path: str = column(
-        pa.string(), required=True, doc="where the source video was read from (a local path or an object-store URL)"
-    )
+    video_id: str = column(pa.string(), required=True)
+    source_path: str = column(pa.string(), required=True)
     status: Status = column(pa.string(), required=True, doc="ok (probed and curated) or failed (see error)")
-    error: str | None = column(
-        pa.string(), doc="what went wrong, with the file and what to do (null unless the row failed)"
-    )
+    error: str | None = column(pa.string())
     error_stage: str | None = column(
         pa.string(), doc="the stage that failed (probe, detect, reconcile, embed, media, request), null unless failed"
     )
@@ -120,22 +127,20 @@ class VideoRecord(Record):
     )
     codec: str | None = column(pa.string(), doc='video codec (e.g. "h264")')
     pix_fmt: str | None = column(pa.string(), doc='pixel format of the decoded frames (e.g. "yuv420p")')
-    width: int | None = column(pa.int32(), doc="displayed width in pixels, after rotation")
-    height: int | None = column(pa.int32(), doc="displayed height in pixels, after rotation")
+    width: int | None = column(pa.int32())
+    height: int | None = column(pa.int32())
     coded_width: int | None = column(pa.int32(), doc="width of the coded frames, before rotation")
     coded_height: int | None = column(pa.int32(), doc="height of the coded frames, before rotation")
     rotation: int | None = column(
         pa.int16(), doc="degrees counter-clockwise the frames are turned to display upright (0, 90, 180, 270)"
     )
-    fps: float | None = column(pa.float64(), doc="average frame rate of the stream (frames per second)")
+    fps: float | None = column(pa.float64())
     variable_fps: bool | None = column(
         pa.bool_(), doc="whether frame durations vary (the frame index comes from PTS either way)"
     )
     num_frames: int | None = column(pa.int64(), doc="frames in the video stream")
     duration_s: float | None = column(pa.float64(), doc="duration of the video stream in seconds")
-    time_base: str | None = column(
-        pa.string(), doc='unit of every *_pts column, as a fraction of a second (e.g. "1/15360")'
-    )
+    time_base: str | None = column(pa.string())
     has_audio: bool | None = column(pa.bool_(), doc="whether the file has an audio stream")
     video_stream: int | None = column(
         pa.int32(), doc="index of the stream frames come from (cover art and stills are skipped)"
@@ -148,11 +153,7 @@ class VideoRecord(Record):
 @record("clips")
 class ClipRecord(Record):
     clip_id: str = column(pa.string(), required=True, doc="id of the clip: `<video_id>_c<clip_index:03d>`")
-    video_id: str = column(
-        pa.string(),
-        required=True,
-        doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
-    )
+    video_id: str = column(pa.string(), required=True)
     clip_index: int = column(pa.int32(), required=True, doc="0-based position of the clip in its video")
     start_frame: int = column(pa.int64(), required=True, doc="first frame the clip owns (0-based source frame index)")
     end_frame: int = column(
@@ -171,26 +172,16 @@ class ClipRecord(Record):
         pa.int64(), doc="frames the detection pass decoded for this clip (overlap included)"
     )
     status: Status = column(pa.string(), required=True, doc="ok or failed (see error)")
-    error: str | None = column(
-        pa.string(), doc="what went wrong, with the file and what to do (null unless the row failed)"
-    )
+    error: str | None = column(pa.string())
     processing_s: float | None = column(pa.float64(), doc="seconds this item took inside its worker")
 
 
 @record("shots")
 class ShotRecord(Record):
-    video_id: str = column(
-        pa.string(),
-        required=True,
-        doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
-    )
-    shot_id: str = column(
-        pa.string(), required=True, doc="id of the shot: its video id and first frame, `<video_id>_<start_frame:07d>`"
-    )
+    video_id: str = column(pa.string(), required=True)
+    shot_id: str = column(pa.string(), required=True)
     shot_index: int = column(pa.int32(), required=True, doc="0-based position of the shot in its video")
-    source_path: str = column(
-        pa.string(), required=True, doc="where the source video was read from (a local path or an object-store URL)"
-    )
+    source_path: str = column(pa.string(), required=True)
     start_frame: int = column(
         pa.int64(), required=True, doc="first frame of the shot (0-based index on the source timeline)"
     )
@@ -207,12 +198,10 @@ class ShotRecord(Record):
     duration_s: float = column(pa.float64(), required=True, doc="end_s - start_s")
     start_pts: int | None = column(pa.int64(), doc="PTS of start_frame, in time_base units (readers seek by it)")
     end_pts: int | None = column(pa.int64(), doc="PTS of end_frame (or the end of the stream), in time_base units")
-    time_base: str | None = column(
-        pa.string(), doc='unit of every *_pts column, as a fraction of a second (e.g. "1/15360")'
-    )
-    fps: float = column(pa.float64(), required=True, doc="average frame rate of the stream (frames per second)")
-    width: int = column(pa.int32(), required=True, doc="displayed width in pixels, after rotation")
-    height: int = column(pa.int32(), required=True, doc="displayed height in pixels, after rotation")
+    time_base: str | None = column(pa.string())
+    fps: float = column(pa.float64(), required=True)
+    width: int = column(pa.int32(), required=True)
+    height: int = column(pa.int32(), required=True)
     rotation: int | None = column(pa.int16(), doc="degrees counter-clockwise the frames are turned to display upright")
     clip_index: int | None = column(
         pa.int32(), doc="the clip window (0-based, in time order) that owns the shot's first frame"
@@ -232,14 +221,8 @@ class ShotRecord(Record):
 
 @record("shot_embeddings")
 class ShotEmbeddingRecord(Record):
-    shot_id: str = column(
-        pa.string(), required=True, doc="id of the shot: its video id and first frame, `<video_id>_<start_frame:07d>`"
-    )
-    video_id: str = column(
-        pa.string(),
-        required=True,
-        doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
-    )
+    shot_id: str = column(pa.string(), required=True)
+    video_id: str = column(pa.string(), required=True)
     clip_index: int | None = column(
         pa.int32(), doc="the clip window (0-based, in time order) that owns the shot's first frame"
     )
@@ -258,9 +241,7 @@ class ShotEmbeddingRecord(Record):
     status: Status | None = column(
         pa.string(), doc="ok or failed (null in tables written before the column existed: ok)"
     )
-    error: str | None = column(
-        pa.string(), doc="what went wrong, with the file and what to do (null unless the row failed)"
-    )
+    error: str | None = column(pa.string())
     error_stage: str | None = column(
         pa.string(), doc="the stage that failed (probe, detect, reconcile, embed, media, request), null unless failed"
     )
@@ -269,11 +250,7 @@ class ShotEmbeddingRecord(Record):
 @record("combinations")
 class CombinationRecord(Record):
     combination_id: str = column(pa.string(), required=True, doc="hash of the ordered shot ids")
-    video_id: str = column(
-        pa.string(),
-        required=True,
-        doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id",
-    )
+    video_id: str = column(pa.string(), required=True)
     group: str | None = column(
         pa.string(), doc="the clip (or the whole video, with --within video) the shots were drawn from"
     )
@@ -328,7 +305,7 @@ def _reply_fields() -> list[tuple]:
         (
             "error",
             str | None,
-            column(pa.string(), doc="what went wrong, with the file and what to do (null unless the row failed)"),
+            column(pa.string()),
         ),
         ("error_stage", str | None, column(pa.string(), doc="media or request, when the item failed")),
         (
@@ -355,19 +332,19 @@ def _annotation_record(name: str, table: str, own: list[tuple]) -> type[Record]:
 
 AnnotationRecord = _annotation_record("AnnotationRecord", "annotations", [
     ("combination_id", str, column(pa.string(), required=True, doc="the captioned combination (combinations.combination_id)")),
-    ("video_id", str, column(pa.string(), required=True, doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id")),
+    ("video_id", str, column(pa.string(), required=True)),
     ("shot_ids", list[str] | None, column(pa.list_(pa.string()), doc="its shots, in time order")),
     ("captions", list[str] | None, column(pa.list_(pa.string()), doc="one caption per shot, in the order of shot_ids")),
-    ("characters", list[dict] | None, column(pa.list_(_CHARACTER), doc="the characters, each {name: ActorK, description}; every caption repeats a character's description verbatim")),
-    ("background", str | None, column(pa.string(), doc="the one background description the captions share")),
+    ("characters", list[dict] | None, column(pa.list_(_CHARACTER))),
+    ("background", str | None, column(pa.string())),
 ])  # fmt: skip
 
 ShotCaptionRecord = _annotation_record("ShotCaptionRecord", "shot_captions", [
-    ("shot_id", str, column(pa.string(), required=True, doc="id of the shot: its video id and first frame, `<video_id>_<start_frame:07d>`")),
-    ("video_id", str, column(pa.string(), required=True, doc="content fingerprint of the source video (size + 3 MiB sampled from start, middle, end): the same file under any name or path has one id")),
+    ("shot_id", str, column(pa.string(), required=True)),
+    ("video_id", str, column(pa.string(), required=True)),
     ("caption", str | None, column(pa.string(), doc="the shot's caption")),
-    ("characters", list[dict] | None, column(pa.list_(_CHARACTER), doc="the characters, each {name: ActorK, description}; every caption repeats a character's description verbatim")),
-    ("background", str | None, column(pa.string(), doc="the one background description the captions share")),
+    ("characters", list[dict] | None, column(pa.list_(_CHARACTER))),
+    ("background", str | None, column(pa.string())),
 ])  # fmt: skip
 
 

@@ -44,6 +44,13 @@ def location(path: str | os.PathLike) -> Path | ObjectPath:
     return Path(text).expanduser()
 
 
+def within(resolved_folder: Path, path: str | os.PathLike) -> bool:
+    """Whether the local `path`, links resolved, is `resolved_folder` or lies below it: what is written
+    or deleted under an output is never led out of it through a link."""
+    target = Path(path).resolve()
+    return target == resolved_folder or target.is_relative_to(resolved_folder)
+
+
 def absolute(path: str | os.PathLike) -> str:
     """`path` as recorded in a manifest: absolute for a local file, the URL itself for a stored one."""
     where = location(path)

@@ -91,18 +91,18 @@ def save_result(out: Path, result, fps: float, settings: dict) -> None:
 TRUNCATION_NOTICE = "The following part of your input was truncated"  # diffusers' multi-line warning
 
 
+def _not_truncation_notice(record) -> bool:
+    return TRUNCATION_NOTICE not in record.getMessage()
+
+
 def truncation_warnings(pipe, prompts: list[str], max_length: int) -> list[str]:
     """One line per prompt longer than the text encoder reads, said here instead of diffusers' own
     warning (which prints the cut-off text, `<unk>` pieces and all); that warning is filtered out."""
     import logging
 
-    encode = type(pipe)._get_t5_prompt_embeds
-    logger = logging.getLogger(encode.__module__)
-    if not any(getattr(f, "drops_truncation", False) for f in logger.filters):
-        notice = logging.Filter()
-        notice.filter = lambda record: TRUNCATION_NOTICE not in record.getMessage()
-        notice.drops_truncation = True
-        logger.addFilter(notice)
+    logger = logging.getLogger(type(pipe)._get_t5_prompt_embeds.__module__)
+    if _not_truncation_notice not in logger.filters:  # a function is a filter; added once
+        logger.addFilter(_not_truncation_notice)
     lines = []
     for i, prompt in enumerate(prompts):
         tokens = len(pipe.tokenizer(prompt, add_special_tokens=True).input_ids)

@@ -15,16 +15,22 @@ import torch
 from training.config import TrainConfig
 
 
+def single_process_group() -> None:
+    """Where no launcher set RANK (plain `python training/train.py`): the environment of a group of one."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
 def setup_distributed(config: TrainConfig) -> tuple[torch.device, int, int]:
     """Fill in a single-process environment when no launcher did, pick the device, join the group."""
     use_cuda = config.run.device == "cuda" or (config.run.device == "auto" and torch.cuda.is_available())
     if not use_cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # must be set before deepspeed is imported
-    if "RANK" not in os.environ:  # plain `python training/train.py`: a group of one
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    single_process_group()
     cpu_ranks = not use_cuda and int(os.environ["WORLD_SIZE"]) > 1
     prepare_cpu_comm_op(needed=cpu_ranks, announce=os.environ["RANK"] == "0")
     import deepspeed

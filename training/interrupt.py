@@ -50,22 +50,22 @@ class StopRequests:
     def agreed(self, device: torch.device) -> bool:
         """Whether every rank stops now: a checkpoint is collective, so one rank's request stops them all
         at the same step (one scalar all-reduce per step where there are several ranks)."""
-        return any_rank(self.requested, device)
+        return any_rank([self.requested], device)[0]
 
 
 class NonFiniteLoss(ValueError):
     """The loss became NaN or infinite: the run stops without a checkpoint of that step or an export."""
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """Whether `flag` holds on any rank (every rank gets the same answer)."""
+def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
+    """For each flag, whether it holds on any rank (every rank gets the same answers, from one all-reduce)."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
-    value = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+        return list(flags)
+    values = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
 
 
 def ignore_interrupts_in_workers(worker_id: int) -> None:

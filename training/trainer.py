@@ -141,7 +141,10 @@ class Trainer:
             self.step += 1
             self.consumed += self.global_batch
             self.log(results)
-            if any_rank(not all(math.isfinite(loss) for loss, _ in results), self.device):
+            # One all-reduce a step: a non-finite loss on any rank, a stop request on any rank.
+            nonfinite, stopping = any_rank([not all(math.isfinite(loss) for loss, _ in results), stop.requested],
+                                           self.device)  # fmt: skip
+            if nonfinite:
                 self.metrics.close()
                 raise NonFiniteLoss(
                     f"the loss is {self.history[-1]['loss']} at step {self.step} of run.output {config.run.output}: the "
@@ -154,7 +157,7 @@ class Trainer:
             if self.validator and self.step % config.validation.every == 0:
                 scores = self.validator(self.step)
                 self.metrics.scalars(self.step, {f"validation/{name}": value for name, value in scores.items()})
-            if stop.agreed(self.device):
+            if stopping:
                 if not saved:
                     self.save()
                 self.metrics.close()

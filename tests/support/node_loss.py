@@ -47,7 +47,9 @@ def main() -> None:
     run_stages(videos, config, swap={"detect": SlowDetect})
     ensure_tables(out)
     statuses = read_table(out, "videos")["status"].tolist()
-    alive = sum(1 for n in ray.nodes() if n["Alive"])
+    deadline = time.time() + 60  # Ray marks a removed node dead after its health checks fail
+    while (alive := sum(1 for n in ray.nodes() if n["Alive"])) > 2 and time.time() < deadline:
+        time.sleep(0.5)
     print(json.dumps({"statuses": statuses, "node_removed": removed.is_set(), "alive_nodes": alive}))
     ray.shutdown()
     cluster.shutdown()
