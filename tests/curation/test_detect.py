@@ -238,6 +238,16 @@ def test_a_long_video_shows_frames_decoded_and_an_eta_before_its_clips_are_back(
     monkeypatch.setattr(Detect, "REPORT_EVERY_SECONDS", 0.0)
     monkeypatch.setattr(Executor, "WAKE_SECONDS", 0.01)
     monkeypatch.setattr("curation.progress.LOG_EVERY_SECONDS", 0.0)
+    # This video's clips decode in well under a second, less than the board actor's own start on a
+    # loaded 2-core machine (a real long video takes minutes), so the test waits for the board first.
+    started = Detect.frame_board
+
+    def live_board(self, driver):
+        board = started(self, driver)
+        ray_local.get(board.read.remote())
+        return board
+
+    monkeypatch.setattr(Detect, "frame_board", live_board)
     assert curate_one(tmp_path / "out", long_video) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if " in detection (" in line]
     assert lines, "no frame progress was shown"
