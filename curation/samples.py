@@ -166,16 +166,100 @@ def write_transition_video(
     for flash in flashes:
         for f in range(flash, min(flash + 2, len(frames))):
             frames[f] = (0.25 * frames[f] + 0.75 * 255).astype(np.uint8)
+    path = write_frames(path, frames, fps, crf=18)
+    return TransitionVideo(path, cuts, kinds, spans, list(flashes), len(frames), fps)
+
+
+@dataclass
+class DefectVideo:
+    """A video of shots with known defects, joined by hard cuts (the quality signals' ground truth)."""
+
+    path: Path
+    kinds: list[str]  # per shot: clean | subtitles | frozen | letterbox | replay | watermark | pillarbox
+    cuts: list[int]
+    crops: dict[int, tuple[int, int, int, int]]  # shot index -> active picture (x, y, w, h), where bars
+    replays: dict[int, int]  # shot index -> the shot it repeats
+    num_frames: int
+    fps: float
+    size: tuple[int, int]
+
+
+DEFECT_SHOTS = ("clean", "subtitles", "frozen", "letterbox", "replay", "watermark", "pillarbox")
+
+
+def write_defect_video(
+    path: str | Path,
+    kinds: tuple[str, ...] = DEFECT_SHOTS,
+    shot_frames: int = 72,
+    fps: float = 24.0,
+    size: tuple[int, int] = (640, 360),
+    seed: int = 0,
+) -> DefectVideo:
+    """Shots of the kinds given, each `shot_frames` long: clean (the moving-box shots of
+    `write_synthetic_video`), subtitles (a white line drawn near the bottom), frozen (one frame
+    held), letterbox / pillarbox (the picture shrunk between black bars), replay (the frames of the
+    first clean shot again), watermark (a small channel name in a corner)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = size
+    rng = np.random.default_rng(seed)
+    shots: list[list[np.ndarray]] = []
+    crops, replays = {}, {}
+
+    def draw(image: np.ndarray, text: str, font_size: int, xy: tuple[int, int]) -> np.ndarray:
+        picture = Image.fromarray(image)
+        font = ImageFont.load_default(size=font_size)
+        ImageDraw.Draw(picture).text(xy, text, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+        return np.asarray(picture)
+
+    for index, kind in enumerate(kinds):
+        if kind == "replay":
+            original = kinds.index("clean")
+            replays[index] = original
+            shots.append([frame.copy() for frame in shots[original]])
+            continue
+        frames = list(_shot_frames(index, shot_frames, width, height, rng))
+        if kind == "subtitles":
+            lines = ["Where were you last night?", "I told you, I was at home."]
+            frames = [draw(f, lines[(t * 2) // shot_frames], height // 13, (width // 6, height - height // 6))
+                      for t, f in enumerate(frames)]  # fmt: skip
+        elif kind == "watermark":
+            frames = [draw(f, "NEWS 24", height // 20, (width - width // 6, height // 20)) for f in frames]
+        elif kind == "frozen":
+            frames = [frames[0].copy() for _ in frames]
+        elif kind in ("letterbox", "pillarbox"):
+            import cv2
+
+            bar = height // 8 if kind == "letterbox" else width // 8
+            x, y = (0, bar) if kind == "letterbox" else (bar, 0)
+            w, h = width - 2 * x, height - 2 * y
+            crops[index] = (x, y, w, h)
+            boxed = []
+            for f in frames:
+                canvas = np.zeros_like(f)
+                canvas[y : y + h, x : x + w] = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
+                boxed.append(canvas)
+            frames = boxed
+        elif kind != "clean":
+            raise ValueError(f"unknown shot kind {kind!r}: one of {', '.join(DEFECT_SHOTS)}")
+        shots.append(frames)
+    path = write_frames(path, [image for frames in shots for image in frames], fps, crf=20)
+    cuts = [shot_frames * i for i in range(1, len(kinds))]
+    return DefectVideo(path, list(kinds), cuts, crops, replays, len(kinds) * shot_frames, fps, size)
+
+
+def write_frames(path: str | Path, frames: list[np.ndarray], fps: float, crf: int) -> Path:
+    """RGB frames as an H.264 MP4 (keyframes every 2 s, never placed at cuts by the encoder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "g": str(int(round(fps * 2))), "sc_threshold": "0", "crf": "18"}
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.options = {"preset": "ultrafast", "g": str(int(round(fps * 2))), "sc_threshold": "0", "crf": str(crf)}
         for index, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = index
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    return TransitionVideo(path, cuts, kinds, spans, list(flashes), len(frames), fps)
+    return path

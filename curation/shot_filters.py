@@ -1,21 +1,21 @@
 """Shot filters: each may flag a shot `filtered`, with its reason. A filtered shot stays in
 shots.parquet (so the video's spans still tile it) but is never embedded, combined or captioned.
 
-A filter is a function of the shot's evidence (`ShotEvidence`) and the config that returns a reason
-or None. The job's filters are the list `SHOT_FILTERS` in curation/run.py, beside its stages:
-reconcile applies them to every shot row, embed before it embeds a shot early, in order, and the
-first reason wins. The two rules every job needs live here; a new filter (motion, burnt-in text,
-...) is a module of its own and an entry in that list, as curation/darkness.py is, plus, if it
-needs a measurement from the decode pass, a field of `ShotEvidence` filled by `detect_clip`.
+A filter is a function of the shot's evidence (`ShotEvidence`: its span, and the summaries of the
+measurements the detection pass took, curation/measures.py) and the config that returns a reason or
+None. The job's filters are the list `SHOT_FILTERS` in curation/run.py, beside its measures and
+stages: reconcile applies them to every shot row, embed and text before they work on a shot early,
+in order, and the first reason wins. The two rules every job needs live here; every other filter is
+a module with its measure (darkness, motion, bars, text, duplicates).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from curation.config import CurationConfig
+from curation.measures import Measure, Samples, ShotSpan, summarise
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,9 @@ class ShotEvidence:
     end: int
     seconds: float
     transition: bool  # a gradual transition's own frames (--transition-frames drop)
-    luma: list[float] = field(default_factory=list)  # mean luma of frames sampled in the shot while detecting
+    width: int = 0  # the upright picture at source resolution
+    height: int = 0
+    values: dict = field(default_factory=dict)  # the measures' summaries: shots columns and more
 
 
 def gradual_transition(shot: ShotEvidence, config: CurationConfig) -> str | None:
@@ -47,25 +49,18 @@ def filter_reason(shot: ShotEvidence, config: CurationConfig, filters: list[Shot
     return next((reason for rule in filters if (reason := rule(shot, config))), None)
 
 
-class LumaSamples:
-    """The detection pass's luma samples (frame -> mean luma) of a video or clip, sorted once and
-    sliced per shot (a long video has thousands of samples and of shots)."""
-
-    def __init__(self, luma: dict[int, float]):
-        self.frames = sorted(luma)
-        self.values = [luma[frame] for frame in self.frames]
-
-    def between(self, start: int, end: int) -> list[float]:
-        """The samples of frames [start, end), in frame order."""
-        return self.values[bisect_left(self.frames, start) : bisect_left(self.frames, end)]
-
-
-def evidence(probe, start: int, end: int, transitions: set, luma: LumaSamples | dict[int, float]) -> ShotEvidence:
-    """What the filters judge the shot [start, end) of a `manifests.probe.VideoProbe` by."""
+def evidence(
+    probe,
+    start: int,
+    end: int,
+    transitions: set,
+    samples: dict[str, Samples] | None = None,
+    measures: list[Measure] = (),
+    extra: dict | None = None,
+) -> ShotEvidence:
+    """What the filters judge the shot [start, end) of a `manifests.probe.VideoProbe` by: its
+    times, and each measure's summary of its samples (`extra`: values found after the pass)."""
     seconds = probe.frame_seconds(end) - probe.frame_seconds(start)
-    samples = luma if isinstance(luma, LumaSamples) else LumaSamples(luma)
-    return ShotEvidence(start, end, seconds, (start, end) in transitions, samples.between(start, end))
-
-
-def samples_in(luma: dict[int, float], start: int, end: int) -> list[float]:
-    return LumaSamples(luma).between(start, end)
+    span = ShotSpan(start, end, probe.width, probe.height, probe.rotation)
+    values = summarise(list(measures), samples or {}, span) | (extra or {})
+    return ShotEvidence(start, end, seconds, (start, end) in transitions, probe.width, probe.height, values)

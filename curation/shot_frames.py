@@ -213,7 +213,7 @@ def frames_for_shot(start: int, end: int, clips: list[ClipFrames], spec_name: st
     frames: dict[int, np.ndarray] = {}
     for clip in clips:
         for part in clip.uncertain:
-            if part.end <= start or part.start >= end:
+            if part.end <= start or part.start >= end or spec_name not in part.images:
                 continue
             for i, f in enumerate(part.frames):
                 if start <= f < end:

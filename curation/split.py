@@ -30,6 +30,10 @@ class ClipWindow:
     decode_start: int
     decode_end: int
 
+    def owns(self, frame: int) -> bool:
+        """The frame is in the clip's own range (its cuts, samples and shots' starts are the clip's)."""
+        return self.start_frame <= frame < self.end_frame
+
 
 def plan_clips(num_frames: int, fps: float, clip_minutes: float, overlap_frames: int) -> list[ClipWindow]:
     """Windows of about `clip_minutes` covering [0, num_frames) exactly once.

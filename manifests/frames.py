@@ -38,8 +38,9 @@ def pick_video_stream(container):
 
 
 @contextmanager
-def open_video(path: str | os.PathLike, threads: int = 0):
-    """Open `path` and yield (container, video stream) with threaded decoding.
+def open_video(path: str | os.PathLike, threads: int = 0, motion_vectors: bool = False):
+    """Open `path` and yield (container, video stream) with threaded decoding; with `motion_vectors`
+    the decoder exports the codec's motion vectors (frame side data "MOTION_VECTORS").
 
     threads=0 lets FFmpeg pick; frame threading is what makes H.264/HEVC decode scale on cores.
     `path` may be an object-store URL (s3://...): PyAV then reads through a buffered file object.
@@ -70,6 +71,8 @@ def open_video(path: str | os.PathLike, threads: int = 0):
             raise VideoReadError(f"{path} has {kinds}: not a video")
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
+        if motion_vectors:
+            stream.codec_context.options = {"flags2": "+export_mvs"}
         yield container, stream
     finally:
         container.close()
@@ -155,15 +158,34 @@ def to_rgb(frame: av.VideoFrame, rotation: int, max_side: int | None = None) -> 
     return upright(image, rotation)
 
 
+def active_picture(image: np.ndarray, shot: Mapping[str, Any]) -> np.ndarray:
+    """The part of an upright frame of `shot` (at any scale) inside its black bars: the crop_x/y/w/h
+    columns, in source pixels, scaled to the image; the image itself where the row has none."""
+    box = [int_or(shot.get(k), None) for k in ("crop_x", "crop_y", "crop_w", "crop_h")]
+    width, height = int_or(shot.get("width"), None), int_or(shot.get("height"), None)
+    if None in box or not width or not height or box[2] <= 0 or box[3] <= 0:
+        return image
+    x, y, w, h = box
+    if (x, y, w, h) == (0, 0, width, height):
+        return image
+    sx, sy = image.shape[1] / width, image.shape[0] / height
+    left, top = round(x * sx), round(y * sy)
+    right, bottom = max(left + 1, round((x + w) * sx)), max(top + 1, round((y + h) * sy))
+    return np.ascontiguousarray(image[top:bottom, left:right])
+
+
 def read_shot_frames(
     shot: Mapping[str, Any],
     indices: Sequence[int] | None = None,
     max_side: int | None = None,
     threads: int = 0,
+    crop: bool = False,
 ) -> np.ndarray:
     """Frames of one shot row (from shots.parquet) as a uint8 array (T, H, W, 3), RGB, upright.
 
     indices: frame offsets within the shot (0 = the shot's first frame); default: every frame.
+    crop: only the shot's active picture inside black bars (its crop_* columns, when it has them);
+    max_side then applies to the whole frame, as if the bars were still there.
     """
     num_frames = int(shot["num_frames"])
     wanted = range(num_frames) if indices is None else list(indices)
@@ -182,7 +204,8 @@ def read_shot_frames(
             if offset < 0:
                 continue
             if offset in wanted_set:
-                frames[offset] = to_rgb(frame, rotation, max_side)
+                image = to_rgb(frame, rotation, max_side)
+                frames[offset] = active_picture(image, shot) if crop else image
             if offset >= last:
                 break
     missing = [i for i in wanted if i not in frames]

@@ -82,6 +82,7 @@ def summary(manifest_dir: str | os.PathLike) -> dict:
         "shots": len(shots),
         "shots_ok": int((shots["status"] == Status.OK).sum()),
         "shots_filtered": int((shots["status"] == Status.FILTERED).sum()),
+        "filtered_by": filtered_by(shots),
         "shot_seconds_percentiles": {f"p{q}": float(np.percentile(durations, q)) for q in (5, 25, 50, 75, 95)}
         if len(shots)
         else {},
@@ -153,6 +154,44 @@ def no_combinations_reason(manifest_dir) -> str:
     return f"{mined.get('groups', 0)} groups mined ({scope}s), none gave a combination: {reasons or 'no groups'}.{hint}"
 
 
+REASON_KINDS = (("a gradual transition", "transition"), ("shorter", "short"), ("darker", "dark"),
+                ("static", "static"), ("active picture", "small picture"), ("text", "text"),
+                ("duplicate", "duplicate"), ("aesthetic", "aesthetic"))  # fmt: skip
+
+
+def reason_kind(reason: str) -> str:
+    """A filter reason's kind (its filter), for counting: "static: motion 0.000 ..." -> "static"."""
+    return next((kind for prefix, kind in REASON_KINDS if reason.startswith(prefix)), reason.split(" ")[0])
+
+
+def filtered_by(shots: pd.DataFrame) -> dict[str, int]:
+    """Filtered shots per filter, most first."""
+    if not len(shots) or "filter_reason" not in shots:
+        return {}
+    reasons = shots.loc[shots["status"] == Status.FILTERED, "filter_reason"].dropna().astype(str)
+    return reasons.map(reason_kind).value_counts().to_dict()
+
+
+def signals_line(shot) -> str:
+    """The shot's quality signals in one line: motion, active picture, text, repeat, aesthetics."""
+    parts = []
+    get = shot.get if isinstance(shot, dict) else lambda k, d=None: getattr(shot, k, d)
+    motion = get("motion_mean")
+    if motion is not None and motion == motion:
+        unit = "px/frame" if get("motion_source") == "motion_vectors" else "luma/frame"
+        parts.append(f"motion {motion:.2f} {unit}")
+    box = [get(k) for k in ("crop_x", "crop_y", "crop_w", "crop_h")]
+    if all(v is not None and v == v for v in box) and (box[2], box[3]) != (get("width"), get("height")):
+        parts.append(f"picture {int(box[2])}x{int(box[3])} at ({int(box[0])}, {int(box[1])})")
+    area = get("text_area")
+    if area is not None and area == area and area > 0:
+        parts.append(f"text {area:.1%}: " + "; ".join(list(get("text") if get("text") is not None else []))[:60])
+    aesthetic = get("aesthetic")
+    if aesthetic is not None and aesthetic == aesthetic:
+        parts.append(f"aesthetic {aesthetic:.1f}")
+    return " · ".join(parts)
+
+
 def text_report(manifest_dir: str | os.PathLike) -> str:
     s = summary(manifest_dir)
     lines = [
@@ -160,6 +199,8 @@ def text_report(manifest_dir: str | os.PathLike) -> str:
         f"videos:   {s['videos']} ({s['videos_ok']} ok, {s['videos_failed']} failed), {s['hours']:.2f} h of video",
         f"shots:    {s['shots']} ({s['shots_ok']} ok, {s['shots_filtered']} filtered)",
     ]
+    if s["filtered_by"]:
+        lines.append("filtered by: " + ", ".join(f"{kind} {n}" for kind, n in s["filtered_by"].items()))
     if s["shot_seconds_percentiles"]:
         lines.append("shot length (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s["shot_seconds_percentiles"].items()))
         peak = max(count for _, count in s["shot_length_histogram"]) or 1
@@ -190,7 +231,7 @@ h1{font-size:1.4rem} h2{font-size:1.05rem;margin:1.6rem 0 .4rem;word-break:break
 .stats{display:flex;gap:1rem;flex-wrap:wrap}.stat{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem .8rem}
 .grid{display:flex;flex-wrap:wrap;gap:.5rem}.shot{background:#fff;border:1px solid #ddd;border-radius:6px;width:200px;font-size:.78rem}
 .shot img{width:200px;height:auto;display:block;border-radius:6px 6px 0 0}.shot div{padding:.3rem .4rem}
-.filtered{opacity:.45}.bar{background:#4a7fd6;height:.8rem;display:inline-block}
+.filtered{opacity:.45}.frame{position:relative}.crop{position:absolute;border:2px dashed #ffd400;box-sizing:border-box}.bar{background:#4a7fd6;height:.8rem;display:inline-block}
 table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
 .err{color:#b00020}
 .status{font-weight:600}.badge{color:#fff;border-radius:9px;padding:0 .45rem;font-size:.75rem;font-weight:600}
@@ -219,6 +260,7 @@ def html_report(
         ("hours of video", f"{s['hours']:.2f}"),
         ("shots", f"{s['shots_ok']} ok, {s['shots_filtered']} filtered"),
         ("median shot", f"{s['shot_seconds_percentiles'].get('p50', 0):.1f} s"),
+        *[(f"filtered: {kind}", str(n)) for kind, n in s["filtered_by"].items()],
     ]:
         parts.append(f"<div class=stat><b>{e(value)}</b><br>{e(label)}</div>")
     parts.append("</div><h2>Shot length</h2><table>")
@@ -244,21 +286,38 @@ def html_report(
             f"<h2>{e(Path(video.source_path).name)} <small>({video.width}x{video.height}, {video.fps:.2f} fps, "
             f"{video.duration_s:.1f} s, {len(vshots)} shots, id {e(video.video_id)})</small></h2><div class=grid>"
         )
-        for shot in vshots.head(max_shots_per_video).itertuples():
-            image = f"<img loading=lazy src='{e(f'{rel}/{shot.keyframe_path}')}' alt=''>" if shot.keyframe_path else ""
-            cls = "shot filtered" if shot.status != Status.OK else "shot"
-            reason = shot.filter_reason if isinstance(shot.filter_reason, str) else ""
-            title = f" title='{e(reason)}'" if reason else ""
-            parts.append(
-                f"<div class='{cls}'{title}>{preview_tag(previews.get(shot.shot_id), image, rel)}<div>shot_index "
-                f"{shot.shot_index} · {shot.start_s:.2f}–{shot.end_s:.2f} s ({shot.duration_s:.1f} s)<br>frames "
-                f"[{shot.start_frame}, {shot.end_frame})</div></div>"
-            )
+        for shot in vshots.head(max_shots_per_video).to_dict("records"):
+            parts.append(shot_card(shot, previews.get(shot["shot_id"]), rel))
         parts.append("</div>")
     parts.append(_PLAY)
     # Replaced whole, never written through: a link planted at the page's path is replaced, not followed.
     write_atomic(out, lambda tmp: tmp.write_text("\n".join(parts)))
     return out
+
+
+def shot_card(shot: dict, preview: str | None, rel: str) -> str:
+    """A shot on the page: keyframe (the active picture outlined) or preview, times, its signals,
+    why it is filtered, and a link to the shot it repeats."""
+    e = html.escape
+    keyframe = shot.get("keyframe_path")
+    image = f"<img loading=lazy src='{e(f'{rel}/{keyframe}')}' alt=''>" if isinstance(keyframe, str) else ""
+    box = [shot.get(k) for k in ("crop_x", "crop_y", "crop_w", "crop_h")]
+    width, height = shot.get("width"), shot.get("height")
+    if image and not preview and all(v is not None and v == v for v in box) and (box[2], box[3]) != (width, height):
+        x, y, w, h = (100 * v / d for v, d in zip(box, (width, height, width, height)))
+        image += (f"<span class=crop style='left:{x:.2f}%;top:{y:.2f}%;width:{w:.2f}%;height:{h:.2f}%'"
+                  " title='active picture'></span>")  # fmt: skip
+    cls = "shot filtered" if shot["status"] != Status.OK else "shot"
+    reason = shot["filter_reason"] if isinstance(shot.get("filter_reason"), str) else ""
+    title = f" title='{e(reason)}'" if reason else ""
+    signals = signals_line(shot)
+    original = shot.get("duplicate_of")
+    repeat = f"<br>repeats <a href='#{e(original)}'>{e(original)}</a>" if isinstance(original, str) else ""
+    why = f"<br><span class=err>{e(reason)}</span>" if reason else ""
+    return (f"<div id='{e(str(shot['shot_id']))}' class='{cls}'{title}><div class=frame>{preview_tag(preview, image, rel)}"
+            f"</div><div>shot_index {shot['shot_index']} · {shot['start_s']:.2f}–{shot['end_s']:.2f} s "
+            f"({shot['duration_s']:.1f} s)<br>frames [{shot['start_frame']}, {shot['end_frame']})"
+            f"{'<br>' + e(signals) if signals else ''}{repeat}{why}</div></div>")  # fmt: skip
 
 
 def _relative(target, start) -> str:
@@ -301,7 +360,7 @@ def write_previews(manifest_dir: Path, shots: pd.DataFrame) -> dict[str, str]:
         if not target.is_file():
             try:
                 frames = read_shot_frames(shot, indices=sample_indices(int(shot["num_frames"]), PREVIEW_FRAMES),
-                                         max_side=PREVIEW_SIDE)  # fmt: skip
+                                         max_side=PREVIEW_SIDE, crop=True)  # fmt: skip
             except (VideoReadError, OSError, ValueError):
                 continue
             folder.mkdir(parents=True, exist_ok=True)

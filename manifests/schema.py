@@ -217,6 +217,33 @@ class ShotRecord(Record):
         pa.string(),
         doc='why the shot is filtered, naming the setting (e.g. "shorter than --min-shot-seconds 2"); null when ok',
     )
+    # Quality signals, measured for every shot whether or not a filter uses them (re-threshold in pandas).
+    mean_luma: float | None = column(pa.float32(), doc="mean BT.601 luma (0-255) of the frames sampled for keyframes")
+    motion_mean: float | None = column(
+        pa.float32(),
+        doc="mean motion over the shot: codec motion-vector length in px/frame at source resolution "
+        "(motion_source motion_vectors), or mean luma change per frame (frame_diff)",
+    )
+    motion_min_patch: float | None = column(
+        pa.float32(), doc="the weakest of 4x4 regions inside the active picture: its mean motion (px/frame)"
+    )
+    motion_source: str | None = column(pa.string(), doc="motion_vectors, or frame_diff where the codec exports none")
+    crop_x: int | None = column(
+        pa.int32(), doc="the active picture inside black bars: left edge, upright pixels at source resolution"
+    )
+    crop_y: int | None = column(pa.int32(), doc="the active picture: top edge")
+    crop_w: int | None = column(pa.int32(), doc="the active picture: width (the frame's width without bars)")
+    crop_h: int | None = column(pa.int32(), doc="the active picture: height")
+    text_area: float | None = column(
+        pa.float32(),
+        doc="largest fraction of the active picture covered by recognised burned-in text in one OCR'd frame "
+        "(null: not read, e.g. --no-text or filtered before)",
+    )
+    text: list[str] | None = column(pa.list_(pa.string()), doc="the burned-in strings OCR recognised")
+    duplicate_of: str | None = column(pa.string(), doc="shot_id of the earlier shot of the video this one repeats")
+    aesthetic: float | None = column(
+        pa.float32(), doc="LAION aesthetic predictor score (1-10) when --aesthetic-checkpoint is given"
+    )
 
 
 @record("shot_embeddings")
@@ -363,6 +390,9 @@ RECORDS: dict[str, type[Record]] = {
 }
 
 TABLES: dict[str, pa.Schema] = {name: cls.schema() for name, cls in RECORDS.items()}
+# The shots columns the quality signals fill (curation/measures.py and the text step).
+SIGNAL_COLUMNS = ("mean_luma", "motion_mean", "motion_min_patch", "motion_source", "crop_x", "crop_y", "crop_w",
+                  "crop_h", "text_area", "text", "duplicate_of", "aesthetic")  # fmt: skip
 VIDEOS, CLIPS, SHOTS, SHOT_EMBEDDINGS, COMBINATIONS, ANNOTATIONS, SHOT_CAPTIONS = TABLES.values()
 
 

@@ -52,6 +52,7 @@ class DataConfig(_Section):
     height: int = Field(default=480, ge=8)  # pixels of every scene (centre crop, then resize)
     width: int = Field(default=720, ge=8)  # pixels of every scene (720 for CogVideoX, 832 for Wan)
     caption_dropout: float = Field(default=0.0, ge=0, le=1)  # per scene; the official recipe uses none
+    crop_bars: bool = True  # read each shot's active picture only (its crop_* columns: no black bars)
     allow_uncaptioned: bool = False  # smoke runs without Gemini: train on empty captions, never invented ones
     precomputed: Location | None = None  # latents/text embeddings from training/precompute.py (local or s3://)
     num_workers: int = Field(default=2, ge=0)  # data-loader processes decoding frames (0: in the training process)

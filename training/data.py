@@ -358,7 +358,8 @@ class SceneDataset(torch.utils.data.Dataset):
                     self.check_source(s.shot)
                 frames = [
                     resize_crop(read_shot_frames(s.shot, indices=s.frame_offsets(self.config.num_frames),
-                                                 max_side=max(self.config.height, self.config.width) * 2),
+                                                 max_side=max(self.config.height, self.config.width) * 2,
+                                                 crop=self.config.crop_bars),
                                 self.config.height, self.config.width)
                     for s in scenes
                 ]  # fmt: skip

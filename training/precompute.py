@@ -51,7 +51,8 @@ def precompute(config, out: str | os.PathLike, batch_size: int = 4) -> dict:
         keys = mine_scenes[start : start + batch_size]
         for key in keys:  # one scene at a time: scenes may differ in length (data.scene_frames=from_shots)
             scene = scenes[key]
-            frames = resize_crop(read_shot_frames(scene.shot, indices=scene.frame_offsets(config.data.num_frames)),
+            frames = resize_crop(read_shot_frames(scene.shot, indices=scene.frame_offsets(config.data.num_frames),
+                                              crop=config.data.crop_bars),
                                  config.data.height, config.data.width)  # fmt: skip
             tensors[key] = encoders.encode_frames(torch.from_numpy(frames)[None], stable_seed(key))[0].cpu()
     for start in range(0, len(mine_texts), batch_size):

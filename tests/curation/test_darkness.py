@@ -3,6 +3,8 @@ black shot before it is embedded."""
 
 from __future__ import annotations
 
+import pytest
+
 from manifests import read_table
 from tests.support.jobs import run_job
 
@@ -33,7 +35,7 @@ def test_a_dark_shot_filter_is_one_rule_in_the_list_and_flags_dark_shots_before_
 
     assert too_dark in SHOT_FILTERS  # a filter is its own module and one entry of the job's list
     off = CurationConfig(output=tmp_path / "o")  # the default: off, whatever the luma
-    assert filter_reason(ShotEvidence(0, 48, 2.0, False, [1.0, 2.0]), off, SHOT_FILTERS) is None
+    assert filter_reason(ShotEvidence(0, 48, 2.0, False, values={"mean_luma": 1.5}), off, SHOT_FILTERS) is None
     video = write_video_with_a_dark_shot(tmp_path / "dark.mp4")
     out = tmp_path / "out"
     assert run_job(out, video, extra=["--min-mean-luma", "30", "--min-shot-seconds", "1"]) == 0
@@ -53,4 +55,4 @@ def test_mean_luma_is_bt601_of_a_bgr_image():
 
     bgr = np.zeros((4, 4, 3), np.uint8)
     bgr[..., 1] = 100  # pure green
-    assert mean_luma(bgr) == np.float32(100 * 0.587)
+    assert mean_luma(bgr) == pytest.approx(100 * 0.587, abs=1e-9)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from curation.config import CurationConfig
-from curation.shot_filters import ShotEvidence, evidence, filter_reason, gradual_transition, samples_in, too_short
+from curation.shot_filters import ShotEvidence, evidence, filter_reason, gradual_transition, too_short
 from manifests.probe import VideoProbe
 
 
@@ -21,11 +21,17 @@ def _probe(num_frames: int = 100, fps: float = 25.0) -> VideoProbe:
                       time_base=Fraction(1, 1000), has_audio=False, video_stream=0, pts=pts, pts_reliable=True)  # fmt: skip
 
 
-def test_evidence_times_the_shot_from_pts_and_keeps_only_its_own_luma_samples():
-    shot = evidence(_probe(), 10, 35, {(10, 35)}, {0: 9.0, 12: 1.0, 30: 2.0, 35: 50.0})
-    assert (shot.start, shot.end, shot.transition, shot.luma) == (10, 35, True, [1.0, 2.0])
+def test_evidence_times_the_shot_from_pts_and_summarises_only_its_own_samples():
+    from curation.darkness import Luma
+    from curation.measures import Samples
+
+    samples = {"luma": Samples({0: 9.0, 12: 1.0, 30: 2.0, 35: 50.0})}
+    shot = evidence(_probe(), 10, 35, {(10, 35)}, samples, [Luma()])
+    assert (shot.start, shot.end, shot.transition, shot.values) == (10, 35, True, {"mean_luma": 1.5})
+    assert (shot.width, shot.height) == (64, 48)
     assert shot.seconds == pytest.approx(1.0)  # 25 frames at 25 fps, from their timestamps
-    assert samples_in({5: 1.0, 1: 3.0, 9: 2.0}, 0, 9) == [3.0, 1.0]  # in frame order, end excluded
+    assert Samples({5: 1.0, 1: 3.0, 9: 2.0}).between(0, 9) == [3.0, 1.0]  # in frame order, end excluded
+    assert evidence(_probe(), 0, 5, set(), extra={"text_area": 0.5}).values == {"text_area": 0.5}
 
 
 def test_the_first_filter_with_a_reason_names_it_and_a_shot_passing_all_is_ok(tmp_path):

@@ -40,7 +40,8 @@ def test_one_decode_pass_embeddings_equal_embedding_from_a_separate_decode(ray_l
     assert main(["--input", *map(str, reference_videos), "--output", str(out), *FLAGS]) == 0
     before, after = json.loads(REFERENCE.read_text()), json.loads(json.dumps(record(out)))
     for table in ("videos", "clips", "shots"):  # detection is untouched by keeping frames
-        _same(before[table], after[table], table)
+        # (the quality-signal columns came later: the recorded ones must be the same)
+        _same(before[table], [{k: v for k, v in row.items() if k in before[table][0]} for row in after[table]], table)
     embeddings = read_table(out, "shot_embeddings")
     assert len(embeddings) == len(before["shot_embeddings"]) and set(embeddings["status"]) == {"ok"}
     _assert_equal_to_a_separate_decode(out)

@@ -9,6 +9,7 @@ from curation.annotate import MediaStage
 from curation.detect import DetectStage
 from curation.embed import EmbedStage
 from curation.probe import ProbeStage
+from curation.text import TextStage
 
 TRIGGER = "crash"  # in a file name: the item that takes its worker down
 
@@ -43,6 +44,13 @@ class CrashingMedia(MediaStage):
         if any(TRIGGER in os.path.basename(s["source_path"]) for s in shots):
             _die()
         return super().process(shots)
+
+
+class CrashingText(TextStage):
+    def process(self, item):
+        if TRIGGER in os.path.basename(item.source_path):
+            _die()
+        return super().process(item)
 
 
 class SlowDetect(DetectStage):
