@@ -88,6 +88,11 @@ class Step:
     worker: Stage | None = None
     workers: int | None = None
 
+    @property
+    def module(self) -> str:
+        """The module that holds the stage's code, as run.json names it."""
+        return type(self).__module__
+
     def start(self, driver: Driver) -> None:
         """Before the first task."""
 

@@ -65,6 +65,10 @@ class PassModel(Step):
         self.workers = workers or pass_workers()
         self.videos: dict[str, _Video] = {}
 
+    @property
+    def module(self) -> str:
+        return type(self.worker).__module__  # the model's own module (curation/text.py, ...)
+
     def partial(self, source: str, task: VideoTask, payload, driver: Driver) -> None:
         if source != "detect":
             return

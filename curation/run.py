@@ -166,7 +166,7 @@ def write_run_json(
         # The shot settings hold for every video but these (not among this run's inputs while being re-derived).
         "shot_settings_pending_videos": list(pending),
         "versions": versions(),
-        "stages": [f"{step.name}: {step.about} ({step.__module__.replace('.', '/')}.py)" for step in driver.steps],
+        "stages": [f"{step.name}: {step.about} ({step.module.replace('.', '/')}.py)" for step in driver.steps],
         "this_run": {
             "inputs": len(paths),
             "videos_ok": summary.videos_ok,

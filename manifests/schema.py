@@ -390,6 +390,18 @@ RECORDS: dict[str, type[Record]] = {
 }
 
 TABLES: dict[str, pa.Schema] = {name: cls.schema() for name, cls in RECORDS.items()}
+# Shots that repeat a shot elsewhere in the manifest (python -m curation.dedup): one file at the
+# manifest's root, corpus_duplicates.parquet, rewritten whole by each run of the command.
+CORPUS_DUPLICATES = pa.schema(
+    [
+        pa.field("shot_id", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string(), nullable=False),  # the group's first shot (by shot_id)
+        pa.field("similarity", pa.float32(), nullable=False),  # the shot's best cosine within its group
+        pa.field("embedder", pa.string(), nullable=False),
+    ],
+    metadata={"schema_version": str(SCHEMA_VERSION), "table": "corpus_duplicates"},
+)
+
 # The shots columns the quality signals fill (curation/measures.py and the text step).
 SIGNAL_COLUMNS = ("mean_luma", "motion_mean", "motion_min_patch", "motion_source", "crop_x", "crop_y", "crop_w",
                   "crop_h", "text_area", "text", "duplicate_of", "aesthetic")  # fmt: skip

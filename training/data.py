@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from manifests.corpus import corpus_duplicates
 from manifests.frames import VideoReadError, read_shot_frames
 from manifests.io import ManifestError, check_finite, read_table
 from manifests.sampling import max_stride_window, middle_window
@@ -155,6 +156,13 @@ def load_samples(config: DataConfig) -> tuple[list[list[Scene]], ManifestReport]
         check_finite(shots, "shots", NUMERIC_SHOT_COLUMNS, config.manifest)
     except ManifestError as err:
         raise DataError(f"manifest {config.manifest} cannot be used: {err}") from err
+    if not stage.needs_combinations:  # pretraining: a shot repeated elsewhere in the corpus is used once
+        repeats = corpus_duplicates(config.manifest)
+        if repeats:
+            report.dropped["repeats a shot elsewhere (python -m curation.dedup)"] += int(
+                shots["shot_id"].isin(repeats).sum()
+            )
+            shots = shots[~shots["shot_id"].isin(repeats)]
     samples = stage.samples(shots, captions, combos, config, report, {})
     report.usable = len(samples)
     if config.scene_frames == "from_shots":

@@ -35,7 +35,7 @@ def test_job_writes_validated_manifests_on_the_source_timeline(ray_local, tmp_pa
     record = json.loads((out / "run.json").read_text())
     assert record["manifest"]["shots"] == len(shots) and record["versions"]["scenedetect"]
     # The stages run.json names are the declared list, in Figure 4's order, each in its module.
-    names = ["probe", "split", "detect", "reconcile", "embed", "combine", "annotate"]
+    names = ["probe", "split", "detect", "text", "reconcile", "embed", "combine", "annotate"]
     assert [line.split(":")[0] for line in record["stages"]] == names
     assert all(line.endswith(f"(curation/{name}.py)") for name, line in zip(names, record["stages"]))
     # A shot's frames read back frame-exactly: the first frame of shot 2 differs from the last of shot 1.

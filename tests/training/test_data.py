@@ -195,3 +195,20 @@ def test_a_row_whose_source_file_is_another_video_is_refused_before_its_frames_a
     dataset.check_source({"source_path": str(multi_shot_video.path), "video_id": made_from})  # the right file
     with pytest.raises(VideoReadError, match="is not the video its rows were made from"):
         dataset.check_source({"source_path": str(long_video.path), "video_id": made_from})  # another file there
+
+
+def test_pretraining_skips_shots_that_repeat_another_in_the_corpus(manifest, tmp_path):
+    import pandas as pd
+
+    from manifests.corpus import write_corpus_duplicates
+
+    copy = tmp_path / "manifest"
+    shutil.copytree(manifest, copy)
+    config = config_for(copy, Path("unused"), tmp_path / "r", "data.stage=pretrain", "data.scenes=2").data
+    before, _ = load_samples(config)
+    repeat, original = before[1][0].shot["shot_id"], before[0][0].shot["shot_id"]
+    write_corpus_duplicates(copy, pd.DataFrame({"shot_id": [repeat], "duplicate_of": [original],
+                                                "similarity": [0.99], "embedder": ["color-layout"]}))  # fmt: skip
+    after, report = load_samples(config)
+    assert len(after) == len(before) - 1 and repeat not in {s[0].shot["shot_id"] for s in after}
+    assert report.dropped["repeats a shot elsewhere (python -m curation.dedup)"] == 1
