@@ -201,6 +201,11 @@ def argument_problems(args, family=None) -> list[str]:
         problems.append(f"--fps {args.fps}: must be positive")
     if args.guidance_scale < 0:
         problems.append(f"--guidance-scale {args.guidance_scale}: must be >= 0 (1 or less turns guidance off)")
+    for flag, value in (("--lora", getattr(args, "lora", None)), ("--lora-2", getattr(args, "lora_2", None))):
+        if value is not None and not value.exists():
+            problems.append(f"{flag} {value}: not found")
+    if getattr(args, "lora_2", None) is not None and family is not None and not (args.model / "transformer_2").exists():
+        problems.append("--lora-2 is for the low-noise expert (transformer_2) of a Wan2.2-A14B folder")
     for path in args.expand_from or []:
         if not path.exists():
             problems.append(f"--expand-from {path}: not found")
@@ -262,10 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
     parser.add_argument("--vae-slicing", action="store_true", help="decode one video at a time")
+    parser.add_argument("--lora", type=Path, default=None, help="a LoRA to merge into the transformer: a training "
+                        "run's export/lora folder, a diffusers pytorch_lora_weights.safetensors or a Wan (ComfyUI) "
+                        "LoRA file")  # fmt: skip
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="strength of --lora (default 1)")
+    parser.add_argument("--lora-2", type=Path, default=None, help="Wan2.2-A14B: the low-noise expert's "
+                        "(transformer_2) LoRA, trained with model.expert=transformer_2")  # fmt: skip
     args = parser.parse_args(argv)
     began = time.perf_counter()
     from model.families import FAMILIES, family_of
-    from model.weights import ModelFolderError
+    from model.weights import CheckpointError, ModelFolderError
 
     try:
         family, problems = family_of(args.model), []
@@ -288,7 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
         print(f"loading {args.model} ({family.name}, {args.dtype}) ...", file=sys.stderr, flush=True)
         pipe = family.pipeline_class.from_pretrained(args.model, dtype=dtype)
-    except (PromptFileError, ModelFolderError) as err:
+        if args.lora is not None:  # merged into the weights: the same result as a merged folder, at full speed
+            from model.lora import load_lora
+
+            layers = load_lora(pipe.transformer, args.lora, args.lora_scale)
+            print(f"LoRA {args.lora} merged into {layers} layers (scale {args.lora_scale:g})", file=sys.stderr)
+        if args.lora_2 is not None:
+            from model.lora import load_lora
+
+            layers = load_lora(pipe.transformer_2, args.lora_2, args.lora_scale)
+            print(f"LoRA {args.lora_2} merged into {layers} layers of transformer_2", file=sys.stderr)
+    except (PromptFileError, ModelFolderError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if family.name == "cogvideox":

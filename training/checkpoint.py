@@ -172,12 +172,15 @@ def checkpoint_tags(folder: Path, complete_only: bool = True) -> list[str]:
     return sorted(tags, key=lambda t: int(TAG.match(t).group(1)))
 
 
-def save(engine, folder: Path, step: int, consumed: int, keep_last: int, is_main: bool, rank: int) -> None:
+def save(engine, folder: Path, step: int, consumed: int, keep_last: int, is_main: bool, rank: int,
+         adapters_only: bool = False) -> None:  # fmt: skip
+    """A checkpoint of every trainable weight, the optimizer, schedule and RNG; `adapters_only`
+    (LoRA): the frozen base is left out (megabytes instead of gigabytes: it is the base model)."""
     tag = f"step_{step}"
     target = folder / tag
     if is_main and (target / MARKER).exists():
         (target / MARKER).unlink()  # re-saving a step: it is incomplete until the new marker
-    engine.save_checkpoint(str(folder), tag=tag, save_latest=False)
+    engine.save_checkpoint(str(folder), tag=tag, save_latest=False, exclude_frozen_parameters=adapters_only)
     _write_json(target / f"rng_rank{rank}.json", rng_state())
     torch.distributed.barrier()  # every rank's files are on disk before the marker says so
     if is_main:
@@ -209,8 +212,9 @@ def _verify(folder: Path, rank: int) -> tuple[dict, dict | None]:
     return state, rng
 
 
-def resume(engine, folder: Path, rank: int = 0) -> tuple[int, int]:
-    """Load the newest intact checkpoint; returns (step, samples consumed), or (0, 0) if none."""
+def resume(engine, folder: Path, rank: int = 0, adapters_only: bool = False) -> tuple[int, int]:
+    """Load the newest intact checkpoint; returns (step, samples consumed), or (0, 0) if none.
+    `adapters_only`: the checkpoint holds the trainable weights only (LoRA), the rest is the base."""
     tags = checkpoint_tags(folder)
     ignored = sorted(set(checkpoint_tags(folder, complete_only=False)) - set(tags))
     if ignored and rank == 0:
@@ -221,7 +225,7 @@ def resume(engine, folder: Path, rank: int = 0) -> tuple[int, int]:
         try:
             state, rng = _verify(folder / tag, rank)
             with _weights_only(engine):
-                path, _ = engine.load_checkpoint(str(folder), tag=tag, load_module_strict=True)
+                path, _ = engine.load_checkpoint(str(folder), tag=tag, load_module_strict=not adapters_only)
             if path is None:
                 raise CheckpointError(f"{folder / tag}: DeepSpeed found nothing to load")
             if rng is not None:
@@ -249,20 +253,23 @@ def resume(engine, folder: Path, rank: int = 0) -> tuple[int, int]:
 class Checkpointer:
     """Owns a run's checkpoint folder: save (keep-last-k, commit marker), resume, export."""
 
-    def __init__(self, folder: Path, keep_last: int, rank: int, export_components: str = "copy"):
+    def __init__(self, folder: Path, keep_last: int, rank: int, export_components: str = "copy",
+                 adapters_only: bool = False):  # fmt: skip
         self.folder, self.keep_last, self.rank = folder, keep_last, rank
-        self.is_main, self.export_components = rank == 0, export_components
+        self.is_main, self.export_components, self.adapters_only = rank == 0, export_components, adapters_only
 
     def save(self, engine, step: int, consumed: int) -> None:
-        save(engine, self.folder, step, consumed, self.keep_last, self.is_main, self.rank)
+        save(engine, self.folder, step, consumed, self.keep_last, self.is_main, self.rank, self.adapters_only)
 
     def resume(self, engine) -> tuple[int, int]:
         """(step, samples consumed) of the newest intact checkpoint, or (0, 0)."""
-        return resume(engine, self.folder, self.rank)
+        return resume(engine, self.folder, self.rank, self.adapters_only)
 
     def export(self, engine, base_model: Path, target: Path, zero_stage: int, subfolder: str = "transformer",
-               components: tuple[str, ...] = ("model_index.json", "tokenizer", "text_encoder", "vae", "scheduler")) -> None:  # fmt: skip
-        export(engine, base_model, target, zero_stage, self.is_main, self.export_components, subfolder, components)
+               components: tuple[str, ...] = ("model_index.json", "tokenizer", "text_encoder", "vae", "scheduler"),
+               merge_lora=None) -> None:  # fmt: skip
+        export(engine, base_model, target, zero_stage, self.is_main, self.export_components, subfolder, components,
+               merge_lora)  # fmt: skip
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -270,7 +277,7 @@ class Checkpointer:
 
 def export(engine, base_model: Path, target: Path, zero_stage: int, is_main: bool, components: str = "copy",
            subfolder: str = "transformer", parts: tuple[str, ...] = ("model_index.json", "tokenizer", "text_encoder",
-                                                                     "vae", "scheduler")) -> None:  # fmt: skip
+                                                                     "vae", "scheduler"), merge_lora=None) -> None:  # fmt: skip
     """Write target/<subfolder> (the trained transformer, diffusers layout) and the base model's other
     components (`parts`, those it has; the trained one is never copied over the export).
 
@@ -279,6 +286,8 @@ def export(engine, base_model: Path, target: Path, zero_stage: int, is_main: boo
     "symlink" links to the base model folder instead (small, but tied to where that folder is).
     """
     module = engine.module
+    if merge_lora is not None and is_main:  # LoRA with merge: the adapters folded into a plain transformer
+        module = merged_module(module, merge_lora)
     parts = tuple(p for p in parts if p != subfolder)
     if zero_stage == 3:  # parameters are partitioned: gather them to save a full copy
         import deepspeed
@@ -288,6 +297,21 @@ def export(engine, base_model: Path, target: Path, zero_stage: int, is_main: boo
                 _write(module, base_model, target, components, subfolder, parts)
     elif is_main:
         _write(module, base_model, target, components, subfolder, parts)
+
+
+def merged_module(module, lora):
+    """A copy of a LoRA-adapted transformer with scale * B @ A added to each adapted weight and the
+    adapters gone: a plain transformer of its class, for save_pretrained."""
+    import copy
+
+    from model.lora import adapter_state, layers, merge_lora
+
+    base = {k.replace(".base_layer.", "."): v for k, v in module.state_dict().items() if ".lora_" not in k}
+    adapters = {m: (a, b * (lora.alpha / lora.rank)) for m, (a, b) in layers(adapter_state(module)).items()}
+    plain = copy.deepcopy(module)
+    plain.unload_lora()  # diffusers' PeftAdapterMixin: the LoRA layers replaced by their base layers
+    plain.load_state_dict(merge_lora(base, adapters))
+    return plain
 
 
 def _link_or_copy(source: str, destination: str) -> None:

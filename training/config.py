@@ -21,6 +21,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf or .nan anywhere is refused at the door
 
 
+class LoraConfig(_Section):
+    """LoRA adapters (PEFT) on the transformer: the base frozen in the training dtype, only the
+    adapters trained, checkpointed and exported (model/lora.py)."""
+
+    rank: int = Field(default=32, ge=1)  # the adapters' rank (Wan trainers use 16-64)
+    alpha: float = Field(default=32.0, gt=0)  # scale alpha / rank on the adapters' output
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    targets: list[str] | None = None  # module-name suffixes; None: attention q/k/v/out and feed-forward of every block
+    init: Literal["default", "gaussian"] = "default"  # PEFT's init: default (B = 0, A Kaiming) or gaussian
+    merge: bool = False  # also export a merged full transformer folder (loads with from_pretrained)
+
+
 class ModelConfig(_Section):
     path: Path  # a CogVideoX- or Wan-layout folder (text encoder, VAE, scheduler; transformer unless `transformer` is set)
     family: Literal["auto", "cogvideox", "wan"] = "auto"  # auto: read from path/model_index.json
@@ -32,6 +44,7 @@ class ModelConfig(_Section):
     sparse_tokens: int = Field(default=256, ge=1)  # Wan sparse: tokens of every scene that all scenes see
     rope_scheme: Literal["consecutive", "restart", "jump"] | None = None  # Wan; None: the checkpoint's (consecutive)
     gradient_checkpointing: bool = True  # recompute activations in the backward pass: far less memory, ~30% more time
+    lora: LoraConfig | None = None  # train LoRA adapters instead of the full transformer (one GPU)
 
 
 class DataConfig(_Section):

@@ -33,8 +33,15 @@ from training.interrupt import (
     any_rank,
     ignore_interrupts_in_workers,
 )
+from training.memory import memory_plan
 from training.objective import conditional_mask
 from training.telemetry import Metrics, peak_memory_gib
+
+
+def lora_base(config: TrainConfig) -> Path:
+    """The model folder a LoRA run's adapters sit on: the export its transformer comes from, or the base."""
+    weights = transformer_weights(config)
+    return weights.parent if (weights.parent / "model_index.json").is_file() else config.model.path
 
 
 def load_model(config: TrainConfig, family):
@@ -45,6 +52,12 @@ def load_model(config: TrainConfig, family):
                                           rope_scheme=model.rope_scheme)  # fmt: skip
     if model.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
+    if model.lora is not None:  # the base frozen; only the adapters train, checkpoint and export
+        from model.lora import add_lora
+
+        lora = model.lora
+        torch.manual_seed(config.run.seed)  # the adapters' initial A: the same in every run of this seed
+        add_lora(transformer, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.init, family.name)
     objective = family.objective(model.path, weighting=config.objective.loss_weighting,
                                  flow_shift=config.objective.flow_shift, expert=model.expert)  # fmt: skip
     return transformer.train(), objective
@@ -81,7 +94,9 @@ class Trainer:
         self.engine, self.schedule = build_engine(self.transformer, config)
         run = config.run.output
         self.checkpointer = Checkpointer(run / "checkpoints", config.run.keep_last, self.rank,
-                                         config.run.export_components)  # fmt: skip
+                                         config.run.export_components, adapters_only=config.model.lora is not None)  # fmt: skip
+        if self.is_main:
+            print(memory_plan(self.transformer, config, self.family), flush=True)
         from training.checkpoint import checkpoint_tags
         from training.identity import check_identity, run_identity
 
@@ -125,8 +140,15 @@ class Trainer:
         with StopRequests(announce=self.is_main) as stop:
             self.steps(stop)
         self.metrics.close()
-        self.checkpointer.export(self.engine, config.model.path, run / "export", config.run.zero_stage,
-                                 config.model.expert, self.family.components)  # fmt: skip
+        if config.model.lora is None or config.model.lora.merge:
+            self.checkpointer.export(self.engine, config.model.path, run / "export", config.run.zero_stage,
+                                     config.model.expert, self.family.components, merge_lora=config.model.lora)  # fmt: skip
+        if config.model.lora is not None and self.is_main:
+            from model.lora import save_lora
+
+            lora = config.model.lora
+            save_lora(self.engine.module, run / "export" / "lora", lora.rank, lora.alpha, self.family.name,
+                      str(transformer_weights(config)))  # fmt: skip
         if self.is_main:
             self.write_history()
             print(self.summary(time.perf_counter() - began), flush=True)
@@ -183,7 +205,14 @@ class Trainer:
             + (f" (resumed from step {self.resumed_from})" if self.resumed_from else ""),
             f"  final loss {sum(recent) / len(recent):.4f} (mean of the last {len(recent)} steps)" if recent else "",
             f"  checkpoints: {run / 'checkpoints'}",
-            f"  inference folder: {run / 'export'}  (python -m model.generate --model {run / 'export'} ...)",
+            f"  inference folder: {run / 'export'}  (python -m model.generate --model {run / 'export'} ...)"
+            if config.model.lora is None or config.model.lora.merge
+            else "",
+            f"  LoRA: {run / 'export' / 'lora'}  (python -m model.generate --model {lora_base(config)} --lora "
+            f"{run / 'export' / 'lora'} ...; pytorch_lora_weights.safetensors for diffusers"
+            + (", wan_lora_comfyui.safetensors for ComfyUI)" if self.family.name == "wan" else ")")
+            if config.model.lora is not None
+            else "",
         ]
         if self.validator:
             lines.append(f"  validation videos: {run / 'validation'}")

@@ -110,3 +110,43 @@ def test_wan22_a14b_trains_one_named_expert_and_exports_both(manifest, tmp_path)
         not torch.equal(a, b) for a, b in zip(weights(export / "transformer_2"), weights(folder / "transformer_2"))
     )
     assert json.loads((export / "model_index.json").read_text())["boundary_ratio"] == 0.875
+
+
+@pytest.mark.slow
+def test_wan22_a14b_lora_one_adapter_per_expert_and_generate_with_both_equals_merged_folders(manifest, tmp_path):
+    """The A14B LoRA config's two runs (one per expert, each on its own timestep range) give one
+    adapter each, in diffusers' and ComfyUI's files; generate --lora/--lora-2 on the base folder
+    equals generating with both experts merged into a folder."""
+    import shutil
+
+    from model.generate import main as generate
+    from model.lora import COMFYUI_FILE, DIFFUSERS_FILE, merge_lora, read_lora
+    from model.tiny import build_tiny_wan
+    from model.wan import Mask2DiTWanTransformer3DModel
+
+    folder = build_tiny_wan(tmp_path / "a14b", layout="wan2.2-a14b")
+    lora = ["model.lora.rank=4", "model.lora.alpha=4", "run.max_steps=2", "optim.lr=1e-2"]
+    for expert in ("transformer", "transformer_2"):
+        train(wan_config(manifest, folder, tmp_path / expert, f"model.expert={expert}", *lora))
+        assert {p.name for p in (tmp_path / expert / "export" / "lora").iterdir()} >= {DIFFUSERS_FILE, COMFYUI_FILE}
+        assert not (tmp_path / expert / "export" / "transformer").exists()  # adapters only, no merged copy
+    merged = tmp_path / "merged"
+    shutil.copytree(folder, merged)
+    for expert in ("transformer", "transformer_2"):
+        model = Mask2DiTWanTransformer3DModel.from_pretrained(folder / expert)
+        model.load_state_dict(merge_lora(model.state_dict(), read_lora(tmp_path / expert / "export" / "lora")))
+        model.save_pretrained(merged / expert)
+    prompts = tmp_path / "p.json"
+    prompts.write_text('["a man walks into the room", "the man opens the door"]')
+    size = ["--height", "32", "--width", "32", "--num-frames", "9", "--steps", "2", "--dtype", "fp32"]
+    adapters = ["--lora", str(tmp_path / "transformer" / "export" / "lora" / COMFYUI_FILE),
+                "--lora-2", str(tmp_path / "transformer_2" / "export" / "lora")]  # fmt: skip
+    assert (
+        generate(["--model", str(folder), "--prompts", str(prompts), "--out", str(tmp_path / "a"), *size, *adapters])
+        == 0
+    )
+    assert generate(["--model", str(merged), "--prompts", str(prompts), "--out", str(tmp_path / "b"), *size]) == 0
+    from safetensors.torch import load_file
+
+    a, b = (load_file(tmp_path / run / "latents.safetensors")["latents"] for run in "ab")
+    assert torch.allclose(a, b, atol=1e-5)

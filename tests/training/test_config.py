@@ -31,3 +31,16 @@ def test_config_is_validated_with_the_field_named(tmp_path):
         load_config(CONFIG, ["run.max_stpes=3"])
     config = load_config(CONFIG, ["optim.lr=2e-4", "data.scenes=3"])
     assert config.optim.lr == 2e-4 and config.data.scenes == 3
+
+
+def test_every_shipped_config_validates_and_the_lora_ones_train_adapters():
+    from pathlib import Path
+
+    from training.config import load_config
+
+    folder = Path(__file__).resolve().parents[2] / "training" / "configs"
+    configs = {p.name: load_config(p) for p in sorted(folder.glob("*.yaml"))}
+    lora = {name for name, config in configs.items() if config.model.lora is not None}
+    assert lora == {"cogvideox_lora_sft.yaml", "wan14b_lora_sft.yaml", "wan22_a14b_lora_sft.yaml",
+                    "tiny_lora_sft.yaml", "tiny_wan_lora_sft.yaml"}  # fmt: skip
+    assert configs["wan22_a14b_lora_sft.yaml"].model.expert == "transformer"  # transformer_2 in its second run

@@ -142,3 +142,52 @@ def test_unequal_scene_lengths_train_batched_by_layout_and_resume_exactly(manife
     seen.clear()
     resumed = train(config_for(manifest, tiny_model, tmp_path / "b", "run.max_steps=4", *FROM_SHOTS))["history"]
     assert [h["loss"] for h in resumed] == [h["loss"] for h in straight]
+
+
+LORA = ["model.lora.rank=4", "model.lora.alpha=8", "data.stage=sft", "data.scenes=3", "objective.cond_prob=0.5",
+        "optim.lr=5e-3", "run.save_every=4"]  # fmt: skip
+
+
+def _checkpoint_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_lora_trains_adapters_only_checkpoints_small_resumes_exactly_and_exports_three_ways(
+    manifest, tiny_model, tmp_path
+):
+    import torch
+    from safetensors.torch import load_file
+
+    from model.lora import COMFYUI_FILE, DIFFUSERS_FILE, load_lora
+
+    base = {
+        k: v.clone()
+        for k, v in Mask2DiTTransformer3DModel.from_pretrained(tiny_model / "transformer").state_dict().items()
+    }
+    straight = train(
+        config_for(manifest, tiny_model, tmp_path / "a", "run.max_steps=8", "model.lora.merge=true", *LORA)
+    )
+    losses = [h["loss"] for h in straight["history"]]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    train(config_for(manifest, tiny_model, tmp_path / "b", "run.max_steps=4", *LORA))  # killed at 4, resumed to 8
+    resumed = train(config_for(manifest, tiny_model, tmp_path / "b", "run.max_steps=8", *LORA))
+    assert [h["loss"] for h in resumed["history"]] == losses
+    a, b = (load_file(tmp_path / run / "export" / "lora" / DIFFUSERS_FILE) for run in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the same adapters
+    assert not (tmp_path / "a" / "export" / "lora" / COMFYUI_FILE).exists()  # CogVideoX: diffusers' file only
+    # The base is frozen: the checkpoint leaves it out, and a full run's checkpoint is several times larger.
+    full = tmp_path / "full"
+    train(config_for(manifest, tiny_model, full, "run.max_steps=4", *LORA[2:]))
+    lora_size = _checkpoint_bytes(tmp_path / "b" / "checkpoints" / "step_8")
+    assert lora_size < 0.5 * _checkpoint_bytes(full / "checkpoints" / "step_4")
+    # The merged export is a plain transformer: the base weights plus the adapters, which `load_lora`
+    # (generate --lora) reproduces from the adapter file on the untouched base.
+    merged = Mask2DiTTransformer3DModel.from_pretrained(tmp_path / "a" / "export" / "transformer")
+    live = Mask2DiTTransformer3DModel.from_pretrained(tiny_model / "transformer")
+    assert all(torch.equal(live.state_dict()[k], base[k]) for k in base)  # the base folder never changed
+    load_lora(live, tmp_path / "a" / "export" / "lora")
+    for key, value in merged.state_dict().items():
+        assert torch.allclose(live.state_dict()[key], value, atol=1e-6), key
+    changed = [k for k in base if not torch.equal(base[k], merged.state_dict()[k])]
+    assert changed and all(k.endswith("weight") for k in changed)
