@@ -247,7 +247,7 @@ def run_annotation(
 def annotate_manifest(step: Annotate, driver: Driver) -> dict:
     """Annotate ok combinations and, with settings.caption_shots, single ok shots."""
     output, settings = step.output, step.settings
-    shots = read_table(output, "shots", missing_ok=True)
+    shots = driver.table("shots", output)
     by_id = {row["shot_id"]: row for row in shots.to_dict("records")}
     combos = read_table(output, "combinations", missing_ok=True)
     combos = combos[combos["status"] == Status.OK]
@@ -310,3 +310,23 @@ def _write_by_video(output, table: str, rows: list[Record]) -> None:
         by_video.setdefault(row.video_id, []).append(row)
     for video_id in sorted(by_video):
         write_part(output, table, video_id, by_video[video_id])
+
+
+def spend_lines(report: dict) -> str:
+    """The annotation report in a few lines for the end of a run: statuses, requests, tokens, cache hits, spend."""
+    lines = []
+    for what, r in report.items():
+        if what == "total":
+            continue
+        statuses = ", ".join(f"{n} {status}" for status, n in sorted(r["statuses"].items())) or "nothing to annotate"
+        tokens = r["prompt_tokens"] + r["output_tokens"] + r["thinking_tokens"]
+        lines.append(f"annotation ({what}): {statuses}; {r['requests']} requests and {tokens} tokens this run "
+                     f"({r['thinking_tokens']} thinking), {r['cache_hits']} from cache")  # fmt: skip
+        if r["note"]:
+            lines.append(f"  {r['note']}")
+    total = report.get("total")
+    if total and total["requests"]:
+        cost = total["estimated_cost_usd"]
+        lines.append(f"annotation spend this run: {total['requests']} requests, "
+                     + (f"about ${cost:.4f}" if cost is not None else "no price known (--gemini-price)"))  # fmt: skip
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from curation.config import CurationConfig
-from curation.measures import Measure, ShotSpan
+from curation.measures import Measure, ShotSpan, needs
 from curation.shot_filters import ShotEvidence
 
 # 8-bit formats whose first plane is luma at full resolution.
@@ -73,6 +73,12 @@ class Bars(Measure):
     columns = ("crop_x", "crop_y", "crop_w", "crop_h")
     black = 24.0  # set from --bar-luma by `configured`
 
+    @classmethod
+    def for_config(cls, config: CurationConfig) -> Bars:
+        bars = cls()
+        bars.black = config.shots.bar_luma
+        return bars
+
     def fresh(self) -> Bars:
         copy = Bars()
         copy.black = self.black
@@ -91,12 +97,7 @@ class Bars(Measure):
         return {"crop_x": x, "crop_y": y, "crop_w": w, "crop_h": h}
 
 
-def configured(config: CurationConfig) -> Bars:
-    bars = Bars()
-    bars.black = config.shots.bar_luma
-    return bars
-
-
+@needs(Bars)
 def picture_too_small(shot: ShotEvidence, config: CurationConfig) -> str | None:
     """The reason to flag a shot whose active picture is under --min-picture-fraction of the frame."""
     w, h = shot.values.get("crop_w"), shot.values.get("crop_h")

@@ -24,7 +24,7 @@ import pandas as pd
 
 from curation.config import CombineConfig, CurationConfig
 from curation.driver import Driver, Step
-from curation.embed import rows_of_this_embedder
+from curation.embedders import rows_of_this_embedder
 from manifests.io import read_table, remove_part, table_video_ids, write_part
 from manifests.schema import CombinationRecord, Status, combination_id
 
@@ -199,14 +199,15 @@ class Combine(Step):
         self.report: dict = {}
 
     def finish(self, driver: Driver) -> None:
-        self.report = combine_manifest(self.config)
+        self.report = combine_manifest(self.config, driver.table("shots"))
 
 
-def combine_manifest(config: CurationConfig) -> dict:
-    """combinations.parquet from shots.parquet and this embedder's shot_embeddings.parquet."""
+def combine_manifest(config: CurationConfig, shots=None) -> dict:
+    """combinations.parquet from shots.parquet (or `shots`, the table the caller has) and this
+    embedder's shot_embeddings.parquet."""
     began = time.perf_counter()
     embeddings = rows_of_this_embedder(read_table(config.output, "shot_embeddings", missing_ok=True), config.embed)
-    shots = read_table(config.output, "shots", missing_ok=True)
+    shots = read_table(config.output, "shots", missing_ok=True) if shots is None else shots
     combos, stats = mine(shots, embeddings, config.combine)
     stale = table_video_ids(config.output, "combinations")
     for video_id, rows in combos.groupby("video_id") if len(combos) else []:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from curation.config import CurationConfig
-from curation.measures import Measure, ShotSpan
+from curation.measures import Measure, ShotSpan, needs
 from curation.shot_filters import ShotEvidence
 
 
@@ -38,6 +38,7 @@ class Luma(Measure):
         return {"mean_luma": float(np.mean(kept)) if kept else None}
 
 
+@needs(Luma)
 def too_dark(shot: ShotEvidence, config: CurationConfig) -> str | None:
     """The reason to flag a shot whose sampled frames are darker on average than --min-mean-luma."""
     threshold = config.shots.min_mean_luma

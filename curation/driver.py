@@ -27,31 +27,12 @@ from typing import Any
 
 from curation.progress import Progress
 from curation.stage import Executor, Failure, Stage
-from manifests.io import write_part
-from manifests.probe import VideoProbe, failed_video, path_id
+from curation.tasks import VideoTask
+from manifests.io import read_table, write_part
+from manifests.probe import failed_video
 from manifests.schema import Status, VideoRecord
 
 log = logging.getLogger("curation")
-
-
-@dataclass
-class VideoTask:
-    """One input video on its way through the stages."""
-
-    path: str
-    probe: VideoProbe | None = None  # probe
-    clips: list = field(default_factory=list)  # split: curation.split.ClipWindow per clip
-    detected: dict = field(default_factory=dict)  # detect: clip index -> curation.detect.ClipResult
-    signals: dict = field(default_factory=dict)  # pass models (text, ...): (start, end) -> their columns
-    shots: list[dict] = field(default_factory=list)  # reconcile: the video's shot rows
-    status: Status | None = None  # set when the task ends: ok or failed
-    skipped: bool = False  # ended with nothing to do (done by an earlier run, or a duplicate input)
-    errors: list[Failure] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def video_id(self) -> str:
-        return self.probe.video_id if self.probe is not None else path_id(self.path)
 
 
 @dataclass
@@ -130,9 +111,22 @@ class Driver:
         self.finished_at: dict[str, float] = {}  # seconds from the start of `run` to each step's finish
         self.after_finish = None  # called with a step's name as it finishes (the job records Ray's processes)
         self._position = {s.name: i for i, s in enumerate(self.steps)}
+        self._tables: dict = {}  # (folder, table) -> the table, read once per run (see `table`)
 
     def step(self, name: str) -> Step:
         return self.steps[self._position[name]]
+
+    def table(self, name: str, folder=None):
+        """A manifest table as the whole-manifest steps see it (embed's catch-up, combine, annotate,
+        run.json): read once per run and shared, until a step that writes it says so (`changed`)."""
+        key = (str(folder if folder is not None else self.output), name)
+        if key not in self._tables:
+            self._tables[key] = read_table(folder if folder is not None else self.output, name, missing_ok=True)
+        return self._tables[key]
+
+    def changed(self, name: str) -> None:
+        """Table `name` was written: the next `table(name)` reads it again."""
+        self._tables = {key: frame for key, frame in self._tables.items() if key[1] != name}
 
     # -- what steps call -----------------------------------------------------------------------
     def work(self, step: Step, item: Any, on_done) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from curation.config import CurationConfig
-from curation.measures import Measure, ShotSpan
+from curation.measures import Measure, ShotSpan, needs
 from curation.shot_filters import ShotEvidence
 
 SIZE = (64, 36)  # thumbnail width, height
@@ -79,6 +79,7 @@ def find_duplicates(signatures: list[np.ndarray | None], threshold: float) -> li
     return found
 
 
+@needs(Signature)
 def duplicate(shot: ShotEvidence, config: CurationConfig) -> str | None:
     """The reason to flag a repeat of an earlier shot of the video."""
     original = shot.values.get("duplicate_of")

@@ -16,101 +16,22 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from curation.config import CurationConfig, EmbedConfig
-from curation.driver import Driver, Step, VideoTask
+from curation.driver import Driver, Step
+from curation.embedders import FIDELITY, expected_identity, frame_spec_for, make_embedder, rows_of_this_embedder
 from curation.measures import Measure, merged
 from curation.progress import StageProgress
 from curation.shot_filters import ShotFilter, evidence, filter_reason
 from curation.shot_frames import FrameSpec, ShotFrames, frames_for_shot
 from curation.stage import Failure, Resources, Stage
+from curation.tasks import VideoTask
 from manifests.frames import read_shot_frames
 from manifests.io import read_part, read_table, write_part
 from manifests.schema import SHOT_EMBEDDINGS, ShotEmbeddingRecord, Status, shot_id
 
 log = logging.getLogger("curation")
-
-FIDELITY = {
-    "viclip": "ViCLIP video-text embeddings (InternVid): the relevance signal Mask²DiT used",
-    "clip": "frame-averaged CLIP image embeddings: semantic, but blind to motion",
-    "color": (
-        "weight-free colour-layout descriptor (HSV histogram + 4x4 Lab layout, frame-averaged): finds shots "
-        "of the same place and lighting, not the same characters; use --embedder viclip for real curation"
-    ),
-}
-
-
-class ColorLayoutEmbedder:
-    """A deterministic, weight-free shot descriptor for machines without model weights."""
-
-    name, checkpoint_hash = "color-layout", None
-
-    def embed(self, shots: list[np.ndarray]) -> np.ndarray:
-        import cv2
-
-        vectors = []
-        for frames in shots:
-            per_frame = []
-            for frame in frames:
-                hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)
-                hist = cv2.calcHist([hsv], [0, 1, 2], None, [8, 4, 4], [0, 180, 0, 256, 0, 256]).ravel()
-                hist = np.sqrt(hist / max(hist.sum(), 1.0))  # Hellinger: cosine behaves like Bhattacharyya
-                lab = cv2.cvtColor(cv2.resize(frame, (4, 4), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2LAB)
-                layout = (lab.astype(np.float32).ravel() - 128.0) / 128.0
-                per_frame.append(np.concatenate([hist, 0.5 * layout]))
-            vectors.append(np.mean(per_frame, axis=0))
-        matrix = np.asarray(vectors, dtype=np.float32)
-        matrix -= matrix.mean(axis=1, keepdims=True)  # centred, so unrelated shots are not all similar
-        return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-8)
-
-
-class ViCLIPEmbedder:
-    def __init__(self, checkpoint: str, device: str):
-        from model.viclip import ViCLIP
-
-        self.model = ViCLIP.from_checkpoint(checkpoint).to(device)
-        if device == "cuda":
-            import torch
-
-            self.model = self.model.to(torch.bfloat16)
-        size = "l14" if self.model.config.vision_width == 1024 else f"w{self.model.config.vision_width}"
-        self.name, self.checkpoint_hash = f"viclip-{size}", self.model.checkpoint_hash
-        # The official demo: its own frame choice, full-size frames resized straight to the model's size.
-        config = self.model.config
-        self.frame_spec = FrameSpec(count=config.num_frames, rule="viclip", max_side=None, square=config.image_size)
-
-    def embed(self, shots: list[np.ndarray]) -> np.ndarray:
-        from model.viclip import preprocess_frames
-
-        size = self.model.config.image_size
-        import torch
-
-        video = torch.stack([preprocess_frames(frames, size) for frames in shots])
-        return self.model.video_embeddings(video).numpy()
-
-
-class ClipEmbedder:
-    def __init__(self, checkpoint: str, device: str):
-        from model.clip import ClipEncoder
-
-        self.encoder = ClipEncoder.from_pretrained(checkpoint, device=device)
-        self.name, self.checkpoint_hash = "clip", self.encoder.checkpoint_hash
-
-    def embed(self, shots: list[np.ndarray]) -> np.ndarray:
-        counts = [len(f) for f in shots]
-        per_frame = self.encoder.image_embeddings(np.concatenate(shots)).numpy()
-        means = np.stack([chunk.mean(0) for chunk in np.split(per_frame, np.cumsum(counts)[:-1])])
-        return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-8)
-
-
-def make_embedder(config: EmbedConfig, device: str = "cpu"):
-    if config.kind == "color":
-        return ColorLayoutEmbedder()
-    if not config.checkpoint:
-        raise ValueError(f"--embedder {config.kind} needs a local checkpoint (--{config.kind}-checkpoint PATH)")
-    return (ViCLIPEmbedder if config.kind == "viclip" else ClipEmbedder)(config.checkpoint, device)
 
 
 class EmbedWorker:
@@ -174,13 +95,6 @@ def read_frames(shot: dict, spec: FrameSpec, frames_from: str = "detection") -> 
         offsets = spec.offsets(int(shot["num_frames"]))
     images = spec.finish(read_shot_frames(shot, indices=offsets, max_side=spec.read_size()))
     return ShotFrames([start + o for o in offsets], images)
-
-
-def frame_spec_for(config: EmbedConfig) -> FrameSpec:
-    """The frames an embedder samples, known without loading it (ViCLIP: its 8 frames at 224x224)."""
-    if config.kind == "viclip":
-        return FrameSpec(count=8, rule="viclip", max_side=None, square=224)
-    return FrameSpec(count=config.frames_per_shot, rule="uniform", max_side=config.decode_max_side)
 
 
 @dataclass(frozen=True)
@@ -253,36 +167,12 @@ class EmbedSummary:
     shots_per_second: float = 0.0
 
 
-def expected_identity(config: EmbedConfig) -> tuple[str | None, str | None]:
-    """(embedder name or None, checkpoint hash) of the embedder `config` builds, without building it."""
-    from pathlib import Path
-
-    from model.weights import file_hash
-
-    if config.kind == "color":
-        return ColorLayoutEmbedder.name, None
-    path = Path(config.checkpoint)
-    if path.is_dir():
-        weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-        return None, file_hash(weights[0]) if weights else None
-    return None, file_hash(path)
-
-
-def rows_of_this_embedder(embeddings: pd.DataFrame, config: EmbedConfig) -> pd.DataFrame:
-    """The shot_embeddings rows the embedder `config` builds wrote, known without loading anything:
-    by its weights file's hash, or by the weight-free embedder's name."""
-    name, checkpoint_hash = expected_identity(config)
-    same = embeddings["checkpoint_hash"].fillna("") == (checkpoint_hash or "")
-    if name is not None:
-        same &= embeddings["embedder"] == name
-    return embeddings[same]
-
-
-def embedding_todo(output, config: EmbedConfig) -> tuple[list[EmbedItem], int]:
+def embedding_todo(output, config: EmbedConfig, shots=None) -> tuple[list[EmbedItem], int]:
     """Items for ok videos without embeddings from this embedder, or with failed shots (only those
-    are embedded again), read from the source; and how many ok videos need nothing."""
+    are embedded again), read from the source; and how many ok videos need nothing. `shots`: the
+    shots table when the caller has it."""
     videos = read_table(output, "videos", missing_ok=True)
-    shots = read_table(output, "shots", missing_ok=True)
+    shots = read_table(output, "shots", missing_ok=True) if shots is None else shots
     existing = read_table(output, "shot_embeddings", missing_ok=True)
     ok_videos = list(videos.loc[videos["status"] == Status.OK, "video_id"])
     mine = rows_of_this_embedder(existing, config)
@@ -444,7 +334,7 @@ class Embed(Step):
         """Catch up: ok videos of earlier runs whose shots this embedder has not embedded."""
         began = time.perf_counter()
         report = self.report
-        catch_up, nothing_to_do = embedding_todo(self.config.output, self.config.embed)
+        catch_up, nothing_to_do = embedding_todo(self.config.output, self.config.embed, driver.table("shots"))
         catch_up = [item for item in catch_up if item.video_id not in self.embedded]  # failures now: next run
         report.videos_skipped = max(0, nothing_to_do - report.videos_embedded)  # done by earlier runs
         if catch_up:

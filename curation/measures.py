@@ -9,9 +9,10 @@ A `Measure` declares what it needs from the pass and which `shots` columns it fi
   frames [start, end) in frame order -> `{column: value}` (and values later measures or filters
   read, under names that are not columns).
 
-The job's measures are the list `MEASURES` in curation/run.py; a filter (curation/shot_filters.py)
-reads the summaries of the shot it judges. A new signal is one module with its measure, its filter
-and its columns in manifests/schema.py.
+A filter (curation/shot_filters.py) declares the measures it judges by (`@needs(Motion)`), and the
+decode pass takes exactly the measures the job's filters declare (`declared`). So a new signal is
+one module with its measure and its filter, one entry in `SHOT_FILTERS` (curation/run.py), and,
+to keep its summary as columns, those columns in manifests/schema.py.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class Measure:
     columns: ClassVar[tuple[str, ...]] = ()
     every_frame: ClassVar[bool] = False
     needs_motion_vectors: ClassVar[bool] = False  # the decoder must export them (flags2=+export_mvs)
+
+    @classmethod
+    def for_config(cls, config) -> Measure:
+        """The measure as the job's config sets it up (thresholds it measures against, ...)."""
+        return cls()
 
     def fresh(self) -> Measure:
         return type(self)()
@@ -100,6 +106,27 @@ def summarise(measures: list[Measure], samples: dict[str, Samples], span: ShotSp
         values |= measure.summarise(found.between(span.start, span.end) if found else [],
                                     ShotSpan(span.start, span.end, span.width, span.height, span.rotation, values))  # fmt: skip
     return values
+
+
+def declared(filters, config) -> list[Measure]:
+    """The measures the filters declare (a filter's `needs`: Measure classes), each once, in the
+    order first declared: the decode pass takes exactly what the job's filters judge by."""
+    measures: dict[str, Measure] = {}
+    for rule in filters:
+        for kind in getattr(rule, "needs", ()):
+            if kind.name not in measures:
+                measures[kind.name] = kind.for_config(config)
+    return list(measures.values())
+
+
+def needs(*kinds: type[Measure]):
+    """Declares the measures a filter judges by: `@needs(Motion)` above `def static(shot, config)`."""
+
+    def declare(rule):
+        rule.needs = kinds
+        return rule
+
+    return declare
 
 
 def columns_of(measures: list[Measure]) -> tuple[str, ...]:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from curation.bars import Bars, turn
 from curation.config import CurationConfig
-from curation.measures import Measure, ShotSpan
+from curation.measures import Measure, ShotSpan, needs
 from curation.shot_filters import ShotEvidence
 
 GRID = 4  # patches per side
@@ -98,7 +99,6 @@ def patches_inside(shot: ShotSpan) -> np.ndarray:
     crop = [shot.columns.get(k) for k in ("crop_x", "crop_y", "crop_w", "crop_h")]
     if None in crop or not shot.width or not shot.height:
         return np.ones(GRID * GRID, dtype=bool)
-    from curation.bars import turn
 
     k = int(round(shot.rotation / 90.0)) % 4
     stored_w, stored_h = (shot.height, shot.width) if k % 2 else (shot.width, shot.height)
@@ -109,6 +109,7 @@ def patches_inside(shot: ShotSpan) -> np.ndarray:
     return ((cx >= x) & (cx < x + w) & (cy >= y) & (cy < y + h)).ravel()
 
 
+@needs(Bars, Motion)  # bars first: the weakest patch is looked for inside the active picture
 def static(shot: ShotEvidence, config: CurationConfig) -> str | None:
     """The reason to flag a still shot: motion under --min-motion, or a patch under --min-motion-patch."""
     mean, weakest = shot.values.get("motion_mean"), shot.values.get("motion_min_patch")

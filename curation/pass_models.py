@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from curation.config import CurationConfig
-from curation.detect import shots_from_cuts
-from curation.driver import Driver, Step, VideoTask
+from curation.cuts import shots_from_cuts
+from curation.driver import Driver, Step
 from curation.measures import Measure, merged
 from curation.shot_filters import ShotEvidence, ShotFilter, evidence, filter_reason
 from curation.shot_frames import frames_for_shot
 from curation.stage import Failure, Resources, Stage
+from curation.tasks import VideoTask
 
 
 @dataclass(frozen=True)

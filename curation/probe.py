@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from curation.config import CurationConfig
-from curation.driver import Driver, Step, VideoTask
+from curation.driver import Driver, Step
 from curation.stage import Failure, Resources, Stage
+from curation.tasks import VideoTask
 from manifests.io import read_table, table_video_ids
 from manifests.probe import ProbeError, VideoProbe, fingerprint, probe
 from manifests.schema import Status

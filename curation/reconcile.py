@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 from curation.config import CurationConfig
-from curation.detect import ClipResult, shots_from_cuts
-from curation.driver import Driver, Step, VideoTask
+from curation.cuts import shots_from_cuts
+from curation.driver import Driver, Step
 from curation.duplicates import find_duplicates
 from curation.measures import Measure, merged
 from curation.shot_filters import ShotFilter, evidence, filter_reason
-from curation.split import ClipWindow
 from curation.stage import Failure
+from curation.tasks import ClipResult, ClipWindow, VideoTask
 from manifests.frames import read_shot_frames
 from manifests.io import OUTPUT_FULL, tidy_batches, write_batch, write_bytes_atomic
 from manifests.media import encode_jpeg
@@ -201,6 +201,7 @@ class Reconcile(Step):
 
     def finish(self, driver: Driver) -> None:
         self.stop(driver)
+        driver.changed("shots")  # the whole-manifest steps read what this run committed
 
     def stop(self, driver: Driver) -> None:
         """Finished videos are committed also when the run is interrupted."""

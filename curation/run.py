@@ -26,16 +26,16 @@ import time
 import yaml
 from pydantic import ValidationError
 
-from curation import bars, identity
+from curation import identity
 from curation.aesthetic import low_aesthetic
 from curation.bars import picture_too_small
 from curation.config import CurationConfig, add_flags, flags, from_flags
-from curation.darkness import Luma, too_dark
+from curation.darkness import too_dark
 from curation.driver import Driver, RunSummary, Step, VideoTask, record_failure
-from curation.duplicates import Signature, duplicate
+from curation.duplicates import duplicate
 from curation.inputs import LIST_SUFFIXES, VIDEO_SUFFIXES, resolve_inputs
-from curation.measures import Measure
-from curation.motion import Motion, static
+from curation.measures import Measure, declared
+from curation.motion import static
 from curation.samples import write_sample_videos
 from curation.shot_filters import gradual_transition, too_short
 from curation.text import overlay
@@ -158,7 +158,7 @@ def write_run_json(
     relevance = {"embedding": asdict(driver.step("embed").report), "combinations": driver.step("combine").report,
                  "annotation": driver.step("annotate").report}  # fmt: skip
     videos = read_table(config.output, "videos", missing_ok=True)
-    shots = read_table(config.output, "shots", missing_ok=True)
+    shots = driver.table("shots")  # the run's one read of shots since embedding, shared with combine and annotate
     ok_videos = videos[videos["status"] == Status.OK]
     summary = driver.summary
     record = {
@@ -209,25 +209,6 @@ def write_run_json(
     return record
 
 
-def annotation_line(report: dict) -> str:
-    lines = []
-    for what, r in report.items():
-        if what == "total":
-            continue
-        statuses = ", ".join(f"{n} {status}" for status, n in sorted(r["statuses"].items())) or "nothing to annotate"
-        tokens = r["prompt_tokens"] + r["output_tokens"] + r["thinking_tokens"]
-        lines.append(f"annotation ({what}): {statuses}; {r['requests']} requests and {tokens} tokens this run "
-                     f"({r['thinking_tokens']} thinking), {r['cache_hits']} from cache")  # fmt: skip
-        if r["note"]:
-            lines.append(f"  {r['note']}")
-    total = report.get("total")
-    if total and total["requests"]:
-        cost = total["estimated_cost_usd"]
-        lines.append(f"annotation spend this run: {total['requests']} requests, "
-                     + (f"about ${cost:.4f}" if cost is not None else "no price known (--gemini-price)"))  # fmt: skip
-    return "\n".join(lines)
-
-
 # The shot filters, in order (the first reason wins): each judges a shot by its evidence
 # (curation/shot_filters.py) and returns why it is filtered, or None. Those before TEXT_FILTERS's
 # end judge by the detection pass alone; the text step reads only the shots they keep.
@@ -236,9 +217,9 @@ SHOT_FILTERS = [*PASS_FILTERS, overlay, low_aesthetic, duplicate]
 
 
 def job_measures(config: CurationConfig) -> list[Measure]:
-    """The measurements the detection pass takes for the filters and the shots columns, in the
-    order they are summarised (motion reads the active picture the bars measure finds)."""
-    return [Luma(), bars.configured(config), Motion(), Signature()]
+    """The measurements the detection pass takes: those the job's filters declare, in the order
+    first declared (motion reads the active picture the bars measure finds)."""
+    return declared(SHOT_FILTERS, config)
 
 
 def pipeline(
@@ -456,12 +437,14 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
     record = write_run_json(config, driver, paths, time.perf_counter() - began, pending)
     relevance = record["relevance"]
     manifest = record["manifest"]
+    from curation.annotate import spend_lines  # the annotation stage's own report lines
+
     print(
         f"done: {summary.videos_ok} videos curated, {summary.videos_skipped} already done, "
         f"{summary.videos_failed} failed; manifest holds {manifest['shots']} shots "
         f"({manifest['shots_ok']} ok) from {manifest['hours']:.2f} h of video in {config.output}\n"
         f"{relevance['combinations']['combinations_ok']} shot combinations ({relevance['embedding']['embedder']} "
-        f"embeddings)\n{annotation_line(relevance['annotation'])}\n"
+        f"embeddings)\n{spend_lines(relevance['annotation'])}\n"
         f"inspect: python -m manifests inspect {config.output} --html"
     )
     if started:

@@ -15,24 +15,11 @@ merged cut list of the whole video, so a shot that crosses a clip boundary stays
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from curation.config import CurationConfig
-from curation.driver import Driver, Step, VideoTask
+from curation.driver import Driver, Step
+from curation.tasks import ClipWindow, VideoTask
 from manifests.probe import VideoProbe
-
-
-@dataclass(frozen=True)
-class ClipWindow:
-    clip_index: int
-    start_frame: int  # owned, inclusive
-    end_frame: int  # owned, exclusive
-    decode_start: int
-    decode_end: int
-
-    def owns(self, frame: int) -> bool:
-        """The frame is in the clip's own range (its cuts, samples and shots' starts are the clip's)."""
-        return self.start_frame <= frame < self.end_frame
 
 
 def plan_clips(num_frames: int, fps: float, clip_minutes: float, overlap_frames: int) -> list[ClipWindow]:

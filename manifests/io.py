@@ -1,4 +1,6 @@
-"""Atomic writing and validated reading of manifest tables (a Parquet file or a folder of parts)."""
+"""Manifest tables as parts: writing a video's part or a batch of videos, the commit rule, compaction's
+files, and reading the live files of a table back, validated (manifests/validate.py) and written
+atomically (manifests/files.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,9 @@ import dataclasses
 import errno
 import json
 import os
-import re
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,21 +21,18 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from manifests.files import OUTPUT_FULL, file_name, inside, write_atomic, write_bytes_atomic, write_json_atomic  # noqa: F401  # fmt: skip
 from manifests.lock import check_writes
-from manifests.schema import SCHEMA_VERSION, TABLE_STATUSES, TABLES
-from manifests.store import ObjectPath, arrow, location, within
+from manifests.schema import TABLES
+from manifests.store import ObjectPath, arrow, location
+from manifests.validate import ManifestError, _cast, _check_schema, check_finite, check_rows, check_statuses, to_frame  # noqa: F401  # fmt: skip
 
-OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # errors after which no output can be written
 TOKEN = b"part_token"  # every part file's own id, in its Parquet metadata
 REPLACES = b"replaces"  # a compacted file's metadata: the tokens of the files it holds the rows of
 COMPACTED = "part-compact-"  # file name prefix of compacted files (python -m manifests compact)
 BATCH = "part-batch-"  # file name prefix of commit batches (many videos, written by write_batch)
 SEQ = b"seq"  # a batch's or compacted file's write time (ns): the newest one holding a video wins
 COVERS = b"covers"  # a batch's metadata: every video it commits
-
-
-class ManifestError(ValueError):
-    """A manifest is missing, unreadable or does not match its schema."""
 
 
 def table_path(manifest_dir: str | os.PathLike, name: str) -> Path | ObjectPath:
@@ -86,18 +83,6 @@ def write_parquet(path: Path, table: pa.Table, metadata: Mapping[bytes, bytes] |
     return write_atomic(path, lambda tmp: pq.write_table(table, str(tmp), compression="zstd", **options))
 
 
-def check_statuses(table: pa.Table, name: str) -> None:
-    """Refuse a status outside the table's vocabulary (manifests.schema.TABLE_STATUSES)."""
-    if "status" not in table.column_names:
-        return
-    allowed = TABLE_STATUSES[name]
-    found = {v for v in table.column("status").to_pylist() if v is not None}
-    unknown = sorted(found - allowed)
-    if unknown:
-        raise ManifestError(f"table {name}: unknown status {', '.join(map(repr, unknown))}; "
-                            f"allowed: {', '.join(sorted(allowed))} (manifests.schema.Status)")  # fmt: skip
-
-
 def ensure_tables(manifest_dir: str | os.PathLike) -> list[str]:
     """Give every table that has no part yet an empty one, so that after a run every table exists
     with its schema (`pd.read_parquet(DIR/"combinations.parquet")` works when nothing qualified).
@@ -120,113 +105,6 @@ def remove_part(manifest_dir: str | os.PathLike, name: str, part: str) -> None:
         write_part(manifest_dir, name, part, [])
     else:
         (folder / f"part-{part}.parquet").unlink(missing_ok=True)
-
-
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def file_name(identifier: str) -> str:
-    """A file name for an id read from a table: the id itself when it is a plain name (letters, digits,
-    '.', '_', '-'; no path separator, no leading dot), else a hash of it, so a hostile id such as
-    '../../outside' can never place a file outside its folder."""
-    if _SAFE_NAME.fullmatch(identifier) and ".." not in identifier:
-        return identifier
-    import hashlib
-
-    return "id-" + hashlib.blake2b(identifier.encode(), digest_size=12).hexdigest()
-
-
-def inside(root: str | os.PathLike, relative: str) -> Path | None:
-    """root/relative when that file lies inside the local folder `root` (links resolved), else None:
-    a path read from a table is never followed out of the manifest."""
-    base = Path(root).resolve()
-    target = (base / relative).resolve()
-    return target if target != base and within(base, target) else None
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path | ObjectPath:
-    """The one way anything here is written: `write(tmp)` fills a temporary file next to `path`
-    (its name starts with '.', so table readers skip it), which is then renamed into place. A
-    failed write (full disk, an exception) leaves neither a partial file nor the temporary one.
-    On an object store the finished local file is uploaded in one piece: complete or absent."""
-    path = location(path)
-    check_writes(path)  # fencing: a job that lost its output's lock writes nothing more
-    if isinstance(path, ObjectPath):
-        with tempfile.TemporaryDirectory(prefix="mask2dit-upload-") as folder:
-            tmp = Path(folder) / f"upload{path.suffix}"
-            write(tmp)
-            path.upload(tmp)
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file is as shareable as any other
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path | ObjectPath:
-    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path | ObjectPath:
-    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str)))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _compatible(found: pa.DataType, expected: pa.DataType) -> bool:
-    """Whether a column of type `found` can be read as `expected` by a safe cast: equal types, and what
-    a plain pandas round trip writes (large_string, large/fixed-size lists, an all-null column typed
-    null, integers as int64 or as float64 when they had nulls). The cast itself then checks values."""
-    if found.equals(expected) or pa.types.is_null(found):
-        return True
-    kinds = (
-        (pa.types.is_string, pa.types.is_large_string, getattr(pa.types, "is_string_view", lambda t: False)),
-        (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list),
-    )
-    for kind in kinds:
-        if any(k(found) for k in kind) and any(k(expected) for k in kind):
-            return kind is kinds[0] or _compatible(found.value_type, expected.value_type)
-    if pa.types.is_struct(found) and pa.types.is_struct(expected):
-        names = {found.field(i).name: found.field(i).type for i in range(found.num_fields)}
-        return all(
-            expected.field(i).name not in names or _compatible(names[expected.field(i).name], expected.field(i).type)
-            for i in range(expected.num_fields)
-        )
-    numeric = (pa.types.is_integer, pa.types.is_floating)
-    if any(k(found) for k in numeric) and any(k(expected) for k in numeric):
-        return True
-    return pa.types.is_boolean(found) and pa.types.is_boolean(expected)
-
-
-def _check_schema(found: pa.Schema, expected: pa.Schema, where: Path) -> None:
-    meta = found.metadata or {}
-    version = meta.get(b"schema_version")
-    table = expected.metadata[b"table"].decode()
-    if version is not None and int(version) != SCHEMA_VERSION:
-        raise ManifestError(
-            f"{where}: written with manifest schema_version {version.decode()}, this code reads "
-            f"version {SCHEMA_VERSION}; re-run the job that produced it with this version"
-        )
-    problems = []
-    for field in expected:
-        idx = found.get_field_index(field.name)
-        if idx < 0:
-            if not field.nullable:  # a nullable column added since the file was written reads as nulls
-                problems.append(f"missing column {field.name!r}")
-        elif not _compatible(found.field(idx).type, field.type):
-            problems.append(f"column {field.name!r} is {found.field(idx).type}, expected {field.type}")
-    if problems:
-        raise ManifestError(f"{where} is not a valid {table!r} table: " + "; ".join(problems))
 
 
 def read_table(
@@ -281,20 +159,6 @@ def _read_table_once(manifest_dir, name: str, path, expected: pa.Schema, missing
             if not pa.compute.all(pa.compute.is_in(present, value_set=committed)).as_py():  # else nothing to drop
                 table = table.filter(pa.compute.is_in(table["video_id"], value_set=committed))
     return to_frame(_select(table, columns))
-
-
-_NULLABLE_INTS = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
-                  pa.int64(): pd.Int64Dtype()}  # fmt: skip
-
-
-def to_frame(table: pa.Table) -> pd.DataFrame:
-    """The table as pandas, with integer columns that hold nulls (a failed video's width, an unknown
-    PTS) as pandas' nullable integers (`<NA>`), not floats: 320 stays 320, not 320.0."""
-    frame = table.to_pandas()
-    for name, column in zip(table.column_names, table.columns):
-        if column.type in _NULLABLE_INTS and column.null_count:
-            frame[name] = column.to_pandas(types_mapper=_NULLABLE_INTS.get)
-    return frame
 
 
 def read_part(manifest_dir: str | os.PathLike, name: str, part: str) -> pd.DataFrame:
@@ -624,76 +488,3 @@ def _read_each(
         check_rows(table, expected.metadata[b"table"].decode(), file)
         tables.append(_select(table, columns))
     return pa.concat_tables(tables) if tables else _select(expected.empty_table(), columns)
-
-
-def _cast(table: pa.Table, expected: pa.Schema, file: Path) -> pa.Table:
-    """`table` as exactly `expected`; a null in a non-nullable column or a value the type cannot hold
-    is named by row and column."""
-    name = expected.metadata[b"table"].decode()
-    for field in expected:
-        column = table.column(field.name)
-        if not field.nullable and column.null_count:
-            row = _first(pa.compute.is_null(column))
-            raise ManifestError(f"{file}: table {name!r} row {row}{_row_key(table, row)} column {field.name!r} is "
-                                "null (pandas NaN/None), and this column may not be; fill it or drop the row")  # fmt: skip
-    try:
-        return table.cast(expected)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as err:
-        for field in expected:  # name the column whose values do not fit
-            try:
-                table.column(field.name).cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as column_err:
-                raise ManifestError(f"{file}: table {name!r} column {field.name!r} cannot be read as {field.type} "
-                                    f"({column_err}); fix its values or re-run the job") from err  # fmt: skip
-        raise ManifestError(f"{file} does not fit table {name!r}: {err}") from err
-
-
-def _first(mask) -> int:
-    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
-
-
-def _row_key(table: pa.Table, row: int) -> str:
-    for key in ("shot_id", "combination_id", "clip_id", "video_id"):
-        if key in table.column_names:
-            return f" ({key} {table.column(key)[row].as_py()})"
-    return ""
-
-
-def check_rows(table: pa.Table, name: str, where: str | os.PathLike) -> None:
-    """Refuse rows that break the table's rules (`manifests.schema.ROW_RULES`): a shot whose end is not
-    after its start, whose frame count disagrees, a non-positive frame rate, an ok caption that is
-    empty. The message names the table, row, column and value, and what to do."""
-    from manifests.schema import ROW_RULES
-
-    for column, rule, broken in ROW_RULES.get(name, ()):
-        if len(table) == 0 or column not in table.column_names:
-            continue
-        try:
-            mask = broken(table)
-        except KeyError:  # a rule over columns that were not read (a read of some columns only)
-            continue
-        if mask is None or not pa.compute.any(mask).as_py():
-            continue
-        row = _first(pa.compute.fill_null(mask, False))
-        value = table.column(column)[row].as_py()
-        raise ManifestError(
-            f"{where}: table {name!r} row {row}{_row_key(table, row)} column {column!r} is {value!r}: {rule}. "
-            "Fix or drop the row (e.g. with pandas), or re-run curation for that video"
-        )
-
-
-def check_finite(frame: pd.DataFrame, table: str, columns: Iterable[str], where: str | os.PathLike = "") -> None:
-    """Raise ManifestError naming the table, row and column of the first NaN, infinite or missing value
-    among `columns` (numbers a consumer computes with: pandas reads NaN and null alike)."""
-    for column in columns:
-        if column not in frame.columns:
-            continue
-        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            row = int(bad[0])
-            key = next((str(frame[k].iloc[row]) for k in ("shot_id", "combination_id", "video_id") if k in frame), "")
-            raise ManifestError(
-                f"{where or 'manifest'}: table {table!r} row {row}{f' ({key})' if key else ''} column {column!r} is "
-                f"{frame[column].iloc[row]!r}: numbers must be finite; fix or drop the row, or re-run curation"
-            )

@@ -16,12 +16,49 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from model.weights import ModelFolderError
 
 if TYPE_CHECKING:
     import torch
+
+
+@runtime_checkable
+class Family(Protocol):
+    """The backbone interface: everything outside `model/` that differs between backbones goes
+    through these, so no caller branches on a family's name. A new backbone (HunyuanVideo, LTX-2)
+    is a class with these members and one entry in `FAMILIES`."""
+
+    name: str
+    components: tuple[str, ...]  # the model folder's parts an export copies
+    defaults: dict  # generation defaults: height, width, num_frames, guidance_scale, negative_prompt, fps
+    lora_files: tuple[str, ...]  # what a LoRA run exports, for the end-of-run summary
+
+    # the model folder, read without loading weights
+    def size_multiple(self, model_path: Path) -> int: ...
+    def latent_geometry(self, model_path: Path) -> tuple[int, int]: ...
+    def text_length(self, model_path: Path, weights: Path) -> int: ...
+
+    # networks
+    @property
+    def transformer_class(self): ...
+    @property
+    def pipeline_class(self): ...
+    def load_transformer(self, weights: Path, **options): ...
+    def encoders(self, model_path: Path, device, dtype, text_length: int): ...
+    def pipeline(self, model_path: Path, transformer, encoders, device, dtype): ...
+    def build_tiny(self, folder: Path, **options) -> Path: ...
+
+    # training
+    def objective(self, model_path: Path, **options): ...
+    def predict(self, transformer, call, inputs, text, scene_frames, scene_text) -> torch.Tensor: ...
+    def video_tokens(self, latents: torch.Tensor, config) -> int: ...
+
+    # generation (python -m model.generate)
+    def generation_problems(self, args) -> list[str]: ...
+    def configure_generation(self, pipe, args) -> None: ...
+    def generation_options(self, args) -> dict: ...
 
 
 # --- CogVideoX ---------------------------------------------------------------------------------
@@ -103,6 +140,24 @@ class CogVideoXFamily:
         from model.tiny import build_tiny_model
 
         return build_tiny_model(folder, **options)
+
+    # generation (python -m model.generate): this family's options, their checks and its scheduler
+    lora_files = ("pytorch_lora_weights.safetensors for diffusers",)
+
+    def generation_problems(self, args) -> list[str]:
+        if getattr(args, "guidance_scale_2", None) is not None:
+            return ["--guidance-scale-2 is the low-noise expert's guidance of a Wan2.2-A14B folder"]
+        return []
+
+    def configure_generation(self, pipe, args) -> None:
+        """CogVideoX's DDIM (or DPM with --scheduler dpm) with trailing timesteps, as its demos use."""
+        from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+        scheduler_cls = CogVideoXDPMScheduler if args.scheduler == "dpm" else CogVideoXDDIMScheduler
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+
+    def generation_options(self, args) -> dict:
+        return dict(use_dynamic_cfg=args.dynamic_cfg, negative_prompts=args.negative_prompt or "")
 
 
 # --- Wan ----------------------------------------------------------------------------------------
@@ -218,6 +273,19 @@ class WanFamily:
 
         return build_tiny_wan(folder, **options)
 
+    lora_files = ("pytorch_lora_weights.safetensors for diffusers", "wan_lora_comfyui.safetensors for ComfyUI")
+
+    def generation_problems(self, args) -> list[str]:
+        """CogVideoX's sampling options do not apply: Wan denoises with its own flow-matching scheduler."""
+        return [f"{flag} is CogVideoX's; a wan folder denoises with its own scheduler"
+                for flag, value in (("--dynamic-cfg", args.dynamic_cfg), ("--scheduler", args.scheduler)) if value]  # fmt: skip
+
+    def configure_generation(self, pipe, args) -> None:
+        """Wan keeps its folder's scheduler (UniPC, flow matching)."""
+
+    def generation_options(self, args) -> dict:
+        return {"guidance_scale_2": args.guidance_scale_2} if args.guidance_scale_2 is not None else {}
+
 
 def _read_json(path: Path) -> dict:
     try:
@@ -235,7 +303,7 @@ def _scheduler_class(model_path: Path):
     return getattr(diffusers, index["scheduler"][1])
 
 
-FAMILIES = {"cogvideox": CogVideoXFamily(), "wan": WanFamily()}
+FAMILIES: dict[str, Family] = {"cogvideox": CogVideoXFamily(), "wan": WanFamily()}  # one registration each
 
 
 def family_of(path: str | os.PathLike, name: str = "auto"):

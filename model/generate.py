@@ -188,12 +188,8 @@ def argument_problems(args, family=None) -> list[str]:
         if value < multiple or value % multiple:
             problems.append(f"{flag} {value}: must be a positive multiple of {multiple} for this model "
                             "(VAE compression times the 2x2 patch)")  # fmt: skip
-    if family is not None and family.name != "cogvideox":
-        for flag, value in (("--dynamic-cfg", args.dynamic_cfg), ("--scheduler", args.scheduler)):
-            if value:
-                problems.append(f"{flag} is CogVideoX's; a {family.name} folder denoises with its own scheduler")
-    if args.guidance_scale_2 is not None and (family is None or family.name != "wan"):
-        problems.append("--guidance-scale-2 is the low-noise expert's guidance of a Wan2.2-A14B folder")
+    if family is not None:
+        problems += family.generation_problems(args)
     for flag, value in (("--steps", args.steps), ("--context-scenes", args.context_scenes)):
         if value < 1:
             problems.append(f"{flag} {value}: must be at least 1")
@@ -312,11 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PromptFileError, ModelFolderError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if family.name == "cogvideox":
-        from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
-
-        scheduler_cls = CogVideoXDPMScheduler if args.scheduler == "dpm" else CogVideoXDDIMScheduler
-        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    family.configure_generation(pipe, args)
     # Under torchrun/deepspeed (WORLD_SIZE > 1) the ranks shard every sequence (Ulysses): the same
     # result as one process, with per-rank activations ~1/P; rank 0 writes it.
     shard = init_from_env()
@@ -347,10 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(height=args.height, width=args.width, num_frames=args.num_frames, num_inference_steps=args.steps,
                   guidance_scale=args.guidance_scale, seed=args.seed, negative_prompts=args.negative_prompt,
                   max_sequence_length=text_length)  # fmt: skip
-    if family.name == "cogvideox":
-        common |= dict(use_dynamic_cfg=args.dynamic_cfg, negative_prompts=args.negative_prompt or "")
-    elif args.guidance_scale_2 is not None:
-        common["guidance_scale_2"] = args.guidance_scale_2
+    common |= family.generation_options(args)
     if args.expand_from:
         sources = args.expand_from
         if len(sources) == 1 and sources[0].is_dir():

@@ -136,6 +136,13 @@ def test_no_function_over_80_lines_outside_model(package):
     assert not long, "; ".join(long)
 
 
+@pytest.mark.parametrize("package", ["manifests", "curation", "training"])
+def test_no_file_over_500_lines_outside_model(package):
+    long = [f"{path.relative_to(REPO)} ({n} lines)" for path in sorted((REPO / package).glob("*.py"))
+            if (n := len(path.read_text().splitlines())) > 500]  # fmt: skip
+    assert not long, "split by job: " + "; ".join(long)
+
+
 @pytest.mark.parametrize("package", ["manifests", "model", "curation", "training"])
 def test_every_module_has_a_direct_test_in_the_mirrored_tree(package):
     """tests/<package>/test_<module>.py exists for every module and imports it (or runs it as a command)."""

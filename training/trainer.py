@@ -209,8 +209,7 @@ class Trainer:
             if config.model.lora is None or config.model.lora.merge
             else "",
             f"  LoRA: {run / 'export' / 'lora'}  (python -m model.generate --model {lora_base(config)} --lora "
-            f"{run / 'export' / 'lora'} ...; pytorch_lora_weights.safetensors for diffusers"
-            + (", wan_lora_comfyui.safetensors for ComfyUI)" if self.family.name == "wan" else ")")
+            f"{run / 'export' / 'lora'} ...; {', '.join(self.family.lora_files)})"
             if config.model.lora is not None
             else "",
         ]

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from curation.config import DetectorConfig
-from curation.detect import shots_from_cuts
-from curation.samples import write_synthetic_video
+from curation.cuts import shots_from_cuts
 from manifests.probe import probe
 from tests.conftest import CLIP_MINUTES
 from tests.support.detection import assert_cuts_match, detect_all
@@ -54,62 +53,10 @@ def test_cuts_near_clip_boundaries_are_found_once_and_spanning_shot_stays_whole(
     assert cuts == single_pass
 
 
-def test_shots_cover_the_video_and_respect_minimum_length():
-    assert shots_from_cuts([10, 12, 50], 100, min_scene_frames=5) == [(0, 10), (10, 50), (50, 100)]
-    assert shots_from_cuts([], 7, 15) == [(0, 7)]
-
-
-@pytest.mark.parametrize("kind", ["adaptive", "content"])
-def test_fast_frame_score_is_bit_identical_to_pyscenedetects(kind):
-    from scenedetect import AdaptiveDetector, ContentDetector
-
-    from curation.detect import make_detector
-
-    rng = np.random.default_rng(0)
-    ours = make_detector(DetectorConfig(kind=kind))
-    theirs = AdaptiveDetector() if kind == "adaptive" else ContentDetector()
-    images = [rng.integers(0, 256, (36, 64, 3), dtype=np.uint8) for _ in range(20)]
-    images += [np.full((36, 64, 3), v, np.uint8) for v in (0, 1, 2, 3, 250)]  # near-black and flat frames
-    for i, image in enumerate(images):
-        assert ours._calculate_frame_score(i, image) == theirs._calculate_frame_score(i, image)
-
-
-@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p", "yuvj420p"])
-def test_other_pixel_formats_take_pyscenedetects_exact_path(tmp_path, pix_fmt):
-    """Not 8-bit 4:2:0: the detector sees exactly the image PySceneDetect computes (full-size BGR,
-    then its linear resize), so the cuts are PySceneDetect's own."""
-    import av
-    import cv2
-    from scenedetect import AdaptiveDetector, detect
-
-    from curation.detect import DetectionFrames, detection_size
-
-    source = write_synthetic_video(tmp_path / "src.mp4", [40, 55, 30, 45], fps=24.0, size=(640, 360), seed=7)
-    path = tmp_path / f"{pix_fmt}.mkv"
-    with av.open(str(source.path)) as src, av.open(str(path), "w") as dst:
-        stream = dst.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 640, 360, pix_fmt
-        for frame in src.decode(video=0):
-            for packet in stream.encode(frame.reformat(format=pix_fmt)):
-                dst.mux(packet)
-        for packet in stream.encode(None):
-            dst.mux(packet)
-    ours = DetectionFrames(256)
-    with av.open(str(path)) as container:
-        for frame in list(container.decode(video=0))[:5]:
-            assert frame.format.name == pix_fmt
-            expected = cv2.resize(frame.to_ndarray(format="bgr24"), detection_size(640, 360, 256),
-                                  interpolation=cv2.INTER_LINEAR)  # fmt: skip
-            assert np.array_equal(ours(frame), expected)
-    reference = [scene[0].frame_num for scene in detect(str(path), AdaptiveDetector(), backend="pyav")][1:]
-    assert detect_all(path)[2] == reference
-
-
 def test_the_decode_pass_finds_hard_cuts_exactly_and_keeps_frames_by_the_one_rule(detector, transition_video):
     """The real network in the decode pass: hard cuts frame-exact, dissolves at their middle (+-2).
     Cuts come up to ~250 frames late; the frames kept for embedding still follow `pass_frames` and
     are the pixels a re-decode from the source gives."""
-    from curation.config import DetectorConfig
     from curation.shot_frames import FrameSpec
     from manifests.frames import read_shot_frames
 
@@ -137,8 +84,7 @@ def test_clip_boundaries_anywhere_give_the_whole_videos_cuts(transition_video):
     """Windows sit on the absolute frame grid, so a clip predicts what whole-video inference does:
     the clips' owned cuts, forced edges and transitions together are the single pass's, wherever
     the boundaries fall (here inside both dissolves), for TransNetV2 and for the combination."""
-    from curation.config import DetectorConfig
-    from curation.detect import shots_from_cuts
+    from curation.cuts import shots_from_cuts
     from curation.split import ClipWindow
 
     n = transition_video.num_frames
@@ -158,7 +104,6 @@ def test_clip_boundaries_anywhere_give_the_whole_videos_cuts(transition_video):
 
 
 def test_dropped_transition_frames_become_their_own_filtered_span(detector, transition_video):
-    from curation.config import DetectorConfig
 
     detector.batch_windows = 1
     config = DetectorConfig(kind="transnetv2", transition_frames="drop")
@@ -189,40 +134,6 @@ def test_detection_stage_gets_a_gpu_share_only_where_transnet_runs_and_gpus_exis
     )
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8})
     assert detect_gpus(CurationConfig(output="o", shots={"detector": {"kind": "adaptive+transnetv2"}}).shots) == 0.0
-
-
-def test_the_combination_keeps_one_cut_where_both_fire_and_every_cut_only_one_finds():
-    """Streamed in decode order with each detector's own lateness, the merged boundaries equal the
-    offline rule: PySceneDetect's frame where both fire within min_scene_frames (keep mode), and
-    TransNetV2's dropped transitions where --transition-frames drop (its span wins)."""
-    from curation.detect import Boundary, EitherCuts
-
-    class Source:
-        def __init__(self, cuts, late, drop=False, spans=()):
-            self.cuts, self.late, self.drop, self.transitions, self.settled = dict(cuts), late, drop, list(spans), 0
-
-        def feed(self, index, image):
-            self.settled = index + 1 - self.late
-            return [c for at, c in self.cuts.items() if at == index]
-
-        def finish(self, at_end):
-            self.settled = 1 << 62
-            return []
-
-    def run(sd, tn):
-        merged = EitherCuts(sd, tn, 15)
-        out = [b for i in range(400) for b in merged.feed(i, None, None)] + merged.finish(True)
-        return [(b.frame, b.forced) for b in out]
-
-    # scenedetect: cuts at 50, 120 (TransNetV2 says 122), 300; TransNetV2 alone: 200 (a dissolve).
-    sd = {52: Boundary(50), 123: Boundary(120), 302: Boundary(300)}
-    tn = {180: Boundary(122), 260: Boundary(200)}
-    assert run(Source(sd, 17), Source(tn, 253)) == [(50, False), (120, False), (200, False), (300, False)]
-    # drop: TransNetV2's transition [195, 210) wins over PySceneDetect's cut at 203 inside it.
-    sd = {52: Boundary(50), 205: Boundary(203)}
-    tn = {260: Boundary(195, True), 261: Boundary(210, True)}
-    got = run(Source(sd, 17), Source(tn, 253, drop=True, spans=[(195, 210)]))
-    assert got == [(50, False), (195, True), (210, True)]
 
 
 def test_a_long_video_shows_frames_decoded_and_an_eta_before_its_clips_are_back(

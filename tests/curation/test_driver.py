@@ -166,3 +166,25 @@ def test_the_driver_moves_tasks_through_the_steps_in_order_and_ends_a_failed_one
     assert log == [("a", "finish", None), ("a", "stop", None), ("b", "stop", None)]
     with pytest.raises(ValueError, match="unique"):
         Driver([Record("a"), Record("a")], max_in_flight=1)
+
+
+def test_after_embedding_a_run_reads_the_shots_table_once_and_shares_it(
+    ray_local, tmp_path, multi_shot_video, monkeypatch
+):
+    import importlib
+
+    reads = []
+    for name in ("curation.driver", "curation.embed", "curation.combine", "curation.annotate", "curation.run"):
+        module = importlib.import_module(name)
+        original = module.read_table
+
+        def counting(folder, table, *args, _original=original, _module=name, **kwargs):
+            if table == "shots":
+                reads.append(_module)
+            return _original(folder, table, *args, **kwargs)
+
+        monkeypatch.setattr(module, "read_table", counting)
+    out = tmp_path / "out"
+    summary = run_stages([str(multi_shot_video.path)], _config(out, [str(multi_shot_video.path)])).summary
+    assert summary.videos_ok == 1 and len(read_table(out, "combinations"))
+    assert reads == ["curation.driver"]  # embed's catch-up, combine, annotate and run.json share one read

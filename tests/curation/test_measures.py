@@ -58,3 +58,25 @@ def test_the_job_measures_fill_their_columns_from_one_decode_pass(tmp_path, long
     assert values["motion_source"] == "motion_vectors" and values["motion_mean"] > 0
     assert (values["crop_w"], values["crop_h"]) == (probe.width, probe.height)
     assert values["mean_luma"] > 0 and values["signatures"].shape[1] == 64 * 36
+
+
+def test_a_filter_with_its_own_measurement_is_one_file_and_one_list_entry(ray_local, tmp_path, monkeypatch):
+    import numpy as np
+
+    from curation import run
+    from curation.samples import write_frames
+    from manifests import read_table
+    from tests.support.extra_filter import too_red
+    from tests.support.jobs import curate_one
+
+    monkeypatch.setattr(run, "SHOT_FILTERS", [*run.SHOT_FILTERS, too_red])  # the one list entry
+    rng = np.random.default_rng(0)
+    frames = []
+    for colour in ((40, 160, 60), (220, 30, 30), (40, 60, 200)):  # green, red and blue shots
+        frames += [np.clip(np.array(colour) + rng.normal(0, 3, (64, 96, 3)), 0, 255).astype(np.uint8)
+                   for _ in range(48)]  # fmt: skip
+    video = type("V", (), {"path": write_frames(tmp_path / "rgb.mp4", frames, 24.0, crf=18)})
+    assert curate_one(tmp_path / "out", video, "--min-shot-seconds", "1", "--no-text", "--min-motion", "0") == 0
+    shots = read_table(tmp_path / "out", "shots").sort_values("start_frame")
+    reasons = shots["filter_reason"].fillna("ok").tolist()
+    assert reasons[1].startswith("red: redness") and reasons[0] == reasons[2] == "ok", reasons

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from curation.embed import ColorLayoutEmbedder
+from curation.embedders import ColorLayoutEmbedder
 from curation.run import main
 from curation.shot_frames import FrameKeeper, FrameSpec, frames_for_shot
 from manifests import read_table

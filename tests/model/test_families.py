@@ -35,3 +35,22 @@ def test_family_is_read_from_the_folder_and_errors_name_it(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXPipeline"}))
     assert family_of(tmp_path).name == "cogvideox"
     assert family_of(tmp_path, "wan").name == "wan"
+
+
+def test_every_registered_family_implements_the_written_down_interface():
+    from model.families import FAMILIES, Family
+
+    for name, family in FAMILIES.items():
+        assert isinstance(family, Family) and family.name == name
+
+
+def test_no_caller_outside_the_families_branches_on_a_family_name():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    branch = re.compile(r"family\.name\s*[!=]=|\.name\s*[!=]=\s*[\"'](wan|cogvideox)[\"']")
+    offenders = [f"{path.relative_to(root)}:{n}" for folder in ("manifests", "model", "curation", "training", "benchmarks")
+                 for path in sorted((root / folder).rglob("*.py")) if path.name != "families.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if branch.search(line)]  # fmt: skip
+    assert not offenders

@@ -1,0 +1,61 @@
+"""What moves between the curation stages, in one typed data model: a video's task, its clip
+windows and the clip results of the detection pass. Stage modules import these from here, never
+from each other (a stage's own items, the work it hands its Ray side, stay in its module).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from curation.shot_frames import ClipFrames
+from curation.stage import Failure
+from manifests.probe import VideoProbe, path_id
+from manifests.schema import Status
+
+
+@dataclass(frozen=True)
+class ClipWindow:
+    clip_index: int
+    start_frame: int  # owned, inclusive
+    end_frame: int  # owned, exclusive
+    decode_start: int
+    decode_end: int
+
+    def owns(self, frame: int) -> bool:
+        """The frame is in the clip's own range (its cuts, samples and shots' starts are the clip's)."""
+        return self.start_frame <= frame < self.end_frame
+
+
+@dataclass
+class ClipResult:
+    window: ClipWindow
+    cuts: list[int] = field(default_factory=list)  # first frames of new shots, owned by this clip
+    forced: list[int] = field(default_factory=list)  # of those, gradual transitions' edges (never merged away)
+    transitions: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of dropped transitions
+    thumbnails: dict[int, bytes] = field(default_factory=dict)  # frame -> JPEG, sampled in the clip
+    samples: dict[str, dict] = field(default_factory=dict)  # measure name -> frame -> sample (curation.measures)
+    frames: ClipFrames | None = None  # frames later stages sample, kept in this decode pass
+    frames_decoded: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class VideoTask:
+    """One input video on its way through the stages."""
+
+    path: str
+    probe: VideoProbe | None = None  # probe
+    clips: list[ClipWindow] = field(default_factory=list)  # split: the clip windows
+    detected: dict[int, ClipResult] = field(default_factory=dict)  # detect: clip index -> its result
+    signals: dict[tuple[int, int], dict] = field(default_factory=dict)  # pass models: (start, end) -> columns
+    shots: list[dict] = field(default_factory=list)  # reconcile: the video's shot rows
+    status: Status | None = None  # set when the task ends: ok or failed
+    skipped: bool = False  # ended with nothing to do (done by an earlier run, or a duplicate input)
+    errors: list[Failure] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def video_id(self) -> str:
+        return self.probe.video_id if self.probe is not None else path_id(self.path)
