@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from curation.config import DetectorConfig
-from curation.detect import detect_clip, shots_from_cuts
+from curation.cuts import shots_from_cuts
+from curation.detect import detect_clip
 from curation.samples import write_synthetic_video
 from curation.split import plan_clips
 from manifests.frames import open_video, read_shot_frames
