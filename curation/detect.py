@@ -215,7 +215,7 @@ class Detect(Step):
     def enter(self, task: VideoTask, driver: Driver) -> None:
         import ray
 
-        driver.partial(self, task, None)  # a video is coming: later steps may set up now
+        driver.announce(self, task)  # a video is coming: later steps may set up now
         probe = task.probe
         self.pts[probe.video_id] = ray.put(probe.pts)
         threads = self.config.decode_threads or max(1, min(4, self.cpus // len(task.clips)))

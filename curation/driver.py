@@ -81,6 +81,9 @@ class Step:
         """A task reached this step: the default passes it on."""
         driver.forward(self, task)
 
+    def coming(self, source: str, task: VideoTask, driver: Driver) -> None:
+        """Step `source` has started on `task`, which will reach this step: set-up may overlap it."""
+
     def partial(self, source: str, task: VideoTask, payload: Any, driver: Driver) -> None:
         """Step `source` has part of `task`'s results (`payload`) before the task reaches this step."""
 
@@ -142,6 +145,11 @@ class Driver:
     def partial(self, step: Step, task: VideoTask, payload: Any) -> None:
         for later in self.steps[self._position[step.name] + 1 :]:
             later.partial(step.name, task, payload, self)
+
+    def announce(self, step: Step, task: VideoTask) -> None:
+        """`step` has started on `task`: the later steps hear it is coming (`Step.coming`)."""
+        for later in self.steps[self._position[step.name] + 1 :]:
+            later.coming(step.name, task, self)
 
     def ok(self, task: VideoTask, shots: int) -> None:
         """The task's video is committed with its shots."""

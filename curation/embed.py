@@ -253,13 +253,13 @@ class Embed(Step):
         self.report = EmbedSummary(embedder=name or config.embed.kind, checkpoint_hash=checkpoint_hash,
                                    fidelity=FIDELITY[config.embed.kind])  # fmt: skip
 
-    def partial(self, source: str, task: VideoTask, payload, driver: Driver) -> None:
-        if source != "detect":
-            return
-        if payload is None:  # a video enters detection: the actors' set-up overlaps it
+    def coming(self, source: str, task: VideoTask, driver: Driver) -> None:
+        if source == "detect":  # a video enters detection: the actors' set-up overlaps it
             driver.executor.warm(self.worker.name)
-            return
-        self._finished_clip(task, payload, driver)
+
+    def partial(self, source: str, task: VideoTask, payload, driver: Driver) -> None:
+        if source == "detect":
+            self._finished_clip(task, payload, driver)
 
     def _finished_clip(self, task: VideoTask, result, driver: Driver) -> None:
         """A clip is back: embed its shots that are certainly final, while other clips still decode."""

@@ -70,11 +70,12 @@ class PassModel(Step):
     def module(self) -> str:
         return type(self.worker).__module__  # the model's own module (curation/text.py, ...)
 
+    def coming(self, source: str, task: VideoTask, driver: Driver) -> None:
+        if source == "detect":  # a video enters detection: the actors' set-up overlaps it
+            driver.executor.warm(self.worker.name)
+
     def partial(self, source: str, task: VideoTask, payload, driver: Driver) -> None:
         if source != "detect":
-            return
-        if payload is None:  # a video enters detection: the actors' set-up overlaps it
-            driver.executor.warm(self.worker.name)
             return
         state = self.videos.setdefault(task.video_id, _Video())
         shots = []

@@ -39,6 +39,7 @@ from curation.motion import static
 from curation.samples import write_sample_videos
 from curation.shot_filters import gradual_transition, too_short
 from curation.text import overlay
+from manifests.hints import did_you_mean
 from manifests.io import OUTPUT_FULL, ensure_tables, read_table, write_json_atomic
 from manifests.schema import Status
 from manifests.store import ObjectPath, is_url, location
@@ -57,14 +58,11 @@ class Parser(argparse.ArgumentParser):
 
 def unknown_flag(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
     """'unknown flag --outptu (did you mean --output?)' for the first flag the parser does not know."""
-    import difflib
-
     known = [o for o in parser._option_string_actions if o.startswith("--")]
     for token in argv:
         if token.startswith("--") and token.split("=", 1)[0] not in known:
             flag = token.split("=", 1)[0]
-            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
-            return f"unknown flag {flag}" + (f" (did you mean {close[0]}?)" if close else "")
+            return f"unknown flag {flag}" + did_you_mean(flag, known)
     return None
 
 
@@ -128,11 +126,8 @@ def _flag_message(error: dict) -> str:
         return message
     field = ".".join(map(str, error["loc"]))
     if error["type"] == "extra_forbidden":  # a YAML key that is no field: say which one was meant
-        import difflib
-
         options = [".".join(k.split(".")[: len(error["loc"])]) for k in flags()]
-        close = difflib.get_close_matches(field, sorted(set(options)), n=1, cutoff=0.6)
-        return f"{field} (in --config): unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+        return f"{field} (in --config): unknown key" + did_you_mean(field, options)
     known = flags()
     if field in known:
         return f"{known[field]}: {message}"

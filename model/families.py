@@ -172,15 +172,13 @@ class WanFamily:
     def size_multiple(self, model_path: Path) -> int:
         """VAE spatial factor (8 for Wan2.1, 16 for Wan2.2-TI2V) times the transformer's patch."""
         vae = _read_json(Path(model_path) / "vae" / "config.json")
-        name = "transformer" if (Path(model_path) / "transformer").exists() else "transformer_2"
-        patch = _read_json(Path(model_path) / name / "config.json").get("patch_size", [1, 2, 2])
+        patch = _read_json(denoiser_folder(model_path) / "config.json").get("patch_size", [1, 2, 2])
         return int(vae.get("scale_factor_spatial") or 8) * int(patch[1])
 
     def latent_geometry(self, model_path: Path) -> tuple[int, int]:
         """(latent channels, VAE spatial factor) from the folder's configs, without loading anything."""
         vae = _read_json(Path(model_path) / "vae" / "config.json")
-        name = "transformer" if (Path(model_path) / "transformer").exists() else "transformer_2"
-        transformer = _read_json(Path(model_path) / name / "config.json")
+        transformer = _read_json(denoiser_folder(model_path) / "config.json")
         return int(transformer.get("in_channels", 16)), int(vae.get("scale_factor_spatial") or 8)
 
     @property
@@ -285,6 +283,12 @@ class WanFamily:
 
     def generation_options(self, args) -> dict:
         return {"guidance_scale_2": args.guidance_scale_2} if args.guidance_scale_2 is not None else {}
+
+
+def denoiser_folder(model_path: str | os.PathLike) -> Path:
+    """The model folder's transformer: `transformer`, or a Wan2.2-A14B folder's only expert `transformer_2`."""
+    path = Path(model_path)
+    return path / "transformer" if (path / "transformer").exists() else path / "transformer_2"
 
 
 def _read_json(path: Path) -> dict:

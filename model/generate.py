@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(transformer_2) LoRA, trained with model.expert=transformer_2")  # fmt: skip
     args = parser.parse_args(argv)
     began = time.perf_counter()
-    from model.families import FAMILIES, family_of
+    from model.families import FAMILIES, denoiser_folder, family_of
     from model.weights import CheckpointError, ModelFolderError
 
     try:
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = time.perf_counter()
 
     settings = dict(vars(args))
-    weights = args.model / ("transformer" if (args.model / "transformer").exists() else "transformer_2")
+    weights = denoiser_folder(args.model)
     text_length = family.text_length(args.model, weights)
     for line in truncation_warnings(pipe, prompts, text_length):
         print(f"warning: {line}", file=sys.stderr)

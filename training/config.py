@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from manifests.hints import did_you_mean
 from manifests.store import Location
 
 
@@ -190,11 +191,8 @@ def config_keys() -> list[tuple[str, str, str]]:
 
 
 def suggest(word: str, options) -> str:
-    """' (did you mean X?)' for the closest of `options`, or ''."""
-    import difflib
-
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    """' (did you mean X?)' for the closest of `options`, or '' (the project's one hint)."""
+    return did_you_mean(word, options)
 
 
 def _problem(error: dict) -> str:

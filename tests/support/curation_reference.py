@@ -1,6 +1,7 @@
 """What a curation run produced, as plain JSON: the before/after record of the stage refactor.
 
     python tests/support/curation_reference.py OUT.json   # runs the job on the test videos, writes the record
+    python tests/support/curation_reference.py OUT.json --kinds   # on the video of every shot kind
 
 tests/data/curation_reference.json was written by this script with the job as it was *before*
 curation became stages on one executor (commit 12bb5c8), with the embeddings read from the
@@ -58,17 +59,49 @@ def record(out: Path) -> dict:
     return tables
 
 
-def main(path: str) -> None:
+# Every shot kind in one video (tests/data/curation_kinds_reference.json, recorded at commit 1ce3729,
+# before the stages' data model of curation/tasks.py and curation/cuts.py): a hard cut, a dissolve, a
+# nearly black shot, a shot shorter than --min-shot-seconds, a held frame and a letterboxed shot.
+KIND_FLAGS = ["--min-shot-seconds", "1.5", "--min-mean-luma", "25", "--within", "video", "--scenes", "2",
+              "--keep-all", "--min-relevance", "-10"]  # fmt: skip
+
+
+def write_kinds_video(folder: Path) -> Path:
+    from curation.samples import _shot_frames, write_frames
+
+    rng = np.random.default_rng(5)
+    shots = [list(_shot_frames(i, n, 160, 96, rng)) for i, n in enumerate((60, 70, 50, 20, 50, 60))]
+    frames = shots[0][:-12] + [((1 - (k + 0.5) / 24) * a + (k + 0.5) / 24 * b).astype(np.uint8)
+                               for k, (a, b) in enumerate(zip(shots[0][-12:] + shots[1][:12], shots[1][:24]))]  # fmt: skip
+    frames = frames[: len(shots[0]) - 12 + 24] + shots[1][24:]  # a 24-frame dissolve from shot 0 into shot 1
+    frames += [(f * 0.06).astype(np.uint8) for f in shots[2]]  # nearly black
+    frames += shots[3]  # 20 frames: short
+    frames += [shots[4][0]] * len(shots[4])  # a held frame: static
+    for f in shots[5]:  # letterboxed
+        boxed = np.zeros_like(f)
+        boxed[12:84] = f[12:84]
+        frames.append(boxed)
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_frames(folder / "kinds.mp4", frames, 24.0, crf=18)
+
+
+def main(path: str, kinds: bool = False) -> None:
     import tempfile
 
     from curation.run import main as curate
 
     with tempfile.TemporaryDirectory() as tmp:
-        videos = write_videos(Path(tmp) / "videos")
         out = Path(tmp) / "out"
-        assert curate(["--input", *map(str, videos), "--output", str(out), *FLAGS]) == 0
+        if kinds:
+            assert (
+                curate(["--input", str(write_kinds_video(Path(tmp) / "videos")), "--output", str(out), *KIND_FLAGS])
+                == 0
+            )
+        else:
+            videos = write_videos(Path(tmp) / "videos")
+            assert curate(["--input", *map(str, videos), "--output", str(out), *FLAGS]) == 0
         Path(path).write_text(json.dumps(record(out), indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], kinds="--kinds" in sys.argv[2:])
