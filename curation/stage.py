@@ -142,7 +142,10 @@ class _Pending:
     crashes: int = 0  # workers or actors lost while they held this item
 
 
-CRASH_RETRIES = 1  # times an item is given to a new worker after the one holding it was lost
+# Times an item is given to a new worker after the one holding it was lost. Two: when a node is lost,
+# the first replacement actor can be placed on that node before Ray has marked it dead (seen in the
+# node-loss test), and dies with it; the second lands on a live node.
+CRASH_RETRIES = 2
 
 
 class Executor:
@@ -273,8 +276,8 @@ class Executor:
                     self._replace(pool, pending.actor)
                     pending.actor = None
                 if result.crashed and pending.crashes < CRASH_RETRIES:
-                    # A lost worker, actor or node (a preempted spot node, an OOM kill) is retried once,
-                    # elsewhere; an item that takes down its worker again is a failed row.
+                    # A lost worker, actor or node (a preempted spot node, an OOM kill) is retried,
+                    # elsewhere; an item that takes down its worker every time is a failed row.
                     pending.crashes += 1
                     log.warning("%s: %s; retrying the item", pool.stage.name, result.error)
                     self._queues[pool.stage.name].appendleft(pending)
