@@ -79,11 +79,6 @@ class Bars(Measure):
         bars.black = config.shots.bar_luma
         return bars
 
-    def fresh(self) -> Bars:
-        copy = Bars()
-        copy.black = self.black
-        return copy
-
     def take(self, index: int, frame, image) -> tuple[np.ndarray, np.ndarray]:
         return profiles(luma_plane(frame))
 

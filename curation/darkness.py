@@ -27,9 +27,6 @@ class Luma(Measure):
     name = "luma"
     columns = ("mean_luma",)
 
-    def fresh(self) -> Luma:
-        return self
-
     def take(self, index: int, frame, image) -> float | None:
         return mean_luma(image) if image is not None else None
 

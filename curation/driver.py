@@ -82,7 +82,10 @@ class Step:
         driver.forward(self, task)
 
     def coming(self, source: str, task: VideoTask, driver: Driver) -> None:
-        """Step `source` has started on `task`, which will reach this step: set-up may overlap it."""
+        """Step `source` has started on `task`, which will reach this step: an actor stage starts its
+        actors now, so their set-up (a model load) overlaps the earlier steps."""
+        if self.worker is not None and self.worker.actors:
+            driver.executor.warm(self.worker.name)
 
     def partial(self, source: str, task: VideoTask, payload: Any, driver: Driver) -> None:
         """Step `source` has part of `task`'s results (`payload`) before the task reaches this step."""

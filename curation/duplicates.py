@@ -44,9 +44,6 @@ def signature(image: np.ndarray) -> np.ndarray | None:
 class Signature(Measure):
     name = "signature"
 
-    def fresh(self) -> Signature:
-        return self
-
     def take(self, index: int, frame, image) -> np.ndarray | None:
         return signature(image) if image is not None else None
 

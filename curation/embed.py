@@ -253,10 +253,6 @@ class Embed(Step):
         self.report = EmbedSummary(embedder=name or config.embed.kind, checkpoint_hash=checkpoint_hash,
                                    fidelity=FIDELITY[config.embed.kind])  # fmt: skip
 
-    def coming(self, source: str, task: VideoTask, driver: Driver) -> None:
-        if source == "detect":  # a video enters detection: the actors' set-up overlaps it
-            driver.executor.warm(self.worker.name)
-
     def partial(self, source: str, task: VideoTask, payload, driver: Driver) -> None:
         if source == "detect":
             self._finished_clip(task, payload, driver)

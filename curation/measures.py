@@ -17,6 +17,8 @@ to keep its summary as columns, those columns in manifests/schema.py.
 
 from __future__ import annotations
 
+import copy
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -34,7 +36,7 @@ class ShotSpan:
     columns: dict = field(default_factory=dict)  # summaries of the measures before this one
 
 
-class Measure:
+class Measure(ABC):
     """One measurement of the decode pass (see the module's docstring). A fresh instance per clip
     task (`fresh`): a measure may keep state between frames (the previous frame, say)."""
 
@@ -49,13 +51,16 @@ class Measure:
         return cls()
 
     def fresh(self) -> Measure:
-        return type(self)()
+        """This clip task's own copy (the job's instances are templates, never fed a frame)."""
+        return copy.copy(self)
 
     def take(self, index: int, frame, image) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} takes no samples")
+        """This frame's sample, or None (the default: a measure that summarises nothing per frame)."""
+        return None
 
+    @abstractmethod
     def summarise(self, samples: list, shot: ShotSpan) -> dict:
-        raise NotImplementedError(f"{type(self).__name__} has no summary")
+        """The shot's samples (frames [start, end), in frame order) -> {column or value name: value}."""
 
 
 class Taking:

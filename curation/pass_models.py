@@ -70,19 +70,15 @@ class PassModel(Step):
     def module(self) -> str:
         return type(self.worker).__module__  # the model's own module (curation/text.py, ...)
 
-    def coming(self, source: str, task: VideoTask, driver: Driver) -> None:
-        if source == "detect":  # a video enters detection: the actors' set-up overlaps it
-            driver.executor.warm(self.worker.name)
-
     def partial(self, source: str, task: VideoTask, payload, driver: Driver) -> None:
         if source != "detect":
             return
         state = self.videos.setdefault(task.video_id, _Video())
-        shots = []
+        shots, judge = [], self._judge(task, [payload])
         for start, kept in sorted(payload.frames.shots.items()):
             frames = kept.pop(self.name, None)  # the driver keeps no frames it has sent
             end = payload.frames.ends[start]
-            shot = self._evidence(task, [payload], start, end)
+            shot = judge(start, end)
             if frames is not None and self._wanted(shot):
                 shots.append(PassShot(start, end, crop_of(shot), frames))
         self._send(task, shots, state, driver)
@@ -97,11 +93,11 @@ class PassModel(Step):
         clips = [r.frames for r in results if r.frames]
         cuts, forced = [c for r in results for c in r.cuts], {c for r in results for c in r.forced}
         spans = shots_from_cuts(cuts, task.probe.num_frames, self.config.shots.detector.min_scene_frames, forced)
-        todo = []
+        todo, judge = [], self._judge(task, results)
         for start, end in spans:
             if (start, end) in state.sent:
                 continue
-            shot = self._evidence(task, results, start, end)
+            shot = judge(start, end)
             if not self._wanted(shot):
                 continue
             frames = frames_for_shot(start, end, clips, self.name, self.worker.spec)
@@ -111,10 +107,12 @@ class PassModel(Step):
         state.entered = True
         self._forward_when_done(task, state, driver)
 
-    def _evidence(self, task: VideoTask, results, start: int, end: int) -> ShotEvidence:
+    def _judge(self, task: VideoTask, results):
+        """(start, end) -> the span's evidence from these clip results: their samples merged once
+        for all the spans, not once per span (a long video has thousands of each)."""
         transitions = {t for r in results for t in r.transitions}
         samples = merged(results, [m.name for m in self.measures])
-        return evidence(task.probe, start, end, transitions, samples, self.measures)
+        return lambda start, end: evidence(task.probe, start, end, transitions, samples, self.measures)
 
     def _wanted(self, shot: ShotEvidence) -> bool:
         return filter_reason(shot, self.config, self.before) is None
