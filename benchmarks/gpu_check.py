@@ -58,6 +58,10 @@ PARTS = (
          ("benchmarks/gpu_check.py", "--part", "transnetv2", "--json", "{json}")),
     Part("viclip", "ViCLIP-L/14 (random weights) shots/s in bf16, 8 frames of 224x224 a shot", 40,
          ("benchmarks/gpu_check.py", "--part", "viclip", "--json", "{json}")),
+    Part("captioner", "the local captioner's actor work on a tiny random Qwen2.5-VL in bf16 on CUDA: captions/s and "
+         "output tokens/s at batch 1, 8 and 32 (a real folder: benchmarks/annotation.py --model)", 60,
+         ("benchmarks/annotation.py", "--engine", "transformers", "--items", "32", "--batches", "1", "8", "32",
+          "--json", "{json}")),
     Part("curation", "a short curation job (the three built-in sample videos) with TransNetV2 in GPU actors",
          60, ("benchmarks/gpu_check.py", "--part", "curation", "--json", "{json}", "--out", "{out}")),
 )  # fmt: skip

@@ -42,28 +42,39 @@ ENABLE_HINT = "set GEMINI_API_KEY (or GOOGLE_API_KEY) and re-run the same comman
 
 def shot_media(shot: dict, settings: AnnotateConfig) -> list[tuple[bytes, str]]:
     """One shot as (bytes, mime type) parts: JPEG frames, or one short H.264 excerpt without audio."""
-    num_frames, fps = int(shot["num_frames"]), float(shot["fps"])
+    num_frames = int(shot["num_frames"])
     if settings.input == "frames":
         frames = read_shot_frames(shot, indices=sample_indices(num_frames, settings.frames_per_shot),
                                   max_side=settings.max_side, crop=settings.crop_bars)  # fmt: skip
         return [(encode_jpeg(f), "image/jpeg") for f in frames]
+    return [(encode_mp4(shot_video(shot, settings), settings.video_fps, crf=28, preset="veryfast"), "video/mp4")]
+
+
+def shot_video(shot: dict, settings: AnnotateConfig):
+    """The shot's frames at --gemini-video-fps (at most --gemini-video-max-seconds of them), long side
+    --gemini-max-side, black bars cropped: Gemini's video input, and what a local captioner sees."""
+    import numpy as np
+
+    num_frames, fps = int(shot["num_frames"]), float(shot["fps"])
     count = max(
         1, min(round(num_frames / fps * settings.video_fps), round(settings.video_max_seconds * settings.video_fps))
     )
-    frames = read_shot_frames(shot, indices=sample_indices(num_frames, count), max_side=settings.max_side,
-                              crop=settings.crop_bars)  # fmt: skip
-    return [(encode_mp4(frames, settings.video_fps, crf=28, preset="veryfast"), "video/mp4")]
+    return np.stack(read_shot_frames(shot, indices=sample_indices(num_frames, count), max_side=settings.max_side,
+                                     crop=settings.crop_bars))  # fmt: skip
 
 
 class MediaStage(Stage):
-    """Cuts an item's media (JPEG frames or a short MP4 per shot) in Ray tasks; CPU work, no key."""
+    """Cuts an item's media in Ray tasks (CPU work, no key): per shot, JPEG frames or a short MP4 for
+    Gemini, the frames themselves for a local captioner."""
 
     name = "media"
 
     def __init__(self, settings: AnnotateConfig):
         self.settings = settings
 
-    def process(self, shots: list[dict]) -> list[list[tuple[bytes, str]]]:
+    def process(self, shots: list[dict]) -> list:
+        if self.settings.captioner == "local":
+            return [shot_video(shot, self.settings) for shot in shots]
         return [shot_media(shot, self.settings) for shot in shots]
 
 
@@ -97,9 +108,15 @@ class AnnotateSummary:
     seconds: float = 0.0
     note: str | None = None
     interrupted: bool = False
+    captioner: str = "gemini"
+    captioned: int = 0  # items this run's captioner answered (cache hits and unannotated ones excluded)
+    caption_seconds: float = 0.0  # the captioner's own time on them (requests, or generation)
 
     def add(self, item_id: str, annotation: Annotation) -> None:
         self.statuses[annotation.status] += 1
+        if annotation.requests and not annotation.from_cache:
+            self.captioned += 1
+            self.caption_seconds += annotation.seconds
         if annotation.from_cache:
             self.cached_prompt_tokens += annotation.prompt_tokens
             self.cached_output_tokens += annotation.output_tokens + annotation.thinking_tokens
@@ -118,22 +135,59 @@ class AnnotateSummary:
             "thinking_tokens": self.thinking_tokens, "cached_prompt_tokens": self.cached_prompt_tokens,
             "cached_output_tokens": self.cached_output_tokens, "estimated_cost_usd": self.estimated_cost_usd,
             "statuses": dict(self.statuses), "failures": self.failures[:20], "seconds": self.seconds, "note": self.note,
+            "captioner": self.captioner, "captioned": self.captioned, "caption_seconds": self.caption_seconds,
+            "captions_per_s": self.captioned / self.seconds if self.seconds else None,
+            "output_tokens_per_s": self.output_tokens / self.seconds if self.seconds else None,
         }  # fmt: skip
 
 
 class Annotate(Step):
     """Captions for the whole manifest once combinations are mined: each item's media is cut by the
-    Ray side (`MediaStage`), its request sent from the driver (`annotate_items`)."""
+    Ray side (`MediaStage`), then its request is sent from the driver (`annotate_items`), or, with
+    --captioner local, its batch goes to the caption actors (`curation.local_captioner`)."""
 
     name = "annotate"
-    about = "Gemini captions per combination (media cut in Ray tasks, requests rate-limited from the driver)"
+    about = "captions per combination (media cut in Ray tasks; Gemini requests rate-limited from the driver, or a local VLM in Ray actors)"
 
-    def __init__(self, settings: AnnotateConfig, output, api_key: str | None = None, media: Stage | None = None):
+    def __init__(self, settings: AnnotateConfig, output, api_key: str | None = None, media: Stage | None = None,
+                 caption: Stage | None = None):  # fmt: skip
         self.settings, self.output = settings, output
         self.worker = media or MediaStage(settings)
         self.cache = ReplyCache(output / "annotation_cache")
-        self.annotator = GeminiAnnotator(settings, api_key) if api_key else None  # one budget for every table
+        self.local = settings.captioner == "local"
+        # One Gemini annotator serves the run: one budget for every table. A local captioner needs no key.
+        self.annotator = GeminiAnnotator(settings, api_key) if api_key and not self.local else None
+        self._caption, self._caption_added, self._captioner_id = caption, False, None
         self.report: dict = {}
+
+    @property
+    def captioner_id(self) -> str:
+        """Who writes the captions, as the cache key and the `model` column name it: the Gemini model,
+        or the local folder's name and content digest."""
+        if self._captioner_id is None:
+            from curation.local_captioner import model_identity
+
+            self._captioner_id = model_identity(self.settings, self.cache.folder) if self.local else self.settings.model
+        return self._captioner_id
+
+    @property
+    def media_id(self) -> str:
+        from curation.local_captioner import media_key
+
+        return media_key(self.settings) if self.local else self.settings.input
+
+    def caption_stage(self, driver: Driver) -> Stage:
+        """The local caption actors, registered on the first items that need them (a resumed run whose
+        replies are all cached never loads the model)."""
+        if not self._caption_added:
+            from curation.local_captioner import LocalCaptionStage, caption_stage_resources
+
+            resources, actors = caption_stage_resources(self.settings)
+            self._caption = self._caption or LocalCaptionStage(self.settings)
+            self._caption.resources = resources
+            driver.executor.add(self._caption, workers=actors)
+            self._caption_added = True
+        return self._caption
 
     def finish(self, driver: Driver) -> None:
         self.report = annotate_manifest(self, driver)
@@ -146,17 +200,21 @@ def annotate_items(
     step's annotator (None: no key, nothing is sent). One annotator serves a whole run: one budget."""
     began = time.perf_counter()
     settings, cache, annotator = step.settings, step.cache, step.annotator
-    summary = AnnotateSummary(items=len(items), key_present=annotator is not None)
+    summary = AnnotateSummary(items=len(items), key_present=annotator is not None, captioner=settings.captioner)
     results: dict[str, Annotation] = {}
     todo = []
     for item_id, shots in items:
-        cached = cache.get(ReplyCache.key(item_id, settings, settings.input), num_shots=len(shots))
+        cached = cache.get(ReplyCache.key(item_id, step.captioner_id, step.media_id), num_shots=len(shots))
         if cached is not None:
             results[item_id] = replace(cached, requests=0, from_cache=True)  # paid in an earlier run
             summary.cache_hits += 1
         else:
             todo.append((item_id, shots))
-    if todo and annotator is None:
+    if todo and step.local:
+        from curation.local_captioner import ask_locally
+
+        summary.interrupted = ask_locally(todo, step, driver, results)
+    elif todo and annotator is None:
         for item_id, _ in todo:
             results[item_id] = Annotation(status=Status.UNANNOTATED, error=ENABLE_HINT)
         summary.note = f"{len(todo)} items unannotated: {ENABLE_HINT}"
@@ -164,8 +222,12 @@ def annotate_items(
         summary.interrupted = _ask_all(todo, step, driver, results)
     for item_id, annotation in results.items():
         summary.add(item_id, annotation)
-    summary.estimated_cost_usd = estimated_cost(
-        settings.model, summary.prompt_tokens, summary.output_tokens + summary.thinking_tokens, settings.price
+    summary.estimated_cost_usd = (
+        None
+        if step.local
+        else estimated_cost(
+            settings.model, summary.prompt_tokens, summary.output_tokens + summary.thinking_tokens, settings.price
+        )
     )
     summary.seconds = time.perf_counter() - began
     return results, summary
@@ -181,7 +243,7 @@ def _ask_all(todo: list[tuple[str, list[dict]]], step: Annotate, driver: Driver,
         except Exception as err:  # a malformed reply must not stop the run
             return Annotation(status=Status.ERROR, error=f"{type(err).__name__}: {err}", error_stage="request")
         if annotation.paid:  # on disk the moment it arrives: a killed run loses nothing it paid for
-            cache.put(ReplyCache.key(item_id, settings, settings.input), annotation)
+            cache.put(ReplyCache.key(item_id, step.captioner_id, step.media_id), annotation)
         return annotation
 
     pool = ThreadPoolExecutor(max_workers=settings.concurrency)
@@ -220,11 +282,11 @@ def _ask_all(todo: list[tuple[str, list[dict]]], step: Annotate, driver: Driver,
         pool.shutdown(wait=False, cancel_futures=True)  # queued requests are dropped, not sent
 
 
-def _common(annotation: Annotation, settings: AnnotateConfig) -> dict:
+def _common(annotation: Annotation, step: Annotate) -> dict:
     return {
-        "characters": annotation.characters, "background": annotation.background, "model": settings.model,
-        "prompt_version": PROMPT_VERSION,
-        "input_mode": settings.input, "status": annotation.status, "error": annotation.error,
+        "characters": annotation.characters, "background": annotation.background, "model": step.captioner_id,
+        "prompt_version": PROMPT_VERSION, "seconds": annotation.seconds,
+        "input_mode": "video" if step.local else step.settings.input, "status": annotation.status, "error": annotation.error,
         "error_stage": annotation.error_stage,
         "requests": annotation.requests, "prompt_tokens": annotation.prompt_tokens, "output_tokens": annotation.output_tokens,
         "thinking_tokens": annotation.thinking_tokens, "from_cache": annotation.from_cache,
@@ -266,7 +328,7 @@ def annotate_manifest(step: Annotate, driver: Driver) -> dict:
         summary.add(combination_id, results[combination_id])
     rows = [
         AnnotationRecord(combination_id=row.combination_id, video_id=row.video_id, shot_ids=list(row.shot_ids),
-                         captions=results[row.combination_id].captions, **_common(results[row.combination_id], settings))
+                         captions=results[row.combination_id].captions, **_common(results[row.combination_id], step))
         for row in combos.itertuples()
     ]  # fmt: skip
     _write_by_video(output, "annotations", rows)
@@ -280,7 +342,7 @@ def annotate_manifest(step: Annotate, driver: Driver) -> dict:
         rows = [
             ShotCaptionRecord(shot_id=row["shot_id"], video_id=row["video_id"],
                               caption=(results[f"shot:{row['shot_id']}"].captions or [None])[0],
-                              **_common(results[f"shot:{row['shot_id']}"], settings))
+                              **_common(results[f"shot:{row['shot_id']}"], step))
             for row in singles.to_dict("records")
         ]  # fmt: skip
         _write_by_video(output, "shot_captions", rows)
@@ -294,12 +356,22 @@ def annotate_manifest(step: Annotate, driver: Driver) -> dict:
 def run_totals(tables: list[dict], settings: AnnotateConfig) -> dict:
     """The run's spend over every annotated table: what the server received and billed this run."""
     keys = ("requests", "prompt_tokens", "output_tokens", "thinking_tokens", "cached_prompt_tokens",
-            "cached_output_tokens", "cache_hits", "items")  # fmt: skip
+            "cached_output_tokens", "cache_hits", "items", "captioned", "caption_seconds", "seconds")  # fmt: skip
     total = {key: sum(t[key] for t in tables) for key in keys}
-    total["estimated_cost_usd"] = estimated_cost(
-        settings.model, total["prompt_tokens"], total["output_tokens"] + total["thinking_tokens"], settings.price
+    total["captioner"] = settings.captioner
+    # The throughput cosmos-curate optimises: captions and output tokens per second of the stage's wall time.
+    total["captions_per_s"] = total["captioned"] / total["seconds"] if total["seconds"] else None
+    total["output_tokens_per_s"] = total["output_tokens"] / total["seconds"] if total["seconds"] else None
+    total["estimated_cost_usd"] = (
+        None
+        if settings.captioner == "local"
+        else estimated_cost(
+            settings.model, total["prompt_tokens"], total["output_tokens"] + total["thinking_tokens"], settings.price
+        )
     )
-    total["price_per_million_tokens"] = settings.price or PRICES_PER_MILLION.get(settings.model)
+    total["price_per_million_tokens"] = (
+        None if settings.captioner == "local" else (settings.price or PRICES_PER_MILLION.get(settings.model))
+    )
     total["max_requests"] = settings.max_requests
     return total
 
@@ -325,7 +397,10 @@ def spend_lines(report: dict) -> str:
         if r["note"]:
             lines.append(f"  {r['note']}")
     total = report.get("total")
-    if total and total["requests"]:
+    if total and total.get("captioned"):
+        lines.append(f"{total['captioner']} captioner: {total['captioned']} items in {total['seconds']:.1f} s, "
+                     f"{total['captions_per_s']:.3f} captions/s, {total['output_tokens_per_s']:.1f} output tokens/s")  # fmt: skip
+    if total and total["requests"] and total.get("captioner") != "local":
         cost = total["estimated_cost_usd"]
         lines.append(f"annotation spend this run: {total['requests']} requests, "
                      + (f"about ${cost:.4f}" if cost is not None else "no price known (--gemini-price)"))  # fmt: skip

@@ -44,6 +44,14 @@ class CaptionReply(BaseModel):
     shots: list[str] = Field(description="one description per shot, in order")
 
 
+def reply_schema(num_shots: int) -> dict:
+    """CaptionReply's JSON schema with exactly `num_shots` shot descriptions: the grammar a local
+    model's reply is decoded under (Gemini gets CaptionReply itself as its response_schema)."""
+    schema = CaptionReply.model_json_schema()
+    schema["properties"]["shots"].update(minItems=num_shots, maxItems=num_shots)
+    return schema
+
+
 def validate_reply(reply: CaptionReply, num_shots: int) -> list[str]:
     """Every rule the reply breaks, as sentences that can be sent back to the model."""
     problems = []

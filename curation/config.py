@@ -209,10 +209,39 @@ def _price(text: str) -> tuple[float, float]:
     return prompt, output
 
 
+class LocalCaptionerConfig(Section):
+    """The open vision-language model that captions with --captioner local (curation/local_captioner.py)."""
+
+    prefix: ClassVar[str] = "captioner-"
+    model: Path | None = Field(None, description="a Qwen2.5-VL or Qwen3-VL model folder as downloaded (config.json, "
+                               "*.safetensors, tokenizer files); needed with --captioner local")  # fmt: skip
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="vllm's offline engine (GPU, vllm installed) or transformers (anywhere); auto: vllm "
+                            "where it can run")  # fmt: skip
+    actors: int | None = Field(None, ge=1, description="caption actors, one model each (default: one per GPU of the "
+                               "cluster, or one on a cluster without GPUs)")  # fmt: skip
+    gpus: float | None = Field(None, ge=0, description="GPUs per caption actor (default: 1 when the cluster has GPUs, "
+                               "else 0)")  # fmt: skip
+    cpus: float | None = Field(None, ge=0, description="CPU slots per caption actor, held while it lives (default: "
+                               "1 with a GPU; 0 without, so the model shares the cores with the media tasks "
+                               "instead of starving them)")  # fmt: skip
+    batch: int = Field(8, ge=1, description="combinations captioned together by one actor (one batched generate)")
+    max_pixels: int = Field(360 * 640, ge=1024, description="pixel budget per frame: frames are resized to at most "
+                            "this area (in multiples of the model's patch size)")  # fmt: skip
+    max_new_tokens: int = Field(1024, ge=16, description="reply length limit (a longer reply is 'truncated')")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="weights' dtype "
+                                                                     "(auto: bfloat16 on a GPU, float32 on CPU)")  # fmt: skip
+
+
 class AnnotateConfig(Section):
-    """Gemini captions. The API key is never part of the config: it comes from the environment."""
+    """Captions, from Gemini or a local model. Gemini's key is never part of the config: it comes from
+    the environment."""
 
     prefix: ClassVar[str] = "gemini-"
+    captioner: Literal["gemini", "local"] = Field(
+        "gemini", json_schema_extra=flag("--captioner"),
+        description="who writes the captions: Gemini (paid requests, needs GEMINI_API_KEY) or an open Qwen-VL model "
+                    "on the cluster's own GPUs or CPUs (--captioner-model)")  # fmt: skip
     model: str = Field("gemini-2.5-flash", description="Gemini model")
     input: Literal["frames", "video"] = Field("frames", description="send each shot as JPEG frames or as a short "
                                               "low-resolution MP4")  # fmt: skip
@@ -242,6 +271,17 @@ class AnnotateConfig(Section):
                                         "picture, the crop_* columns)")  # fmt: skip
     caption_shots: bool = Field(False, json_schema_extra=flag("--caption-shots"),
                                 description="also caption single shots (for pretraining)")  # fmt: skip
+    local: LocalCaptionerConfig = LocalCaptionerConfig()
+
+    @model_validator(mode="after")
+    def _local_model(self) -> AnnotateConfig:
+        if self.captioner == "local":
+            if self.local.model is None:
+                raise ValueError("--captioner local needs --captioner-model FOLDER (a Qwen2.5-VL or Qwen3-VL folder; "
+                                 "python -m model.tiny out/tiny-qwen --captioner qwen2.5-vl writes a tiny one)")  # fmt: skip
+            if not self.local.model.is_dir():
+                raise ValueError(f"--captioner-model {self.local.model} is not a folder")
+        return self
 
 
 class CurationConfig(BaseModel):

@@ -96,7 +96,8 @@ class Annotation:
     thinking_tokens: int = 0  # Gemini 2.5 "thoughts": billed as output
     from_cache: bool = False  # served from the cache: paid in an earlier run, costs nothing now
     final: bool = True  # False: stopped by the request budget; never cached, asked again on a re-run
-    error_stage: str | None = None  # the stage that failed: "media" (cutting frames/MP4), "request"
+    error_stage: str | None = None  # the stage that failed: "media" (cutting frames/MP4), "request", "caption"
+    seconds: float = 0.0  # time the captioner spent on it (requests, or a local model's share of its batches)
 
     @property
     def paid(self) -> bool:
@@ -261,6 +262,12 @@ class GeminiAnnotator:
 
     def annotate(self, parts: list, num_shots: int) -> Annotation:
         """One combination: parts are the prompt's media and labels, shots in order."""
+        began = time.perf_counter()
+        result = self._annotate(parts, num_shots)
+        result.seconds = time.perf_counter() - began
+        return result
+
+    def _annotate(self, parts: list, num_shots: int) -> Annotation:
         types = self.types
         contents = [types.Content(role="user", parts=parts)]
         result = Annotation(status=Status.ERROR)
@@ -353,15 +360,16 @@ def cached_reply_problem(annotation: Annotation, num_shots: int | None) -> str |
 
 
 class ReplyCache:
-    """Final replies on disk (or in the output's object store), keyed by (item, model, prompt version,
-    input mode): re-runs don't pay twice."""
+    """Final replies on disk (or in the output's object store), keyed by (item, captioner, prompt
+    version, media): re-runs don't pay twice. The captioner is the Gemini model's name, or a local
+    model folder's name and digest; the media says how the shots were shown."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = location(folder)
 
     @staticmethod
-    def key(item_id: str, settings: AnnotateConfig, input_mode: str) -> str:
-        raw = "|".join([item_id, settings.model, PROMPT_VERSION, input_mode])
+    def key(item_id: str, captioner: str, media: str) -> str:
+        raw = "|".join([item_id, captioner, PROMPT_VERSION, media])
         return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
     def get(self, key: str, num_shots: int | None = None) -> Annotation | None:

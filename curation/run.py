@@ -228,7 +228,7 @@ def pipeline(
 
     A shot filter (darkness, motion, ...) is a module with its measure, an entry of `SHOT_FILTERS`
     and one of `job_measures`; reconcile and embed apply that list, text the pass's part of it. `swap` replaces a stage's
-    Ray side by name ("probe", "detect", "embed", "media"): tests use it to crash workers. `redo`:
+    Ray side by name ("probe", "detect", "embed", "media", "caption"): tests use it to crash workers. `redo`:
     curated videos to derive again (a change of shot settings with --redo-shots; curation/identity.py).
     """
     from curation.aesthetic import AestheticStage
@@ -236,6 +236,7 @@ def pipeline(
     from curation.combine import Combine
     from curation.detect import Detect, DetectStage, detect_gpus
     from curation.embed import Embed, EmbedStage, embed_resources, embed_workers
+    from curation.local_captioner import LocalCaptionStage
     from curation.pass_models import PassModel, pass_resources
     from curation.probe import Probe, ProbeStage, completed_video_ids
     from curation.reconcile import Reconcile
@@ -243,7 +244,7 @@ def pipeline(
     from curation.text import TextStage
 
     ray_side = {"probe": ProbeStage, "detect": DetectStage, "embed": EmbedStage, "media": MediaStage,
-                "text": TextStage, "aesthetic": AestheticStage} | (swap or {})  # fmt: skip
+                "text": TextStage, "aesthetic": AestheticStage, "caption": LocalCaptionStage} | (swap or {})  # fmt: skip
     embed = ray_side["embed"](config.embed, embed_resources(config.embed))
     measures = job_measures(config)
     keep = {"embed": embed.frame_spec} if config.embed.frames_from == "detection" else {}
@@ -262,7 +263,13 @@ def pipeline(
         Reconcile(config, SHOT_FILTERS, measures),
         Embed(embed, config, workers=embed_workers(config.embed), filters=SHOT_FILTERS, measures=measures),
         Combine(config),
-        Annotate(config.annotate, config.output, api_key, media=ray_side["media"](config.annotate)),
+        Annotate(
+            config.annotate,
+            config.output,
+            api_key,
+            media=ray_side["media"](config.annotate),
+            caption=ray_side["caption"](config.annotate) if config.annotate.captioner == "local" else None,
+        ),
     ]
 
 

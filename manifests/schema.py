@@ -313,7 +313,14 @@ _CHARACTER = pa.struct([pa.field("name", pa.string()), pa.field("description", p
 def _reply_fields() -> list[tuple]:
     """What every annotation row records about its reply, after its own columns (fresh fields each call)."""
     return [
-        ("model", str | None, column(pa.string(), doc='the captioning model (e.g. "gemini-2.5-flash")')),
+        (
+            "model",
+            str | None,
+            column(
+                pa.string(),
+                doc='the captioning model: a Gemini model ("gemini-2.5-flash") or a local folder as NAME@DIGEST',
+            ),
+        ),
         (
             "prompt_version",
             str | None,
@@ -347,6 +354,15 @@ def _reply_fields() -> list[tuple]:
             "from_cache",
             bool | None,
             column(pa.bool_(), doc="the reply was paid in an earlier run; this run cost nothing"),
+        ),
+        (
+            "seconds",
+            float | None,
+            column(
+                pa.float64(),
+                doc="the captioner's time on this row: Gemini's requests, or a local model's share "
+                "of its batched generation",
+            ),
         ),
     ]
 

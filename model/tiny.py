@@ -8,6 +8,7 @@ encoder, VAE, Mask²DiT transformer(s), scheduler) is the real class with a tiny
     python -m model.tiny out/tiny-wan --family wan         # Wan2.1 layout
     python -m model.tiny out/tiny-a14b --family wan --layout wan2.2-a14b
     python -m model.tiny out/tiny-backbones --backbones     # CLIP, DINOv2, I3D for training.evaluate
+    python -m model.tiny out/tiny-qwen --captioner qwen2.5-vl # a Qwen2.5-VL folder for --captioner local
 """
 
 from __future__ import annotations
@@ -173,6 +174,79 @@ class _TinyI3D(torch.nn.Module):
         return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3, 4)))
 
 
+CAPTIONER_FAMILIES = {"qwen2.5-vl": "qwen2_5_vl", "qwen3-vl": "qwen3_vl"}
+_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>",
+             "<|image_pad|>"]  # fmt: skip
+
+
+def _train_byte_bpe(vocab_size: int = 360):
+    """A byte-level BPE tokenizer (Qwen's kind) trained here on caption words and JSON, with Qwen's
+    chat and vision special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    words = _CORPUS_WORDS + ["characters", "name", "description", "background", "shots", "Shot", "of", "seconds"]
+    corpus = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
+    corpus += ['{"characters": [{"name": "Actor1", "description": "a man"}], "background": "a room", "shots": ["x"]}']
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=_SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    bpe.train_from_iterator(corpus * 4, trainer)
+    from model.vl_captioner import CHATML
+
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHATML)  # fmt: skip
+
+
+def build_tiny_captioner(folder: str | Path, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """A tiny random Qwen2.5-VL or Qwen3-VL folder in the layout the real ones ship in (config.json,
+    model.safetensors, tokenizer files, preprocessor_config.json, a chat template), for
+    `python curation/run.py --captioner local --captioner-model FOLDER` without weights."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    folder = Path(folder)
+    tokenizer = _train_byte_bpe()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _SPECIALS}
+    vocab = len(tokenizer)
+    patch = 14 if family == "qwen2_5_vl" else 16
+    text = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, max_position_embeddings=8192,
+                rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0,
+                                 **({"mrope_interleaved": True} if family != "qwen2_5_vl" else {})})  # fmt: skip
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=patch,
+                  spatial_merge_size=2, temporal_patch_size=2)  # fmt: skip
+    if family == "qwen2_5_vl":
+        vision.update(fullatt_block_indexes=[1], window_size=4 * patch)
+    else:
+        vision.update(num_position_embeddings=64, deepstack_visual_indexes=[1])
+    config = AutoConfig.for_model(
+        family, text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    for part in (config, config.text_config):
+        part.bos_token_id, part.eos_token_id, part.pad_token_id = None, ids["<|im_end|>"], ids["<|endoftext|>"]
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    generation = model.generation_config
+    generation.bos_token_id, generation.eos_token_id, generation.pad_token_id = (
+        None,
+        config.eos_token_id,
+        config.pad_token_id,
+    )
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    mean = (0.48145466, 0.4578275, 0.40821073) if family == "qwen2_5_vl" else (0.5, 0.5, 0.5)
+    std = (0.26862954, 0.26130258, 0.27577711) if family == "qwen2_5_vl" else (0.5, 0.5, 0.5)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "patch_size": patch, "merge_size": 2, "temporal_patch_size": 2, "image_mean": mean, "image_std": std,
+        "size": {"shortest_edge": 4 * (2 * patch) ** 2, "longest_edge": 64 * (2 * patch) ** 2},
+    }, indent=2))  # fmt: skip
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -183,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", choices=WAN_LAYOUTS, default="wan2.1", help="Wan folder layout")
     parser.add_argument("--backbones", action="store_true",
                         help="write the evaluation backbones instead (CLIP, DINOv2, I3D) for training.evaluate")  # fmt: skip
+    parser.add_argument("--captioner", choices=sorted(CAPTIONER_FAMILIES),
+                        help="write a captioner folder instead, for curation's --captioner local")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.backbones:
+    if args.captioner:
+        target = build_tiny_captioner(args.folder, CAPTIONER_FAMILIES[args.captioner])
+    elif args.backbones:
         target = build_tiny_backbones(args.folder)
     elif args.family == "cogvideox":
         target = build_tiny_model(args.folder)

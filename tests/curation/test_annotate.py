@@ -150,7 +150,7 @@ def test_ctrl_c_during_annotation_sends_nothing_more_and_keeps_what_is_done(
     assert summary.interrupted and sent <= 6  # 4 sent, at most the 2 in flight finish; 14 never go
     done = [k for k, r in results.items() if r.status == "ok"]
     assert done and all(results[k].status == "unannotated" and not results[k].final for k in results if k not in done)
-    assert all(cache.get(ReplyCache.key(k, settings, "frames")) for k in done)  # paid replies are kept
+    assert all(cache.get(ReplyCache.key(k, settings.model, "frames")) for k in done)  # paid replies are kept
     # The job turns the interrupt into its message and exit code.
     monkeypatch.setattr("curation.run.run", lambda argv: (_ for _ in ()).throw(KeyboardInterrupt))
     assert main(["--output", str(out)]) == 130
