@@ -136,7 +136,46 @@ def detectors_on(path: Path, seconds: float) -> dict[str, float]:
         done = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "frames.npy")], capture_output=True,
                               text=True, check=True)  # fmt: skip
         fps["package predict_frames (48x27 frames given)"] = float(done.stdout.strip().splitlines()[-1])
+    fps |= {f"decode pass + transnetv2, {k}": v for k, v in transnet_tasks(path, seconds).items()}
     return fps
+
+
+TRANSNET_TASK = """
+import sys, time
+import torch
+from curation.config import DetectorConfig
+from curation.detect import detect_clip
+from curation.split import ClipWindow
+from manifests.probe import probe
+from model.transnetv2 import TransNetV2Detector
+path, start, end, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)  # what DetectStage.process sets from the task's threads
+p = probe(path)
+transnet = TransNetV2Detector.load("cpu", batch_windows=1)
+began = time.perf_counter()
+detect_clip(path, ClipWindow(0, start, end, start, end), p.pts, p.fps, 0, DetectorConfig(kind="transnetv2"),
+            thumbnail_every=12, thumbnail_max_side=384, threads=threads, transnet=transnet)
+print((end - start) / (time.perf_counter() - began))
+"""
+
+
+def transnet_tasks(path: Path, seconds: float) -> dict[str, float]:
+    """TransNetV2 in the decode pass as the job runs it on this machine's cores, each clip task its own
+    process: one clip task with every core's threads, and one clip task per core at once (one thread
+    each), total frames/s."""
+    cores = os.cpu_count() or 1
+    frames = round(seconds * 24)
+    root = Path(__file__).resolve().parent.parent
+
+    def tasks(count: int, threads: int) -> float:
+        runs = [subprocess.Popen([sys.executable, "-c", TRANSNET_TASK, str(path), str(i * frames), str((i + 1) * frames),
+                                  str(threads)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                for i in range(count)]  # fmt: skip
+        return sum(float(run.communicate()[0].strip().splitlines()[-1]) for run in runs)
+
+    return {f"1 clip task, {cores} threads (as the job sets them)": tasks(1, cores),
+            "1 clip task, 1 thread (Ray's default for a task)": tasks(1, 1),
+            f"{cores} clip tasks, 1 thread each (total)": tasks(cores, 1)}  # fmt: skip
 
 
 def signals_on(path: Path, seconds: float, rounds: int) -> tuple[dict[str, float], float, int]:

@@ -331,7 +331,7 @@ def annotate_manifest(step: Annotate, driver: Driver) -> dict:
                          captions=results[row.combination_id].captions, **_common(results[row.combination_id], step))
         for row in combos.itertuples()
     ]  # fmt: skip
-    _write_by_video(output, "annotations", rows)
+    write_by_video(output, "annotations", rows)
     if summary.interrupted:
         raise KeyboardInterrupt  # what is done is written; the job says how to resume
     report = {"combinations": summary.as_dict()}
@@ -345,7 +345,7 @@ def annotate_manifest(step: Annotate, driver: Driver) -> dict:
                               **_common(results[f"shot:{row['shot_id']}"], step))
             for row in singles.to_dict("records")
         ]  # fmt: skip
-        _write_by_video(output, "shot_captions", rows)
+        write_by_video(output, "shot_captions", rows)
         if shot_summary.interrupted:
             raise KeyboardInterrupt
         report["shots"] = shot_summary.as_dict()
@@ -376,7 +376,7 @@ def run_totals(tables: list[dict], settings: AnnotateConfig) -> dict:
     return total
 
 
-def _write_by_video(output, table: str, rows: list[Record]) -> None:
+def write_by_video(output, table: str, rows: list[Record]) -> None:
     by_video: dict[str, list[Record]] = {}
     for row in rows:
         by_video.setdefault(row.video_id, []).append(row)

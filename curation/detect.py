@@ -82,7 +82,8 @@ def detect_clip(
     try:
         with open_video(path, threads=threads, motion_vectors=taking.motion_vectors) as (container, stream):
             frames = reporting(iter_frames(container, stream, start_pts, end_pts), on_frames, report_every)
-            for decode_order, frame in enumerate(frames):
+            every = detector_config.scenedetect is not None  # PySceneDetect reads every frame's small image
+            for decode_order, (frame, image) in enumerate(with_images(frames, to_detector_image, every)):
                 index = frame_index(pts, frame.pts) if seekable else decode_order
                 if not seekable and index >= window.decode_end:
                     break
@@ -94,7 +95,7 @@ def detect_clip(
                                              late=cutter.late)  # fmt: skip
                 mine = window.owns(index)
                 thumbnail = mine and (index - window.start_frame) % thumbnail_every == 0
-                image = to_detector_image(frame) if cutter.scenedetect or thumbnail else None
+                image = to_detector_image(frame) if image is None and thumbnail else image  # TransNetV2 alone
                 taking.frame(index, frame, image, mine, thumbnail)
                 if keeper is not None:
                     keeper.push(index, frame)
@@ -115,6 +116,25 @@ def detect_clip(
     result.cuts, result.forced = sorted({b.frame for b in owned}), sorted({b.frame for b in owned if b.forced})
     result.seconds = time.perf_counter() - began
     return result
+
+
+IMAGE_RUN = 4  # frames whose detection images are made in one swscale call (curation.cuts.DetectionFrames.many)
+
+
+def with_images(frames, to_image: DetectionFrames, every: bool, run: int = IMAGE_RUN):
+    """(frame, its detection image) in decode order; the images made `run` frames at a time when every
+    frame needs one (`every`), else None (the caller makes the few it needs)."""
+    if not every:
+        for frame in frames:
+            yield frame, None
+        return
+    pending: list = []
+    for frame in frames:
+        pending.append(frame)
+        if len(pending) == run:
+            yield from zip(pending, to_image.many(pending))
+            pending = []
+    yield from zip(pending, to_image.many(pending))
 
 
 @dataclass(frozen=True)
@@ -175,6 +195,13 @@ class DetectStage(Stage):
             pts = ray.get(pts)
         if self.detector.transnet and self.transnet is None:
             self.setup()
+        if self.transnet is not None and self.transnet.device.type == "cpu":
+            import torch
+
+            # TransNetV2 takes this task's share of the cores (cores // clips in flight, at most 4: the
+            # decode threads' count): Ray sets one thread per task, which left a lone clip's other
+            # cores idle, and more threads than cores only contend with the other clip tasks.
+            torch.set_num_threads(max(1, item.threads))
         key = clip_key(item.path, item.window)
         on_frames = (lambda count: item.board.report.remote(key, count)) if item.board is not None else None
         return detect_clip(item.path, item.window, pts, item.fps, item.rotation, self.detector,

@@ -19,7 +19,7 @@ class SyntheticVideo:
     fps: float
 
 
-def _shot_frames(index: int, length: int, width: int, height: int, rng: np.random.Generator):
+def synthetic_shot_frames(index: int, length: int, width: int, height: int, rng: np.random.Generator):
     """A shot: a hue far from its neighbours' (golden-ratio steps), a gradient and a moving box."""
     hue = (index * 0.618034) % 1.0
     # Alternate bright/dark shots too, so even ContentDetector's fixed threshold sees every cut.
@@ -81,7 +81,7 @@ def write_synthetic_video(
             stream.set_display_rotation(rotation)
         frame_index = 0
         for shot, length in enumerate(shot_lengths):
-            for image in _shot_frames(shot, length, width, height, rng):
+            for image in synthetic_shot_frames(shot, length, width, height, rng):
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 frame.time_base = time_base
                 frame.pts = round(frame_times[frame_index] * 1000) if frame_times is not None else frame_index
@@ -134,7 +134,7 @@ def write_transition_video(
         raise ValueError("one transition between each two shots")
     width, height = size
     rng = np.random.default_rng(seed)
-    shots = [list(_shot_frames(i, n, width, height, rng)) for i, n in enumerate(shot_lengths)]
+    shots = [list(synthetic_shot_frames(i, n, width, height, rng)) for i, n in enumerate(shot_lengths)]
     frames: list[np.ndarray] = list(shots[0])
     cuts, kinds, spans = [], [], []
     for (kind, n), shot in zip(transitions, shots[1:]):
@@ -218,7 +218,7 @@ def write_defect_video(
             replays[index] = original
             shots.append([frame.copy() for frame in shots[original]])
             continue
-        frames = list(_shot_frames(index, shot_frames, width, height, rng))
+        frames = list(synthetic_shot_frames(index, shot_frames, width, height, rng))
         if kind == "subtitles":
             lines = ["Where were you last night?", "I told you, I was at home."]
             frames = [draw(f, lines[(t * 2) // shot_frames], height // 13, (width // 6, height - height // 6))

@@ -167,7 +167,7 @@ def read_part(manifest_dir: str | os.PathLike, name: str, part: str) -> pd.DataF
     folder = table_path(manifest_dir, name)
     file = folder / f"part-{part}.parquet"
     if file.is_file() or not folder.is_dir():
-        return _read_files([file] if file.is_file() else [], TABLES[name]).to_pandas()
+        return read_files([file] if file.is_file() else [], TABLES[name]).to_pandas()
     return _read_live(folder, TABLES[name], video=part).to_pandas()  # its rows in batch or compacted files
 
 
@@ -260,13 +260,13 @@ def _read_live(path: Path, expected: pa.Schema, columns: list[str] | None = None
     live = live_files(path, committed, parts=video is None)
     many = sorted(live.batches + live.compacted, key=lambda f: live.seq[f])
     if not many:
-        return _read_files(live.parts, expected, columns, live.footers)
+        return read_files(live.parts, expected, columns, live.footers)
     need = columns if columns is None or "video_id" in columns else [*columns, "video_id"]
-    table = _read_files(live.parts, expected, need, live.footers)
-    held_rows = _read_files(many, expected, need, live.footers) if video is None else None  # in file order, one read
+    table = read_files(live.parts, expected, need, live.footers)
+    held_rows = read_files(many, expected, need, live.footers) if video is None else None  # in file order, one read
     source = np.repeat(np.arange(len(many)), [live.rows[f] for f in many])
     if held_rows is None or len(source) != len(held_rows):  # one by one (or a file changed since its footer)
-        pieces = [_read_each([f], expected, need, video) for f in many]
+        pieces = [read_each_file([f], expected, need, video) for f in many]
         source = np.repeat(np.arange(len(many)), [len(p) for p in pieces])
         held_rows = pa.concat_tables(pieces)
     videos = held_rows.column("video_id")
@@ -378,7 +378,7 @@ def write_batch(manifest_dir: str | os.PathLike, rows: dict[str, list[dict]], co
 PENDING = ".pending-"  # a batch part written but not yet renamed into place
 
 
-def _read_files(
+def read_files(
     files: list[Path], expected: pa.Schema, columns: list[str] | None = None, known: dict | None = None
 ) -> pa.Table:
     """The files of one table as one validated table (of `columns` only, when given).
@@ -390,14 +390,14 @@ def _read_files(
     if not files:
         return _select(expected.empty_table(), columns)
     if len(files) == 1:
-        return _read_each(files, expected, columns)
+        return read_each_file(files, expected, columns)
     import pyarrow.dataset as ds  # here: importing it maps ~1 GiB of address space (matters under ulimit -v)
 
     try:
         footers = [known[f] for f in files] if known and all(f in known for f in files) else _footers(files)
         schemas = [footer.schema.to_arrow_schema() for footer in footers]
     except (pa.ArrowException, OSError):
-        return _read_each(files, expected, columns)
+        return read_each_file(files, expected, columns)
     groups: dict[str, list[int]] = {}
     for i, schema in enumerate(schemas):
         key = schema.to_string(show_schema_metadata=False) + repr((schema.metadata or {}).get(b"schema_version"))
@@ -425,7 +425,7 @@ def _read_files(
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         check_rows(table, name, files[0].parent)
     except (ManifestError, pa.ArrowException, OSError):
-        return _read_each(files, expected, columns)  # the exact error, naming the file
+        return read_each_file(files, expected, columns)  # the exact error, naming the file
     if len(groups) > 1:  # rows in file order, as the file-by-file path gives them
         rows = np.array([footer.num_rows for footer in footers])
         starts = np.zeros(len(files), dtype=np.int64)
@@ -435,7 +435,7 @@ def _read_files(
                 starts[i] = position
                 position += rows[i]
         if position != len(table):
-            return _read_each(files, expected, columns)
+            return read_each_file(files, expected, columns)
         table = table.take(np.concatenate([np.arange(starts[i], starts[i] + rows[i]) for i in range(len(files))]))
     return table
 
@@ -462,9 +462,12 @@ def _select(table: pa.Table, columns: list[str] | None) -> pa.Table:
     return table if columns is None else table.select(columns)
 
 
-def _read_each(
+def read_each_file(
     files: list[Path], expected: pa.Schema, columns: list[str] | None = None, video: str | None = None
 ) -> pa.Table:
+    """`read_files`' table read one file at a time (the rows of `video` only, when given): each file's
+    schema checked and its missing nullable columns added on their own, so an error names the file.
+    The slow path `read_files` falls back to, and the reference its one-dataset read is tested against."""
     tables = []
     only = [("video_id", "==", video)] if video is not None else None
     for file in files:

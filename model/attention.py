@@ -104,7 +104,7 @@ def _cpu_backward(grad, q, k, v, out, lse, aux, scale):
     )
 
 
-def _cuda_flash_forward(q, k, v, scale):
+def cuda_flash_forward(q, k, v, scale):
     out, lse, cum_q, cum_k, max_q, max_k, philox_seed, philox_offset, _ = (
         torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)
     )
@@ -119,14 +119,14 @@ def _cuda_flash_backward(grad, q, k, v, out, lse, aux, scale):
     )
 
 
-def _math_forward(q, k, v, scale):
+def math_forward(q, k, v, scale):
     scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
     lse = torch.logsumexp(scores, dim=-1)
     out = torch.matmul(torch.exp(scores - lse[..., None]), v.float())
     return out.to(q.dtype), lse, ()
 
 
-def _math_backward(grad, q, k, v, out, lse, aux, scale):
+def math_backward(grad, q, k, v, out, lse, aux, scale):
     """Attention backward given the (merged) output and LSE, in plain PyTorch (any device)."""
     qf, kf, vf, gf = q.float(), k.float(), v.float(), grad.float()
     probs = torch.exp(torch.matmul(qf, kf.transpose(-1, -2)) * scale - lse[..., None])
@@ -143,8 +143,8 @@ def lse_kernels(tensor: torch.Tensor) -> tuple[Callable, Callable]:
     if tensor.device.type == "cpu":
         return _cpu_forward, _cpu_backward
     if tensor.device.type == "cuda" and tensor.dtype in (torch.float16, torch.bfloat16) and tensor.shape[-1] <= 256:
-        return _cuda_flash_forward, _cuda_flash_backward
-    return _math_forward, _math_backward
+        return cuda_flash_forward, _cuda_flash_backward
+    return math_forward, math_backward
 
 
 class _SegmentedAttention(torch.autograd.Function):

@@ -186,7 +186,7 @@ def test_annotation_records_write_the_same_table_as_the_data_frame_rows_they_rep
     video); the records go straight to Arrow. Both give the same table, nulls and structs included."""
     import pandas as pd
 
-    from curation.annotate import _write_by_video
+    from curation.annotate import write_by_video
     from manifests.io import write_part
     from manifests.schema import AnnotationRecord, Status
 
@@ -200,7 +200,7 @@ def test_annotation_records_write_the_same_table_as_the_data_frame_rows_they_rep
         AnnotationRecord(combination_id="c3", video_id="v2", shot_ids=["e", "f"], characters=[], status=Status.ERROR,
                          error="HTTP 500", error_stage="request", requests=3),
     ]  # fmt: skip
-    _write_by_video(tmp_path / "records", "annotations", rows)
+    write_by_video(tmp_path / "records", "annotations", rows)
     frame = pd.DataFrame([row.as_dict() for row in rows])  # the path before records
     for video_id, part in frame.groupby("video_id"):
         write_part(tmp_path / "frames", "annotations", video_id, part)

@@ -96,3 +96,37 @@ def test_the_combination_keeps_one_cut_where_both_fire_and_every_cut_only_one_fi
     tn = {260: Boundary(195, True), 261: Boundary(210, True)}
     got = run(Source(sd, 17), Source(tn, 253, drop=True, spans=[(195, 210)]))
     assert got == [(50, False), (195, True), (210, True)]
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (768, 432), (1920, 1080), (640, 360)])
+def test_detection_images_made_in_runs_equal_each_frame_shrunk_by_opencv_and_converted_alone(tmp_path, size):
+    """The fast paths (a strided copy where the size ratio is an odd whole number: 5 for 720p, 3 for
+    768x432; one swscale call for a run of frames) give the images of the plain path bit for bit:
+    each plane resized by OpenCV's linear filter, each frame converted by swscale on its own."""
+    import av
+    import cv2
+    from av.video.reformatter import VideoReformatter
+
+    from curation.cuts import DetectionFrames, detection_size
+
+    video = write_synthetic_video(tmp_path / "v.mp4", [5, 4], fps=24.0, size=size, seed=5)
+    with av.open(str(video.path)) as container:
+        frames = list(container.decode(video=0))
+    width, height = detection_size(*size, 256)
+    convert = VideoReformatter()
+
+    def plain(frame):
+        small = av.VideoFrame(width, height, "yuv420p")
+        shapes = ((height, width), (height // 2, width // 2), (height // 2, width // 2))
+        chroma = ((frame.height + 1) // 2, (frame.width + 1) // 2)
+        for plane, target, (rows, cols), (h, w) in zip(frame.planes, small.planes,
+                                                        ((frame.height, frame.width), chroma, chroma), shapes):  # fmt: skip
+            source = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :cols]
+            out = np.frombuffer(target, np.uint8).reshape(-1, target.line_size)[:h, :w]
+            cv2.resize(source, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
+        return convert.reformat(small, format="bgr24").to_ndarray()
+
+    fast = DetectionFrames(256)
+    expected = [plain(f) for f in frames]
+    assert all(np.array_equal(a, b) for a, b in zip(fast.many(frames[:4]) + fast.many(frames[4:]), expected))
+    assert np.array_equal(fast(frames[-1]), expected[-1])

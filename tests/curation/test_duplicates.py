@@ -10,7 +10,7 @@ import numpy as np
 from curation.config import CurationConfig
 from curation.duplicates import Signature, find_duplicates, signature, similarity
 from curation.measures import ShotSpan
-from curation.samples import _shot_frames
+from curation.samples import synthetic_shot_frames
 
 
 def _reencoded(frames, crf):
@@ -38,7 +38,7 @@ def _signatures(frames):
 
 def test_a_replay_reencoded_matches_its_original_and_other_shots_do_not():
     rng = np.random.default_rng(1)
-    shots = [list(_shot_frames(i, 48, 320, 180, rng)) for i in range(3)]
+    shots = [list(synthetic_shot_frames(i, 48, 320, 180, rng)) for i in range(3)]
     originals = [_signatures(_reencoded(s, 18)) for s in shots]
     replay = _signatures(_reencoded(shots[0], 30))  # the same frames, encoded again at a lower quality
     assert similarity(replay, originals[0]) > 0.99
@@ -46,7 +46,7 @@ def test_a_replay_reencoded_matches_its_original_and_other_shots_do_not():
     small = _signatures([cv2.resize(f, (160, 90)) for f in _reencoded(shots[0], 30)])  # replayed smaller
     assert similarity(small, originals[0]) > 0.99
     # The same set-up (background) with the action elsewhere: a return to the set-up, not a repeat.
-    elsewhere = _signatures(_reencoded(list(_shot_frames(0, 48, 320, 180, np.random.default_rng(9))), 18))
+    elsewhere = _signatures(_reencoded(list(synthetic_shot_frames(0, 48, 320, 180, np.random.default_rng(9))), 18))
     assert 0.9 < similarity(elsewhere, originals[0]) < CurationConfig(output="o").shots.duplicate_similarity
     found = find_duplicates([*originals, replay, replay], threshold=0.99)
     assert [f[0] if f else None for f in found] == [None, None, None, 0, 0]  # a copy of a copy: the first

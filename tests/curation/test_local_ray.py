@@ -33,7 +33,7 @@ def limited(gib: float):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_after_a_killed_driver_the_next_run_leaves_none_of_its_ray_processes(tmp_path, multi_shot_video):
 
-    from curation.local_ray import RECORD, _start_time
+    from curation.local_ray import RECORD, process_start_time
 
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -51,13 +51,13 @@ def test_after_a_killed_driver_the_next_run_leaves_none_of_its_ray_processes(tmp
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     time.sleep(2.0)
-    survivors = [e["pid"] for e in recorded["processes"] if _start_time(e["pid"]) == e["start"]]
+    survivors = [e["pid"] for e in recorded["processes"] if process_start_time(e["pid"]) == e["start"]]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    still = [p for p in survivors if _start_time(p) is not None]  # some exit late on their own
+    still = [p for p in survivors if process_start_time(p) is not None]  # some exit late on their own
     if survivors:  # Ray's agents outlived the killed driver: the next run stopped those still there
         assert "Ray processes left behind by an earlier run" in done.stdout or not still
-    assert not [p for p in survivors if _start_time(p) is not None]
+    assert not [p for p in survivors if process_start_time(p) is not None]
     assert not (out / RECORD).exists()  # a clean end leaves no record
 
 
@@ -94,11 +94,11 @@ def test_a_local_run_prints_one_calm_line_about_rays_token(tmp_path, multi_shot_
 def test_a_planted_record_never_gets_an_unrelated_process_killed(tmp_path):
     """A record naming the user's own `sleep` (right pid and start time) proves nothing: the process
     lacks the run's id in its environment. Nor is a live driver's Ray touched."""
-    from curation.local_ray import RECORD, _start_time, clear_orphans
+    from curation.local_ray import RECORD, clear_orphans, process_start_time
 
     sleeper = subprocess.Popen(["sleep", "600"])
     try:
-        start = _start_time(sleeper.pid)
+        start = process_start_time(sleeper.pid)
         dead_driver = {"pid": 2**22 - 7, "start": 1}
         planted = {"run": "abc", "driver": dead_driver, "processes": [{"pid": sleeper.pid, "start": start}]}
         (tmp_path / RECORD).write_text(json.dumps(planted))
@@ -106,8 +106,8 @@ def test_a_planted_record_never_gets_an_unrelated_process_killed(tmp_path):
         (tmp_path / RECORD).write_text(json.dumps([{"pid": sleeper.pid, "start": start}]))  # the older format
         assert clear_orphans(tmp_path) == 0 and sleeper.poll() is None
         ours = subprocess.Popen(["sleep", "600"], env=os.environ | {"MASK2DIT_RAY_RUN": "abc"})
-        record = planted | {"processes": [{"pid": ours.pid, "start": _start_time(ours.pid)}]}
-        live = record | {"driver": {"pid": os.getpid(), "start": _start_time(os.getpid())}}
+        record = planted | {"processes": [{"pid": ours.pid, "start": process_start_time(ours.pid)}]}
+        live = record | {"driver": {"pid": os.getpid(), "start": process_start_time(os.getpid())}}
         (tmp_path / RECORD).write_text(json.dumps(live))
         assert clear_orphans(tmp_path) == 0 and ours.poll() is None  # its driver is alive: left alone
         # Provably the run's own, even unlisted: a run killed in its first seconds recorded no pids yet.

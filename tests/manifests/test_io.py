@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from manifests import ManifestError, read_table, write_part
-from manifests.io import _read_each, _read_files, table_path
+from manifests.io import read_each_file, read_files, table_path
 from tests.support.jobs import damaged_copy, set_value
 from tests.support.manifests import compact_cli, shot
 from tests.support.training import CONFIG
@@ -77,13 +77,13 @@ def test_the_fast_read_equals_the_file_by_file_read_in_file_order(parts_manifest
     from manifests.schema import TABLES
 
     files = sorted(table_path(parts_manifest, "shots").glob("part-*.parquet"))
-    fast, slow = _read_files(files, TABLES["shots"]), _read_each(files, TABLES["shots"])
+    fast, slow = read_files(files, TABLES["shots"]), read_each_file(files, TABLES["shots"])
     assert fast.schema.equals(slow.schema) and fast.equals(slow)
     shots = read_table(parts_manifest, "shots")
     assert shots["shot_id"].tolist() == slow.column("shot_id").to_pylist()
     assert shots.loc[shots["video_id"] == "v011", "detector"].isna().all()
     assert len(shots) == sum(v % 4 + 1 for v in range(30))
-    only = _read_files(files, TABLES["shots"], columns=["video_id", "num_frames"])
+    only = read_files(files, TABLES["shots"], columns=["video_id", "num_frames"])
     assert only.column_names == ["video_id", "num_frames"] and len(only) == len(slow)
 
 
@@ -103,13 +103,13 @@ def test_a_bad_row_among_many_files_is_named_by_its_file_row_and_column(parts_ma
 def test_only_committed_videos_are_read_and_only_their_ids_are_read_for_it(parts_manifest, monkeypatch):
     (table_path(parts_manifest, "videos") / "part-v004.parquet").unlink()  # v004 stopped before its commit
     seen = []
-    original = _read_files
+    original = read_files
 
     def spy(files, expected, columns=None, known=None):
         seen.append((expected.metadata[b"table"].decode(), columns))
         return original(files, expected, columns, known)
 
-    monkeypatch.setattr("manifests.io._read_files", spy)
+    monkeypatch.setattr("manifests.io.read_files", spy)
     shots = read_table(parts_manifest, "shots")
     assert "v004" not in set(shots["video_id"]) and shots["video_id"].nunique() == 29
     assert seen == [("shots", None), ("videos", ["video_id"])]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model import SceneLayout, scene_attention
-from model.attention import _math_backward, _math_forward, lse_kernels
+from model.attention import lse_kernels, math_backward, math_forward
 from tests.support.models import LAYOUTS
 
 
@@ -34,11 +34,11 @@ def test_segmented_backward_kernels_agree_with_the_plain_pytorch_reference():
     q, k, v = (torch.randn(1, 2, layout.total, 8) for _ in range(3))
     fwd, bwd = lse_kernels(q)
     out, lse, aux = fwd(q, k, v, 0.3)
-    ref_out, ref_lse, _ = _math_forward(q, k, v, 0.3)
+    ref_out, ref_lse, _ = math_forward(q, k, v, 0.3)
     torch.testing.assert_close(out, ref_out, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(lse, ref_lse, atol=1e-5, rtol=1e-5)
     grad = torch.randn_like(out)
-    for ours, ref in zip(bwd(grad, q, k, v, out, lse, aux, 0.3), _math_backward(grad, q, k, v, out, lse, (), 0.3)):
+    for ours, ref in zip(bwd(grad, q, k, v, out, lse, aux, 0.3), math_backward(grad, q, k, v, out, lse, (), 0.3)):
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
 
 
@@ -82,11 +82,11 @@ def test_segmented_attention_on_cuda_equals_the_fp32_dense_oracle_forward_and_ba
 
 @pytest.mark.cuda
 def test_the_cuda_bf16_path_uses_the_flash_kernels_and_fp32_the_reference_kernels():
-    from model.attention import _cuda_flash_forward
+    from model.attention import cuda_flash_forward
 
     bf16 = torch.zeros(1, 1, 4, 64, device="cuda", dtype=torch.bfloat16)
-    assert lse_kernels(bf16)[0] is _cuda_flash_forward
-    assert lse_kernels(bf16.float())[0] is _math_forward
+    assert lse_kernels(bf16)[0] is cuda_flash_forward
+    assert lse_kernels(bf16.float())[0] is math_forward
 
 
 @pytest.mark.cuda

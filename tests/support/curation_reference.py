@@ -67,10 +67,10 @@ KIND_FLAGS = ["--min-shot-seconds", "1.5", "--min-mean-luma", "25", "--within", 
 
 
 def write_kinds_video(folder: Path) -> Path:
-    from curation.samples import _shot_frames, write_frames
+    from curation.samples import synthetic_shot_frames, write_frames
 
     rng = np.random.default_rng(5)
-    shots = [list(_shot_frames(i, n, 160, 96, rng)) for i, n in enumerate((60, 70, 50, 20, 50, 60))]
+    shots = [list(synthetic_shot_frames(i, n, 160, 96, rng)) for i, n in enumerate((60, 70, 50, 20, 50, 60))]
     frames = shots[0][:-12] + [((1 - (k + 0.5) / 24) * a + (k + 0.5) / 24 * b).astype(np.uint8)
                                for k, (a, b) in enumerate(zip(shots[0][-12:] + shots[1][:12], shots[1][:24]))]  # fmt: skip
     frames = frames[: len(shots[0]) - 12 + 24] + shots[1][24:]  # a 24-frame dissolve from shot 0 into shot 1
