@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from model import SceneLayout, scene_attention
-from model.transformer import Mask2DiTAttnProcessor
+from model.cogvideox import Mask2DiTAttnProcessor
 
 SHAPES = {
     # heads, head_dim, scenes, text tokens per scene, latent frames per scene, latent h, w

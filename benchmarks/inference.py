@@ -31,7 +31,7 @@ def peak_rss_mib() -> float:
 
 
 def tiny(steps: int) -> None:
-    from model.pipeline import Mask2DiTPipeline
+    from model.cogvideox_pipeline import Mask2DiTPipeline
     from model.tiny import TINY_SIZE, build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:

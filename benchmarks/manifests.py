@@ -8,7 +8,8 @@ as before batching (three parts per video, `manifests.io.write_part`) and once t
 batched writer (`curation.reconcile.CommitBatch`, 64 videos per part), and times: the commit per
 video; a validated `read_table` of shots beside a plain `pd.read_parquet`
 (the floor); resume planning (`curation.probe.completed_video_ids`); the miner (the combine
-stage, `curation.combine.mine`, over 32-d embeddings of every shot); and training's manifest
+stage, `curation.combine.mine`, over 32-d embeddings of every shot, in one process and as Ray
+tasks over runs of groups, with the ratio of the two); and training's manifest
 check (`read_table` + `check_finite`); then `python -m manifests compact` and the same reads on
 the compacted manifest. It prints each step's growth from one size to the next as a ratio to the
 growth in videos (1.00 = linear).
@@ -89,6 +90,7 @@ def measure(root: Path, miner: bool = True) -> dict[str, float]:
     from manifests.io import check_finite, read_table
 
     config = CurationConfig(output=root)
+    settings = CombineConfig(within="video", min_relevance=0.5)
     shots = read_table(root, "shots")
     embeddings = embeddings_for(shots) if miner else None
     return {
@@ -96,7 +98,10 @@ def measure(root: Path, miner: bool = True) -> dict[str, float]:
         "plain pd.read_parquet(shots)": timed(lambda: pd.read_parquet(root / "shots.parquet")),
         "resume planning": timed(lambda: completed_video_ids(config)),
         **(
-            {"miner": timed(lambda: mine(shots, embeddings, CombineConfig(within="video", min_relevance=0.5)))}
+            {
+                "miner": timed(lambda: mine(shots, embeddings, settings, parallel_from=10**12)),
+                "miner in Ray tasks": timed(lambda: mine(shots, embeddings, settings, parallel_from=1)),
+            }
             if miner
             else {}
         ),  # fmt: skip
@@ -112,6 +117,10 @@ def main() -> None:
     parser.add_argument("--parts-up-to", type=int, default=10000,
                         help="measure the one-part-per-video layout only up to this many videos (it is slow)")  # fmt: skip
     args = parser.parse_args()
+    import ray
+
+    # The miner's tasks run on a local Ray, as in the job (started once, outside every timing).
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.videos:
@@ -131,6 +140,11 @@ def main() -> None:
             print(f"{count} videos ({count * SHOTS} shots): "
                   + ", ".join(f"{k} {v * 1000:.2f} ms" if k.startswith("commit per video") else f"{k} {v:.2f} s"
                               for k, v in results[count].items()), flush=True)  # fmt: skip
+    for count, found in results.items():
+        print(
+            f"{count} videos: the miner in Ray tasks takes {found['miner in Ray tasks'] / found['miner']:.2f}x "
+            f"the time of the miner in one process ({int(ray.cluster_resources()['CPU'])} CPUs)"
+        )
     sizes = sorted(results)
     for small, large in zip(sizes, sizes[1:]):
         growth = large / small

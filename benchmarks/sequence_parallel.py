@@ -45,8 +45,8 @@ def saved_bytes(model, inputs) -> int:
 def worker(rank: int, world: int, port: int, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    from model.cogvideox import Mask2DiTTransformer3DModel
     from model.sequence_parallel import SequenceShard
-    from model.transformer import Mask2DiTTransformer3DModel
 
     torch.manual_seed(0)
     model = Mask2DiTTransformer3DModel(**MODEL)

@@ -23,7 +23,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def clip_preprocess(frames: np.ndarray, size: int) -> torch.Tensor:
     """(N, H, W, 3) uint8 RGB -> (N, 3, size, size): CLIP's resize, centre crop and normalisation."""
-    from model.backbones import resize_center_crop
+    from model.feature_extractors import resize_center_crop
 
     return resize_center_crop(frames, size, CLIP_MEAN, CLIP_STD)
 

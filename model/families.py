@@ -82,13 +82,13 @@ class CogVideoXFamily:
 
     @property
     def transformer_class(self):
-        from model.transformer import Mask2DiTTransformer3DModel
+        from model.cogvideox import Mask2DiTTransformer3DModel
 
         return Mask2DiTTransformer3DModel
 
     @property
     def pipeline_class(self):
-        from model.pipeline import Mask2DiTPipeline
+        from model.cogvideox_pipeline import Mask2DiTPipeline
 
         return Mask2DiTPipeline
 

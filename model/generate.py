@@ -152,7 +152,7 @@ def earlier_output_problems(folder: Path, args, family) -> list[str]:
 def load_result(folder: Path):
     from safetensors.torch import load_file
 
-    from model.pipeline import MultiSceneOutput
+    from model.multiscene import MultiSceneOutput
 
     record_path, latents_path = folder / "generation.json", folder / "latents.safetensors"
     if not record_path.exists() or not latents_path.exists():
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("error: context videos need --context-prompts with one prompt per video", file=sys.stderr)
                 return 2
             from manifests.frames import VideoReadError
-            from model.pipeline import MultiSceneOutput
+            from model.multiscene import MultiSceneOutput
 
             try:
                 latents = [pipe.encode_video(read_video(p, args.num_frames, args.height, args.width, seed=args.seed + i),

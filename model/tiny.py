@@ -59,8 +59,8 @@ def build_tiny_model(folder: str | Path, seed: int = 0, transformer_overrides: d
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
-    from model.pipeline import Mask2DiTPipeline
-    from model.transformer import Mask2DiTTransformer3DModel
+    from model.cogvideox import Mask2DiTTransformer3DModel
+    from model.cogvideox_pipeline import Mask2DiTPipeline
 
     folder = Path(folder)
     torch.manual_seed(seed)

@@ -32,7 +32,7 @@ from torch import nn
 
 from model.weights import CheckpointError, file_hash
 
-MEAN = (0.485, 0.456, 0.406)  # ImageNet's, as ViCLIP's training used; the one copy (model.backbones uses it)
+MEAN = (0.485, 0.456, 0.406)  # ImageNet's, as ViCLIP's training used; the one copy (model.feature_extractors uses it)
 STD = (0.229, 0.224, 0.225)
 
 

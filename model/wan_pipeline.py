@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from diffusers.pipelines.wan.pipeline_wan import WanPipeline
 
-from model.pipeline import ModelFolderError, MultiSceneOutput, scene_negatives
+from model.multiscene import MultiSceneOutput, scene_negatives
 from model.wan import Mask2DiTWanTransformer3DModel
+from model.weights import ModelFolderError
 
 # Wan's own default negative prompt (its sample_neg_prompt), used when none is given.
 WAN_NEGATIVE_PROMPT = (
@@ -222,6 +223,6 @@ class Mask2DiTWanPipeline(WanPipeline):
                **kwargs) -> MultiSceneOutput:  # fmt: skip
         """Add one scene per prompt, each conditioned on (up to) the last `context_scenes` scenes.
         Works on latents only; expanding by two equals expanding twice by one."""
-        from model.pipeline import expand_story
+        from model.multiscene import expand_story
 
         return expand_story(self, previous, prompts, context_scenes, seed, **kwargs)

@@ -1,126 +1,48 @@
-"""The store of precomputed latents and text embeddings (the encoders are the backbone's: `model.encoders`).
-
-Online encoding runs the VAE and text encoder in the training process (fine for small runs). For real runs,
-`training/precompute.py` encodes every scene and caption once into sharded safetensors files,
-keyed by a hash of what went in (shot, frame window, size, encoder weights), and the trainer reads
-them instead: the VAE and T5 then never load during training.
-
-The store may live in an object store (`data.precomputed=s3://bucket/latents`): each shard is then
-fetched once, whole, into a local cache (MASK2DIT_CACHE, default ~/.cache/mask2dit) and read from
-there, and writers upload each finished shard and index in one piece.
-"""
+"""From a data-loader batch to model inputs: latents and caption embeddings, encoded or precomputed."""
 
 from __future__ import annotations
-
-import hashlib
-import json
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from manifests.io import write_atomic, write_bytes_atomic
-from manifests.store import ObjectPath, location
-from model.encoders import content_hash
+from training.config import TrainConfig
+from training.latent_store import LatentStore, scene_key, stable_seed, text_key
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("MASK2DIT_CACHE") or Path.home() / ".cache" / "mask2dit")
+class BatchEncoder:
+    """latents (B, S*F, C, h, w) and text (B, S*L, D) for a batch; applies caption dropout."""
 
+    def __init__(self, config: TrainConfig, encoders, store: LatentStore | None, identity: str):
+        self.config, self.encoders, self.store, self.identity = config, encoders, store, identity
 
-class LatentStore:
-    """Sharded safetensors of precomputed tensors, with an index per writer (rank), and the identity
-    of the encoders that wrote them (identity.json), which every key includes."""
+    def dropped(self, index: int, scene: int) -> bool:
+        rng = np.random.default_rng([self.config.run.seed, index, scene, 3])
+        return rng.random() < self.config.data.caption_dropout
 
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = location(folder)
-        self._index: dict[str, str] | None = None
-        self._open: dict[str, object] = {}
-
-    @property
-    def identity(self) -> str:
-        path = self.folder / "identity.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not a precomputed store (no identity.json); run training/precompute.py")
-        return json.loads(path.read_text())["identity"]
-
-    def write_identity(self, identity: str, data_config: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(
-            self.folder / "identity.json", json.dumps({"identity": identity, "data": data_config}).encode()
-        )
-
-    def index(self) -> dict[str, str]:
-        if self._index is None:
-            self._index = {}
-            for path in sorted(self.folder.glob("index-*.json")):
-                self._index.update(json.loads(path.read_text()))
-        return self._index
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.index()
-
-    def get(self, key: str) -> torch.Tensor:
-        from safetensors import safe_open
-
-        shard = self.index().get(key)
-        if shard is None:
-            raise KeyError(f"{key} is not in the precomputed store {self.folder}; re-run training/precompute.py")
-        if shard not in self._open:
-            self._open[shard] = safe_open(str(self._local(shard)), "pt")
-        return self._open[shard].get_tensor(key)
-
-    def _local(self, shard: str) -> Path:
-        """A shard as a local file: itself, or (object store) its copy in the cache, fetched whole once.
-        The copy is named after the object's identity (its ETag or size and time), so a store deleted
-        and written again under the same names is fetched again, never read stale."""
-        source = self.folder / shard
-        if not isinstance(source, ObjectPath):
-            return source
-        digest = hashlib.blake2b(f"{source}|{source.fs.ukey(source.key)}".encode(), digest_size=12).hexdigest()
-        target = cache_root() / "latents" / f"{digest}.safetensors"
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".fetch-", dir=target.parent)
-            os.close(fd)
-            try:
-                source.fs.get_file(source.key, tmp)
-                os.replace(tmp, target)  # complete or absent, even with many loader workers fetching
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-        return target
-
-    def write(self, tensors: dict[str, torch.Tensor], writer: str, shard_size: int = 256) -> None:
-        """Append tensors as new shards of this writer, then update its index (atomically)."""
-        from safetensors.torch import save_file
-
-        if not tensors:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        index_path = self.folder / f"index-{writer}.json"
-        index = json.loads(index_path.read_text()) if index_path.exists() else {}
-        keys = sorted(tensors)
-        for start in range(0, len(keys), shard_size):
-            name = f"shard-{writer}-{len(set(index.values())):05d}.safetensors"
-            chunk = {k: tensors[k].contiguous().cpu() for k in keys[start : start + shard_size]}
-            write_atomic(self.folder / name, lambda tmp, chunk=chunk: save_file(chunk, str(tmp)))
-            index.update(dict.fromkeys(chunk, name))
-        write_bytes_atomic(index_path, json.dumps(index).encode())  # the shards count once the index names them
-        self._index = None
-
-
-def scene_key(content_key: str, config, identity: str) -> str:
-    """Store key of a scene's latents: its shot and frame window, the output size, the encoder."""
-    return "latent-" + content_hash(content_key, config.num_frames, config.height, config.width, identity)
-
-
-def text_key(caption: str, identity: str) -> str:
-    return "text-" + content_hash(caption, identity)
-
-
-def stable_seed(*parts) -> int:
-    return int(
-        np.frombuffer(hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest(), np.uint64)[0] % 2**31
-    )
+    def __call__(self, batch: dict, device, dtype) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """(latents (B, sum F_s, C, h, w), text (B, S*L, D), latent frames per scene F_s)."""
+        captions = [["" if self.dropped(i, s) else c for s, c in enumerate(caps)]
+                    for i, caps in zip(batch["index"], batch["captions"])]  # fmt: skip
+        flat = [c for caps in captions for c in caps]
+        batch_size, scenes = len(captions), len(captions[0])
+        if self.store is not None:
+            per_scene = [[self.store.get(scene_key(k, self.config.data, self.identity)) for k in keys]
+                         for keys in batch["keys"]]  # fmt: skip
+            latents = torch.stack([torch.cat(sample) for sample in per_scene])
+            scene_frames = [x.shape[0] for x in per_scene[0]]
+            text = torch.stack([self.store.get(text_key(c, self.identity)) for c in flat])
+        else:
+            frames = batch["frames"]  # per scene (B, T_s, H, W, 3)
+            seed = stable_seed(self.config.run.seed, *batch["index"])
+            if len({f.shape[1] for f in frames}) == 1:  # one length: every scene of the batch in one VAE call
+                encoded = self.encoders.encode_frames(torch.stack(frames, 1).flatten(0, 1), seed)
+                encoded = encoded.reshape(batch_size, scenes, *encoded.shape[1:])
+                parts = list(encoded.unbind(1))
+            else:
+                parts = [self.encoders.encode_frames(f, stable_seed(seed, s)) for s, f in enumerate(frames)]
+            latents = torch.cat(parts, dim=1)
+            scene_frames = [p.shape[1] for p in parts]
+            text = self.encoders.encode_text(flat)
+        latents = latents.to(device, dtype)
+        text = text.to(device, dtype).reshape(batch_size, scenes * text.shape[1], text.shape[2])
+        return latents, text, scene_frames

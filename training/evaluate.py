@@ -138,8 +138,8 @@ def cut_scores(story: Story, scenes: int, detect) -> dict:
 
 
 def evaluate(args) -> dict:
-    from model.backbones import DinoEncoder, I3DFeatures
     from model.clip import ClipEncoder
+    from model.feature_extractors import DinoEncoder, I3DFeatures
 
     stories = find_stories(args.videos, args.prompts, args.scenes)
     clip = ClipEncoder.from_pretrained(args.clip) if args.clip else None

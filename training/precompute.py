@@ -29,7 +29,7 @@ def precompute(config, out: str | os.PathLike, batch_size: int = 4) -> dict:
     from manifests.frames import read_shot_frames
     from model.families import family_of
     from training.config import transformer_weights
-    from training.encoding import LatentStore, scene_key, stable_seed, text_key
+    from training.latent_store import LatentStore, scene_key, stable_seed, text_key
 
     if config.data.frame_window != "middle":
         raise ValueError("precomputed latents hold one window per shot: run with data.frame_window=middle "

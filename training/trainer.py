@@ -4,7 +4,7 @@
     trainer.train()
 
 Components, each in its own module: data (`training.data`), encoders or the precomputed store
-(`training.encoding`, `training.batches`), the objective (`training.objective`), the DeepSpeed
+(`training.latent_store`, `training.encoding`), the objective (`training.objective`), the DeepSpeed
 engine (`training.engine`), checkpoints (`training.checkpoint.Checkpointer`), metrics
 (`training.telemetry.Metrics`) and validation (`training.validate.Validator`).
 """
@@ -20,11 +20,10 @@ import torch
 
 from model.families import family_of
 from model.sequence_parallel import SequenceShard
-from training.batches import BatchEncoder
 from training.checkpoint import Checkpointer
 from training.config import TrainConfig, transformer_weights
 from training.data import DataError, LayoutBatchSampler, SceneDataset, collate, load_samples
-from training.encoding import LatentStore
+from training.encoding import BatchEncoder
 from training.engine import build_engine, setup_distributed
 from training.interrupt import (
     NonFiniteLoss,
@@ -33,6 +32,7 @@ from training.interrupt import (
     any_rank,
     ignore_interrupts_in_workers,
 )
+from training.latent_store import LatentStore
 from training.memory import memory_plan
 from training.objective import conditional_mask
 from training.telemetry import Metrics, peak_memory_gib

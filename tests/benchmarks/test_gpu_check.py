@@ -49,7 +49,7 @@ def test_the_suite_marks_cuda_tests_the_check_selects():
                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
     collected = [line for line in done.stdout.splitlines() if "::" in line]
     files = {line.split("::")[0] for line in collected}
-    assert {"tests/model/test_attention.py", "tests/model/test_transformer.py", "tests/model/test_wan.py",
+    assert {"tests/model/test_attention.py", "tests/model/test_cogvideox.py", "tests/model/test_wan.py",
             "tests/model/test_sequence_parallel.py"} <= files, done.stdout[-2000:]  # fmt: skip
 
 

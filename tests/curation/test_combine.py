@@ -127,3 +127,27 @@ def test_the_array_miner_equals_the_miner_written_one_candidate_at_a_time(scenes
                                    neighbors=int(rng.integers(3, 9)), max_uses=int(rng.integers(1, 4)))  # fmt: skip
             # every number bit for bit, every status and reason word for word, in the same order
             assert mine_group(ids, frames, vectors, config) == plain_mine_group(ids, frames, vectors, config)
+
+
+def test_the_miner_in_ray_tasks_gives_the_rows_of_the_miner_in_one_process(ray_local):
+    """Groups are independent, so mining them in parallel tasks changes nothing: the same rows in the
+    same order, bit for bit, and the same counts."""
+    rng = np.random.default_rng(7)
+    rows, vectors = [], []
+    for video in range(40):
+        for clip in range(2):
+            n = int(rng.integers(2, 12))
+            centre = rng.normal(size=(2, 16))
+            for i in range(n):
+                rows.append({"shot_id": f"v{video:03d}_{clip}_{i:02d}", "video_id": f"v{video:03d}", "clip_index": clip,
+                             "status": "ok", "num_frames": int(rng.integers(40, 200)), "start_frame": 1000 * clip + 50 * i})  # fmt: skip
+                vectors.append(centre[i % 2] + 0.4 * rng.normal(size=16))
+    shots = pd.DataFrame(rows)
+    embeddings = pd.DataFrame({"shot_id": shots["shot_id"], "embedding": vectors, "embedder": "test"})
+    for within in ("clip", "video"):
+        config = CombineConfig(within=within, min_relevance=0.2)
+        serial, serial_stats = mine(shots, embeddings, config, parallel_from=10**9)
+        parallel, parallel_stats = mine(shots, embeddings, config, parallel_from=1)
+        assert len(serial) > 20
+        pd.testing.assert_frame_equal(serial, parallel)
+        assert serial_stats.as_dict() == parallel_stats.as_dict()

@@ -39,7 +39,7 @@ def train_from_s3(manifest: str, tmp_path: Path) -> None:
 
     from model.tiny import build_tiny_model
     from training.config import load_config
-    from training.encoding import LatentStore
+    from training.latent_store import LatentStore
     from training.precompute import precompute
     from training.train import train
 

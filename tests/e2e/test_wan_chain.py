@@ -65,7 +65,7 @@ def test_wan_chain_pretrain_sft_precompute_resume_generate_and_expand(manifest, 
     from manifests.frames import read_shot_frames
     from model.families import family_of
     from training.data import resize_crop
-    from training.encoding import LatentStore, scene_key, stable_seed
+    from training.latent_store import LatentStore, scene_key, stable_seed
 
     config = wan_config(manifest, tiny_wan, tmp_path / "p", *middle)
     encoders = family_of(tiny_wan).encoders(tiny_wan, torch.device("cpu"), torch.float32, 16)

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
+from model.cogvideox_pipeline import Mask2DiTPipeline, ModelFolderError
 from model.generate import main
-from model.pipeline import Mask2DiTPipeline, ModelFolderError
 
 
 def test_incomplete_model_folder_is_a_clear_error(tiny_model_dir, tmp_path, capsys):

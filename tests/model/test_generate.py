@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from manifests.sampling import max_stride_window
+from model.cogvideox_pipeline import Mask2DiTPipeline
 from model.generate import main
-from model.pipeline import Mask2DiTPipeline
 from model.tiny import build_tiny_model
 from tests.support import REPO
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.backbones import I3DFeatures
+from model.feature_extractors import I3DFeatures
 from model.metrics import (
     character_pairs,
     frechet_distance,
@@ -77,7 +77,7 @@ def test_fvd_of_a_set_with_itself_is_zero_and_grows_with_noise(backbones):
 
 
 def test_fvd_protocol_crops_the_centre_and_needs_16_consecutive_frames():
-    from model.backbones import I3DFeatures
+    from model.feature_extractors import I3DFeatures
     from training.evaluate import first_frames
 
     class Flatten(torch.nn.Module):  # stands in for I3D: its "features" are the pixels it was given

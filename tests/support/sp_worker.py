@@ -18,8 +18,8 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from model.cogvideox import Mask2DiTTransformer3DModel  # noqa: E402
 from model.sequence_parallel import SequenceShard  # noqa: E402
-from model.transformer import Mask2DiTTransformer3DModel  # noqa: E402
 
 TINY4 = dict(
     num_attention_heads=4, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=16,
@@ -102,7 +102,7 @@ def model_check(shard: SequenceShard) -> dict:
 
 
 def generate_check(shard: SequenceShard, out_dir: Path) -> dict:
-    from model.pipeline import Mask2DiTPipeline
+    from model.cogvideox_pipeline import Mask2DiTPipeline
     from model.tiny import TINY_SIZE, build_tiny_model
 
     folder = out_dir / "model"

@@ -1,38 +1,31 @@
-"""Tests of `training/encoding.py`: the sharded store of precomputed latents and text embeddings."""
+"""Tests of `training/encoding.py`: from a data-loader batch to model inputs: latents and caption
+embeddings, encoded or precomputed."""
 
 from __future__ import annotations
 
-import json
-
-import pytest
-import torch
-
-from training.encoding import LatentStore, scene_key, stable_seed, text_key
+import numpy as np
 
 
-def test_tensors_written_by_two_writers_in_shards_read_back_exactly(tmp_path):
-    store = LatentStore(tmp_path / "store")
-    with pytest.raises(FileNotFoundError, match="not a precomputed store"):
-        _ = store.identity
-    store.write_identity("enc-1", {"num_frames": 9})
-    first = {f"latent-{i}": torch.randn(2, 4, 3, 3) for i in range(5)}
-    second = {"text-a": torch.randn(12, 32)}
-    store.write(first, writer="rank0", shard_size=2)  # 3 shards of at most 2 tensors
-    store.write(second, writer="rank1")
-    assert len(list((tmp_path / "store").glob("shard-rank0-*.safetensors"))) == 3
-    again = LatentStore(tmp_path / "store")  # a reader opened afterwards sees both writers' indexes
-    assert again.identity == "enc-1" and json.loads((tmp_path / "store" / "identity.json").read_text())["data"]
-    assert all(torch.equal(again.get(k), v) for k, v in (first | second).items()) and "text-a" in again
-    with pytest.raises(KeyError, match="re-run training/precompute.py"):
-        again.get("latent-99")
+def test_layout_batches_are_uniform_deterministic_and_never_starve_a_rare_layout():
+    from training.data import LayoutBatchSampler
 
+    class Fake:
+        config = type("C", (), {"scene_frames": "from_shots"})()
 
-def test_keys_and_seeds_are_stable_and_depend_on_everything_that_changes_the_tensor():
-    class Data:
-        num_frames, height, width = 9, 32, 32
+        def layout(self, draw):  # 1 draw in 10, at random as real draws are, has the rare layout
+            return (9, 17) if np.random.default_rng(draw).random() < 0.1 else (17, 17)
 
-    key = scene_key("shot_1|0|9", Data, "enc-1")
-    assert key == scene_key("shot_1|0|9", Data, "enc-1") and key.startswith("latent-")
-    assert key != scene_key("shot_1|0|9", Data, "enc-2") and key != scene_key("shot_1|1|9", Data, "enc-1")
-    assert text_key("Actor1 walks.", "enc-1") != text_key("Actor1 runs.", "enc-1")
-    assert stable_seed("a", 1) == stable_seed("a", 1) != stable_seed("a", 2) and 0 <= stable_seed("x") < 2**31
+    def batches(start, count):
+        sampler = iter(LayoutBatchSampler(Fake(), start, rank=0, world=1, batch_size=4))
+        return [next(sampler) for _ in range(count)]
+
+    first = batches(0, 50)
+    assert first == batches(0, 50)  # a pure function of the stream position
+    assert all(len({Fake().layout(draw) for _, draw in batch}) == 1 for batch in first)
+    rare = [batch for batch in first if Fake().layout(batch[0][1]) == (9, 17)]
+    assert rare and sum(len(batch) for batch in rare) > 2 * len(
+        rare
+    )  # the rare layout trains, in (mostly) full batches
+    positions = [index for batch in first for index, _ in batch]
+    assert positions == sorted(set(positions)) and set(positions) <= set(range(200))  # each position at most once
+    assert batches(8, 3) == first[2:5]  # resuming at sample 8 continues with batch 2

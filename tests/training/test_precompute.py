@@ -21,7 +21,7 @@ def test_precomputed_latents_need_the_fixed_middle_window(tmp_path):
 
 @pytest.mark.slow
 def test_precomputed_latents_train_like_online_encoding(manifest, tiny_model, tmp_path):
-    from training.encoding import LatentStore
+    from training.latent_store import LatentStore
     from training.precompute import precompute
 
     overrides = ["data.frame_window=middle", "data.scene_frames=from_shots", "data.num_frames=17", "data.stage=sft",

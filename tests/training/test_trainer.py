@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from manifests import read_table, write_part
-from model.transformer import Mask2DiTTransformer3DModel
+from model.cogvideox import Mask2DiTTransformer3DModel
 from tests.support.training import CONFIG, config_for
 from training.data import load_samples
 from training.train import train
@@ -31,7 +31,7 @@ FROM_SHOTS = ["data.scene_frames=from_shots", "data.num_frames=49", "data.min_fr
 
 @pytest.mark.slow
 def test_both_stages_train_on_cpu_loss_falls_and_export_loads(manifest, tiny_model, tmp_path):
-    from model.pipeline import Mask2DiTPipeline
+    from model.cogvideox_pipeline import Mask2DiTPipeline
 
     # A tiny overfit set: one video's shots, one scene per sample.
     overfit = tmp_path / "overfit"

@@ -1,4 +1,4 @@
-"""Tests of `model/backbones.py`: the frozen DINO and I3D backbones the metrics use."""
+"""Tests of `model/feature_extractors.py`: the frozen DINO and I3D backbones the metrics use."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.backbones import DinoEncoder, I3DFeatures, resize_center_crop
+from model.feature_extractors import DinoEncoder, I3DFeatures, resize_center_crop
 from model.weights import CheckpointError
 
 
