@@ -83,7 +83,7 @@ def _unconstrained(model, requests, tokens):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="a Qwen-VL folder (default: a tiny random one built here)")
-    parser.add_argument("--family", choices=["qwen2_5_vl", "qwen3_vl"], default="qwen2_5_vl")
+    parser.add_argument("--family", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"], default="qwen2_5_vl")
     parser.add_argument("--engine", choices=["auto", "transformers", "vllm"], default="auto")
     parser.add_argument("--items", type=int, default=16)
     parser.add_argument("--shots", type=int, default=3)

@@ -213,7 +213,7 @@ class LocalCaptionerConfig(Section):
     """The open vision-language model that captions with --captioner local (curation/local_captioner.py)."""
 
     prefix: ClassVar[str] = "captioner-"
-    model: Path | None = Field(None, description="a Qwen2.5-VL or Qwen3-VL model folder as downloaded (config.json, "
+    model: Path | None = Field(None, description="a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model folder as downloaded (config.json, "
                                "*.safetensors, tokenizer files); needed with --captioner local")  # fmt: skip
     engine: Literal["auto", "transformers", "vllm"] = Field(
         "auto", description="vllm's offline engine (GPU, vllm installed) or transformers (anywhere); auto: vllm "
@@ -252,13 +252,21 @@ class AnnotateConfig(Section):
     backoff: float = Field(2.0, ge=0, description="first retry delay in seconds (doubles each retry, with jitter)")
     max_backoff: float = Field(60.0, gt=0, description="longest retry delay in seconds")
     base_url: str | None = Field(None, description="API endpoint override (a proxy, or a test server)")
-    max_reasks: int = Field(2, ge=0, description="re-asks after a reply breaks a caption rule")
-    temperature: float = Field(0.2, ge=0, le=2, description="sampling temperature")
+    max_reasks: int = Field(2, ge=0, description="re-asks after a reply breaks a caption rule (Gemini and local)")
+    temperature: float = Field(0.2, ge=0, le=2, description="sampling temperature (Gemini and local)")
     max_output_tokens: int = Field(2048, ge=16, description="reply length limit (a longer reply is 'truncated')")
     frames_per_shot: int = Field(4, ge=1, description="JPEG frames sent per shot with --gemini-input frames")
-    max_side: int = Field(384, ge=32, description="long side of the frames or clip sent per shot")
-    video_fps: float = Field(4.0, gt=0, description="frame rate of the clip sent per shot with --gemini-input video")
-    video_max_seconds: float = Field(12.0, gt=0, description="longest clip sent per shot with --gemini-input video")
+    max_side: int = Field(
+        384, ge=32, description="long side of the frames or clip sent per shot (a local captioner's frames too)"
+    )
+    video_fps: float = Field(
+        4.0,
+        gt=0,
+        description="frame rate of the clip sent per shot with --gemini-input video, and of a local captioner's video",
+    )
+    video_max_seconds: float = Field(
+        12.0, gt=0, description="longest clip sent per shot with --gemini-input video, and a local captioner's"
+    )
     price: tuple[float, float] | None = Field(
         None, json_schema_extra=flag("--gemini-price", parse=_price, metavar="PROMPT,OUTPUT"),
         description="USD per million prompt and output tokens for run.json's cost estimate (default: the "

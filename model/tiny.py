@@ -174,7 +174,7 @@ class _TinyI3D(torch.nn.Module):
         return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3, 4)))
 
 
-CAPTIONER_FAMILIES = {"qwen2.5-vl": "qwen2_5_vl", "qwen3-vl": "qwen3_vl"}
+CAPTIONER_FAMILIES = {"qwen2-vl": "qwen2_vl", "qwen2.5-vl": "qwen2_5_vl", "qwen3-vl": "qwen3_vl"}
 _SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>",
              "<|image_pad|>"]  # fmt: skip
 
@@ -201,7 +201,7 @@ def _train_byte_bpe(vocab_size: int = 360):
 
 
 def build_tiny_captioner(folder: str | Path, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
-    """A tiny random Qwen2.5-VL or Qwen3-VL folder in the layout the real ones ship in (config.json,
+    """A tiny random Qwen2-VL, Qwen2.5-VL or Qwen3-VL folder in the layout the real ones ship in (config.json,
     model.safetensors, tokenizer files, preprocessor_config.json, a chat template), for
     `python curation/run.py --captioner local --captioner-model FOLDER` without weights."""
     from transformers import AutoConfig, AutoModelForImageTextToText
@@ -210,14 +210,17 @@ def build_tiny_captioner(folder: str | Path, family: str = "qwen2_5_vl", seed: i
     tokenizer = _train_byte_bpe()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _SPECIALS}
     vocab = len(tokenizer)
-    patch = 14 if family == "qwen2_5_vl" else 16
+    patch = 16 if family.startswith("qwen3") else 14
     text = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, head_dim=16, max_position_embeddings=8192,
                 rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0,
-                                 **({"mrope_interleaved": True} if family != "qwen2_5_vl" else {})})  # fmt: skip
+                                 **({"mrope_interleaved": True} if family.startswith("qwen3") else {})})  # fmt: skip
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=patch,
                   spatial_merge_size=2, temporal_patch_size=2)  # fmt: skip
-    if family == "qwen2_5_vl":
+    if family == "qwen2_vl":
+        vision = dict(depth=2, embed_dim=32, hidden_size=64, mlp_ratio=2, num_heads=2, patch_size=patch,
+                      spatial_merge_size=2, temporal_patch_size=2)  # fmt: skip
+    elif family == "qwen2_5_vl":
         vision.update(fullatt_block_indexes=[1], window_size=4 * patch)
     else:
         vision.update(num_position_embeddings=64, deepstack_visual_indexes=[1])
@@ -238,8 +241,9 @@ def build_tiny_captioner(folder: str | Path, family: str = "qwen2_5_vl", seed: i
     )
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    mean = (0.48145466, 0.4578275, 0.40821073) if family == "qwen2_5_vl" else (0.5, 0.5, 0.5)
-    std = (0.26862954, 0.26130258, 0.27577711) if family == "qwen2_5_vl" else (0.5, 0.5, 0.5)
+    qwen3 = family.startswith("qwen3")
+    mean = (0.5, 0.5, 0.5) if qwen3 else (0.48145466, 0.4578275, 0.40821073)
+    std = (0.5, 0.5, 0.5) if qwen3 else (0.26862954, 0.26130258, 0.27577711)
     (folder / "preprocessor_config.json").write_text(json.dumps({
         "patch_size": patch, "merge_size": 2, "temporal_patch_size": 2, "image_mean": mean, "image_std": std,
         "size": {"shortest_edge": 4 * (2 * patch) ** 2, "longest_edge": 64 * (2 * patch) ** 2},

@@ -25,7 +25,7 @@ from model.weights import CheckpointError
 from tests.support.captioner import ForceReply, valid_reply
 
 
-@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+@pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def tiny_captioner(request, tmp_path_factory):
     return build_tiny_captioner(tmp_path_factory.mktemp(request.param), request.param)
 
