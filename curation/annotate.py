@@ -151,43 +151,36 @@ class Annotate(Step):
 
     def __init__(self, settings: AnnotateConfig, output, api_key: str | None = None, media: Stage | None = None,
                  caption: Stage | None = None):  # fmt: skip
+        from curation.local_captioner import LocalCaptionStage, caption_stage_resources, media_key
+
         self.settings, self.output = settings, output
         self.worker = media or MediaStage(settings)
         self.cache = ReplyCache(output / "annotation_cache")
         self.local = settings.captioner == "local"
         # One Gemini annotator serves the run: one budget for every table. A local captioner needs no key.
         self.annotator = GeminiAnnotator(settings, api_key) if api_key and not self.local else None
-        self._caption, self._caption_added, self._captioner_id = caption, False, None
+        # The local caption actors: registered with the driver, started only when an item is not cached
+        # (a resumed run whose replies are all cached never loads the model).
+        self.caption, self.caption_actors = None, None
+        if self.local:
+            self.caption = caption or LocalCaptionStage(settings)
+            self.caption.resources, self.caption_actors = caption_stage_resources(settings)
+        self.media_id = media_key(settings) if self.local else settings.input  # how the shots are shown
+        self._captioner_id = None
         self.report: dict = {}
+
+    def remotes(self) -> list[tuple[Stage, int | None]]:
+        return super().remotes() + ([(self.caption, self.caption_actors)] if self.caption is not None else [])
 
     @property
     def captioner_id(self) -> str:
         """Who writes the captions, as the cache key and the `model` column name it: the Gemini model,
-        or the local folder's name and content digest."""
+        or the local folder's name and content digest (read once, when first needed)."""
         if self._captioner_id is None:
             from curation.local_captioner import model_identity
 
             self._captioner_id = model_identity(self.settings, self.cache.folder) if self.local else self.settings.model
         return self._captioner_id
-
-    @property
-    def media_id(self) -> str:
-        from curation.local_captioner import media_key
-
-        return media_key(self.settings) if self.local else self.settings.input
-
-    def caption_stage(self, driver: Driver) -> Stage:
-        """The local caption actors, registered on the first items that need them (a resumed run whose
-        replies are all cached never loads the model)."""
-        if not self._caption_added:
-            from curation.local_captioner import LocalCaptionStage, caption_stage_resources
-
-            resources, actors = caption_stage_resources(self.settings)
-            self._caption = self._caption or LocalCaptionStage(self.settings)
-            self._caption.resources = resources
-            driver.executor.add(self._caption, workers=actors)
-            self._caption_added = True
-        return self._caption
 
     def finish(self, driver: Driver) -> None:
         self.report = annotate_manifest(self, driver)
@@ -252,8 +245,7 @@ def _ask_all(todo: list[tuple[str, list[dict]]], step: Annotate, driver: Driver,
     def prepared(item_id: str, shots: list[dict]):
         def done(result) -> None:
             if isinstance(result, Failure):  # unreadable frames, or the task's worker died
-                results[item_id] = Annotation(status=Status.FAILED, error=f"cannot cut the shots' media: "
-                                              f"{result.error}", error_stage=result.stage)  # fmt: skip
+                results[item_id] = Annotation.media_failed(result)
             else:
                 futures[pool.submit(ask, item_id, request_parts(shots, result), len(shots))] = item_id
 

@@ -69,6 +69,12 @@ class Step:
     worker: Stage | None = None
     workers: int | None = None
 
+    def remotes(self) -> list[tuple[Stage, int | None]]:
+        """The Ray sides the driver registers for this step, each with its actor count: `worker` by
+        default; a step with a second one (annotate's local caption actors) adds it here. An actor
+        stage's actors start only when its first item is queued (or `coming` warms them)."""
+        return [(self.worker, self.workers)] if self.worker is not None else []
+
     @property
     def module(self) -> str:
         """The module that holds the stage's code, as run.json names it."""
@@ -110,8 +116,8 @@ class Driver:
         self.steps, self.output = list(steps), output
         self.executor = Executor(max_in_flight)
         for step in self.steps:
-            if step.worker is not None:
-                self.executor.add(step.worker, workers=step.workers)
+            for remote, workers in step.remotes():
+                self.executor.add(remote, workers=workers)
         self.summary = summary or RunSummary()
         self.progress: Progress | None = None
         self.finished_at: dict[str, float] = {}  # seconds from the start of `run` to each step's finish

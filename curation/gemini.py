@@ -99,6 +99,13 @@ class Annotation:
     error_stage: str | None = None  # the stage that failed: "media" (cutting frames/MP4), "request", "caption"
     seconds: float = 0.0  # time the captioner spent on it (requests, or a local model's share of its batches)
 
+    @classmethod
+    def media_failed(cls, failure) -> Annotation:
+        """The row of an item whose shots' media could not be cut (unreadable frames, or the task's
+        worker died): a `curation.stage.Failure`."""
+        return cls(status=Status.FAILED, error=f"cannot cut the shots' media: {failure.error}",
+                   error_stage=failure.stage)  # fmt: skip
+
     @property
     def paid(self) -> bool:
         """Final for this (combination, model, prompt): cached so a re-run never pays for it again."""

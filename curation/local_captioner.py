@@ -210,8 +210,7 @@ def ask_locally(todo: list[tuple[str, list[dict]]], step, driver, results: dict)
     actors, each reply cached as it arrives. Returns whether the run was interrupted."""
     from curation.gemini import ReplyCache
 
-    settings, cache = step.settings, step.cache
-    stage = step.caption_stage(driver)
+    settings, cache, stage = step.settings, step.cache, step.caption
     batch: list[CaptionItem] = []
 
     def captioned(items: list[CaptionItem]):
@@ -236,8 +235,7 @@ def ask_locally(todo: list[tuple[str, list[dict]]], step, driver, results: dict)
     def prepared(item_id: str, shots: list[dict]):
         def done(result) -> None:
             if isinstance(result, Failure):
-                results[item_id] = Annotation(status=Status.FAILED, error=f"cannot cut the shots' media: "
-                                              f"{result.error}", error_stage=result.stage)  # fmt: skip
+                results[item_id] = Annotation.media_failed(result)
                 return
             batch.append(CaptionItem(item_id, [float(s["duration_s"]) for s in shots], result))
             if len(batch) >= settings.local.batch:

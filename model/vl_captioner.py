@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -57,19 +56,14 @@ CHATML = (
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """The Qwen-VL rule: both sides a multiple of `factor`, the area within [min_pixels, max_pixels],
-    the aspect ratio kept as closely as that allows."""
-    if max(height, width) / max(1, min(height, width)) > 200:
-        raise ValueError(f"a {width}x{height} frame is too thin for a Qwen-VL model (aspect ratio over 200)")
-    h_bar, w_bar = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+    """The Qwen-VL rule, transformers' own: both sides a multiple of `factor`, the area within
+    [min_pixels, max_pixels], the aspect ratio kept as closely as that allows. (Taken from the PIL
+    image processor's module, which imports without torchvision.)"""
+    try:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as rule
+    except ImportError:  # transformers releases before the PIL processors were split out
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as rule
+    return rule(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
 
 
 @dataclass(frozen=True)
