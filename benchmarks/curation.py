@@ -2,6 +2,7 @@
 
     python benchmarks/curation.py                  # generates a 20-minute 720p H.264 video (cached)
     python benchmarks/curation.py --video FILE     # or measures any video you give it
+    python benchmarks/curation.py --baseline-rev main   # and this tree's job as a ratio to main's
 
 Prints, from interleaved rounds on the same file (medians): the curation job's shot stage (probe,
 split, adaptive detection with the one decode pass that also keeps every shot's embedding frames,
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -64,13 +66,18 @@ def decode_only(path: Path) -> tuple[float, int]:
     return time.perf_counter() - began, frames
 
 
-def our_job(path: Path, workdir: Path, extra: list[str]) -> tuple[float, list[int], dict]:
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def our_job(path: Path, workdir: Path, extra: list[str], root: Path = ROOT) -> tuple[float, list[int], dict]:
+    """The whole job as a user runs it, from the repository at `root` (its curation/run.py puts that
+    root first on the path, also for its Ray workers)."""
     import json
 
-    out = workdir / "ours"
+    out = workdir / f"ours_{root.name}"
     began = time.perf_counter()
     subprocess.run([sys.executable, "curation/run.py", "--input", str(path), "--output", str(out), *extra], check=True,
-                   cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.DEVNULL)  # fmt: skip
+                   cwd=root, stderr=subprocess.DEVNULL)  # fmt: skip
     seconds = time.perf_counter() - began
     from manifests import read_table
 
@@ -231,6 +238,19 @@ def signals_on(path: Path, seconds: float, rounds: int) -> tuple[dict[str, float
     return {k: median(v) for k, v in runs.items()}, len(images) / (time.perf_counter() - began), images[0].shape[1]
 
 
+@contextmanager
+def worktree(rev: str):
+    """The repository at revision `rev`, checked out in a temporary git worktree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(tmp) / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(where), rev], cwd=ROOT, check=True,
+                       capture_output=True)  # fmt: skip
+        try:
+            yield where
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=ROOT, capture_output=True)
+
+
 def same_cuts(a: list[int], b: list[int], tolerance: int = 1) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= tolerance for x, y in zip(a, b))
 
@@ -250,7 +270,16 @@ def main() -> None:
                         help="measure the quality signals' cost in the decode pass on this much video; 0 skips it")  # fmt: skip
     parser.add_argument("--transnet-seconds", type=float, default=60.0,
                         help="measure the detectors' decode pass (TransNetV2 too) on this much video; 0 skips it")  # fmt: skip
+    parser.add_argument("--baseline-rev", metavar="REV",
+                        help="also run the whole job from git revision REV (a temporary worktree) in every round, "
+                             "interleaved, and print this tree's shot stage and job as ratios to it")  # fmt: skip
     args = parser.parse_args()
+    with ExitStack() as stack:
+        baseline = stack.enter_context(worktree(args.baseline_rev)) if args.baseline_rev else None
+        measure(args, baseline)
+
+
+def measure(args: argparse.Namespace, baseline: Path | None) -> None:
     path = args.video or benchmark_video(args.minutes)
     with av.open(str(path)) as c:
         s = c.streams.video[0]
@@ -263,7 +292,13 @@ def main() -> None:
             tmp = Path(tmp)
             decode_s, frames = decode_only(path)
             # --no-text: the OCR (minutes on a CPU for 20 minutes of video) is measured on its own below
-            ours_s, ours_cuts, record = our_job(path, tmp, ["--embed-frames-from", args.embed_frames_from, "--no-text"])
+            extra = ["--embed-frames-from", args.embed_frames_from, "--no-text"]
+            ours_s, ours_cuts, record = our_job(path, tmp, extra)
+            if baseline is not None:
+                base_s, base_cuts, base_record = our_job(path, tmp, extra, root=baseline)
+                times.setdefault("base job", []).append(base_s)
+                times.setdefault("base shots", []).append(base_record["seconds"]["shots"])
+                same_as_baseline = same_cuts(ours_cuts, base_cuts, tolerance=0)
             cli_s, cli_cuts = scenedetect_cli(path, tmp)
         times["decode"].append(decode_s)
         times["shots"].append(record["seconds"]["shots"])  # probe … reconcile and embed, streamed, in the job
@@ -292,6 +327,13 @@ def main() -> None:
     print(f"median: shot stage {cli_s / shots_s:.2f}x faster than the CLI, {shots_s / decode_s:.2f}x decode-only; "
           f"whole job {ours_s / decode_s:.2f}x decode-only")  # fmt: skip
     print(f"cuts: ours {len(ours_cuts)}, CLI {len(cli_cuts)}, same within 1 frame: {same_cuts(ours_cuts, cli_cuts)}")
+    if baseline is not None:
+        shots = [s / b for s, b in zip(times["shots"], times["base shots"])]
+        jobs = [j / b for j, b in zip(times["job"], times["base job"])]
+        print(f"against {args.baseline_rev} (same rounds): shot stage {median(times['base shots']):.1f} s -> "
+              f"{shots_s:.1f} s ({median(shots):.3f}x the time; rounds " + ", ".join(f"{r:.3f}" for r in shots)
+              + f"), whole job {median(times['base job']):.1f} s -> {ours_s:.1f} s ({median(jobs):.3f}x; rounds "
+              + ", ".join(f"{r:.3f}" for r in jobs) + f"); same cuts: {same_as_baseline}")  # fmt: skip
     if args.signals_seconds > 0:
         fps, ocr, width = signals_on(path, args.signals_seconds, args.rounds)
         base = fps["no measure"]

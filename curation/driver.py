@@ -11,8 +11,8 @@ steps' driver side: a Ray worker never writes a table.
 Tasks stream: a video is reconciled as soon as its clips are back while others are still probed.
 Steps that work on the whole manifest (combine, annotate) do it in `finish`, which the driver
 calls for each step in list order once every task has left the steps before it. A step may also
-start on a task's partial results (`partial`): embedding takes the shots of a finished clip before
-the video is reconciled, so the driver never holds a long video's frames.
+start on a task's partial results (`partial`): the pass models (OCR, aesthetics) take the shots of a
+finished clip before the video is reconciled.
 
 A failure anywhere ends its task with a failed row (`fail`): the later steps forget what they
 started for it (`dropped`), and a re-run retries exactly that video.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -21,15 +21,13 @@ import pyarrow as pa
 from curation.config import CurationConfig, EmbedConfig
 from curation.driver import Driver, Step
 from curation.embedders import FIDELITY, expected_identity, frame_spec_for, make_embedder, rows_of_this_embedder
-from curation.measures import Measure, merged
 from curation.progress import StageProgress
-from curation.shot_filters import ShotFilter, evidence, filter_reason
 from curation.shot_frames import FrameSpec, ShotFrames, frames_for_shot
 from curation.stage import Failure, Resources, Stage
 from curation.tasks import VideoTask
 from manifests.frames import read_shot_frames
 from manifests.io import read_part, read_table, write_part
-from manifests.schema import SHOT_EMBEDDINGS, ShotEmbeddingRecord, Status, shot_id
+from manifests.schema import SHOT_EMBEDDINGS, ShotEmbeddingRecord, Status
 
 log = logging.getLogger("curation")
 
@@ -191,9 +189,11 @@ def embedding_todo(output, config: EmbedConfig, shots=None) -> tuple[list[EmbedI
     return items, skipped
 
 
-def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, object]], summary: EmbedSummary) -> None:
-    """Write one video's embeddings from its items' results (a `Failure` makes its shots failed rows),
-    merged with the rows of its shots that were not redone (earlier runs, the same embedder)."""
+def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, object]], summary: EmbedSummary,
+                      merge: bool = True) -> None:  # fmt: skip
+    """Write one video's embeddings from its items' results (a `Failure` makes its shots failed rows);
+    `merge`: with the rows of its shots that were not redone (earlier runs, the same embedder). A video
+    this run detected is written whole (merge=False): its part holds exactly its ok shots."""
     rows: list[ShotEmbeddingRecord] = []
     for item, result in results:
         if isinstance(result, Failure):  # the actor died or raised: every shot of the item is a failed row
@@ -209,11 +209,15 @@ def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, obje
                 result["rows"][0]["embedder"],
                 result["rows"][0]["checkpoint_hash"],
             )
-    redone = {r["shot_id"] for r in rows}
-    earlier = read_part(output, "shot_embeddings", video_id)
-    keep = [r for r in earlier.to_dict("records") if r["shot_id"] not in redone and r["embedder"] == summary.embedder]
-    for row in keep:
-        row["embedding"] = None if row["embedding"] is None else np.asarray(row["embedding"], np.float16)
+    keep = []
+    if merge:
+        redone = {r["shot_id"] for r in rows}
+        earlier = read_part(output, "shot_embeddings", video_id)
+        keep = [
+            r for r in earlier.to_dict("records") if r["shot_id"] not in redone and r["embedder"] == summary.embedder
+        ]
+        for row in keep:
+            row["embedding"] = None if row["embedding"] is None else np.asarray(row["embedding"], np.float16)
     write_part(output, "shot_embeddings", video_id, embeddings_table(keep + rows))
     failed = [r for r in rows if r["status"] == Status.FAILED]
     summary.videos_embedded += 1
@@ -223,108 +227,44 @@ def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, obje
         log.warning("embedding: %d shots of video %s failed: %s", len(failed), video_id, failed[0]["error"])
 
 
-@dataclass
-class VideoEmbedding:
-    """One video's embedding items in this run: shots of a finished clip go as soon as the clip is
-    back, the rest once the video is reconciled; the video's part is written when all are done."""
-
-    results: list = field(default_factory=list)  # (EmbedItem, result or Failure)
-    pending: int = 0
-    early: set = field(default_factory=set)  # shot ids sent before the video was reconciled
-    ok_ids: set | None = None  # the reconciled ok shots; None until then
-    dropped: bool = False  # the video failed: nothing is written
-
-
 class Embed(Step):
-    """Shot embeddings from the frames the detection pass kept, video by video; then, in `finish`,
-    the shots earlier runs left without embeddings (another embedder, failed shots), read from the
-    source."""
+    """Shot embeddings of each committed video's ok shots, from the frames the detection pass kept;
+    then, in `finish`, the shots earlier runs left without embeddings (another embedder, failed
+    shots), read from the source.
+
+    A video is embedded once its shots are final (after reconcile), so every filter has judged them
+    with the whole video in view and each result is written as it comes back: nothing is embedded
+    early, trimmed, or read back (embedding a finished clip's shots while other clips decode did not
+    pay: docs/benchmarks.md)."""
 
     name = "embed"
     about = "shot embeddings from the kept frames (Ray actors, model loaded once, GPU when present)"
 
-    def __init__(self, worker: EmbedStage, config: CurationConfig, workers: int, filters: list[ShotFilter],
-                 measures: list[Measure] = ()):  # fmt: skip
-        self.worker, self.workers, self.config, self.filters = worker, workers, config, filters
-        self.measures = list(measures)
+    def __init__(self, worker: EmbedStage, config: CurationConfig, workers: int):
+        self.worker, self.workers, self.config = worker, workers, config
         self.embedded: set[str] = set()  # videos embedded (or failed) from this run's detection pass
-        self.videos: dict[str, VideoEmbedding] = {}
         name, checkpoint_hash = expected_identity(config.embed)
         self.report = EmbedSummary(embedder=name or config.embed.kind, checkpoint_hash=checkpoint_hash,
                                    fidelity=FIDELITY[config.embed.kind])  # fmt: skip
 
-    def partial(self, source: str, task: VideoTask, payload, driver: Driver) -> None:
-        if source == "detect":
-            self._finished_clip(task, payload, driver)
-
-    def _finished_clip(self, task: VideoTask, result, driver: Driver) -> None:
-        """A clip is back: embed its shots that are certainly final, while other clips still decode."""
-        probe, spec = task.probe, self.worker.frame_spec
-        shots, frames = [], []
-        transitions, samples = set(result.transitions), merged([result], [m.name for m in self.measures])
-        for start, kept in sorted(result.frames.shots.items()):
-            end = result.frames.ends[start]
-            shot = evidence(probe, start, end, transitions, samples, self.measures)
-            if "embed" not in kept or filter_reason(shot, self.config, self.filters):
-                continue  # a filtered shot is never embedded (the same rules as the shot's row)
-            shots.append({"shot_id": shot_id(probe.video_id, start), "video_id": probe.video_id,
-                          "clip_index": result.window.clip_index, "source_path": probe.source_path,
-                          "start_frame": start, "end_frame": end, "num_frames": end - start})  # fmt: skip
-            frames.append(kept["embed"])
-        if shots:
-            state = self.videos.setdefault(probe.video_id, VideoEmbedding())
-            state.early |= {s["shot_id"] for s in shots}
-            self._send(EmbedItem(probe.video_id, shots, spec, frames), state, driver)
-        result.frames.shots.clear()  # sent (or filtered): the driver keeps only the clip's edge segments
-
     def enter(self, task: VideoTask, driver: Driver) -> None:
-        """A video is committed: embed its ok shots not sent yet, from the frames its detection kept."""
+        """A video is committed: embed its ok shots from the frames its detection pass kept."""
         video_id, spec = task.video_id, self.worker.frame_spec
         clip_frames = [r.frames for r in (task.detected[i] for i in range(len(task.clips))) if r.frames]
-        state = self.videos.setdefault(video_id, VideoEmbedding())
         ok = [s for s in task.shots if s["status"] == Status.OK]
-        state.ok_ids = {s["shot_id"] for s in ok}
-        todo = [s for s in ok if s["shot_id"] not in state.early]
-        if todo:
-            frames = [frames_for_shot(s["start_frame"], s["end_frame"], clip_frames, "embed", spec) for s in todo]
-            self._send(EmbedItem(video_id, todo, spec, frames), state, driver)
+        if ok:
+            item = EmbedItem(video_id, ok, spec,
+                             [frames_for_shot(s["start_frame"], s["end_frame"], clip_frames, "embed", spec) for s in ok])  # fmt: skip
+            driver.work(self, item, lambda result: commit_embeddings(self.config.output, video_id, [(item, result)],
+                                                                     self.report, merge=False))  # fmt: skip
         self.embedded.add(video_id)
-        self._commit_when_done(video_id, state)
+        for result in task.detected.values():
+            result.frames = None  # handed on: the driver keeps no frames of a committed video
         driver.forward(self, task)
 
     def dropped(self, task: VideoTask, driver: Driver) -> None:
-        state = self.videos.get(task.video_id)
-        if state is not None:  # a failed video's early embeddings are not written
-            state.dropped = True
-            self._commit_when_done(task.video_id, state)
-
-    def _send(self, item: EmbedItem, state: VideoEmbedding, driver: Driver) -> None:
-        state.pending += 1
-
-        def done(result) -> None:
-            state.pending -= 1
-            state.results.append((item, result))
-            self._commit_when_done(item.video_id, state)
-
-        driver.work(self, item, done)
-
-    def _commit_when_done(self, video_id: str, state: VideoEmbedding) -> None:
-        if state.pending or (state.ok_ids is None and not state.dropped):
-            return
-        if state.dropped:
-            self.videos.pop(video_id, None)
-            return
-        results = []
-        for item, result in state.results:  # only the reconciled ok shots (a clip's view could differ)
-            keep = [i for i, s in enumerate(item.shots) if s["shot_id"] in state.ok_ids]
-            if len(keep) < len(item.shots):
-                item = EmbedItem(item.video_id, [item.shots[i] for i in keep], item.spec)
-                if not isinstance(result, Failure):
-                    result = result | {"rows": [r for r in result["rows"] if r["shot_id"] in state.ok_ids]}
-            results.append((item, result))
-        del self.videos[video_id]
-        if results:
-            commit_embeddings(self.config.output, video_id, results, self.report)
+        for result in task.detected.values():
+            result.frames = None  # a failed video's kept frames are not embedded
 
     def finish(self, driver: Driver) -> None:
         """Catch up: ok videos of earlier runs whose shots this embedder has not embedded."""

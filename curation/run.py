@@ -261,7 +261,7 @@ def pipeline(
         Detect(detect, config.shots),
         *(PassModel(model, config, measures, PASS_FILTERS) for model in models),
         Reconcile(config, SHOT_FILTERS, measures),
-        Embed(embed, config, workers=embed_workers(config.embed), filters=SHOT_FILTERS, measures=measures),
+        Embed(embed, config, workers=embed_workers(config.embed)),
         Combine(config),
         Annotate(
             config.annotate,

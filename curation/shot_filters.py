@@ -4,8 +4,8 @@ shots.parquet (so the video's spans still tile it) but is never embedded, combin
 A filter is a function of the shot's evidence (`ShotEvidence`: its span, and the summaries of the
 measurements the detection pass took, curation/measures.py) and the config that returns a reason or
 None. The job's filters are the list `SHOT_FILTERS` in curation/run.py, beside its measures and
-stages: reconcile applies them to every shot row, embed and text before they work on a shot early,
-in order, and the first reason wins. The two rules every job needs live here; every other filter is
+stages: reconcile applies them to every shot row, in order, and the first reason wins (the pass
+models skip the shots of a finished clip that the filters before them flag). The two rules every job needs live here; every other filter is
 a module with its measure (darkness, motion, bars, text, duplicates).
 """
 
