@@ -4,7 +4,7 @@
     python benchmarks/annotation.py --family qwen3_vl
     python benchmarks/annotation.py --model /models/Qwen2.5-VL-7B-Instruct --items 64 --batches 1 8 32
 
-Runs the caption stage's own work (`curation.local_captioner.LocalCaptionStage.process`: prompt,
+Runs the caption stage's own work (`curation.local_captioner.LocalCaptionRemote.process`: prompt,
 videos, batched generate under the reply grammar, rule checks, re-asks) in this process on
 synthetic 3-shot items, once per batch size, and prints captions/s and output tokens/s with the
 ratio to batch size 1 measured in the same run. A random model never closes its JSON, so every
@@ -94,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from curation.config import AnnotateConfig
-    from curation.local_captioner import LocalCaptionStage
+    from curation.local_captioner import LocalCaptionRemote
     from model.tiny import build_tiny_captioner
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.model or build_tiny_captioner(Path(tmp) / "tiny", args.family)
         settings = AnnotateConfig(captioner="local", max_reasks=0, temperature=1.0,
                                   local={"model": folder, "engine": args.engine, "max_new_tokens": args.max_new_tokens})  # fmt: skip
-        stage = LocalCaptionStage(settings)
+        stage = LocalCaptionRemote(settings)
         began = time.perf_counter()
         stage.setup()
         print(f"model {folder.name} ({stage.model.family}) on {getattr(stage.model, 'device', 'gpu')} via "

@@ -156,7 +156,7 @@ from curation.split import ClipWindow
 from manifests.probe import probe
 from model.transnetv2 import TransNetV2Detector
 path, start, end, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-torch.set_num_threads(threads)  # what DetectStage.process sets from the task's threads
+torch.set_num_threads(threads)  # what DetectRemote.process sets from the task's threads
 p = probe(path)
 transnet = TransNetV2Detector.load("cpu", batch_windows=1)
 began = time.perf_counter()
@@ -198,7 +198,7 @@ def signals_on(path: Path, seconds: float, rounds: int) -> tuple[dict[str, float
     from curation.motion import Motion
     from curation.split import ClipWindow
     from curation.stage import Resources
-    from curation.text import TextStage
+    from curation.text import TextRemote
     from manifests.frames import to_rgb
     from manifests.probe import probe
 
@@ -222,7 +222,7 @@ def signals_on(path: Path, seconds: float, rounds: int) -> tuple[dict[str, float
             detect_clip(str(path), window, p.pts, p.fps, 0, DetectorConfig(), thumbnail_every=round(p.fps / 2),
                         thumbnail_max_side=384, measures=measures)  # fmt: skip
             runs[name].append(end / (time.perf_counter() - began))
-    stage = TextStage(CurationConfig(output="o").shots, Resources(cpus=0))
+    stage = TextRemote(CurationConfig(output="o").shots, Resources(cpus=0))
     stage.setup()
     images = []
     with av.open(str(path)) as container:

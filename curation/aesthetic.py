@@ -17,7 +17,7 @@ import numpy as np
 from curation.config import CurationConfig, ShotsConfig
 from curation.shot_filters import ShotEvidence
 from curation.shot_frames import FrameSpec
-from curation.stage import Resources, Stage
+from curation.stage import Remote, Resources
 
 if TYPE_CHECKING:  # the driver imports this module for its filter: the pass's modules load in the actors
     from curation.pass_models import ShotBatch
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the driver imports this module for its filter: the pass's m
 FRAMES, MAX_SIDE = 3, 448  # frames per shot, spread over it; CLIP then takes a 224 centre crop
 
 
-class AestheticStage(Stage):
+class AestheticRemote(Remote):
     name, actors = "aesthetic", True
     about = "LAION aesthetic score of frames the detection pass kept (Ray actors, CLIP ViT-L/14 + MLP)"
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from curation.config import AnnotateConfig
-from curation.driver import Driver, Step
+from curation.driver import Driver
 from curation.gemini import (
     PRICES_PER_MILLION,
     PROMPT_VERSION,
@@ -28,7 +28,7 @@ from curation.gemini import (
     estimated_cost,
 )
 from curation.progress import StageProgress
-from curation.stage import Failure, Stage
+from curation.stage import Failure, Remote, Stage
 from manifests.frames import read_shot_frames
 from manifests.io import read_table, write_part
 from manifests.media import encode_jpeg, encode_mp4
@@ -63,7 +63,7 @@ def shot_video(shot: dict, settings: AnnotateConfig):
                                      crop=settings.crop_bars))  # fmt: skip
 
 
-class MediaStage(Stage):
+class MediaRemote(Remote):
     """Cuts an item's media in Ray tasks (CPU work, no key): per shot, JPEG frames or a short MP4 for
     Gemini, the frames themselves for a local captioner."""
 
@@ -141,20 +141,20 @@ class AnnotateSummary:
         }  # fmt: skip
 
 
-class Annotate(Step):
+class Annotate(Stage):
     """Captions for the whole manifest once combinations are mined: each item's media is cut by the
-    Ray side (`MediaStage`), then its request is sent from the driver (`annotate_items`), or, with
+    remote part (`MediaRemote`), then its request is sent from the driver (`annotate_items`), or, with
     --captioner local, its batch goes to the caption actors (`curation.local_captioner`)."""
 
     name = "annotate"
     about = "captions per combination (media cut in Ray tasks; Gemini requests rate-limited from the driver, or a local VLM in Ray actors)"
 
-    def __init__(self, settings: AnnotateConfig, output, api_key: str | None = None, media: Stage | None = None,
-                 caption: Stage | None = None):  # fmt: skip
-        from curation.local_captioner import LocalCaptionStage, caption_stage_resources, media_key
+    def __init__(self, settings: AnnotateConfig, output, api_key: str | None = None, media: Remote | None = None,
+                 caption: Remote | None = None):  # fmt: skip
+        from curation.local_captioner import LocalCaptionRemote, caption_stage_resources, media_key
 
         self.settings, self.output = settings, output
-        self.worker = media or MediaStage(settings)
+        self.remote = media or MediaRemote(settings)
         self.cache = ReplyCache(output / "annotation_cache")
         self.local = settings.captioner == "local"
         # One Gemini annotator serves the run: one budget for every table. A local captioner needs no key.
@@ -163,13 +163,13 @@ class Annotate(Step):
         # (a resumed run whose replies are all cached never loads the model).
         self.caption, self.caption_actors = None, None
         if self.local:
-            self.caption = caption or LocalCaptionStage(settings)
+            self.caption = caption or LocalCaptionRemote(settings)
             self.caption.resources, self.caption_actors = caption_stage_resources(settings)
         self.media_id = media_key(settings) if self.local else settings.input  # how the shots are shown
         self._captioner_id = None
         self.report: dict = {}
 
-    def remotes(self) -> list[tuple[Stage, int | None]]:
+    def remotes(self) -> list[tuple[Remote, int | None]]:
         return super().remotes() + ([(self.caption, self.caption_actors)] if self.caption is not None else [])
 
     @property
@@ -187,37 +187,37 @@ class Annotate(Step):
 
 
 def annotate_items(
-    items: list[tuple[str, list[dict]]], step: Annotate, driver: Driver
+    items: list[tuple[str, list[dict]]], stage: Annotate, driver: Driver
 ) -> tuple[dict[str, Annotation], AnnotateSummary]:
     """Annotate (item_id, shots) pairs; cached replies are reused, the rest are asked through the
-    step's annotator (None: no key, nothing is sent). One annotator serves a whole run: one budget."""
+    stage's annotator (None: no key, nothing is sent). One annotator serves a whole run: one budget."""
     began = time.perf_counter()
-    settings, cache, annotator = step.settings, step.cache, step.annotator
+    settings, cache, annotator = stage.settings, stage.cache, stage.annotator
     summary = AnnotateSummary(items=len(items), key_present=annotator is not None, captioner=settings.captioner)
     results: dict[str, Annotation] = {}
     todo = []
     for item_id, shots in items:
-        cached = cache.get(ReplyCache.key(item_id, step.captioner_id, step.media_id), num_shots=len(shots))
+        cached = cache.get(ReplyCache.key(item_id, stage.captioner_id, stage.media_id), num_shots=len(shots))
         if cached is not None:
             results[item_id] = replace(cached, requests=0, from_cache=True)  # paid in an earlier run
             summary.cache_hits += 1
         else:
             todo.append((item_id, shots))
-    if todo and step.local:
+    if todo and stage.local:
         from curation.local_captioner import ask_locally
 
-        summary.interrupted = ask_locally(todo, step, driver, results)
+        summary.interrupted = ask_locally(todo, stage, driver, results)
     elif todo and annotator is None:
         for item_id, _ in todo:
             results[item_id] = Annotation(status=Status.UNANNOTATED, error=ENABLE_HINT)
         summary.note = f"{len(todo)} items unannotated: {ENABLE_HINT}"
     elif todo:
-        summary.interrupted = _ask_all(todo, step, driver, results)
+        summary.interrupted = _ask_all(todo, stage, driver, results)
     for item_id, annotation in results.items():
         summary.add(item_id, annotation)
     summary.estimated_cost_usd = (
         None
-        if step.local
+        if stage.local
         else estimated_cost(
             settings.model, summary.prompt_tokens, summary.output_tokens + summary.thinking_tokens, settings.price
         )
@@ -226,9 +226,9 @@ def annotate_items(
     return results, summary
 
 
-def _ask_all(todo: list[tuple[str, list[dict]]], step: Annotate, driver: Driver, results: dict) -> bool:
-    """Media cut on the Ray side, requests from a thread pool here; returns whether it was interrupted."""
-    settings, cache, annotator = step.settings, step.cache, step.annotator
+def _ask_all(todo: list[tuple[str, list[dict]]], stage: Annotate, driver: Driver, results: dict) -> bool:
+    """Media cut in Ray tasks, requests from a thread pool here; returns whether it was interrupted."""
+    settings, cache, annotator = stage.settings, stage.cache, stage.annotator
 
     def ask(item_id: str, parts: list, num_shots: int) -> Annotation:
         try:
@@ -236,7 +236,7 @@ def _ask_all(todo: list[tuple[str, list[dict]]], step: Annotate, driver: Driver,
         except Exception as err:  # a malformed reply must not stop the run
             return Annotation(status=Status.ERROR, error=f"{type(err).__name__}: {err}", error_stage="request")
         if annotation.paid:  # on disk the moment it arrives: a killed run loses nothing it paid for
-            cache.put(ReplyCache.key(item_id, step.captioner_id, step.media_id), annotation)
+            cache.put(ReplyCache.key(item_id, stage.captioner_id, stage.media_id), annotation)
         return annotation
 
     pool = ThreadPoolExecutor(max_workers=settings.concurrency)
@@ -253,7 +253,7 @@ def _ask_all(todo: list[tuple[str, list[dict]]], step: Annotate, driver: Driver,
 
     try:
         for item_id, shots in todo:
-            driver.work(step, shots, prepared(item_id, shots))
+            driver.work(stage, shots, prepared(item_id, shots))
         driver.drain()
         progress = StageProgress("annotate", len(futures), "items")
         for future, item_id in futures.items():
@@ -274,33 +274,31 @@ def _ask_all(todo: list[tuple[str, list[dict]]], step: Annotate, driver: Driver,
         pool.shutdown(wait=False, cancel_futures=True)  # queued requests are dropped, not sent
 
 
-def _common(annotation: Annotation, step: Annotate) -> dict:
+def _common(annotation: Annotation, stage: Annotate) -> dict:
     return {
-        "characters": annotation.characters, "background": annotation.background, "model": step.captioner_id,
+        "characters": annotation.characters, "background": annotation.background, "model": stage.captioner_id,
         "prompt_version": PROMPT_VERSION, "seconds": annotation.seconds,
-        "input_mode": "video" if step.local else step.settings.input, "status": annotation.status, "error": annotation.error,
+        "input_mode": "video" if stage.local else stage.settings.input, "status": annotation.status, "error": annotation.error,
         "error_stage": annotation.error_stage,
         "requests": annotation.requests, "prompt_tokens": annotation.prompt_tokens, "output_tokens": annotation.output_tokens,
         "thinking_tokens": annotation.thinking_tokens, "from_cache": annotation.from_cache,
     }  # fmt: skip
 
 
-def run_annotation(
-    output, settings: AnnotateConfig, media_stage: Stage | None = None, api_key: str | None = None
-) -> dict:
+def run_annotation(output, settings: AnnotateConfig, media: Remote | None = None, api_key: str | None = None) -> dict:
     """The annotate stage alone, on an output curated before (annotations.parquet and, with
     settings.caption_shots, shot_captions.parquet). api_key: the Gemini key; default: from the
     environment (the job takes it out of the environment before Ray starts)."""
     import ray
 
-    step = Annotate(settings, output, api_key or api_key_from_env(), media_stage)
-    Driver([step], max_in_flight=2 * max(1, int(ray.cluster_resources().get("CPU", 1)))).run([])
-    return step.report
+    stage = Annotate(settings, output, api_key or api_key_from_env(), media)
+    Driver([stage], max_in_flight=2 * max(1, int(ray.cluster_resources().get("CPU", 1)))).run([])
+    return stage.report
 
 
-def annotate_manifest(step: Annotate, driver: Driver) -> dict:
+def annotate_manifest(stage: Annotate, driver: Driver) -> dict:
     """Annotate ok combinations and, with settings.caption_shots, single ok shots."""
-    output, settings = step.output, step.settings
+    output, settings = stage.output, stage.settings
     shots = driver.table("shots", output)
     by_id = {row["shot_id"]: row for row in shots.to_dict("records")}
     combos = read_table(output, "combinations", missing_ok=True)
@@ -311,7 +309,7 @@ def annotate_manifest(step: Annotate, driver: Driver) -> dict:
                 if any(s not in by_id for s in row.shot_ids)}  # fmt: skip
     items = [(row.combination_id, [by_id[s] for s in row.shot_ids]) for row in combos.itertuples()
              if row.combination_id not in dangling]  # fmt: skip
-    results, summary = annotate_items(items, step, driver)
+    results, summary = annotate_items(items, stage, driver)
     for combination_id, shot_id in dangling.items():
         results[combination_id] = Annotation(
             Status.FAILED, error=f"shot {shot_id} is not in shots.parquet (its video's shots are gone); re-run curation "
@@ -320,7 +318,7 @@ def annotate_manifest(step: Annotate, driver: Driver) -> dict:
         summary.add(combination_id, results[combination_id])
     rows = [
         AnnotationRecord(combination_id=row.combination_id, video_id=row.video_id, shot_ids=list(row.shot_ids),
-                         captions=results[row.combination_id].captions, **_common(results[row.combination_id], step))
+                         captions=results[row.combination_id].captions, **_common(results[row.combination_id], stage))
         for row in combos.itertuples()
     ]  # fmt: skip
     write_by_video(output, "annotations", rows)
@@ -330,11 +328,11 @@ def annotate_manifest(step: Annotate, driver: Driver) -> dict:
     if settings.caption_shots:
         singles = shots[shots["status"] == Status.OK]
         items = [(f"shot:{row['shot_id']}", [row]) for row in singles.to_dict("records")]
-        results, shot_summary = annotate_items(items, step, driver)
+        results, shot_summary = annotate_items(items, stage, driver)
         rows = [
             ShotCaptionRecord(shot_id=row["shot_id"], video_id=row["video_id"],
                               caption=(results[f"shot:{row['shot_id']}"].captions or [None])[0],
-                              **_common(results[f"shot:{row['shot_id']}"], step))
+                              **_common(results[f"shot:{row['shot_id']}"], stage))
             for row in singles.to_dict("records")
         ]  # fmt: skip
         write_by_video(output, "shot_captions", rows)

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from curation.config import CombineConfig, CurationConfig
-from curation.driver import Driver, Step
+from curation.driver import Driver
 from curation.embedders import rows_of_this_embedder
+from curation.stage import Stage
 from manifests.io import read_table, remove_part, table_video_ids, write_part
 from manifests.schema import CombinationRecord, Status, combination_id
 
@@ -225,7 +226,7 @@ def mine(shots: pd.DataFrame, embeddings: pd.DataFrame, config: CombineConfig,
     return result, stats
 
 
-class Combine(Step):
+class Combine(Stage):
     """Mine combinations over the whole manifest once every video is embedded (cheap: per clip, on
     the driver), so videos of earlier runs combine with the same thresholds as this run's."""
 

@@ -17,11 +17,11 @@ import numpy as np
 
 from curation.config import DetectorConfig, ShotsConfig
 from curation.cuts import Boundary, ClipCutter, DetectionFrames
-from curation.driver import Driver, Step
+from curation.driver import Driver
 from curation.measures import Measure, Taking
 from curation.progress import FrameBoard, reporting
 from curation.shot_frames import FrameKeeper, FrameSpec
-from curation.stage import Failure, Resources, Stage
+from curation.stage import Failure, Remote, Resources, Stage
 from curation.tasks import ClipResult, ClipWindow, VideoTask
 from manifests.frames import iter_frames, open_video, upright
 from manifests.media import encode_jpeg
@@ -155,7 +155,7 @@ def clip_key(path: str, window: ClipWindow) -> str:
     return f"{path}#{window.clip_index}"
 
 
-class DetectStage(Stage):
+class DetectRemote(Remote):
     """Shot detection in one clip window per Ray task; the same decode pass keeps keyframes and the
     frames later stages sample (`frame_specs`). With TransNetV2, each worker process loads the
     network once (`setup`), on its GPU when the task reserves one."""
@@ -211,9 +211,9 @@ class DetectStage(Stage):
                            report_every=item.report_every, measures=self.measures)  # fmt: skip
 
 
-class Detect(Step):
+class Detect(Stage):
     """Each clip window of a video in its own task; the video moves on when all are back. Each clip's
-    result is offered to the later steps as it arrives (embedding starts on its shots)."""
+    result is offered to the later stages as it arrives (the pass models start on its shots)."""
 
     name = "detect"
     about = ("PySceneDetect cuts per clip window; the same decode pass keeps keyframes and each shot's "
@@ -223,8 +223,8 @@ class Detect(Step):
     LONG_VIDEO_SECONDS_TRANSNET = 10.0  # ... or this one with TransNetV2 (~60 frames/s on a CPU core)
     REPORT_EVERY_SECONDS = 2.0  # ... this often
 
-    def __init__(self, worker: DetectStage, config: ShotsConfig):
-        self.worker, self.config = worker, config
+    def __init__(self, remote: DetectRemote, config: ShotsConfig):
+        self.remote, self.config = remote, config
         self.pts: dict[str, object] = {}  # video id -> its PTS index in Ray's object store
         self.cpus = 1
         self.board = None  # the FrameBoard actor, started with the first long video
@@ -237,12 +237,12 @@ class Detect(Step):
 
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         # Workers start while the first videos are probed (each start costs a second or two).
-        driver.executor.prestart(self.worker.name, min(self.cpus - 1, 2 * driver.summary.videos_total))
+        driver.executor.prestart(self.remote.name, min(self.cpus - 1, 2 * driver.summary.videos_total))
 
     def enter(self, task: VideoTask, driver: Driver) -> None:
         import ray
 
-        driver.announce(self, task)  # a video is coming: later steps may set up now
+        driver.announce(self, task)  # a video is coming: later stages may set up now
         probe = task.probe
         self.pts[probe.video_id] = ray.put(probe.pts)
         threads = self.config.decode_threads or max(1, min(4, self.cpus // len(task.clips)))

@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from curation.config import CurationConfig, EmbedConfig
-from curation.driver import Driver, Step
+from curation.driver import Driver
 from curation.embedders import FIDELITY, expected_identity, frame_spec_for, make_embedder, rows_of_this_embedder
 from curation.progress import StageProgress
 from curation.shot_frames import FrameSpec, ShotFrames, frames_for_shot
-from curation.stage import Failure, Resources, Stage
+from curation.stage import Failure, Remote, Resources, Stage
 from curation.tasks import VideoTask
 from manifests.frames import read_shot_frames
 from manifests.io import read_part, read_table, write_part
@@ -32,7 +32,7 @@ from manifests.schema import SHOT_EMBEDDINGS, ShotEmbeddingRecord, Status
 log = logging.getLogger("curation")
 
 
-class EmbedWorker:
+class VideoEmbedder:
     """Loads the embedder once, then embeds whole videos' shots in batches."""
 
     def __init__(self, config: EmbedConfig):
@@ -103,7 +103,7 @@ class EmbedItem:
     frames: list | None = None  # ShotFrames per shot from the detection pass (None: read again)
 
 
-class EmbedStage(Stage):
+class EmbedRemote(Remote):
     """Shot embeddings in Ray actors that load the model once (a GPU each when the cluster has them)."""
 
     name, actors = "embed", True
@@ -111,14 +111,14 @@ class EmbedStage(Stage):
     def __init__(self, config: EmbedConfig, resources: Resources):
         self.config, self.resources = config, resources
         self.frame_spec = frame_spec_for(config)
-        self.worker: EmbedWorker | None = None
+        self.embedder: VideoEmbedder | None = None
 
     def setup(self) -> None:
-        self.worker = EmbedWorker(self.config)
+        self.embedder = VideoEmbedder(self.config)
 
     def process(self, item: EmbedItem) -> dict:
-        frames = item.frames if item.spec == self.worker.spec else None  # the model wants other frames
-        return self.worker.embed_video(item.shots, frames)
+        frames = item.frames if item.spec == self.embedder.spec else None  # the model wants other frames
+        return self.embedder.embed_video(item.shots, frames)
 
 
 def embed_resources(config: EmbedConfig) -> Resources:
@@ -227,7 +227,7 @@ def commit_embeddings(output, video_id: str, results: list[tuple[EmbedItem, obje
         log.warning("embedding: %d shots of video %s failed: %s", len(failed), video_id, failed[0]["error"])
 
 
-class Embed(Step):
+class Embed(Stage):
     """Shot embeddings of each committed video's ok shots, from the frames the detection pass kept;
     then, in `finish`, the shots earlier runs left without embeddings (another embedder, failed
     shots), read from the source.
@@ -240,8 +240,8 @@ class Embed(Step):
     name = "embed"
     about = "shot embeddings from the kept frames (Ray actors, model loaded once, GPU when present)"
 
-    def __init__(self, worker: EmbedStage, config: CurationConfig, workers: int):
-        self.worker, self.workers, self.config = worker, workers, config
+    def __init__(self, remote: EmbedRemote, config: CurationConfig, actor_count: int):
+        self.remote, self.actor_count, self.config = remote, actor_count, config
         self.embedded: set[str] = set()  # videos embedded (or failed) from this run's detection pass
         name, checkpoint_hash = expected_identity(config.embed)
         self.report = EmbedSummary(embedder=name or config.embed.kind, checkpoint_hash=checkpoint_hash,
@@ -249,7 +249,7 @@ class Embed(Step):
 
     def enter(self, task: VideoTask, driver: Driver) -> None:
         """A video is committed: embed its ok shots from the frames its detection pass kept."""
-        video_id, spec = task.video_id, self.worker.frame_spec
+        video_id, spec = task.video_id, self.remote.frame_spec
         clip_frames = [r.frames for r in (task.detected[i] for i in range(len(task.clips))) if r.frames]
         ok = [s for s in task.shots if s["status"] == Status.OK]
         if ok:
@@ -287,7 +287,7 @@ class Embed(Step):
         report.shots_per_second = report.shots_embedded / report.task_seconds if report.task_seconds else 0.0
 
 
-def embed_workers(config: EmbedConfig) -> int:
+def embed_actors(config: EmbedConfig) -> int:
     """One actor per GPU; on CPU one for the light colour embedder, else up to two."""
     import ray
 

@@ -36,7 +36,7 @@ from curation.captions import (
 )
 from curation.config import AnnotateConfig
 from curation.gemini import Annotation
-from curation.stage import Failure, Resources, Stage
+from curation.stage import Failure, Remote, Resources
 from manifests.io import write_json_atomic
 from manifests.schema import Status
 from manifests.store import location
@@ -87,7 +87,7 @@ def judge(
     return (Status.INVALID, problems, reply) if problems else (Status.OK, [], reply)
 
 
-class LocalCaptionStage(Stage):
+class LocalCaptionRemote(Remote):
     """Ray actors holding one Qwen-VL model each; an item is a batch of `CaptionItem`s, the result one
     `Annotation` per item. Re-asks happen here, batched across the items that need one."""
 
@@ -205,12 +205,12 @@ def caption_stage_resources(settings: AnnotateConfig) -> tuple[Resources, int]:
     return Resources(cpus=cpus, gpus=gpus), actors
 
 
-def ask_locally(todo: list[tuple[str, list[dict]]], step, driver, results: dict) -> bool:
+def ask_locally(todo: list[tuple[str, list[dict]]], stage, driver, results: dict) -> bool:
     """The local captioner's part of `annotate_items`: media in Ray tasks, batches to the caption
     actors, each reply cached as it arrives. Returns whether the run was interrupted."""
     from curation.gemini import ReplyCache
 
-    settings, cache, stage = step.settings, step.cache, step.caption
+    settings, cache, captioner = stage.settings, stage.cache, stage.caption
     batch: list[CaptionItem] = []
 
     def captioned(items: list[CaptionItem]):
@@ -222,14 +222,14 @@ def ask_locally(todo: list[tuple[str, list[dict]]], step, driver, results: dict)
                 return
             for item, annotation in zip(items, result):
                 if annotation.paid:  # on disk the moment it is back: a killed run redoes none of it
-                    cache.put(ReplyCache.key(item.item_id, step.captioner_id, step.media_id), annotation)
+                    cache.put(ReplyCache.key(item.item_id, stage.captioner_id, stage.media_id), annotation)
                 results[item.item_id] = annotation
 
         return done
 
     def flush() -> None:
         if batch:
-            driver.executor.submit(stage.name, list(batch), captioned(list(batch)))
+            driver.executor.submit(captioner.name, list(batch), captioned(list(batch)))
             batch.clear()
 
     def prepared(item_id: str, shots: list[dict]):
@@ -246,7 +246,7 @@ def ask_locally(todo: list[tuple[str, list[dict]]], step, driver, results: dict)
     began = time.perf_counter()
     try:
         for item_id, shots in todo:
-            driver.work(step, shots, prepared(item_id, shots))
+            driver.work(stage, shots, prepared(item_id, shots))
         driver.drain()
         flush()
         driver.drain()

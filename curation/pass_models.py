@@ -1,9 +1,9 @@
 """A model over the frames the detection pass kept, for every shot before its video is committed
-(burned-in text, aesthetics): the step that feeds such a model, one kind for all of them.
+(burned-in text, aesthetics): the stage that feeds such a model, one kind for all of them.
 
-The model is a `Stage` with actors (loaded once each) whose `process(ShotBatch)` returns each shot's
+The model is a `Remote` with actors (loaded once each) whose `process(ShotBatch)` returns each shot's
 columns, `{(start, end): {column: value}}`, and whose `spec` says which frames it reads (kept in the
-detection pass under the stage's name). The step sits between detection and reconcile: a clip's
+detection pass under the stage's name). The stage sits between detection and reconcile: a clip's
 finished shots go to the model as soon as the clip is back, the shots across clip edges once all
 the video's clips are, and the video moves on to be committed when every answer is back, its
 columns in `task.signals`. A shot an earlier filter flags (`before`: too short, a transition, dark,
@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 from curation.config import CurationConfig
 from curation.cuts import shots_from_cuts
-from curation.driver import Driver, Step
+from curation.driver import Driver
 from curation.measures import Measure, merged
 from curation.shot_filters import ShotEvidence, ShotFilter, evidence, filter_reason
 from curation.shot_frames import frames_for_shot
-from curation.stage import Failure, Resources, Stage
+from curation.stage import Failure, Remote, Resources, Stage
 from curation.tasks import VideoTask
 
 
@@ -49,26 +49,26 @@ def pass_resources() -> Resources:
     return Resources(cpus=0, gpus=1) if int(ray.cluster_resources().get("GPU", 0)) else Resources(cpus=0)
 
 
-def pass_workers() -> int:
+def pass_actors() -> int:
     """One actor per GPU; on CPU one (the model shares the cores with detection)."""
     import ray
 
     return max(1, int(ray.cluster_resources().get("GPU", 0)))
 
 
-class PassModel(Step):
-    """Feeds one model (`worker`) the kept frames of each shot; see the module docstring."""
+class PassModel(Stage):
+    """Feeds one model (`remote`) the kept frames of each shot; see the module docstring."""
 
-    def __init__(self, worker: Stage, config: CurationConfig, measures: list[Measure], before: list[ShotFilter],
-                 workers: int | None = None):  # fmt: skip
-        self.worker, self.config, self.measures, self.before = worker, config, list(measures), list(before)
-        self.name, self.about = worker.name, getattr(worker, "about", "")
-        self.workers = workers or pass_workers()
+    def __init__(self, remote: Remote, config: CurationConfig, measures: list[Measure], before: list[ShotFilter],
+                 actor_count: int | None = None):  # fmt: skip
+        self.remote, self.config, self.measures, self.before = remote, config, list(measures), list(before)
+        self.name, self.about = remote.name, getattr(remote, "about", "")
+        self.actor_count = actor_count or pass_actors()
         self.videos: dict[str, _Video] = {}
 
     @property
     def module(self) -> str:
-        return type(self.worker).__module__  # the model's own module (curation/text.py, ...)
+        return type(self.remote).__module__  # the model's own module (curation/text.py, ...)
 
     def partial(self, source: str, task: VideoTask, payload, driver: Driver) -> None:
         if source != "detect":
@@ -100,7 +100,7 @@ class PassModel(Step):
             shot = judge(start, end)
             if not self._wanted(shot):
                 continue
-            frames = frames_for_shot(start, end, clips, self.name, self.worker.spec)
+            frames = frames_for_shot(start, end, clips, self.name, self.remote.spec)
             row = None if frames is not None else task.probe.shot_row(start, end, 0, 0, "")
             todo.append(PassShot(start, end, crop_of(shot), frames, row))
         self._send(task, todo, state, driver)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from curation.config import CurationConfig
-from curation.driver import Driver, Step
-from curation.stage import Failure, Resources, Stage
+from curation.driver import Driver
+from curation.stage import Failure, Remote, Resources, Stage
 from curation.tasks import VideoTask
 from manifests.io import read_table, table_video_ids
 from manifests.probe import ProbeError, VideoProbe, fingerprint, probe
@@ -24,7 +24,7 @@ class Skipped:
     video_id: str
 
 
-class ProbeStage(Stage):
+class ProbeRemote(Remote):
     name = "probe"
 
     def __init__(self, done_ids: frozenset[str], cpus: float = 1.0):
@@ -49,15 +49,15 @@ class ProbeStage(Stage):
             raise ProbeError(f"{path}: unexpected error while probing: {type(err).__name__}: {err}") from None
 
 
-class Probe(Step):
+class Probe(Stage):
     """Probe each video once per content: an input done by an earlier run, or the same content as an
     earlier input of this run, ends here."""
 
     name = "probe"
     about = "content fingerprint, stream facts, PTS of every frame (Ray task per video)"
 
-    def __init__(self, worker: ProbeStage):
-        self.worker = worker
+    def __init__(self, remote: ProbeRemote):
+        self.remote = remote
         self.seen: set[str] = set()
 
     def enter(self, task: VideoTask, driver: Driver) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from curation.config import CurationConfig
 from curation.cuts import shots_from_cuts
-from curation.driver import Driver, Step
+from curation.driver import Driver
 from curation.duplicates import find_duplicates
 from curation.measures import Measure, merged
 from curation.shot_filters import ShotFilter, evidence, filter_reason
-from curation.stage import Failure
+from curation.stage import Failure, Stage
 from curation.tasks import ClipResult, ClipWindow, VideoTask
 from manifests.frames import read_shot_frames
 from manifests.io import OUTPUT_FULL, tidy_batches, write_batch, write_bytes_atomic
@@ -166,7 +166,7 @@ class CommitBatch:
         self.batches += 1
 
 
-class Reconcile(Step):
+class Reconcile(Stage):
     """A video whose clips are all back: its shots on the source timeline, keyframes and table rows,
     committed in batches of videos (`CommitBatch`)."""
 
@@ -201,7 +201,7 @@ class Reconcile(Step):
 
     def finish(self, driver: Driver) -> None:
         self.stop(driver)
-        driver.changed("shots")  # the whole-manifest steps read what this run committed
+        driver.changed("shots")  # the whole-manifest stages read what this run committed
 
     def stop(self, driver: Driver) -> None:
         """Finished videos are committed also when the run is interrupted."""

@@ -31,13 +31,14 @@ from curation.aesthetic import low_aesthetic
 from curation.bars import picture_too_small
 from curation.config import CurationConfig, add_flags, flags, from_flags
 from curation.darkness import too_dark
-from curation.driver import Driver, RunSummary, Step, VideoTask, record_failure
+from curation.driver import Driver, RunSummary, VideoTask, record_failure
 from curation.duplicates import duplicate
 from curation.inputs import LIST_SUFFIXES, VIDEO_SUFFIXES, resolve_inputs
 from curation.measures import Measure, declared
 from curation.motion import static
 from curation.samples import write_sample_videos
 from curation.shot_filters import gradual_transition, too_short
+from curation.stage import Stage
 from curation.text import overlay
 from manifests.hints import did_you_mean
 from manifests.io import OUTPUT_FULL, ensure_tables, read_table, write_json_atomic
@@ -150,8 +151,8 @@ def write_run_json(
 ) -> dict:
     from dataclasses import asdict
 
-    relevance = {"embedding": asdict(driver.step("embed").report), "combinations": driver.step("combine").report,
-                 "annotation": driver.step("annotate").report}  # fmt: skip
+    relevance = {"embedding": asdict(driver.stage("embed").report), "combinations": driver.stage("combine").report,
+                 "annotation": driver.stage("annotate").report}  # fmt: skip
     videos = read_table(config.output, "videos", missing_ok=True)
     shots = driver.table("shots")  # the run's one read of shots since embedding, shared with combine and annotate
     ok_videos = videos[videos["status"] == Status.OK]
@@ -161,7 +162,7 @@ def write_run_json(
         # The shot settings hold for every video but these (not among this run's inputs while being re-derived).
         "shot_settings_pending_videos": list(pending),
         "versions": versions(),
-        "stages": [f"{step.name}: {step.about} ({step.module.replace('.', '/')}.py)" for step in driver.steps],
+        "stages": [f"{stage.name}: {stage.about} ({stage.module.replace('.', '/')}.py)" for stage in driver.stages],
         "this_run": {
             "inputs": len(paths),
             "videos_ok": summary.videos_ok,
@@ -206,7 +207,7 @@ def write_run_json(
 
 # The shot filters, in order (the first reason wins): each judges a shot by its evidence
 # (curation/shot_filters.py) and returns why it is filtered, or None. Those before TEXT_FILTERS's
-# end judge by the detection pass alone; the text step reads only the shots they keep.
+# end judge by the detection pass alone; the text stage reads only the shots they keep.
 PASS_FILTERS = [gradual_transition, too_short, too_dark, static, picture_too_small]
 SHOT_FILTERS = [*PASS_FILTERS, overlay, low_aesthetic, duplicate]
 
@@ -222,53 +223,54 @@ def pipeline(
     api_key: str | None = None,
     swap: dict[str, type] | None = None,
     redo: frozenset = frozenset(),
-) -> list[Step]:
-    """The job's stages, in the order of the paper's data pipeline (Figure 4). Each is a `Step` in
+) -> list[Stage]:
+    """The job's stages, in the order of the paper's data pipeline (Figure 4). Each is a `Stage` in
     the module of its name; the driver (curation/driver.py) moves every video through them.
 
     A shot filter (darkness, motion, ...) is a module with its measure, an entry of `SHOT_FILTERS`
-    and one of `job_measures`; reconcile and embed apply that list, text the pass's part of it. `swap` replaces a stage's
-    Ray side by name ("probe", "detect", "embed", "media", "caption"): tests use it to crash workers. `redo`:
+    and one of `job_measures`; reconcile applies that list, the pass models (text) the pass's part of it. `swap`
+    replaces a stage's remote part by name ("probe", "detect", "embed", "media", "caption"): tests use it to crash
+    workers. `redo`:
     curated videos to derive again (a change of shot settings with --redo-shots; curation/identity.py).
     """
-    from curation.aesthetic import AestheticStage
-    from curation.annotate import Annotate, MediaStage
+    from curation.aesthetic import AestheticRemote
+    from curation.annotate import Annotate, MediaRemote
     from curation.combine import Combine
-    from curation.detect import Detect, DetectStage, detect_gpus
-    from curation.embed import Embed, EmbedStage, embed_resources, embed_workers
-    from curation.local_captioner import LocalCaptionStage
+    from curation.detect import Detect, DetectRemote, detect_gpus
+    from curation.embed import Embed, EmbedRemote, embed_actors, embed_resources
+    from curation.local_captioner import LocalCaptionRemote
     from curation.pass_models import PassModel, pass_resources
-    from curation.probe import Probe, ProbeStage, completed_video_ids
+    from curation.probe import Probe, ProbeRemote, completed_video_ids
     from curation.reconcile import Reconcile
     from curation.split import Split
-    from curation.text import TextStage
+    from curation.text import TextRemote
 
-    ray_side = {"probe": ProbeStage, "detect": DetectStage, "embed": EmbedStage, "media": MediaStage,
-                "text": TextStage, "aesthetic": AestheticStage, "caption": LocalCaptionStage} | (swap or {})  # fmt: skip
-    embed = ray_side["embed"](config.embed, embed_resources(config.embed))
+    remote_part = {"probe": ProbeRemote, "detect": DetectRemote, "embed": EmbedRemote, "media": MediaRemote,
+                "text": TextRemote, "aesthetic": AestheticRemote, "caption": LocalCaptionRemote} | (swap or {})  # fmt: skip
+    embed = remote_part["embed"](config.embed, embed_resources(config.embed))
     measures = job_measures(config)
     keep = {"embed": embed.frame_spec} if config.embed.frames_from == "detection" else {}
     models = []  # models over the frames the pass keeps, before a video is committed
     if config.shots.text:
-        models.append(ray_side["text"](config.shots, pass_resources()))
+        models.append(remote_part["text"](config.shots, pass_resources()))
     if config.shots.aesthetic_checkpoint:
-        models.append(ray_side["aesthetic"](config.shots, pass_resources()))
+        models.append(remote_part["aesthetic"](config.shots, pass_resources()))
     keep |= {model.name: model.spec for model in models}
-    detect = ray_side["detect"](config.shots, keep or None, gpus=detect_gpus(config.shots), measures=measures)
+    detect = remote_part["detect"](config.shots, keep or None, gpus=detect_gpus(config.shots), measures=measures)
     return [
-        Probe(ray_side["probe"](completed_video_ids(config) - redo, cpus=min(1.0, config.shots.cpus_per_task))),
+        Probe(remote_part["probe"](completed_video_ids(config) - redo, cpus=min(1.0, config.shots.cpus_per_task))),
         Split(config),
         Detect(detect, config.shots),
         *(PassModel(model, config, measures, PASS_FILTERS) for model in models),
         Reconcile(config, SHOT_FILTERS, measures),
-        Embed(embed, config, workers=embed_workers(config.embed)),
+        Embed(embed, config, actor_count=embed_actors(config.embed)),
         Combine(config),
         Annotate(
             config.annotate,
             config.output,
             api_key,
-            media=ray_side["media"](config.annotate),
-            caption=ray_side["caption"](config.annotate) if config.annotate.captioner == "local" else None,
+            media=remote_part["media"](config.annotate),
+            caption=remote_part["caption"](config.annotate) if config.annotate.captioner == "local" else None,
         ),
     ]
 
@@ -282,14 +284,14 @@ def run_stages(
     redo: frozenset = frozenset(),
     summary: RunSummary | None = None,
 ) -> Driver:
-    """Every input through the whole pipeline; the driver keeps each stage's numbers (`driver.step(name)`).
+    """Every input through the whole pipeline; the driver keeps each stage's numbers (`driver.stage(name)`).
     after_finish(name): called as each stage finishes. redo: curated videos to derive again. summary:
     the run's counts, filled as videos end (still there when the run is interrupted)."""
     import ray
 
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    steps = pipeline(config, api_key, swap, redo)
-    driver = Driver(steps, config.max_in_flight or 2 * cpus, config.output, summary)
+    stages = pipeline(config, api_key, swap, redo)
+    driver = Driver(stages, config.max_in_flight or 2 * cpus, config.output, summary)
     driver.after_finish = after_finish
     driver.run([VideoTask(path) for path in paths])
     driver.summary.wall_seconds = driver.finished_at["reconcile"]  # the streamed stages

@@ -17,7 +17,8 @@ from __future__ import annotations
 import time
 
 from curation.config import CurationConfig
-from curation.driver import Driver, Step
+from curation.driver import Driver
+from curation.stage import Stage
 from curation.tasks import ClipWindow, VideoTask
 from manifests.probe import VideoProbe
 
@@ -55,7 +56,7 @@ def clip_windows(probe: VideoProbe, config: CurationConfig) -> list[ClipWindow]:
     return [ClipWindow(0, 0, probe.num_frames, 0, probe.num_frames)]
 
 
-class Split(Step):
+class Split(Stage):
     name = "split"
     about = "10-minute clip windows with overlap (driver)"
 

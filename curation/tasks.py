@@ -1,6 +1,6 @@
 """What moves between the curation stages, in one typed data model: a video's task, its clip
 windows and the clip results of the detection pass. Stage modules import these from here, never
-from each other (a stage's own items, the work it hands its Ray side, stay in its module).
+from each other (a stage's own items, the work it hands its remote part, stay in its module).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 from curation.config import CurationConfig, ShotsConfig
 from curation.shot_filters import ShotEvidence
 from curation.shot_frames import FrameSpec
-from curation.stage import Resources, Stage
+from curation.stage import Remote, Resources
 
 if TYPE_CHECKING:  # the driver imports this module for its filter: the pass's modules load in the actors
     from curation.pass_models import PassShot, ShotBatch
@@ -47,7 +47,7 @@ def text_found(lines: list, scale: float, crop: tuple[int, int, int, int], min_s
     return min(1.0, covered / max(w * h, 1)), strings
 
 
-class TextStage(Stage):
+class TextRemote(Remote):
     """PP-OCRv4 in Ray actors (one engine each, set up once)."""
 
     name, actors = "text", True

@@ -142,7 +142,7 @@ def test_a_long_video_shows_frames_decoded_and_an_eta_before_its_clips_are_back(
     """The clip tasks report decoded frames to a board the driver reads while it waits (thresholds
     lowered here: a real run does so for videos of 2 minutes and more, every 2 s, logged every 30 s)."""
     from curation.detect import Detect
-    from curation.stage import Executor
+    from curation.executor import Executor
     from tests.support.jobs import curate_one
 
     monkeypatch.setattr(Detect, "LONG_VIDEO_SECONDS", 0.0)

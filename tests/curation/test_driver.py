@@ -11,7 +11,7 @@ import pytest
 
 from curation.config import CurationConfig
 from curation.run import main, run_stages
-from curation.stage import Failure
+from curation.stage import Failure, Stage
 from manifests import read_table
 from tests.support import crash_stages
 from tests.support.curation_reference import FLAGS, record
@@ -68,7 +68,7 @@ def test_a_crashed_probe_or_detect_worker_fails_only_its_video(ray_local, tmp_pa
 def test_a_crashed_embedding_actor_fails_only_its_shots_and_is_restarted(ray_local, tmp_path, crash_inputs):
     out = tmp_path / "out"
     config = _config(out, crash_inputs)
-    report = run_stages(crash_inputs, config, swap={"embed": crash_stages.CrashingEmbed}).step("embed").report
+    report = run_stages(crash_inputs, config, swap={"embed": crash_stages.CrashingEmbed}).stage("embed").report
     embeddings = read_table(out, "shot_embeddings")
     shots = read_table(out, "shots")
     crashed_video = shots.loc[shots["source_path"].str.endswith("crash.mp4"), "video_id"].iloc[0]
@@ -83,7 +83,7 @@ def test_a_crashed_embedding_actor_fails_only_its_shots_and_is_restarted(ray_loc
     assert f"[embed] {len(failed)} shots of " in text_report(out)  # inspect lists item failures too
     # A re-run embeds only the failed shots (read from the source) and the table ends complete.
     driver = run_stages(crash_inputs, config)
-    summary, report = driver.summary, driver.step("embed").report
+    summary, report = driver.summary, driver.stage("embed").report
     embeddings = read_table(out, "shot_embeddings")
     assert set(embeddings["status"]) == {"ok"} and report.shots_embedded == len(failed)
     assert summary.videos_skipped == 2
@@ -113,15 +113,15 @@ def test_a_crashed_media_task_fails_only_its_combination(ray_local, tmp_path, cr
         assert set(read_table(out, "annotations")["status"]) == {"ok"}
 
 
-def test_the_driver_moves_tasks_through_the_steps_in_order_and_ends_a_failed_one_for_the_later_steps(tmp_path):
-    """The driver alone (steps without a Ray side): each task enters the steps in list order, a
-    failure ends it with a failed row and tells only the steps after the failing one, `finish` runs
-    once per step in order after every task has passed, and an interruption reaches every `stop`."""
-    from curation.driver import Driver, Step, VideoTask
+def test_the_driver_moves_tasks_through_the_stages_in_order_and_ends_a_failed_one_for_the_later_stages(tmp_path):
+    """The driver alone (stages without a remote part): each task enters the stages in list order, a
+    failure ends it with a failed row and tells only the stages after the failing one, `finish` runs
+    once per stage in order after every task has passed, and an interruption reaches every `stop`."""
+    from curation.driver import Driver, VideoTask
 
     log = []
 
-    class Record(Step):
+    class Record(Stage):
         def __init__(self, name):
             self.name = name
 
@@ -154,7 +154,7 @@ def test_the_driver_moves_tasks_through_the_steps_in_order_and_ends_a_failed_one
     assert summary.videos_failed == 1 and summary.failures[0]["stage"] == "b"
     row = read_table(tmp_path, "videos").iloc[0]
     assert row["status"] == "failed" and row["error"] == "bad.mp4: no good" and row["error_stage"] == "b"
-    assert driver.step("c") is steps[2] and list(driver.finished_at) == ["a", "b", "c"]
+    assert driver.stage("c") is steps[2] and list(driver.finished_at) == ["a", "b", "c"]
 
     class Interrupt(Record):
         def finish(self, driver):

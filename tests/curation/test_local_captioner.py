@@ -44,7 +44,7 @@ def test_local_captions_are_ok_written_cached_and_never_made_twice(
 ):
     out = tmp_path / "out"
     report = run_stages([str(multi_shot_video.path)], config(out, multi_shot_video, tiny_qwen),
-                        swap={"caption": forcing_stage(valid_reply)}).step("annotate").report  # fmt: skip
+                        swap={"caption": forcing_stage(valid_reply)}).stage("annotate").report  # fmt: skip
     notes = read_table(out, "annotations")
     assert notes["status"].tolist() == ["ok"] and len(notes["captions"].iloc[0]) == 3
     assert notes["characters"].iloc[0][0]["name"] == "Actor1"
@@ -60,7 +60,7 @@ def test_local_captions_are_ok_written_cached_and_never_made_twice(
     marker = tmp_path / "crash-if-asked"
     marker.write_text("")
     report = run_stages([str(multi_shot_video.path)], config(out, multi_shot_video, tiny_qwen),
-                        swap={"caption": forcing_stage(valid_reply, str(marker))}).step("annotate").report  # fmt: skip
+                        swap={"caption": forcing_stage(valid_reply, str(marker))}).stage("annotate").report  # fmt: skip
     assert report["total"]["cache_hits"] == 4 and report["total"]["captioned"] == 0
     notes = read_table(out, "annotations")
     assert notes["status"].tolist() == ["ok"] and notes["from_cache"].tolist() == [True]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from curation.config import CurationConfig
-from curation.probe import ProbeStage, Skipped, completed_video_ids
+from curation.probe import ProbeRemote, Skipped, completed_video_ids
 from curation.samples import write_synthetic_video
 from manifests.io import write_part
 from manifests.probe import ProbeError, fingerprint
@@ -13,12 +13,12 @@ from manifests.probe import ProbeError, fingerprint
 
 def test_the_probe_stage_probes_new_content_skips_what_is_done_and_names_a_missing_file(tmp_path):
     video = write_synthetic_video(tmp_path / "v.mp4", [24, 24], size=(64, 48))
-    probe = ProbeStage(frozenset()).process(str(video.path))
+    probe = ProbeRemote(frozenset()).process(str(video.path))
     assert probe.num_frames == 48 and probe.video_id == fingerprint(str(video.path))
-    skipped = ProbeStage(frozenset({probe.video_id})).process(str(video.path))
+    skipped = ProbeRemote(frozenset({probe.video_id})).process(str(video.path))
     assert isinstance(skipped, Skipped) and skipped.video_id == probe.video_id
     with pytest.raises(ProbeError, match="missing.mp4: file not found; check the --input path"):
-        ProbeStage(frozenset()).process(str(tmp_path / "missing.mp4"))
+        ProbeRemote(frozenset()).process(str(tmp_path / "missing.mp4"))
 
 
 def test_a_resumed_run_skips_ok_videos_whose_parts_are_all_there_and_failed_ones_unless_retried(tmp_path):

@@ -1,55 +1,79 @@
-"""Tests of `curation/stage.py`: the stage type and the one executor every curation stage runs on."""
+"""Tests of `curation/stage.py`: a stage is one `Stage` in the driver with an optional `Remote` part
+on Ray, and the job's modules use those two words and no others."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+
 import pytest
 
-from curation.stage import Executor, Failure, Stage
+import curation
+from curation.driver import Driver
+from curation.stage import Remote, Resources, Stage
+from curation.tasks import VideoTask
 
 pytestmark = pytest.mark.usefixtures("stages_travel_by_value")
 
 
-class Square(Stage):
-    name = "square"
+class Length(Remote):
+    name, resources = "length", Resources(cpus=0.5)
 
-    def process(self, x):
-        if x == 3:
-            raise ValueError("three is not allowed")
-        if x == 5:
-            import os
-
-            os._exit(1)
-        return x * x
+    def process(self, path: str) -> int:
+        return len(path)
 
 
-class Counter(Stage):
-    name, actors = "counter", True
+class Lengths(Stage):
+    """A stage that hands each task's path to its remote part and passes the task on when the answer is back."""
 
-    def setup(self):
-        self.setups = getattr(self, "setups", 0) + 1
+    name = "length"
 
-    def process(self, x):
-        if x == "die":
-            import os
+    def __init__(self):
+        self.remote, self.lengths = Length(), {}
 
-            os._exit(1)
-        return (x, self.setups)
+    def enter(self, task, driver):
+        def done(result):
+            self.lengths[task.path] = result
+            driver.forward(self, task)
+
+        driver.work(self, task.path, done)
 
 
-def test_executor_turns_exceptions_and_dead_workers_into_failures(ray_local):
-    executor = Executor(max_in_flight=2)
-    executor.add(Square())
-    executor.add(Counter(), workers=1)
-    results = {}
-    for x in range(7):
-        executor.submit("square", x, lambda r, x=x: results.__setitem__(x, r))
-    for x in ("a", "die", "b"):
-        executor.submit("counter", x, lambda r, x=x: results.__setitem__(x, r))
-    executor.run()
-    executor.shutdown()
-    assert [results[x] for x in (0, 1, 2, 4, 6)] == [0, 1, 4, 16, 36]
-    assert results[3] == Failure("square", "ValueError: three is not allowed")
-    assert isinstance(results[5], Failure) and results[5].crashed
-    assert isinstance(results["die"], Failure) and results["die"].crashed and results["die"].stage == "counter"
-    # The actor after the crash is a new one, set up once; items before and after it are processed.
-    assert results["a"] == ("a", 1) and results["b"] == ("b", 1)
+class Last(Stage):
+    name = "last"
+
+    def __init__(self):
+        self.seen = []
+
+    def enter(self, task, driver):
+        self.seen.append(task.path)
+
+
+def test_a_stage_gives_items_to_its_remote_part_and_passes_each_task_on_when_the_result_is_back(ray_local):
+    measure, last = Lengths(), Last()
+    assert measure.remotes() == [(measure.remote, None)] and Stage().remotes() == []
+    Driver([measure, Stage(), last], max_in_flight=2).run([VideoTask("a.mp4"), VideoTask("longer.mp4")])
+    assert measure.lengths == {"a.mp4": 5, "longer.mp4": 10}
+    assert sorted(last.seen) == ["a.mp4", "longer.mp4"]  # the plain Stage between them passed both on
+
+
+def job_classes():
+    for module in pkgutil.iter_modules(curation.__path__):
+        if module.name == "run":
+            continue  # the entry point; it defines no stage
+        loaded = importlib.import_module(f"curation.{module.name}")
+        for _, value in inspect.getmembers(loaded, inspect.isclass):
+            if value.__module__ == loaded.__name__:
+                yield value
+
+
+def test_the_job_has_one_word_for_a_stage_and_one_for_its_ray_part():
+    classes = list(job_classes())
+    stages = [c for c in classes if issubclass(c, Stage) and c is not Stage]
+    remotes = [c for c in classes if issubclass(c, Remote) and c is not Remote]
+    assert {"Probe", "Split", "Detect", "Reconcile", "Embed", "Combine", "Annotate"} <= {c.__name__ for c in stages}
+    assert remotes and all(c.__name__.endswith("Remote") for c in remotes), [c.__name__ for c in remotes]
+    assert not [c.__name__ for c in classes if c.__name__ in ("Step", "Worker") or c.__name__.endswith("Step")]
+    for cls in stages:  # a stage's Ray part is `remote`, never `worker`
+        assert "worker" not in vars(cls) and "workers" not in vars(cls), cls.__name__

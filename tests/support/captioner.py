@@ -60,7 +60,7 @@ class ForceReply:
 
 
 class Forcing:
-    """What LocalCaptionStage takes as `logits_processors`: a fresh ForceReply per generate call."""
+    """What LocalCaptionRemote takes as `logits_processors`: a fresh ForceReply per generate call."""
 
     def __init__(self, folder, reply=valid_reply):
         self.folder, self.reply = str(folder), reply
@@ -70,11 +70,11 @@ class Forcing:
 
 
 def forcing_stage(reply=valid_reply, crash_marker: str | None = None):
-    """A LocalCaptionStage class for the job's `swap`: forces `reply`, and with `crash_marker` (a file
+    """A LocalCaptionRemote class for the job's `swap`: forces `reply`, and with `crash_marker` (a file
     path) kills its actor on every batch while that file exists."""
-    from curation.local_captioner import LocalCaptionStage
+    from curation.local_captioner import LocalCaptionRemote
 
-    class Forced(LocalCaptionStage):
+    class Forced(LocalCaptionRemote):
         def __init__(self, settings, gpus: float = 0.0):
             super().__init__(settings, gpus, logits_processors=Forcing(settings.local.model, reply))
 

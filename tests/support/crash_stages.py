@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 
-from curation.annotate import MediaStage
-from curation.detect import DetectStage
-from curation.embed import EmbedStage
-from curation.probe import ProbeStage
-from curation.text import TextStage
+from curation.annotate import MediaRemote
+from curation.detect import DetectRemote
+from curation.embed import EmbedRemote
+from curation.probe import ProbeRemote
+from curation.text import TextRemote
 
 TRIGGER = "crash"  # in a file name: the item that takes its worker down
 
@@ -18,42 +18,42 @@ def _die() -> None:
     os._exit(1)  # no exception, no cleanup: the process is simply gone
 
 
-class CrashingProbe(ProbeStage):
+class CrashingProbe(ProbeRemote):
     def process(self, path):
         if TRIGGER in os.path.basename(path):
             _die()
         return super().process(path)
 
 
-class CrashingDetect(DetectStage):
+class CrashingDetect(DetectRemote):
     def process(self, item):
         if TRIGGER in os.path.basename(item.path) and item.window.clip_index == 1:
             _die()
         return super().process(item)
 
 
-class CrashingEmbed(EmbedStage):
+class CrashingEmbed(EmbedRemote):
     def process(self, item):
         if any(TRIGGER in os.path.basename(s["source_path"]) for s in item.shots):
             _die()
         return super().process(item)
 
 
-class CrashingMedia(MediaStage):
+class CrashingMedia(MediaRemote):
     def process(self, shots):
         if any(TRIGGER in os.path.basename(s["source_path"]) for s in shots):
             _die()
         return super().process(shots)
 
 
-class CrashingText(TextStage):
+class CrashingText(TextRemote):
     def process(self, item):
         if TRIGGER in os.path.basename(item.source_path):
             _die()
         return super().process(item)
 
 
-class SlowDetect(DetectStage):
+class SlowDetect(DetectRemote):
     """Detection that takes a few seconds per clip, so a node can be removed while it holds clips."""
 
     def process(self, item):
