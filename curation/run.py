@@ -206,8 +206,8 @@ def write_run_json(
 
 
 # The shot filters, in order (the first reason wins): each judges a shot by its evidence
-# (curation/shot_filters.py) and returns why it is filtered, or None. Those before TEXT_FILTERS's
-# end judge by the detection pass alone; the text stage reads only the shots they keep.
+# (curation/shot_filters.py) and returns why it is filtered, or None. Those in PASS_FILTERS
+# judge by the detection pass alone; the text stage reads only the shots they keep.
 PASS_FILTERS = [gradual_transition, too_short, too_dark, static, picture_too_small]
 SHOT_FILTERS = [*PASS_FILTERS, overlay, low_aesthetic, duplicate]
 
@@ -227,8 +227,9 @@ def pipeline(
     """The job's stages, in the order of the paper's data pipeline (Figure 4). Each is a `Stage` in
     the module of its name; the driver (curation/driver.py) moves every video through them.
 
-    A shot filter (darkness, motion, ...) is a module with its measure, an entry of `SHOT_FILTERS`
-    and one of `job_measures`; reconcile applies that list, the pass models (text) the pass's part of it. `swap`
+    A shot filter (darkness, motion, ...) is a module with its measure and an entry of `SHOT_FILTERS`
+    (the detection pass takes the measures the filters declare); reconcile applies that list, the pass
+    models (text) the pass's part of it. `swap`
     replaces a stage's remote part by name ("probe", "detect", "embed", "media", "caption"): tests use it to crash
     workers. `redo`:
     curated videos to derive again (a change of shot settings with --redo-shots; curation/identity.py).

@@ -15,7 +15,9 @@ def content_hash(*parts) -> str:
     return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
 
 
-def _seeded_sample(posterior, seed: int, device, dtype) -> torch.Tensor:
+def seeded_sample(posterior, seed: int, device, dtype) -> torch.Tensor:
+    """A draw from the VAE's latent distribution whose noise depends only on `seed` (made on the CPU,
+    so the same seed gives the same latents on every device)."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32).to(device, dtype)
     return posterior.mean + posterior.std * noise
@@ -44,7 +46,7 @@ class CogVideoXEncoders:
     def encode_frames(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
         """(N, T, H, W, 3) uint8 -> latents (N, F, C, h, w), sampled with a seeded generator."""
         video = frames.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype) / 127.5 - 1.0  # (N, 3, T, H, W)
-        latents = _seeded_sample(self.vae.encode(video).latent_dist, seed, self.device, self.dtype)
+        latents = seeded_sample(self.vae.encode(video).latent_dist, seed, self.device, self.dtype)
         return (latents * self.scaling).permute(0, 2, 1, 3, 4).contiguous()
 
     @torch.no_grad()
@@ -81,7 +83,7 @@ class WanEncoders:
     def encode_frames(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
         """(N, T, H, W, 3) uint8 -> normalised latents (N, F, C, h, w), sampled with a seeded generator."""
         video = frames.to(self.device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
-        parts = [_seeded_sample(self.vae.encode(v[None]).latent_dist, seed + i, self.device, torch.float32)
+        parts = [seeded_sample(self.vae.encode(v[None]).latent_dist, seed + i, self.device, torch.float32)
                  for i, v in enumerate(video)]  # one video at a time, as the VAE's slicing would  # fmt: skip
         latents = (torch.cat(parts) - self.mean) / self.std
         return latents.permute(0, 2, 1, 3, 4).to(self.dtype).contiguous()

@@ -190,21 +190,16 @@ def config_keys() -> list[tuple[str, str, str]]:
     return rows
 
 
-def suggest(word: str, options) -> str:
-    """' (did you mean X?)' for the closest of `options`, or '' (the project's one hint)."""
-    return did_you_mean(word, options)
-
-
 def _problem(error: dict) -> str:
     """One pydantic error as 'section.key: what is wrong', with a suggestion for an unknown key."""
     loc = [str(part) for part in error["loc"]]
     where = ".".join(loc)
     if error["type"] == "extra_forbidden":
         if len(loc) == 1:
-            return f"{where}: unknown section{suggest(loc[0], SECTIONS)}; sections: {', '.join(SECTIONS)}"
+            return f"{where}: unknown section{did_you_mean(loc[0], SECTIONS)}; sections: {', '.join(SECTIONS)}"
         section = SECTIONS.get(loc[0])
         keys = [f"{loc[0]}.{k}" for k in section.model_fields] if section else []
-        return f"{where}: unknown key{suggest(where, keys)}"
+        return f"{where}: unknown key{did_you_mean(where, keys)}"
     return f"{where}: {error['msg']}"
 
 

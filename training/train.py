@@ -19,7 +19,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import argparse
 
-from training.config import TrainConfig, config_keys, load_config, suggest  # light: pydantic and yaml only
+from manifests.hints import did_you_mean
+from training.config import TrainConfig, config_keys, load_config  # light: pydantic and yaml only
 
 
 def train(config: TrainConfig) -> dict:
@@ -48,7 +49,7 @@ def unknown_flag_message(flag: str, argv: list[str]) -> str:
     else:
         value = "VALUE"
     matches = [k for k in keys if k.split(".")[1] == name]
-    hint = f" (did you mean {matches[0]}={value}?)" if matches else suggest(name, [k.split(".")[1] for k in keys])
+    hint = f" (did you mean {matches[0]}={value}?)" if matches else did_you_mean(name, [k.split(".")[1] for k in keys])
     return f"unknown flag {flag}: config keys go as section.key=value{hint}; --help-config lists them"
 
 

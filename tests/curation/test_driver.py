@@ -15,7 +15,7 @@ from curation.stage import Failure, Stage
 from manifests import read_table
 from tests.support import crash_stages
 from tests.support.curation_reference import FLAGS, record
-from tests.support.reference_check import REFERENCE, _same
+from tests.support.reference_check import REFERENCE, assert_same_rows
 
 pytestmark = pytest.mark.usefixtures("stages_travel_by_value")
 
@@ -34,7 +34,7 @@ def _config(out, inputs):
                           combine={"min_shot_frames": 20, "within": "video", "scenes": 2})  # fmt: skip
 
 
-def test_stages_keep_the_outputs_of_the_job_before_the_refactor(ray_local, tmp_path, reference_videos):
+def test_the_reference_videos_curate_to_the_recorded_manifests_row_for_row(ray_local, tmp_path, reference_videos):
     """The manifests of the pre-refactor job (tests/data/curation_reference.json), row for row, when
     embedding frames are read from the source as that job did."""
     out = tmp_path / "out"
@@ -45,7 +45,7 @@ def test_stages_keep_the_outputs_of_the_job_before_the_refactor(ray_local, tmp_p
     for table in before:
         # Columns added since (embedding status) are null/ok in the new rows and absent before.
         rows = [{k: v for k, v in row.items() if k in before[table][0]} for row in after[table]]
-        _same(before[table], rows, table)
+        assert_same_rows(before[table], rows, table)
     assert {row["status"] for row in after["shot_embeddings"]} == {"ok"}
 
 

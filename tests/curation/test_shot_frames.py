@@ -14,7 +14,7 @@ from curation.shot_frames import FrameKeeper, FrameSpec, frames_for_shot
 from manifests import read_table
 from manifests.sampling import nearest
 from tests.support.curation_reference import FLAGS, record
-from tests.support.reference_check import REFERENCE, _same
+from tests.support.reference_check import REFERENCE, assert_same_rows
 
 pytestmark = pytest.mark.usefixtures("stages_travel_by_value")
 
@@ -41,7 +41,9 @@ def test_one_decode_pass_embeddings_equal_embedding_from_a_separate_decode(ray_l
     before, after = json.loads(REFERENCE.read_text()), json.loads(json.dumps(record(out)))
     for table in ("videos", "clips", "shots"):  # detection is untouched by keeping frames
         # (the quality-signal columns came later: the recorded ones must be the same)
-        _same(before[table], [{k: v for k, v in row.items() if k in before[table][0]} for row in after[table]], table)
+        assert_same_rows(
+            before[table], [{k: v for k, v in row.items() if k in before[table][0]} for row in after[table]], table
+        )
     embeddings = read_table(out, "shot_embeddings")
     assert len(embeddings) == len(before["shot_embeddings"]) and set(embeddings["status"]) == {"ok"}
     _assert_equal_to_a_separate_decode(out)

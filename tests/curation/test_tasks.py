@@ -31,20 +31,20 @@ def test_no_stage_module_imports_another_and_the_job_lists_them_in_order():
     assert CurationConfig  # the stage list itself is checked by the job's run.json test (tests/e2e)
 
 
-def test_a_video_of_every_shot_kind_curates_as_before_the_stages_data_model(ray_local, tmp_path):
+def test_a_video_of_every_shot_kind_curates_to_the_recorded_tables_row_for_row(ray_local, tmp_path):
     """Hard cut, dissolve, dark, short, held and letterboxed shots: every table row for row as the job
     wrote them before curation/tasks.py and curation/cuts.py (tests/support/curation_reference.py)."""
     import json
 
     from curation.run import main
     from tests.support.curation_reference import KIND_FLAGS, record, write_kinds_video
-    from tests.support.reference_check import _same
+    from tests.support.reference_check import assert_same_rows
 
     before = json.loads((ROOT / "tests" / "data" / "curation_kinds_reference.json").read_text())
     out = tmp_path / "out"
     assert main(["--input", str(write_kinds_video(tmp_path / "videos")), "--output", str(out), *KIND_FLAGS]) == 0
     after = json.loads(json.dumps(record(out)))
     for table in before:
-        _same(before[table], after[table], table)
+        assert_same_rows(before[table], after[table], table)
     reasons = [row["filter_reason"] or "ok" for row in after["shots"]]
     assert [r.split(" ")[0] for r in reasons] == ["ok", "ok", "darker", "shorter", "static:", "ok"]

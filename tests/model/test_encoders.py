@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.encoders import CogVideoXEncoders, WanEncoders, _seeded_sample
+from model.encoders import CogVideoXEncoders, WanEncoders, seeded_sample
 from model.tiny import TINY_WAN_TEXT, build_tiny_wan
 
 
@@ -31,7 +31,7 @@ def test_wan_latents_are_normalised_per_channel_and_prompts_pad_with_zeros(tmp_p
     assert latents.shape[:3] == (2, 3, encoders.vae.config.z_dim)
     # The second video, sampled with seed + 1 and normalised by the VAE's per-channel mean and std.
     posterior = encoders.vae.encode(_video(9)[1:].permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0).latent_dist
-    expected = (_seeded_sample(posterior, 2, torch.device("cpu"), torch.float32) - encoders.mean) / encoders.std
+    expected = (seeded_sample(posterior, 2, torch.device("cpu"), torch.float32) - encoders.mean) / encoders.std
     assert torch.allclose(latents[1:], expected.permute(0, 2, 1, 3, 4), atol=1e-5)
     text = encoders.encode_text(["Actor1 walks."])
     assert text.shape[:2] == (1, TINY_WAN_TEXT) and torch.count_nonzero(text[0, -1]) == 0  # zeros after the prompt

@@ -97,7 +97,9 @@ def test_two_ranks_under_torchrun_share_the_stream_and_shard_the_optimizer(manif
 
 
 @pytest.mark.slow
-def test_refactor_keeps_losses_step_for_step(manifest, tiny_model, tmp_path):
+def test_the_tiny_configs_train_to_the_recorded_losses_step_for_step_and_resume_onto_them(
+    manifest, tiny_model, tmp_path
+):
     """The trainer's losses on the tiny config, pretrain and SFT, recorded from the trainer before its
     refactor into components (tests/data/trainer_reference.json), then a resumed run of each."""
     import os
