@@ -49,8 +49,6 @@ class AestheticRemote(Remote):
         from curation.pass_models import shot_images
         from manifests.frames import active_picture
 
-        if self.scorer is None:
-            self.setup()
         found = {}
         for shot in item.shots:
             box = dict(zip(("crop_x", "crop_y", "crop_w", "crop_h"), shot.crop)) | {"width": item.width,

@@ -74,8 +74,6 @@ class TextRemote(Remote):
         return self.__dict__ | {"engine": None}
 
     def process(self, item: ShotBatch) -> dict[tuple[int, int], dict]:
-        if self.engine is None:
-            self.setup()
         return {(shot.start, shot.end): self.read(shot, item.width) for shot in item.shots}
 
     def read(self, shot: PassShot, width: int) -> dict:
