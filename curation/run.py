@@ -423,7 +423,7 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
         return 2
     if redo:
         print(f"re-deriving {len(redo)} curated videos with the new shot settings", file=sys.stderr)
-    from curation.local_ray import forget, record_processes, start_ray
+    from curation.local_ray import forget, record_processes, start_ray, stop_ray
 
     started = start_ray(config.num_cpus, config.output)  # a killed earlier run's Ray processes are cleared first
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops the job like Ctrl-C
@@ -453,7 +453,8 @@ def curate(config: CurationConfig, api_key: str | None, began: float) -> int:
         f"inspect: python -m manifests inspect {config.output} --html"
     )
     if started:
-        forget(config.output)  # a clean end: Ray stops with this process
+        stop_ray()
+        forget(config.output)  # a clean end: no Ray process of this run is left
     if summary.videos_ok + summary.videos_skipped + summary.duplicates == 0:
         reasons = "; ".join(f["error"] for f in summary.failures[:5])
         print(f"error: no video could be processed: {reasons}", file=sys.stderr)
