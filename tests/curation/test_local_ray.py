@@ -158,3 +158,31 @@ def test_five_killed_runs_in_a_row_leave_no_ray_process_behind(tmp_path, multi_s
             continue
         survivors += [entry.name for run in runs if f"{RUN_ENV}={run}".encode() in environ]
     assert not survivors, survivors
+
+
+STOP = """
+import json, sys, time
+import psutil
+from pathlib import Path
+from curation.local_ray import start_ray, stop_ray
+assert start_ray(2, Path(sys.argv[1]))
+import ray
+ray.get(ray.remote(lambda: 1).remote())
+began = time.perf_counter()
+stop_ray()
+print(json.dumps({"seconds": time.perf_counter() - began, "initialized": ray.is_initialized(),
+                  "left": [p.pid for p in psutil.Process().children(recursive=True)]}))
+"""
+
+
+def test_stopping_the_jobs_own_ray_leaves_none_of_its_processes(tmp_path):
+    """stop_ray (the monitor killed first, then Ray's own shutdown) leaves no process of the Ray the
+    job started and Ray disconnected (its speed is in benchmarks/curation.py, docs/benchmarks.md)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run([sys.executable, "-c", STOP, str(tmp_path)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    stopped = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not stopped["initialized"] and stopped["left"] == []
