@@ -98,6 +98,8 @@ class Driver:
         position = self._position[stage.name] + 1
         if position < len(self.stages):
             self.stages[position].enter(task, self)
+        else:
+            task.drop_frames()
 
     def partial(self, stage: Stage, task: VideoTask, payload: Any) -> None:
         for later in self.stages[self._position[stage.name] + 1 :]:
@@ -141,6 +143,7 @@ class Driver:
         self.progress.video_done(failed=True)
         for later in self.stages[self._position[stage.name] + 1 :]:
             later.dropped(task, self)
+        task.drop_frames()
 
     def drain(self) -> None:
         """Run until no item is queued or in flight (callbacks may queue more)."""

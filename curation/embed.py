@@ -258,13 +258,7 @@ class Embed(Stage):
             driver.work(self, item, lambda result: commit_embeddings(self.config.output, video_id, [(item, result)],
                                                                      self.report, merge=False))  # fmt: skip
         self.embedded.add(video_id)
-        for result in task.detected.values():
-            result.frames = None  # handed on: the driver keeps no frames of a committed video
         driver.forward(self, task)
-
-    def dropped(self, task: VideoTask, driver: Driver) -> None:
-        for result in task.detected.values():
-            result.frames = None  # a failed video's kept frames are not embedded
 
     def finish(self, driver: Driver) -> None:
         """Catch up: ok videos of earlier runs whose shots this embedder has not embedded."""

@@ -59,3 +59,9 @@ class VideoTask:
     @property
     def video_id(self) -> str:
         return self.probe.video_id if self.probe is not None else path_id(self.path)
+
+    def drop_frames(self) -> None:
+        """The task has ended: the frames its detection pass kept go (the driver holds every task
+        until the run ends; what a stage handed on travels in its own items)."""
+        for result in self.detected.values():
+            result.frames = None

@@ -24,23 +24,15 @@ from diffusers.pipelines.cogvideo.pipeline_cogvideox import CogVideoXPipeline, r
 
 from model.cogvideox import Mask2DiTTransformer3DModel
 from model.multiscene import MultiSceneOutput, expand_story, scene_negatives
-from model.weights import ModelFolderError  # noqa: F401  (raised here; callers catch it from either module)
+from model.weights import ModelFolderError, checked_folder  # noqa: F401  (raised here; callers catch it from either module)
 
 REQUIRED_COMPONENTS = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
 
 
 def check_model_folder(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelFolderError(f"{path}: model folder not found; pass a local CogVideoX-layout folder")
-    missing = [name for name in ("model_index.json", *REQUIRED_COMPONENTS) if not (path / name).exists()]
-    if missing:
-        raise ModelFolderError(
-            f"{path} is not a complete CogVideoX-layout model folder: missing {', '.join(missing)}. It needs "
-            "model_index.json and the folders tokenizer/, text_encoder/, vae/, transformer/, scheduler/ "
-            "(as in a CogVideoX-5b download, with a Mask²DiT transformer/ exported by training)"
-        )
-    return path
+    return checked_folder(path, "CogVideoX-layout model", ("model_index.json", *REQUIRED_COMPONENTS),
+                          "It needs model_index.json and the folders tokenizer/, text_encoder/, vae/, transformer/, "
+                          "scheduler/ (as in a CogVideoX-5b download, with a Mask²DiT transformer/ exported by training)")  # fmt: skip
 
 
 class Mask2DiTPipeline(CogVideoXPipeline):

@@ -25,7 +25,7 @@ from diffusers.pipelines.wan.pipeline_wan import WanPipeline
 
 from model.multiscene import MultiSceneOutput, scene_negatives
 from model.wan import Mask2DiTWanTransformer3DModel
-from model.weights import ModelFolderError
+from model.weights import checked_folder
 
 # Wan's own default negative prompt (its sample_neg_prompt), used when none is given.
 WAN_NEGATIVE_PROMPT = (
@@ -37,19 +37,9 @@ WAN_COMPONENTS = ("tokenizer", "text_encoder", "vae", "scheduler")
 
 
 def check_wan_folder(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelFolderError(f"{path}: model folder not found; pass a local Wan diffusers-layout folder")
-    missing = [name for name in ("model_index.json", *WAN_COMPONENTS) if not (path / name).exists()]
-    if not (path / "transformer").exists() and not (path / "transformer_2").exists():
-        missing.append("transformer")
-    if missing:
-        raise ModelFolderError(
-            f"{path} is not a complete Wan diffusers-layout folder: missing {', '.join(missing)}. It needs "
-            "model_index.json and tokenizer/, text_encoder/, vae/, scheduler/, transformer/ (and transformer_2/ "
-            "for Wan2.2-A14B), as in a Wan2.1/Wan2.2 '-Diffusers' download"
-        )
-    return path
+    return checked_folder(path, "Wan diffusers-layout", ("model_index.json", *WAN_COMPONENTS, ("transformer", "transformer_2")),
+                          "It needs model_index.json and tokenizer/, text_encoder/, vae/, scheduler/, transformer/ (and "
+                          "transformer_2/ for Wan2.2-A14B), as in a Wan2.1/Wan2.2 '-Diffusers' download")  # fmt: skip
 
 
 class Mask2DiTWanPipeline(WanPipeline):

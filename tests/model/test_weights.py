@@ -28,3 +28,19 @@ def test_weights_round_trip_bit_identical_and_stock_checkpoints_load(tmp_path):
     for (name, a), (_, b) in zip(stock.state_dict().items(), ours.state_dict().items()):
         assert torch.equal(a, b), name
     assert ours.config.attention_backend == "segmented"
+
+
+def test_a_model_folder_check_names_the_missing_parts_and_accepts_either_of_a_pair(tmp_path):
+    import pytest
+
+    from model.weights import ModelFolderError, checked_folder
+
+    parts = ("model_index.json", "vae", ("transformer", "transformer_2"))
+    with pytest.raises(ModelFolderError, match="model folder not found; pass a local Test-layout folder"):
+        checked_folder(tmp_path / "nowhere", "Test-layout", parts, "")
+    (tmp_path / "vae").mkdir()
+    with pytest.raises(ModelFolderError, match=r"missing model_index.json, transformer\. It needs them"):
+        checked_folder(tmp_path, "Test-layout", parts, "It needs them")
+    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / "transformer_2").mkdir()
+    assert checked_folder(tmp_path, "Test-layout", parts, "") == tmp_path
