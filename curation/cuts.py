@@ -29,7 +29,8 @@ from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from curation.config import DetectorConfig
-from curation.shot_frames import LATE_CUTS
+
+LATE_MARGIN = 2  # frames beyond a PySceneDetect detector's event buffer that the pass allows a cut to come late
 
 
 class _ExactFastScore:
@@ -96,7 +97,9 @@ class SceneDetectCuts:
     def __init__(self, config: DetectorConfig, fps: float):
         self.detector, self.fps = make_detector(config), fps
         self.timecode = None
-        self.late = config.min_scene_frames + LATE_CUTS  # the flash filter holds a cut up to min_scene_len
+        # How many frames after its frame a cut may come: the detector's own event buffer (adaptive:
+        # its window, 2; content: its flash filter, min_scene_len), plus a margin.
+        self.late = self.detector.event_buffer_length + LATE_MARGIN
         self.settled = 0
 
     def feed(self, index: int, image: np.ndarray) -> list[Boundary]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import av
 import cv2
@@ -17,7 +18,6 @@ import numpy as np
 
 from curation.config import DetectorConfig, ShotsConfig
 from curation.cuts import Boundary, ClipCutter, DetectionFrames
-from curation.driver import Driver
 from curation.measures import Measure, Taking
 from curation.progress import FrameBoard, reporting
 from curation.shot_frames import FrameKeeper, FrameSpec
@@ -25,6 +25,9 @@ from curation.stage import Failure, Remote, Resources, Stage
 from curation.tasks import ClipResult, ClipWindow, VideoTask
 from manifests.frames import iter_frames, open_video, upright
 from manifests.media import encode_jpeg
+
+if TYPE_CHECKING:  # the driver's side only: a clip task does not import the driver (pandas, the tables)
+    from curation.driver import Driver
 
 
 def frame_index(pts: np.ndarray, frame_pts: int) -> int:
@@ -237,7 +240,7 @@ class Detect(Stage):
 
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         # Workers start while the first videos are probed (each start costs a second or two).
-        driver.executor.prestart(self.remote.name, min(self.cpus - 1, 2 * driver.summary.videos_total))
+        driver.executor.prestart(self.remote.name, min(self.cpus, 2 * driver.summary.videos_total))
 
     def enter(self, task: VideoTask, driver: Driver) -> None:
         import ray

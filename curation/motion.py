@@ -28,6 +28,14 @@ GRID = 4  # patches per side
 STRIDE = 4  # motion is read on frames whose number is a multiple of this
 
 
+def frame_change(before: np.ndarray, after: np.ndarray) -> float:
+    """Mean absolute change of grey level (0-255) between two small BGR images of the same size."""
+    import cv2  # here, not at import: the driver imports this module for its filter
+
+    grey = cv2.COLOR_BGR2GRAY
+    return float(cv2.absdiff(cv2.cvtColor(after, grey), cv2.cvtColor(before, grey)).mean())
+
+
 def vector_motion(frame) -> np.ndarray | None:
     """The GRID*GRID patch sums of block area x vector length (px) of a frame's motion vectors
     (stored orientation, patches on its GRID x GRID grid), or None if the frame carries none (an
@@ -61,20 +69,21 @@ class Motion(Measure):
     needs_motion_vectors = True
 
     def __init__(self):
-        self.last: tuple[int, np.ndarray] | None = None  # the previous small grey image and its frame
+        self.last: tuple[int, np.ndarray] | None = None  # the previous sampled small image and its frame
 
     def take(self, index: int, frame, image) -> tuple[np.ndarray | None, float | None] | None:
         if index % STRIDE:
             return None
         vectors = vector_motion(frame)
         difference = None
+        if vectors is None and image is not None and self.last is not None:
+            # The fallback is read only where a frame carries no vectors (a shot's summary uses it
+            # only when none of its frames does): the same numbers as always taking it.
+            last_index, last_image = self.last
+            if last_image.shape == image.shape and index > last_index:
+                difference = frame_change(last_image, image) / (index - last_index)
         if image is not None:
-            import cv2  # here, not at import: the driver imports this module for its filter
-
-            grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-            if self.last is not None and self.last[1].shape == grey.shape and index > self.last[0]:
-                difference = float(cv2.absdiff(grey, self.last[1]).mean()) / (index - self.last[0])
-            self.last = (index, grey)
+            self.last = (index, image)
         if vectors is None and difference is None:
             return None
         return vectors, difference

@@ -7,15 +7,17 @@ probed again. Reading the facts themselves is `manifests.probe`, shared with the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from curation.config import CurationConfig
-from curation.driver import Driver
 from curation.stage import Failure, Remote, Resources, Stage
 from curation.tasks import VideoTask
-from manifests.io import read_table, table_video_ids
 from manifests.probe import ProbeError, VideoProbe, fingerprint, probe
 from manifests.schema import Status
 from manifests.store import location
+
+if TYPE_CHECKING:  # the driver's side only: a probe worker does not import the driver (pandas, the tables)
+    from curation.driver import Driver
 
 
 @dataclass
@@ -77,6 +79,8 @@ class Probe(Stage):
 def completed_video_ids(config: CurationConfig) -> frozenset[str]:
     """Videos a resumed run skips: those committed ok whose shot and clip parts are all still there
     (a deleted table or part makes its videos redo), and failed ones too with retry_failed off."""
+    from manifests.io import read_table, table_video_ids  # the driver's side: probe workers never read tables
+
     videos = read_table(config.output, "videos", missing_ok=True, columns=["video_id", "status"])
     if config.retry_failed:
         videos = videos[videos["status"] == Status.OK]

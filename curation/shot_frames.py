@@ -11,12 +11,15 @@ resumed run, a new embedder) reads exactly those frames, so the output never dep
 run was interrupted.
 
 While decoding, each open segment keeps the grid frames of its own span: every frame at first,
-then, each time more than 24 lie before the last `min_scene_frames + LATE_CUTS` frames (how late a
-cut may be confirmed), only the multiples of twice the stride; so a late cut still finds the grid
-of the shot it closes. A piece of a shot (a segment cut short by a clip boundary) has a stride no
+then, each time more than 24 lie before the last `late` frames (how late the detector may confirm a
+cut: its own event buffer plus 2, `curation.cuts.SceneDetectCuts.late`, 4 frames for the adaptive
+detector, min_scene_frames + 2 for the content detector's flash filter), only the multiples of
+twice the stride; so a late cut still finds the grid of the shot it closes. A piece of a shot (a segment cut short by a clip boundary) has a stride no
 larger than the shot's, so the pieces together always hold the shot's grid. When a cut arrives
-late, the new segment is rebuilt from the last `min_scene_frames + LATE_CUTS` decoded frames (kept
-at stride 1), as if its frames had been pushed from the cut on. A finished shot converts only its chosen frames; segments whose end a
+late, the new segment is rebuilt from the last `late` decoded frames (kept at stride 1), as if its
+frames had been pushed from the cut on. Held decoded frames slow the decoder (its buffers are not
+reused while held: 24 held frames slowed a 720p decode by about a third), so `late` is the detector's, not a
+generous bound. A finished shot converts only its chosen frames; segments whose end a
 neighbouring clip can still change (at a clip's start and end) convert their grid frames, and the
 driver picks once the video's shots are reconciled.
 
@@ -24,7 +27,7 @@ A detector that confirms cuts much later (TransNetV2: up to ~250 frames, its win
 lateness as `late`; the recent frames then span that many frames, each converted to the specs'
 small images when pushed (the same pixels as converting at the cut), not held at full size.
 
-Memory per clip task: 24 decoded frames of the open segment plus the `min_scene_frames + 9` most
+Memory per clip task: 24 decoded frames of the open segment plus the `late + 1` most
 recent ones (the segment's newest candidates are among them: references, not copies), plus at most 3 x 24 converted frames per spec for the uncertain segments, plus `spec.count`
 converted frames per finished shot (8 frames of 320x180 RGB: 1.4 MB per shot with the colour embedder).
 """
@@ -39,7 +42,9 @@ import numpy as np
 from manifests.frames import to_rgb
 from manifests.sampling import GRID_FRAMES, Rule, frame_offsets, grid_frames, grid_multiples, nearest, pass_frames
 
-LATE_CUTS = 8  # frames a cut may come late beyond min_scene_frames (the adaptive detector: 2)
+LATE_CUTS = (
+    8  # room for late cuts beyond min_scene_frames: the grid's, and a keeper's when its detector gives no `late`
+)
 CAPACITY = GRID_FRAMES - LATE_CUTS  # the grid holds at most 24 frames of a shot (embedded shots: >= 2 s)
 
 
@@ -129,15 +134,15 @@ class FrameKeeper:
     """Keeps candidates while a clip decodes; see the module docstring for the rules."""
 
     def __init__(self, specs: dict[str, FrameSpec], start: int, end: int, num_frames: int, clip_index: int,
-                 min_scene_frames: int, rotation: int, capacity: int = CAPACITY, late: int = 0):  # fmt: skip
+                 min_scene_frames: int, rotation: int, capacity: int = CAPACITY, late: int | None = None):  # fmt: skip
         self.specs, self.start, self.end, self.num_frames = specs, start, end, num_frames
         self.clip_index, self.min_scene_frames, self.rotation = clip_index, min_scene_frames, rotation
         self.limit = capacity + LATE_CUTS
         self.open = Segment(start)
-        self.lag = max(min_scene_frames + LATE_CUTS, late)  # how late a cut may be confirmed
+        self.lag = min_scene_frames + LATE_CUTS if late is None else late  # how late a cut may be confirmed
         # A detector that confirms cuts much later (TransNetV2: its windows) would hold that many
         # decoded full-size frames: each frame is converted to the specs' small images when pushed.
-        self.convert_early = late > min_scene_frames + LATE_CUTS
+        self.convert_early = self.lag > min_scene_frames + LATE_CUTS
         self.recent: deque = deque(maxlen=self.lag + 1)  # (frame, av.VideoFrame or images), every frame
         self.result = ClipFrames()
 

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from manifests.io import write_bytes_atomic
+from manifests.files import write_bytes_atomic
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 85, bgr: bool = False) -> bytes:

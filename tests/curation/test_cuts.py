@@ -33,6 +33,29 @@ def test_fast_frame_score_is_bit_identical_to_pyscenedetects(kind):
         assert ours._calculate_frame_score(i, image) == theirs._calculate_frame_score(i, image)
 
 
+@pytest.mark.parametrize("kind", ["adaptive", "content"])
+@pytest.mark.parametrize("min_scene_frames", [1, 6, 15])
+def test_a_cut_never_comes_later_than_the_pass_allows(kind, min_scene_frames):
+    """The frame keeper holds decoded frames for `late` frames only (curation/shot_frames.py), so no
+    detector may confirm a cut later than that: shots of 1 to 40 frames, flashes between them."""
+    from curation.cuts import SceneDetectCuts
+
+    rng = np.random.default_rng(min_scene_frames)
+    cuts = SceneDetectCuts(DetectorConfig(kind=kind, min_scene_frames=min_scene_frames), fps=24.0)
+    index, found = 0, []
+    while index < 1500:
+        colour = rng.integers(0, 256, 3)
+        for _ in range(int(rng.integers(1, 40))):
+            image = np.empty((36, 64, 3), np.uint8)
+            image[:] = colour if rng.random() > 0.05 else 255 - colour  # now and then a one-frame flash
+            image += rng.integers(0, 3, image.shape, dtype=np.uint8)
+            for boundary in cuts.feed(index, image):
+                assert index - boundary.frame <= cuts.late, (kind, index, boundary)
+                found.append(boundary.frame)
+            index += 1
+    assert len(found) > 30  # many cuts, many of them held back by the minimum scene length
+
+
 @pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p", "yuvj420p"])
 def test_other_pixel_formats_take_pyscenedetects_exact_path(tmp_path, pix_fmt):
     """Not 8-bit 4:2:0: the detector sees exactly the image PySceneDetect computes (full-size BGR,

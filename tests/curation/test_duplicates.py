@@ -6,9 +6,11 @@ from __future__ import annotations
 import av
 import cv2
 import numpy as np
+import pytest
 
+from curation import duplicates
 from curation.config import CurationConfig
-from curation.duplicates import Signature, find_duplicates, signature, similarity
+from curation.duplicates import BLOCK, Signature, find_duplicates, signature, similarity
 from curation.measures import ShotSpan
 from curation.samples import synthetic_shot_frames
 
@@ -55,3 +57,43 @@ def test_a_replay_reencoded_matches_its_original_and_other_shots_do_not():
 def test_a_flat_frame_has_no_signature():
     assert signature(np.full((36, 64, 3), 40, np.uint8)) is None
     assert find_duplicates([None, None], 0.9) == [None, None]
+
+
+def _pairwise(signatures, threshold):
+    """The rule written pair by pair (what find_duplicates computed before it was vectorised)."""
+    found = [None] * len(signatures)
+    for j, later in enumerate(signatures):
+        for i in range(j):
+            if later is None or signatures[i] is None or found[i] is not None:
+                continue
+            score = similarity(later, signatures[i])
+            if score >= threshold:
+                found[j] = (i, score)
+                break
+    return found
+
+
+@pytest.mark.parametrize("block", [BLOCK, 64])  # one product, or a product per shot or few shots
+def test_the_search_over_all_earlier_shots_at_once_equals_the_pairwise_rule(block, monkeypatch):
+    monkeypatch.setattr(duplicates, "BLOCK", block)
+    rng = np.random.default_rng(4)
+
+    def unit(rows):
+        rows = rows - rows.mean(axis=1, keepdims=True)
+        return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+    originals = [unit(rng.normal(size=(int(rng.integers(1, 9)), 2304))) for _ in range(30)]
+    signatures = []
+    for i, original in enumerate(originals):
+        signatures.append(original if i % 7 else None)  # shots without a signature (flat) in between
+        if i % 4 == 3:  # replays: noisy copies of an earlier shot, some partly of another one
+            source = originals[int(rng.integers(0, i + 1))]
+            copy = unit(source + rng.normal(scale=float(rng.choice([0.0005, 0.002, 0.01])), size=source.shape))
+            signatures.append(np.concatenate([copy, originals[i][:1]]) if i % 8 == 3 else copy)
+    for threshold in (0.9, 0.99, 0.999):
+        expected, found = _pairwise(signatures, threshold), find_duplicates(signatures, threshold)
+        assert [f and f[0] for f in found] == [e and e[0] for e in expected]
+        assert any(found), "the data must hold repeats for the comparison to mean something"
+        for f, e in zip(found, expected):
+            if f:
+                assert abs(f[1] - e[1]) < 1e-5
