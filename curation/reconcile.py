@@ -5,6 +5,7 @@ cut list re-applies the minimum scene length across clip boundaries (shots_from_
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from pathlib import Path
 
 from curation.config import CurationConfig
@@ -68,7 +69,7 @@ def save_keyframes(rows: list[ShotRecord], results: list[ClipResult], output: Pa
     sampled = sorted(thumbnails)
     for row in rows:
         middle = (row.start_frame + row.end_frame) // 2
-        inside = [f for f in sampled if row.start_frame <= f < row.end_frame]
+        inside = sampled[bisect_left(sampled, row.start_frame) : bisect_left(sampled, row.end_frame)]
         if inside:
             frame = min(inside, key=lambda f: abs(f - middle))
             jpeg = thumbnails[frame]
