@@ -260,16 +260,14 @@ class Executor:
             self._dispatch()
 
     def cancel(self) -> None:
-        """Drop queued items and cancel the ones in flight (an interrupted run)."""
-        import ray
-
+        """Drop queued items and forget the ones in flight (an interrupted run): their results are
+        never handed on. They are not `ray.cancel`led: a cancel that crosses a task's reply makes
+        Ray's core worker fail a check and kill the driver outright ("Tried to complete task that
+        was not pending", ray-project/ray#54798; it took down a CI run), which loses what the
+        interrupt was meant to keep. A task in flight finishes on its own (what it writes is written
+        whole); actors are killed by `shutdown`, and the job's own local Ray is stopped with it."""
         for queue in self._queues.values():
             queue.clear()
-        for ref in list(self._in_flight):
-            try:
-                ray.cancel(ref)
-            except Exception:
-                pass
         self._in_flight.clear()
 
     def shutdown(self) -> None:

@@ -54,3 +54,40 @@ def test_executor_turns_exceptions_and_dead_workers_into_failures(ray_local):
     assert isinstance(results["die"], Failure) and results["die"].crashed and results["die"].stage == "counter"
     # The actor after the crash is a new one, set up once; items before and after it are processed.
     assert results["a"] == ("a", 1) and results["b"] == ("b", 1)
+
+
+class Slow(Remote):
+    name = "slow"
+
+    def process(self, x):
+        import time
+
+        time.sleep(0.3)
+        return x
+
+
+def test_an_interrupted_run_drops_its_items_without_cancelling_ray_tasks(ray_local, monkeypatch):
+    """cancel() (Ctrl-C in annotation) drops what is queued and forgets what is in flight; it never
+    calls ray.cancel, whose race with a task's reply kills the driver (Ray's own check)."""
+    import ray
+
+    def no_cancel(*args, **kwargs):
+        raise AssertionError("ray.cancel must not be called")
+
+    monkeypatch.setattr(ray, "cancel", no_cancel)
+    executor = Executor(max_in_flight=2)
+    executor.add(Slow())
+    results = []
+
+    def done(result):
+        results.append(result)
+        executor.cancel()  # interrupted while the other item is in flight and four are queued
+
+    for x in range(6):
+        executor.submit("slow", x, done)
+    executor.run()
+    assert len(results) == 1
+    executor.submit("slow", 9, results.append)  # the executor goes on after the dropped work finishes
+    executor.run()
+    executor.shutdown()
+    assert results[1:] == [9]  # nothing dropped came back, nothing queued ran
