@@ -41,7 +41,12 @@ def vector_motion(frame) -> np.ndarray | None:
     (stored orientation, patches on its GRID x GRID grid), or None if the frame carries none (an
     I-frame, a codec that exports none). Only moving vectors are read: still blocks add nothing, and
     a patch's sum is later divided by its pixel area (so an intra block counts as still)."""
-    side = frame.side_data.get("MOTION_VECTORS")
+    from av.sidedata.sidedata import SideDataContainer
+
+    # Not `frame.side_data`: PyAV caches that container on the frame and the container refers to the
+    # frame, a reference cycle that keeps every sampled decoded frame (and its decoder buffer) alive
+    # until Python's cycle collector runs, which slowed the decoder by ~15% (docs/benchmarks.md).
+    side = SideDataContainer(frame).get("MOTION_VECTORS")
     if side is None:
         return None
     vectors = side.to_ndarray()

@@ -78,3 +78,21 @@ def test_a_frame_without_vectors_gives_none():
     frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
     assert vector_motion(frame) is None
     assert Motion().take(0, frame, None) is None
+
+
+def test_reading_a_frames_vectors_leaves_no_reference_to_the_frame(tmp_path):
+    """PyAV's `frame.side_data` caches a container on the frame that refers back to it: a cycle that
+    kept sampled decoded frames (decoder buffers) alive until the cycle collector ran."""
+    import sys
+
+    _write(tmp_path / "pan.mp4", _panning(3))
+    with open_video(tmp_path / "pan.mp4", motion_vectors=True) as (container, stream):
+        frames = list(container.decode(stream))
+        frame = frames[5]
+        before = sys.getrefcount(frame)
+        assert vector_motion(frame) is not None  # a P/B frame of a pan carries vectors
+        assert sys.getrefcount(frame) == before
+        other = frames[6]
+        before = sys.getrefcount(other)
+        other.side_data.get("MOTION_VECTORS")  # what the cycle looks like, so the check can fail
+        assert sys.getrefcount(other) > before
