@@ -53,10 +53,16 @@ class Signature(Measure):
         return {"signatures": np.stack(kept).astype(np.float32) if kept else None}
 
 
+def share_scores(cosines: np.ndarray, starts) -> np.ndarray:
+    """One shot's samples' cosines (rows) with earlier shots' samples (columns, each earlier shot's
+    from its entry of `starts` on) -> per earlier shot, the SHARE-quantile of the rows' best cosine."""
+    best = np.maximum.reduceat(cosines, starts, axis=1)  # each row's best per earlier shot
+    return np.quantile(best, 1.0 - SHARE, axis=0)
+
+
 def similarity(later: np.ndarray, earlier: np.ndarray) -> float:
     """The share-quantile of `later`'s samples' best cosine against `earlier`'s samples."""
-    best = (later @ earlier.T).max(axis=1)
-    return float(np.quantile(best, 1.0 - SHARE))
+    return float(share_scores(later @ earlier.T, [0])[0])
 
 
 def find_duplicates(signatures: list[np.ndarray | None], threshold: float) -> list[tuple[int, float] | None]:
@@ -82,8 +88,7 @@ def find_duplicates(signatures: list[np.ndarray | None], threshold: float) -> li
         block = stacked[starts[position] : starts[last]] @ stacked[: starts[last]].T
         for shot in range(position, last):
             cosines = block[starts[shot] - starts[position] : starts[shot + 1] - starts[position], : starts[shot]]
-            best = np.maximum.reduceat(cosines, starts[:shot], axis=1)  # the best per earlier shot
-            scores = np.quantile(best, 1.0 - SHARE, axis=0)
+            scores = share_scores(cosines, starts[:shot])
             for earlier in np.flatnonzero(scores >= threshold):
                 if found[shots[earlier]] is None:  # a copy of a copy points at the first
                     found[shots[shot]] = (shots[earlier], float(scores[earlier]))

@@ -32,22 +32,20 @@ _SET_UP: dict[str, Remote] = {}  # per worker process: remote parts whose setup 
 
 def _run_task(stage: Remote, item: Any) -> Any:
     """A stateless stage's item in a Ray task; `setup` runs once per worker process and stage."""
-    token = getattr(stage, "_token", None) or id(stage)
-    ready = _SET_UP.get(token)
-    if ready is None:
-        stage.setup()
-        _SET_UP[token] = ready = stage
+    ready = _set_up(stage)
     began = time.perf_counter()
     result = ready.process(item)
     return result, time.perf_counter() - began
 
 
-def _set_up(stage: Remote) -> None:
-    """A warm-up task: starts a worker process, imports the stage's code and runs its setup."""
+def _set_up(stage: Remote) -> Remote:
+    """The stage as set up in this worker process: `setup` runs the first time only (a warm-up task
+    sent by `prestart` runs just this, so the worker starts and imports the stage's code early)."""
     token = getattr(stage, "_token", None) or id(stage)
     if token not in _SET_UP:
         stage.setup()
         _SET_UP[token] = stage
+    return _SET_UP[token]
 
 
 class _Actor:

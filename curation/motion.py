@@ -28,12 +28,10 @@ GRID = 4  # patches per side
 STRIDE = 4  # motion is read on frames whose number is a multiple of this
 
 
-def frame_change(before: np.ndarray, after: np.ndarray) -> float:
-    """Mean absolute change of grey level (0-255) between two small BGR images of the same size."""
+def grey(image: np.ndarray) -> np.ndarray:
     import cv2  # here, not at import: the driver imports this module for its filter
 
-    grey = cv2.COLOR_BGR2GRAY
-    return float(cv2.absdiff(cv2.cvtColor(after, grey), cv2.cvtColor(before, grey)).mean())
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
 def vector_motion(frame) -> np.ndarray | None:
@@ -74,21 +72,26 @@ class Motion(Measure):
     needs_motion_vectors = True
 
     def __init__(self):
-        self.last: tuple[int, np.ndarray] | None = None  # the previous sampled small image and its frame
+        # The previous sampled small image: its frame, the image, its grey once the fallback needed it.
+        self.last: tuple[int, np.ndarray, np.ndarray | None] | None = None
 
     def take(self, index: int, frame, image) -> tuple[np.ndarray | None, float | None] | None:
         if index % STRIDE:
             return None
         vectors = vector_motion(frame)
         difference = None
+        now = None
         if vectors is None and image is not None and self.last is not None:
             # The fallback is read only where a frame carries no vectors (a shot's summary uses it
             # only when none of its frames does): the same numbers as always taking it.
-            last_index, last_image = self.last
+            last_index, last_image, last_grey = self.last
             if last_image.shape == image.shape and index > last_index:
-                difference = frame_change(last_image, image) / (index - last_index)
+                import cv2  # here, not at import: the driver imports this module for its filter
+
+                now, before = grey(image), last_grey if last_grey is not None else grey(last_image)
+                difference = float(cv2.absdiff(now, before).mean()) / (index - last_index)
         if image is not None:
-            self.last = (index, image)
+            self.last = (index, image, now)
         if vectors is None and difference is None:
             return None
         return vectors, difference

@@ -14,14 +14,15 @@ While decoding, each open segment keeps the grid frames of its own span: every f
 then, each time more than 24 lie before the last `late` frames (how late the detector may confirm a
 cut: its own event buffer plus 2, `curation.cuts.SceneDetectCuts.late`, 4 frames for the adaptive
 detector, min_scene_frames + 2 for the content detector's flash filter), only the multiples of
-twice the stride; so a late cut still finds the grid of the shot it closes. A piece of a shot (a segment cut short by a clip boundary) has a stride no
-larger than the shot's, so the pieces together always hold the shot's grid. When a cut arrives
-late, the new segment is rebuilt from the last `late` decoded frames (kept at stride 1), as if its
-frames had been pushed from the cut on. Held decoded frames slow the decoder (its buffers are not
-reused while held: 24 held frames slowed a 720p decode by about a third), so `late` is the detector's, not a
-generous bound. A finished shot converts only its chosen frames; segments whose end a
-neighbouring clip can still change (at a clip's start and end) convert their grid frames, and the
-driver picks once the video's shots are reconciled.
+twice the stride; so a late cut still finds the grid of the shot it closes. A piece of a shot (a
+segment cut short by a clip boundary) has a stride no larger than the shot's, so the pieces
+together always hold the shot's grid. When a cut arrives late, the new segment is rebuilt from the
+last `late` decoded frames (kept at stride 1), as if its frames had been pushed from the cut on.
+Held decoded frames slow the decoder (its buffers are not reused while held: 24 held frames slowed
+a 720p decode by about a third), so `late` is the detector's, not a generous bound. A finished shot
+converts only its chosen frames; segments whose end a neighbouring clip can still change (at a
+clip's start and end) convert their grid frames, and the driver picks once the video's shots are
+reconciled.
 
 A detector that confirms cuts much later (TransNetV2: up to ~250 frames, its windows) passes its
 lateness as `late`; the recent frames then span that many frames, each converted to the specs'
@@ -42,9 +43,8 @@ import numpy as np
 from manifests.frames import to_rgb
 from manifests.sampling import GRID_FRAMES, Rule, frame_offsets, grid_frames, grid_multiples, nearest, pass_frames
 
-LATE_CUTS = (
-    8  # room for late cuts beyond min_scene_frames: the grid's, and a keeper's when its detector gives no `late`
-)
+# Room for late cuts beyond min_scene_frames: the grid's, and a keeper's whose detector gives no `late`.
+LATE_CUTS = 8
 CAPACITY = GRID_FRAMES - LATE_CUTS  # the grid holds at most 24 frames of a shot (embedded shots: >= 2 s)
 
 
