@@ -1,7 +1,7 @@
 """Motion: `motion_mean`, `motion_min_patch`, `motion_source`, and the `static` filter.
 
 Taken from the codec's own motion vectors while the detection pass decodes (FFmpeg exports them
-with flags2=+export_mvs, ~5% of a fast decode; summing a frame's vectors costs ~0.05 ms, so every
+with flags2=+export_mvs, ~5% of a fast decode; summing a frame's vectors costs ~0.07 ms, so every
 `STRIDE`th frame is read, 6 a second at 24 fps: enough for a shot's mean): per sampled frame, the mean
 vector length weighted by block area over the frame's area, and the same on a 4x4 grid of
 patches, in pixels per reference step at the source resolution (a B-frame's reference may lie a
@@ -50,7 +50,7 @@ def vector_motion(frame) -> np.ndarray | None:
     vectors = side.to_ndarray()
     if not len(vectors):
         return None
-    moving = vectors[np.flatnonzero(vectors["motion_x"] | vectors["motion_y"])]
+    moving = vectors[np.flatnonzero(moving_blocks(vectors))]
     if not len(moving):
         return np.zeros(GRID * GRID, np.float32)
     scale = np.maximum(moving["motion_scale"], 1).astype(np.float32)
@@ -60,6 +60,16 @@ def vector_motion(frame) -> np.ndarray | None:
     column = np.clip(moving["dst_x"].astype(np.int32) * GRID // max(frame.width, 1), 0, GRID - 1)
     row = np.clip(moving["dst_y"].astype(np.int32) * GRID // max(frame.height, 1), 0, GRID - 1)
     return np.bincount(row * GRID + column, weights=weighted, minlength=GRID * GRID).astype(np.float32)
+
+
+def moving_blocks(vectors: np.ndarray) -> np.ndarray:
+    """Nonzero where a block moves. FFmpeg's AVMotionVector has motion_x and motion_y as adjacent
+    int32 fields: read as one int64, a block moves where it is nonzero, one pass over the records
+    instead of two and an OR (most blocks of most frames are still; ~40% of the read's time)."""
+    x, y = vectors.dtype.fields["motion_x"], vectors.dtype.fields["motion_y"]
+    if x[0] != np.int32 or y[0] != np.int32 or y[1] != x[1] + 4 or vectors.dtype.itemsize % 8 or x[1] % 8:
+        return vectors["motion_x"] | vectors["motion_y"]  # another layout: the plain test
+    return vectors.view(np.int64).reshape(len(vectors), -1)[:, x[1] // 8]
 
 
 class Motion(Measure):

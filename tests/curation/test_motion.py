@@ -8,7 +8,7 @@ import numpy as np
 
 from curation.config import CurationConfig
 from curation.measures import ShotSpan
-from curation.motion import GRID, Motion, static, vector_motion
+from curation.motion import GRID, Motion, moving_blocks, static, vector_motion
 from curation.shot_filters import ShotEvidence
 from manifests.frames import open_video
 
@@ -96,3 +96,24 @@ def test_reading_a_frames_vectors_leaves_no_reference_to_the_frame(tmp_path):
         before = sys.getrefcount(other)
         other.side_data.get("MOTION_VECTORS")  # what the cycle looks like, so the check can fail
         assert sys.getrefcount(other) > before
+
+
+def test_moving_blocks_are_found_as_the_plain_test_finds_them(tmp_path):
+    """The one-int64 test of (motion_x, motion_y) marks the blocks `motion_x | motion_y` marks, on a
+    real frame's vectors and on records with each sign and zero pattern; another layout takes the plain test."""
+    from av.sidedata.sidedata import SideDataContainer
+
+    _write(tmp_path / "pan.mp4", _panning(3))
+    with open_video(tmp_path / "pan.mp4", motion_vectors=True) as (container, stream):
+        records = [SideDataContainer(f).get("MOTION_VECTORS") for f in container.decode(stream)]
+    real = np.concatenate([r.to_ndarray() for r in records if r is not None])
+    assert real.dtype.itemsize == 40 and real.dtype.fields["motion_y"][1] == real.dtype.fields["motion_x"][1] + 4
+    made = np.zeros(6, real.dtype)
+    made["motion_x"], made["motion_y"] = [0, 1, 0, -1, -2147483648, 0], [0, 0, -1, 5, 0, 2147483647]
+    made["w"] = 16  # other fields never count
+    for vectors in (real, made):
+        assert np.array_equal(moving_blocks(vectors) != 0, (vectors["motion_x"] | vectors["motion_y"]) != 0)
+    assert np.count_nonzero(moving_blocks(real)) > 0
+    packed = np.zeros(3, [("motion_x", "<i4"), ("w", "u1"), ("motion_y", "<i4")])
+    packed["motion_y"] = [0, 3, 0]
+    assert np.array_equal(moving_blocks(packed) != 0, [False, True, False])
