@@ -112,6 +112,9 @@ class ShotsConfig(Section):
                                 "dataset: shots are combined only within a clip (unless --within video), so shorter "
                                 "clips give fewer combinations (a 0.5-minute clip rarely holds --scenes ok shots)")  # fmt: skip
     overlap_seconds: float = Field(2.0, ge=0, description="extra decode on each side of a clip")
+    piece_min_seconds: float = Field(60.0, ge=0, description="where a video's clips leave cores idle, each clip "
+                                     "is decoded as pieces of at least this length, one task each (the same shots "
+                                     "and columns, sooner); 0: one task per clip")  # fmt: skip
     detector: DetectorConfig = DetectorConfig()
     min_shot_seconds: float = Field(2.0, ge=0, description="shots shorter than this are kept but flagged 'filtered'")
     min_mean_luma: float = Field(0.0, ge=0, le=255, description="shots darker than this mean luma (0-255, BT.601, of "
@@ -156,6 +159,10 @@ class ShotsConfig(Section):
     gpus_per_task: float | None = Field(None, ge=0, le=1, description="Ray GPUs reserved per clip task, where "
                                         "TransNetV2 runs (default: 0.25 when the detector uses TransNetV2 and "
                                         "the cluster has GPUs, else 0)")  # fmt: skip
+
+    def overlap_frames(self, fps: float) -> int:
+        """Frames decoded on each side of a clip window (or piece) for the detector's context."""
+        return max(round(self.overlap_seconds * fps), self.detector.context_frames)
 
 
 class EmbedConfig(Section):

@@ -94,8 +94,7 @@ def detect_clip(
                     cutter = ClipCutter(detector_config, transnet, index, num_frames, fps)
                     if frame_specs:
                         keeper = FrameKeeper(frame_specs, window.start_frame, window.end_frame, num_frames,
-                                             window.clip_index, detector_config.min_scene_frames, rotation,
-                                             late=cutter.late)  # fmt: skip
+                                             detector_config.min_scene_frames, rotation, late=cutter.late)  # fmt: skip
                 mine = window.owns(index)
                 thumbnail = mine and (index - window.start_frame) % thumbnail_every == 0
                 image = to_detector_image(frame) if image is None and thumbnail else image  # TransNetV2 alone
@@ -154,8 +153,13 @@ class DetectItem:
 
 
 def clip_key(path: str, window: ClipWindow) -> str:
-    """How a clip task's decoded frames are keyed on the progress board."""
-    return f"{path}#{window.clip_index}"
+    """How a clip task's decoded frames are keyed on the progress board (a clip's pieces apart)."""
+    return f"{path}#{window.clip_index}@{window.start_frame}"
+
+
+def sample_every(keyframe_interval_seconds: float, fps: float) -> int:
+    """Frames between a clip's keyframe samples (counted from the clip's first frame)."""
+    return max(1, round(keyframe_interval_seconds * fps))
 
 
 class DetectRemote(Remote):
@@ -208,15 +212,16 @@ class DetectRemote(Remote):
         key = clip_key(item.path, item.window)
         on_frames = (lambda count: item.board.report.remote(key, count)) if item.board is not None else None
         return detect_clip(item.path, item.window, pts, item.fps, item.rotation, self.detector,
-                           thumbnail_every=max(1, round(self.keyframe_interval_seconds * item.fps)),
+                           thumbnail_every=sample_every(self.keyframe_interval_seconds, item.fps),
                            thumbnail_max_side=self.keyframe_max_side, threads=item.threads, seekable=item.seekable,
                            frame_specs=self.frame_specs, transnet=self.transnet, on_frames=on_frames,
                            report_every=item.report_every, measures=self.measures)  # fmt: skip
 
 
 class Detect(Stage):
-    """Each clip window of a video in its own task; the video moves on when all are back. Each clip's
-    result is offered to the later stages as it arrives (the pass models start on its shots)."""
+    """Each clip window of a video in its own task, or, where the video's clips would leave cores
+    idle, each piece of a clip (`plan`); the video moves on when all are back. Each task's result is
+    offered to the later stages as it arrives (the pass models start on its shots)."""
 
     name = "detect"
     about = ("PySceneDetect cuts per clip window; the same decode pass keeps keyframes and each shot's "
@@ -234,6 +239,7 @@ class Detect(Stage):
         self.reading = None  # its answer on the way
         self.frames_total = self.frames_finished = 0  # decode ranges of the clips sent, and of those back
         self.finished: set[str] = set()  # clip keys whose result is back
+        self.in_flight = 0  # clip tasks sent and not back
 
     def start(self, driver: Driver) -> None:
         import ray
@@ -248,14 +254,37 @@ class Detect(Stage):
         driver.announce(self, task)  # a video is coming: later stages may set up now
         probe = task.probe
         self.pts[probe.video_id] = ray.put(probe.pts)
-        threads = self.config.decode_threads or max(1, min(4, self.cpus // len(task.clips)))
+        plan = self.plan(task)
+        tasks = sum(len(pieces) for pieces in plan.values())
+        threads = self.config.decode_threads or max(1, min(4, self.cpus // tasks))
         long = self.LONG_VIDEO_SECONDS_TRANSNET if self.config.detector.transnet else self.LONG_VIDEO_SECONDS
         board = self.frame_board(driver) if probe.duration_s >= long else None
-        for window in task.clips:
-            item = DetectItem(probe.source_path, window, self.pts[probe.video_id], probe.fps, probe.rotation,
-                              probe.pts_reliable, threads, board, self.REPORT_EVERY_SECONDS)  # fmt: skip
-            self.frames_total += window.decode_end - window.decode_start
-            driver.work(self, item, self._on_clip(task, window, driver))
+        for clip in task.clips:
+            parts: dict[int, ClipResult] = {}
+            for window in plan[clip.clip_index]:
+                item = DetectItem(probe.source_path, window, self.pts[probe.video_id], probe.fps, probe.rotation,
+                                  probe.pts_reliable, threads, board, self.REPORT_EVERY_SECONDS)  # fmt: skip
+                self.frames_total += window.decode_end - window.decode_start
+                self.in_flight += 1
+                driver.work(self, item, self._on_piece(task, clip, window, parts, len(plan[clip.clip_index]), driver))
+
+    def plan(self, task: VideoTask) -> dict[int, list[ClipWindow]]:
+        """Each clip's task windows: the clip itself or, where the video's clips would leave cores idle
+        (a short video, a big machine), pieces of at least --piece-min-seconds, which report what one
+        task over the clip reports (`ClipWindow.pieces`, `ClipResult.joined`): one clip task's
+        per-frame work (detector, measures, kept frames) runs on one core whatever its decode threads."""
+        probe, clips = task.probe, task.clips
+        idle = int(self.cpus // self.config.cpus_per_task) - self.in_flight  # clip tasks that could run now
+        shortest = self.config.piece_min_seconds * probe.fps
+        if not probe.pts_reliable or shortest <= 0 or idle <= len(clips):
+            return {clip.clip_index: [clip] for clip in clips}
+        align = sample_every(self.config.keyframe_interval_seconds, probe.fps)
+        overlap = self.config.overlap_frames(probe.fps)
+        plan = {}
+        for clip in clips:
+            count = min(idle // len(clips), int((clip.end_frame - clip.start_frame) // shortest))
+            plan[clip.clip_index] = clip.pieces(count, align, overlap, probe.num_frames) if count > 1 else [clip]
+        return plan
 
     def frame_board(self, driver: Driver):
         """The actor clip tasks report decoded frames to; the driver reads it while it waits."""
@@ -281,17 +310,25 @@ class Detect(Stage):
             driver.progress.frames(done, self.frames_total)
         self.reading = self.board.read.remote()
 
-    def _on_clip(self, task: VideoTask, window: ClipWindow, driver: Driver):
+    def _on_piece(self, task: VideoTask, clip: ClipWindow, window: ClipWindow, parts: dict[int, ClipResult],
+                  count: int, driver: Driver):  # fmt: skip
+        """A task's result: offered on as it is; the clip's result once its `count` pieces are back."""
+
         def done(result) -> None:
+            self.in_flight -= 1
             if isinstance(result, Failure):
                 result = ClipResult(window, error=f"{task.probe.source_path}: {result.error}")
-            task.detected[window.clip_index] = result
             self.finished.add(clip_key(task.probe.source_path, window))
             self.frames_finished += window.decode_end - window.decode_start
             driver.summary.frames_decoded += result.frames_decoded
             driver.summary.detect_task_seconds += result.seconds
             if result.frames is not None and not result.error:
                 driver.partial(self, task, result)
+            parts[window.start_frame] = result
+            if len(parts) < count:
+                return
+            task.detected[clip.clip_index] = result if count == 1 else ClipResult.joined(
+                clip, [parts[start] for start in sorted(parts)])  # fmt: skip
             if len(task.detected) == len(task.clips):
                 del self.pts[task.probe.video_id]
                 driver.forward(self, task)

@@ -10,7 +10,7 @@ are served from the reply cache). Refusing is the default because re-deriving re
 video (the job's slowest work) and replaces shots that captions may already describe: that is
 the user's call, not a side effect of a changed flag.
 
-Settings that change speed but not rows (threads, CPUs, GPUs per task) are not recorded. Embedding,
+Settings that change speed but not rows (threads, CPUs, GPUs per task, clips in pieces) are not recorded. Embedding,
 combination and annotation settings need no record: those stages already redo what their
 settings change (a new embedder embeds every shot, combine re-mines on every run, captions are
 keyed by their prompt and media).
@@ -24,7 +24,7 @@ from curation.config import CurationConfig, flags
 from manifests.io import read_table, write_json_atomic
 
 FILE = "shot_settings.json"
-SPEED_ONLY = frozenset({"decode_threads", "cpus_per_task", "gpus_per_task"})
+SPEED_ONLY = frozenset({"decode_threads", "cpus_per_task", "gpus_per_task", "piece_min_seconds"})
 
 
 class SettingsChanged(RuntimeError):

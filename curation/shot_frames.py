@@ -133,10 +133,10 @@ class ClipFrames:
 class FrameKeeper:
     """Keeps candidates while a clip decodes; see the module docstring for the rules."""
 
-    def __init__(self, specs: dict[str, FrameSpec], start: int, end: int, num_frames: int, clip_index: int,
-                 min_scene_frames: int, rotation: int, capacity: int = CAPACITY, late: int | None = None):  # fmt: skip
+    def __init__(self, specs: dict[str, FrameSpec], start: int, end: int, num_frames: int, min_scene_frames: int,
+                 rotation: int, capacity: int = CAPACITY, late: int | None = None):  # fmt: skip
         self.specs, self.start, self.end, self.num_frames = specs, start, end, num_frames
-        self.clip_index, self.min_scene_frames, self.rotation = clip_index, min_scene_frames, rotation
+        self.min_scene_frames, self.rotation = min_scene_frames, rotation
         self.limit = capacity + LATE_CUTS
         self.open = Segment(start)
         self.lag = min_scene_frames + LATE_CUTS if late is None else late  # how late a cut may be confirmed
@@ -147,12 +147,13 @@ class FrameKeeper:
         self.result = ClipFrames()
 
     def _final(self, boundary: int) -> bool:
-        """Whether the reconciled manifest certainly has a shot boundary here."""
+        """Whether the reconciled manifest certainly has a shot boundary here: the video's ends, and a
+        cut that no cut of the window before can take away (the window starting the video has none)."""
         if boundary == self.start:
-            return self.clip_index == 0
+            return self.start == 0
         if boundary == self.end:
             return self.end >= self.num_frames
-        return self.clip_index == 0 or boundary - self.start >= self.min_scene_frames
+        return self.start == 0 or boundary - self.start >= self.min_scene_frames
 
     def push(self, index: int, frame) -> None:
         if self.start <= index < self.end:

@@ -50,7 +50,7 @@ def plan_clips(num_frames: int, fps: float, clip_minutes: float, overlap_frames:
 
 def clip_windows(probe: VideoProbe, config: CurationConfig) -> list[ClipWindow]:
     """Windows of --clip-minutes with overlap (one window for a video without reliable timestamps)."""
-    overlap = max(round(config.shots.overlap_seconds * probe.fps), config.shots.detector.context_frames)
+    overlap = config.shots.overlap_frames(probe.fps)
     if probe.pts_reliable:
         return plan_clips(probe.num_frames, probe.fps, config.shots.clip_minutes, overlap)
     return [ClipWindow(0, 0, probe.num_frames, 0, probe.num_frames)]

@@ -26,6 +26,20 @@ class ClipWindow:
         """The frame is in the clip's own range (its cuts, samples and shots' starts are the clip's)."""
         return self.start_frame <= frame < self.end_frame
 
+    def pieces(self, count: int, align: int, overlap: int, num_frames: int) -> list[ClipWindow]:
+        """The clip's owned range in `count` (at most) windows of the same clip, each decoded with
+        `overlap` frames of context on each side, as a clip is: a detector fed a piece reports the
+        cuts a pass over the whole clip finds in it. Each piece starts a whole number of `align`
+        frames (the keyframe sampling interval) after the clip, so the samples fall where they fall
+        in one pass over the clip."""
+        length = self.end_frame - self.start_frame
+        step = -(-length // max(1, count))
+        step = max(align, -(-step // align) * align)
+        starts = list(range(self.start_frame, self.end_frame, step))
+        ends = starts[1:] + [self.end_frame]
+        return [ClipWindow(self.clip_index, a, b, max(0, a - overlap), min(num_frames, b + overlap))
+                for a, b in zip(starts, ends)]  # fmt: skip
+
 
 @dataclass
 class ClipResult:
@@ -39,6 +53,30 @@ class ClipResult:
     frames_decoded: int = 0
     seconds: float = 0.0
     error: str | None = None
+
+    @classmethod
+    def joined(cls, window: ClipWindow, parts: list[ClipResult]) -> ClipResult:
+        """One clip's result from its pieces' (`ClipWindow.pieces`): what one task over the clip
+        reports, its task time the pieces' sum."""
+        result = cls(window)
+        result.cuts = sorted({c for p in parts for c in p.cuts})
+        result.forced = sorted({c for p in parts for c in p.forced})
+        result.transitions = sorted({t for p in parts for t in p.transitions})
+        for part in parts:
+            result.thumbnails |= part.thumbnails
+            for name, samples in part.samples.items():
+                result.samples.setdefault(name, {}).update(samples)
+        kept = [p.frames for p in parts if p.frames is not None]
+        if kept:
+            result.frames = ClipFrames()
+            for frames in kept:
+                result.frames.shots |= frames.shots
+                result.frames.ends |= frames.ends
+                result.frames.uncertain += frames.uncertain
+        result.frames_decoded = sum(p.frames_decoded for p in parts)
+        result.seconds = sum(p.seconds for p in parts)
+        result.error = "; ".join(p.error for p in parts if p.error) or None
+        return result
 
 
 @dataclass

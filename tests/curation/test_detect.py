@@ -163,3 +163,39 @@ def test_a_long_video_shows_frames_decoded_and_an_eta_before_its_clips_are_back(
     lines = [line for line in capsys.readouterr().err.splitlines() if " in detection (" in line]
     assert lines, "no frame progress was shown"
     assert all(re.search(r"\| frames [\d,]+/[\d,]+ in detection \(\d+%\)", line) for line in lines)
+
+
+def test_a_clip_in_pieces_curates_to_the_rows_one_task_per_clip_gives(ray_local, tmp_path, long_video):
+    """Where a video's clips leave cores idle (here 2 CPUs, one clip), each clip is decoded in pieces,
+    one task each: every table holds the rows one task per clip gives (the shot [200, 290) spans the
+    pieces' boundary at 216), and the kinds video's rows are the recorded ones; only the clip rows'
+    decoded frames grow (each piece decodes its own context)."""
+    import json
+    from pathlib import Path
+
+    from curation.run import main
+    from manifests import read_table
+    from tests.support.curation_reference import KIND_FLAGS, record, write_kinds_video
+    from tests.support.reference_check import assert_same_rows
+
+    def without_decoded(tables):
+        return tables | {"clips": [{k: v for k, v in row.items() if k != "frames_decoded"} for row in tables["clips"]]}
+
+    common = ["--input", str(long_video.path), "--within", "video", "--scenes", "2", "--keep-all",
+              "--min-relevance", "-10", "--min-shot-seconds", "1"]  # fmt: skip
+    whole, pieces = tmp_path / "whole", tmp_path / "pieces"
+    assert main([*common, "--output", str(whole), "--piece-min-seconds", "0"]) == 0
+    assert main([*common, "--output", str(pieces), "--piece-min-seconds", "2"]) == 0
+    (one,), (two,) = read_table(whole, "clips")["frames_decoded"], read_table(pieces, "clips")["frames_decoded"]
+    assert one == long_video.num_frames < two  # really decoded in pieces
+    assert any(s < 216 < e for s, e in read_table(pieces, "shots")[["start_frame", "end_frame"]].values)
+    assert_same_rows(without_decoded(record(whole)), without_decoded(record(pieces)))
+
+    kinds = tmp_path / "kinds"
+    video = write_kinds_video(tmp_path / "videos")
+    assert main(["--input", str(video), "--output", str(kinds), *KIND_FLAGS, "--piece-min-seconds", "2"]) == 0
+    before = json.loads((Path(__file__).resolve().parents[1] / "data" / "curation_kinds_reference.json").read_text())
+    after = without_decoded(json.loads(json.dumps(record(kinds))))
+    for table in before:
+        assert_same_rows(without_decoded(before)[table], after[table], table)
+    assert read_table(kinds, "clips")["frames_decoded"].iloc[0] > before["clips"][0]["frames_decoded"]

@@ -31,6 +31,16 @@ def test_a_new_output_records_its_settings_and_the_same_or_speed_only_changes_re
     curated(tmp_path, "a", "b")
     assert check(config_for(tmp_path)) == []
     assert check(config_for(tmp_path, "--decode-threads", "3", "--cpus-per-task", "2")) == []
+    assert check(config_for(tmp_path, "--piece-min-seconds", "0")) == []  # pieces give the same rows
+
+
+def test_an_output_recorded_before_clips_came_in_pieces_resumes(tmp_path):
+    """`--piece-min-seconds` came later and is not recorded: a record written before it matches."""
+    settings = shot_settings(config_for(tmp_path, "--piece-min-seconds", "5"))
+    assert "piece_min_seconds" not in settings and "overlap_seconds" in settings
+    (tmp_path / FILE).write_text(json.dumps({"settings": settings, "pending": []}))
+    curated(tmp_path, "a")
+    assert check(config_for(tmp_path)) == []
 
 
 def test_changed_shot_settings_are_refused_with_each_difference_by_its_flag(tmp_path):

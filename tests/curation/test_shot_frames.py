@@ -81,7 +81,7 @@ def test_frame_keeper_is_exact_for_short_shots_and_bounded_for_long_ones():
 
     image = lambda frame, rotation: np.full((2, 2, 3), frame.index % 256, np.uint8)  # noqa: E731
     object.__setattr__(spec, "image", image)  # frozen dataclass: a test double for the conversion
-    keeper = FrameKeeper({"embed": spec}, start=0, end=1000, num_frames=1000, clip_index=0, min_scene_frames=15,
+    keeper = FrameKeeper({"embed": spec}, start=0, end=1000, num_frames=1000, min_scene_frames=15,
                          rotation=0, capacity=16)  # fmt: skip
     most = 0
     for index in range(1000):

@@ -48,3 +48,36 @@ def test_a_video_of_every_shot_kind_curates_to_the_recorded_tables_row_for_row(r
         assert_same_rows(before[table], after[table], table)
     reasons = [row["filter_reason"] or "ok" for row in after["shots"]]
     assert [r.split(" ")[0] for r in reasons] == ["ok", "ok", "darker", "shorter", "static:", "ok"]
+
+
+def test_a_clips_pieces_cover_its_range_once_aligned_to_the_samples_with_the_clips_context():
+    clip = ClipWindow(1, 1000, 2000, 952, 2048)
+    pieces = clip.pieces(3, align=12, overlap=48, num_frames=5000)
+    assert [(p.start_frame, p.end_frame) for p in pieces] == [(1000, 1336), (1336, 1672), (1672, 2000)]
+    assert all(p.clip_index == 1 and (p.start_frame - clip.start_frame) % 12 == 0 for p in pieces)
+    assert (pieces[0].decode_start, pieces[-1].decode_end) == (clip.decode_start, clip.decode_end)
+    assert [(p.decode_start, p.decode_end) for p in pieces[1:]] == [(1288, 1720), (1624, 2048)]
+    edge = ClipWindow(0, 0, 100, 0, 100).pieces(2, align=12, overlap=48, num_frames=100)
+    assert [(p.start_frame, p.end_frame, p.decode_start, p.decode_end) for p in edge] == [(0, 60, 0, 100),
+                                                                                          (60, 100, 12, 100)]  # fmt: skip
+    assert len(ClipWindow(0, 0, 30, 0, 30).pieces(8, align=12, overlap=0, num_frames=30)) == 3  # never under `align`
+
+
+def test_a_clips_result_joined_from_its_pieces_holds_all_they_found():
+    from curation.shot_frames import ClipFrames, ShotFrames, Uncertain
+
+    clip = ClipWindow(0, 0, 200, 0, 240)
+    a, b = clip.pieces(2, align=10, overlap=20, num_frames=240)
+    first = ClipResult(a, cuts=[40, 90], forced=[90], transitions=[(85, 95)], thumbnails={0: b"x", 50: b"y"},
+                       samples={"luma": {0: 1.0, 50: 2.0}, "motion": {4: "m"}}, frames_decoded=120, seconds=1.0)  # fmt: skip
+    first.frames = ClipFrames({40: {"embed": ShotFrames([41], None)}}, {40: 90}, [Uncertain(90, 100, [92], {})])
+    second = ClipResult(b, cuts=[150], thumbnails={100: b"z"}, samples={"luma": {100: 3.0}}, frames_decoded=140,
+                        seconds=2.0, error="b.mp4: decoding failed")  # fmt: skip
+    second.frames = ClipFrames({}, {}, [Uncertain(100, 150, [100], {})])
+    joined = ClipResult.joined(clip, [first, second])
+    assert joined.window == clip and joined.cuts == [40, 90, 150] and joined.forced == [90]
+    assert joined.transitions == [(85, 95)] and sorted(joined.thumbnails) == [0, 50, 100]
+    assert joined.samples == {"luma": {0: 1.0, 50: 2.0, 100: 3.0}, "motion": {4: "m"}}
+    assert list(joined.frames.shots) == [40] and joined.frames.ends == {40: 90}
+    assert [(u.start, u.end) for u in joined.frames.uncertain] == [(90, 100), (100, 150)]
+    assert (joined.frames_decoded, joined.seconds, joined.error) == (260, 3.0, "b.mp4: decoding failed")
