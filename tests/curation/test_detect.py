@@ -136,6 +136,29 @@ def test_detection_stage_gets_a_gpu_share_only_where_transnet_runs_and_gpus_exis
     assert detect_gpus(CurationConfig(output="o", shots={"detector": {"kind": "adaptive+transnetv2"}}).shots) == 0.0
 
 
+def test_clips_are_split_only_into_the_task_slots_left_idle_and_never_under_the_minimum_piece():
+    from types import SimpleNamespace
+
+    from curation.config import CurationConfig
+    from curation.detect import Detect
+    from curation.tasks import ClipWindow, VideoTask
+
+    def plan(cpus, minutes, clips=1, in_flight=0, reliable=True, **shots):
+        stage = Detect(None, CurationConfig(output="o", shots=shots).shots)
+        stage.cpus, stage.in_flight = cpus, in_flight
+        frames = round(minutes * 60 * 24)
+        bounds = [frames * i // clips for i in range(clips + 1)]
+        task = VideoTask("v.mp4", probe=SimpleNamespace(fps=24.0, num_frames=frames, pts_reliable=reliable))
+        task.clips = [ClipWindow(i, a, b, a, b) for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+        return [len(pieces) for pieces in stage.plan(task).values()]
+
+    assert plan(8, 10) == [8] and plan(16, 10) == [10]  # at most one piece per --piece-min-seconds
+    assert plan(16, 20, clips=2) == [8, 8] and plan(2, 20, clips=2) == [1, 1]
+    assert plan(8, 10, in_flight=6) == [2] and plan(8, 10, in_flight=7) == [1]  # other videos' tasks count
+    assert plan(8, 10, cpus_per_task=4) == [2]
+    assert plan(8, 1.5) == [1] and plan(8, 10, piece_min_seconds=0) == [1] and plan(8, 10, reliable=False) == [1]
+
+
 def test_a_long_video_shows_frames_decoded_and_an_eta_before_its_clips_are_back(
     ray_local, tmp_path, long_video, monkeypatch, capsys
 ):
