@@ -36,16 +36,7 @@ def plan_clips(num_frames: int, fps: float, clip_minutes: float, overlap_frames:
     if len(starts) > 1 and num_frames - starts[-1] < clip_frames / 4:
         starts.pop()
     ends = starts[1:] + [num_frames]
-    return [
-        ClipWindow(
-            clip_index=i,
-            start_frame=a,
-            end_frame=b,
-            decode_start=max(0, a - overlap_frames),
-            decode_end=min(num_frames, b + overlap_frames),
-        )
-        for i, (a, b) in enumerate(zip(starts, ends))
-    ]
+    return [ClipWindow.around(i, a, b, overlap_frames, num_frames) for i, (a, b) in enumerate(zip(starts, ends))]
 
 
 def clip_windows(probe: VideoProbe, config: CurationConfig) -> list[ClipWindow]:

@@ -22,6 +22,12 @@ class ClipWindow:
     decode_start: int
     decode_end: int
 
+    @classmethod
+    def around(cls, clip_index: int, start: int, end: int, overlap: int, num_frames: int) -> ClipWindow:
+        """The window owning [start, end), decoded with `overlap` frames of context on each side
+        (within the video)."""
+        return cls(clip_index, start, end, max(0, start - overlap), min(num_frames, end + overlap))
+
     def owns(self, frame: int) -> bool:
         """The frame is in the clip's own range (its cuts, samples and shots' starts are the clip's)."""
         return self.start_frame <= frame < self.end_frame
@@ -37,8 +43,7 @@ class ClipWindow:
         step = max(align, -(-step // align) * align)
         starts = list(range(self.start_frame, self.end_frame, step))
         ends = starts[1:] + [self.end_frame]
-        return [ClipWindow(self.clip_index, a, b, max(0, a - overlap), min(num_frames, b + overlap))
-                for a, b in zip(starts, ends)]  # fmt: skip
+        return [ClipWindow.around(self.clip_index, a, b, overlap, num_frames) for a, b in zip(starts, ends)]
 
 
 @dataclass
